@@ -1,0 +1,47 @@
+"""The `packetclip` command: the sensor-side entry point. Each command group lives in its own module."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from packetclip import __version__
+from packetclip.commands.featurize import featurize
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="packetclip")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """PacketCLIP verdicts for network sensors."""
+    configure_logging(verbose)
+
+
+cli.add_command(featurize)
+
+
+def configure_logging(verbose: int) -> None:
+    """The one logging set-up of a command line: warnings by default, -v info, -vv debug."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def run_group(group: click.Group, prog_name: str, argv: list[str] | None) -> int:
+    """Run a click group and turn its outcome into an exit code (tests call this instead of a subprocess)."""
+    try:
+        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry of `packetclip`."""
+    return run_group(cli, "packetclip", argv)

@@ -1,0 +1,53 @@
+"""The one featurizer shared by training and the sensor: frames in, connections and model input out.
+
+Torch-free (numpy, stdlib; dpkt is not needed on the hot path). Modules:
+`pcapio` reads captures, `frames` parses headers, `masking` removes site-identifying fields, `conntrack` and
+`tcp_state` track connections the way Zeek does, `community_id` hashes flows, `packing` builds model input,
+`stats` counts what was seen, `config` holds the knobs and the version.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+
+from packetclip.featurizer.community_id import community_id
+from packetclip.featurizer.config import FEATURIZER_VERSION, FeaturizerConfig
+from packetclip.featurizer.connection import FACT_NAMES, Connection
+from packetclip.featurizer.conntrack import ConnectionTracker, featurize_frames, track_frames
+from packetclip.featurizer.packing import pack
+from packetclip.featurizer.pcapio import PcapError, read_frames
+from packetclip.featurizer.stats import ParseStats
+
+PathLike = str | os.PathLike[str]
+
+__all__ = [
+    "FACT_NAMES",
+    "FEATURIZER_VERSION",
+    "Connection",
+    "ConnectionTracker",
+    "FeaturizerConfig",
+    "ParseStats",
+    "PcapError",
+    "community_id",
+    "featurize_frames",
+    "featurize_pcap",
+    "pack",
+    "read_frames",
+]
+
+
+def featurize_pcap(
+    path_or_paths: PathLike | Iterable[PathLike],
+    config: FeaturizerConfig | None = None,
+    stats: ParseStats | None = None,
+) -> Iterator[Connection]:
+    """Connections of one capture, or of several read in sequence as one stream, in order of connection end."""
+    paths = [path_or_paths] if isinstance(path_or_paths, str | os.PathLike) else list(path_or_paths)
+    stats = stats if stats is not None else ParseStats()
+
+    def frames() -> Iterator[tuple[float, int, bytes]]:
+        for path in paths:
+            yield from read_frames(path, stats)
+
+    return track_frames(frames(), config, stats)

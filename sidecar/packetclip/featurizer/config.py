@@ -1,0 +1,43 @@
+"""The featurizer's configuration and version.
+
+Owns `FEATURIZER_VERSION` and `FeaturizerConfig`. Changing a default that alters the bytes fed to a model
+(max_packets, snaplen, what is masked) requires bumping FEATURIZER_VERSION so old models refuse new features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FEATURIZER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class FeaturizerConfig:
+    """How connections are cut and how much of each is kept."""
+
+    max_packets: int = (
+        30  # packets kept per connection; the first ones carry handshakes and the attack's shape
+    )
+    snaplen: int = 128  # bytes from the IP header; covers IP+TCP options and the first payload record
+    tcp_inactivity: float = (
+        300.0  # Zeek's tcp_inactivity_timeout: an idle TCP connection ends after this long
+    )
+    udp_inactivity: float = 60.0  # Zeek's udp_inactivity_timeout
+    icmp_inactivity: float = 60.0  # Zeek's icmp_inactivity_timeout
+    tcp_close_delay: float = (
+        5.0  # Zeek's tcp_close_delay/tcp_reset_delay: late ACKs after FIN/RST still belong
+    )
+    max_pending_fragments: int = 4096  # first fragments remembered to attach later fragments; bounds memory
+
+    def __post_init__(self) -> None:
+        if self.max_packets < 1 or self.snaplen < 20:
+            raise ValueError(
+                f"max_packets must be >= 1 and snaplen >= 20 (got {self.max_packets}, {self.snaplen})"
+            )
+
+    def inactivity(self, proto: int) -> float:
+        if proto == 6:
+            return self.tcp_inactivity
+        if proto == 17:
+            return self.udp_inactivity
+        return self.icmp_inactivity

@@ -1,0 +1,181 @@
+"""Masking of the fields that identify a capture site rather than the behaviour of a connection.
+
+Owns `mask_packet`: it takes the bytes from the IP header on and returns exactly `snaplen` bytes with the
+following zeroed or made relative (the list is the model's contract; bump FEATURIZER_VERSION when it changes):
+
+- IPv4: identification, TTL, header checksum, source and destination address, option bytes (record-route and
+  timestamp options carry addresses and clocks).
+- IPv6: flow label, hop limit, source and destination address; hop-by-hop and destination option data; routing
+  header addresses; fragment identification; AH SPI, sequence and ICV.
+- TCP: checksum; sequence number relative to the sender's initial sequence number (the first SYN is 0);
+  acknowledgement number relative to the peer's (zero when the ACK flag is clear or the peer is not yet known);
+  SACK block edges relative to the peer's; timestamp option TSval and TSecr.
+- UDP, ICMP, ICMPv6: checksum. ICMP redirect gateway. ICMP/ICMPv6 errors: the quoted IP header is masked as above
+  and the quoted TCP sequence numbers are zeroed (the quoted connection's initial numbers are unknown here).
+  ICMPv6 neighbour discovery and MLD: target, group and option data (addresses and MAC addresses).
+
+It does not parse link layers (its input starts at the IP header) and keeps no state: the tracker passes the
+initial sequence numbers. Reads past the end of the input see zero padding, so a truncated capture is masked
+exactly like a complete one cut at the same length.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_pack_u32 = struct.Struct("!I").pack_into
+_u32 = struct.Struct("!I").unpack_from
+_u16 = struct.Struct("!H").unpack_from
+
+_ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
+_ICMP6_ERRORS = frozenset((1, 2, 3, 4))
+_TCP_ACK_FLAG = 0x10
+
+
+def mask_packet(
+    ip_bytes: bytes, snaplen: int, own_isn: int | None = None, peer_isn: int | None = None
+) -> bytes:
+    """Return `snaplen` bytes: the packet from its IP header on, masked, zero-padded."""
+    buf = bytearray(snaplen)
+    count = min(len(ip_bytes), snaplen)
+    buf[:count] = ip_bytes[:count]
+    if count:
+        _mask_ip(buf, 0, own_isn, peer_isn, quoted=False)
+    return bytes(buf)
+
+
+def _zero(buf: bytearray, start: int, end: int) -> None:
+    end = min(end, len(buf))
+    if start < end:
+        buf[start:end] = bytes(end - start)
+
+
+def _byte(buf: bytearray, index: int) -> int:
+    return buf[index] if index < len(buf) else 0
+
+
+def _relative(buf: bytearray, offset: int, base: int | None) -> None:
+    """Rewrite the 32-bit number at offset as (value - base) mod 2**32, or zero it when base is unknown."""
+    if base is None or offset + 4 > len(buf):
+        _zero(buf, offset, offset + 4)
+        return
+    _pack_u32(buf, offset, (_u32(buf, offset)[0] - base) & 0xFFFFFFFF)
+
+
+def _mask_ip(buf: bytearray, ip: int, own_isn: int | None, peer_isn: int | None, quoted: bool) -> None:
+    version = _byte(buf, ip) >> 4
+    if version == 4:
+        header_len = (_byte(buf, ip) & 0x0F) * 4
+        proto = _byte(buf, ip + 9)
+        later_fragment = ip + 8 <= len(buf) and _u16(buf, ip + 6)[0] & 0x1FFF
+        _zero(buf, ip + 4, ip + 6)  # identification
+        _zero(buf, ip + 8, ip + 9)  # TTL
+        _zero(buf, ip + 10, ip + 20)  # checksum, source, destination
+        if header_len < 20:
+            return
+        _zero(buf, ip + 20, ip + header_len)  # options
+        if later_fragment:
+            return
+        l4 = ip + header_len
+    elif version == 6:
+        if ip + 1 < len(buf):
+            buf[ip + 1] &= 0xF0  # the flow label's top nibble shares a byte with the traffic class
+        _zero(buf, ip + 2, ip + 4)
+        _zero(buf, ip + 7, ip + 40)  # hop limit, source, destination
+        proto, l4 = _mask_ipv6_extensions(buf, ip + 40, _byte(buf, ip + 6))
+        if proto is None:
+            return
+    else:
+        return
+    _mask_transport(buf, l4, proto, own_isn, peer_isn, quoted)
+
+
+def _mask_ipv6_extensions(buf: bytearray, offset: int, next_header: int) -> tuple[int | None, int]:
+    for _ in range(8):
+        if next_header in (0, 60):  # option data: router alert, home address (an address), padding
+            length = (_byte(buf, offset + 1) + 1) * 8
+            _zero(buf, offset + 2, offset + length)
+        elif next_header == 43:  # routing: keep type and segments left, drop the addresses
+            length = (_byte(buf, offset + 1) + 1) * 8
+            _zero(buf, offset + 4, offset + length)
+        elif next_header == 44:
+            length = 8
+            _zero(buf, offset + 4, offset + 8)  # identification
+            if offset + 4 <= len(buf) and _u16(buf, offset + 2)[0] & 0xFFF8:
+                return None, offset  # a later fragment: no transport header here
+        elif next_header == 51:
+            length = (_byte(buf, offset + 1) + 2) * 4
+            _zero(buf, offset + 4, offset + length)  # SPI, sequence, ICV
+        else:
+            return next_header, offset
+        next_header = _byte(buf, offset)
+        offset += length
+    return None, offset
+
+
+def _mask_transport(
+    buf: bytearray, l4: int, proto: int, own_isn: int | None, peer_isn: int | None, quoted: bool
+) -> None:
+    if proto == 6:
+        if quoted:  # an ICMP error quotes another connection's numbers: nothing to make them relative to
+            _zero(buf, l4 + 4, l4 + 12)
+        else:
+            _relative(buf, l4 + 4, own_isn)
+            _relative(buf, l4 + 8, peer_isn if _byte(buf, l4 + 13) & _TCP_ACK_FLAG else None)
+        _zero(buf, l4 + 16, l4 + 18)  # checksum
+        _mask_tcp_options(buf, l4 + 20, l4 + (_byte(buf, l4 + 12) >> 4) * 4, None if quoted else peer_isn)
+    elif proto == 17:
+        _zero(buf, l4 + 6, l4 + 8)
+    elif proto == 1:
+        _zero(buf, l4 + 2, l4 + 4)
+        icmp_type = _byte(buf, l4)
+        if icmp_type == 5:
+            _zero(buf, l4 + 4, l4 + 8)  # redirect: the gateway address
+        if icmp_type in _ICMP4_ERRORS and not quoted:
+            _mask_ip(buf, l4 + 8, None, None, quoted=True)
+    elif proto == 58:
+        _zero(buf, l4 + 2, l4 + 4)
+        _mask_icmp6_body(buf, l4, _byte(buf, l4), quoted)
+
+
+def _mask_tcp_options(buf: bytearray, start: int, end: int, peer_isn: int | None) -> None:
+    end = min(end, len(buf))
+    pos = start
+    while pos < end:
+        kind = buf[pos]
+        if kind == 0:
+            return
+        if kind == 1:
+            pos += 1
+            continue
+        length = _byte(buf, pos + 1)
+        if length < 2:
+            return
+        if kind == 8:  # timestamps: TSval and TSecr are host clocks
+            _zero(buf, pos + 2, pos + 10)
+        elif kind == 5:  # SACK edges are sequence numbers in the peer's space
+            for edge in range(pos + 2, pos + length - 3, 4):
+                _relative(buf, edge, peer_isn)
+        pos += length
+
+
+def _mask_icmp6_body(buf: bytearray, l4: int, icmp_type: int, quoted: bool) -> None:
+    if icmp_type in _ICMP6_ERRORS:
+        if not quoted:
+            _mask_ip(buf, l4 + 8, None, None, quoted=True)
+    elif icmp_type in (130, 131, 132):  # MLD: the multicast group
+        _zero(buf, l4 + 8, l4 + 24)
+    elif icmp_type == 143:  # MLDv2 report: records of groups and sources
+        _zero(buf, l4 + 8, len(buf))
+    elif 133 <= icmp_type <= 137:
+        # neighbour discovery: target/destination addresses, then options (MAC addresses, prefixes)
+        options_at = {133: 8, 134: 16, 135: 24, 136: 24, 137: 40}[icmp_type]
+        if icmp_type >= 135:
+            _zero(buf, l4 + 8, l4 + options_at)
+        pos = l4 + options_at
+        while pos + 2 <= len(buf):
+            length = buf[pos + 1] * 8
+            if length == 0:
+                break
+            _zero(buf, pos + 2, pos + length)
+            pos += length

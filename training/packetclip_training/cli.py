@@ -1,0 +1,27 @@
+"""The `packetclip-train` command: the model factory. Each stage's group lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from packetclip.cli import configure_logging, run_group
+from packetclip_training import __version__
+from packetclip_training.dataset.cli import dataset
+from packetclip_training.lab.cli import lab
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="packetclip-train")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Build PacketCLIP models from real traffic."""
+    configure_logging(verbose)
+
+
+cli.add_command(lab)
+cli.add_command(dataset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry of `packetclip-train`."""
+    return run_group(cli, "packetclip-train", argv)
