@@ -1,0 +1,129 @@
+"""Connection tracking on real captures: Zeek's conn_state/history, ICMP keying, timeouts, bounded memory."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from packetclip.featurizer import (
+    ConnectionTracker,
+    FeaturizerConfig,
+    ParseStats,
+    featurize_frames,
+    featurize_pcap,
+    pack,
+    read_frames,
+)
+
+from .captures import IPV6_PCAPNG, REJ_AND_RSTR, S0_SYNS, SF_HTTP, TCP_SCAN
+
+NTP_ONE_PACKET = "nDPI/tests/cfgs/default/pcap/NTPv4.pcap"
+PING = "nDPI/tests/cfgs/default/pcap/googledns_android10.pcap"
+
+
+def _states(real_data, capture):
+    return [(c.resp_p, c.conn_state, c.history) for c in featurize_pcap(real_data / capture)]
+
+
+def test_handshake_and_fin_exchange_is_sf(real_data):
+    (conn,) = featurize_pcap(real_data / SF_HTTP)
+    assert (conn.conn_state, conn.history, conn.service) == ("SF", "ShADaFf", "http")
+    assert (conn.orig_pkts, conn.resp_pkts, conn.n_packets) == (5, 3, 8)
+    assert conn.orig_h == "192.168.1.100" and conn.resp_p == 80
+    assert conn.orig_ip_bytes + conn.resp_ip_bytes == int(conn.pkt_len.sum())
+    assert conn.orig_bytes > 0 and conn.duration == conn.last_ts - conn.ts  # this trace has one timestamp
+
+
+def test_unanswered_syns_are_s0(real_data):
+    states = _states(real_data, S0_SYNS)
+    assert len(states) == 3 and all(state == "S0" and history == "S" for _, state, history in states)
+
+
+def test_syn_answered_by_rst_is_rej_and_reset_session_is_rstr(real_data):
+    assert sorted(_states(real_data, REJ_AND_RSTR)) == [(6379, "REJ", "Sr"), (6379, "RSTR", "ShAaDdr")]
+
+
+def test_port_scan_probes(real_data):
+    states = dict((port, (state, history)) for port, state, history in _states(real_data, TCP_SCAN))
+    assert states[80] == ("RSTO", "ShAR")  # open port: handshake, then the scanner resets
+    assert states[445] == ("REJ", "Sr")  # closed port
+    assert states[3390] == ("RSTR", "Fr")  # FIN probe answered by RST
+
+
+def test_echo_request_and_reply_share_one_connection(real_data):
+    pings = [c for c in featurize_pcap(real_data / PING) if c.proto == "icmp" and c.orig_p == 8]
+    assert pings and all(c.resp_p == 0 for c in pings)
+    assert any(c.orig_pkts and c.resp_pkts for c in pings)
+    assert all(set(c.pkt_dir.tolist()) <= {0, 1} for c in pings)
+
+
+def test_icmp_errors_stay_on_their_own_connection(real_data):
+    """Port-unreachable errors quoting a UDP flow are one ICMP connection; the UDP flow is not touched."""
+    frames = list(read_frames(real_data / IPV6_PCAPNG))
+    conns = {c.proto: c for c in featurize_pcap(real_data / IPV6_PCAPNG)}
+    assert set(conns) == {"udp", "icmp"}
+    icmp = conns["icmp"]
+    assert (icmp.orig_p, icmp.resp_p, icmp.conn_state) == (1, 4, "OTH")
+    assert conns["udp"].n_packets + icmp.n_packets == len(frames)
+
+
+def test_udp_inactivity_timeout_splits_connections(real_data):
+    (ts, link_type, frame) = next(iter(read_frames(real_data / NTP_ONE_PACKET)))
+    for gap, expected in ((59.0, 1), (61.0, 2)):
+        tracker = ConnectionTracker()
+        ended = tracker.add(ts, link_type, frame) + tracker.add(ts + gap, link_type, frame)
+        ended += tracker.flush()
+        assert len(ended) == expected
+        assert sum(c.orig_pkts for c in ended) == 2
+
+
+def test_tcp_connection_ends_after_close_delay(real_data):
+    frames = list(read_frames(real_data / SF_HTTP))
+    tracker = ConnectionTracker()
+    ended = [c for ts, lt, f in frames for c in tracker.add(ts, lt, f)]
+    assert ended == [] and len(tracker) == 1
+    last = frames[-1][0]
+    ended = tracker.add(last + 6.0, *frames[0][1:])  # the same SYN, after tcp_close_delay
+    assert [c.conn_state for c in ended] == ["SF"]
+    assert [c.conn_state for c in tracker.flush()] == ["S0"]
+
+
+def test_only_the_first_packets_keep_bytes(real_data):
+    config = FeaturizerConfig(max_packets=3, snaplen=64)
+    (conn,) = featurize_pcap(real_data / SF_HTTP, config)
+    assert conn.pkt_bytes.shape == (3, 64) and conn.pkt_ts.shape == conn.pkt_dir.shape == (3,)
+    assert conn.n_packets == 8  # counters still cover the whole connection
+    assert conn.pkt_dir.tolist() == [1, 0, 1]
+
+
+def test_featurize_frames_follows_the_given_directions(real_data):
+    frames = list(read_frames(real_data / SF_HTTP))
+    ts, raw = [f[0] for f in frames], [f[2] for f in frames]
+    by_address = featurize_frames(228, ts, raw)
+    (tracked,) = featurize_pcap(real_data / SF_HTTP)
+    assert by_address.facts() == tracked.facts()
+    np.testing.assert_array_equal(by_address.pkt_bytes, tracked.pkt_bytes)
+    directions = [bool(d) for d in tracked.pkt_dir]
+    reversed_view = featurize_frames(228, ts, raw, is_orig=[not d for d in directions])
+    assert reversed_view.orig_h == tracked.resp_h and reversed_view.orig_pkts == tracked.resp_pkts
+    stats = ParseStats()
+    assert featurize_frames(228, [0.0], [b"\x00\x01"], stats=stats) is None
+    assert stats.malformed and stats.is_balanced()
+
+
+def test_pack_shapes_padding_and_inter_arrival_times(real_data):
+    conns = list(featurize_pcap(real_data / REJ_AND_RSTR))
+    config = FeaturizerConfig(max_packets=8)
+    batch = pack(conns, config)
+    assert batch["bytes"].shape == (2, 8, 128) and batch["bytes"].dtype == np.uint8
+    assert {k: batch[k].dtype for k in ("direction", "iat", "length", "valid")} == {
+        "direction": np.int8, "iat": np.float32, "length": np.int32, "valid": np.bool_,
+    }  # fmt: skip
+    for row, conn in enumerate(conns):
+        n = min(len(conn.pkt_ts), 8)
+        assert batch["valid"][row].tolist() == [True] * n + [False] * (8 - n)
+        np.testing.assert_allclose(
+            batch["iat"][row, :n], np.diff(conn.pkt_ts[:n], prepend=conn.pkt_ts[0]), atol=1e-6
+        )
+        np.testing.assert_array_equal(batch["bytes"][row, :n], conn.pkt_bytes[:n])
+        assert not batch["bytes"][row, n:].any() and not batch["length"][row, n:].any()
+    assert pack([], config)["bytes"].shape == (0, 8, 128)
