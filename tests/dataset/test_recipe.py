@@ -1,0 +1,48 @@
+"""Recipe files: the committed default and validation of hand-written ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from packetclip_training.dataset.recipe import RecipeError, load_recipe
+
+DEFAULT = Path(__file__).resolve().parents[2] / "training/packetclip_training/dataset/recipes/default.yaml"
+
+
+def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
+    recipe = load_recipe(DEFAULT)
+    assert recipe.lab_runs == [Path("lab-runs/full-seed1")]
+    assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
+    assert recipe.featurizer == {"max_packets": 30, "snaplen": 128}
+    assert recipe.split.train == 0.7 and recipe.split.real_test_share == 0.2
+
+
+def test_flows_and_explicit_run_dirs(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "lab: {run_dirs: [a/b]}\n"
+        "flows: [{csv: f.csv, pcaps: [x.pcap, y.pcap], label_map: m.yaml, utc_offset_hours: -3}]\n"
+    )
+    recipe = load_recipe(path)
+    assert recipe.lab_runs == [Path("a/b")] and recipe.name == "r"
+    flow = recipe.flows[0]
+    assert flow.pcaps == [Path("x.pcap"), Path("y.pcap")] and flow.utc_offset_hours == -3
+    assert flow.label_map == "m.yaml" and flow.tolerance_s == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("labs: {}\n", "unknown key"),
+        ("flows: [{csv: f.csv}]\n", "need csv and pcaps"),
+        ("split: {train: 0.95, val: 0.1}\n", "split"),
+        ("lab: {runs: [{profile: full}]}\n", "profile and seeds"),
+    ],
+)
+def test_bad_recipes_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(path)
