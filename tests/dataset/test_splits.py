@@ -79,3 +79,37 @@ def test_single_instant_group_goes_to_train_and_bad_configs_refused():
         SplitConfig(train=0.9, val=0.2)
     with pytest.raises(ValueError):
         SplitConfig(real_test_share=0.8, real_val_share=0.3)
+
+
+def _episodes(overlap_e7: bool):
+    # 10 episodes of one class, 3 long connections each (a flood's sockets live as long as the episode); with
+    # overlap_e7, episode 7 (a second attacker) still runs when episode 8 starts.
+    rows = [(f"e{k}", 10.0 * k, 10.0 * k + 8.0) for k in range(10) for _ in range(3)]
+    if overlap_e7:
+        rows[21:24] = [("e7", 70.0, 85.0)] * 3
+    episode = np.array([r[0] for r in rows])
+    ts, last_ts = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+    return episode, ts, last_ts
+
+
+def _split_episodes(overlap_e7: bool, config: SplitConfig):
+    episode, ts, last_ts = _episodes(overlap_e7)
+    n = len(ts)
+    codes, dropped = assign_splits(
+        np.full(n, "run"), np.full(n, "syn_flood"), np.zeros(n, bool), ts, last_ts, np.full(n, ""), config,
+        episode=episode,
+    )  # fmt: skip
+    return {e: set(codes[episode == e].tolist()) for e in np.unique(episode)}, dropped
+
+
+def test_lab_attack_episodes_stay_whole_in_time_order():
+    by_episode, dropped = _split_episodes(False, SplitConfig(guard_s=0.5))
+    assert all(len(s) == 1 for s in by_episode.values())  # never split inside an episode
+    assert [by_episode[f"e{k}"].pop() for k in range(10)] == [TRAIN] * 7 + [VAL, TEST, TEST]
+    assert not dropped
+
+
+def test_lab_attack_episode_overlapping_the_next_split_is_dropped():
+    by_episode, dropped = _split_episodes(True, SplitConfig(train=0.6, val=0.2, guard_s=0.5))
+    assert [by_episode[f"e{k}"].pop() for k in range(10)] == [TRAIN] * 6 + [VAL, DROPPED, TEST, TEST]
+    assert dropped == {"split_episode_overlaps_next_split": 3}

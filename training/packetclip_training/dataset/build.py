@@ -271,7 +271,7 @@ def _run_flows(
     return results, unmatched, table.dropped
 
 
-SPLIT_COLUMNS = ["source_kind", "source", "sha256", "fine", "heldout", "ts", "last_ts"]
+SPLIT_COLUMNS = ["source_kind", "source", "sha256", "fine", "heldout", "episode", "ts", "last_ts"]
 
 
 def _split_parts(results: list[JobResult], recipe: Recipe, out: Path, config: FeaturizerConfig) -> Counter:
@@ -294,6 +294,9 @@ def _split_parts(results: list[JobResult], recipe: Recipe, out: Path, config: Fe
             last_ts=table.column("last_ts").to_numpy(),
             whole_file_sha=np.where(kind == "real", sha, ""),
             config=recipe.split,
+            episode=np.where(
+                kind == "lab", table.column("episode").to_numpy(zero_copy_only=False).astype(str), ""
+            ),
         )
         offset = 0
         for batch in _batches(parts):

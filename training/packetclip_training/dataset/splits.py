@@ -2,8 +2,15 @@
 
 Owns the split rule and its configuration. Does not read or write data files (`store`, `build`).
 
-Rule, per source (one lab run, one CSV's pcaps) and fine class: order the connections by first-packet time and
-cut the class's time span at `train` and `train + val` of its length. A connection belongs to a split only when
+Rule for attack classes of the lab, whose connections carry an episode id: whole episodes go to one split. Per
+(source, class) the episodes are ordered by start and the earliest `train` share of them goes to train, the next
+`val` share to val, the rest to test; an episode that still runs when the next split's first episode starts (two
+attackers at once) is dropped and counted, so no moment of a class's traffic is in two splits. Long attack
+connections (a flood's one ICMP "connection", a slowloris socket) make a per-connection time cut drop almost all of
+an episode, which is why episodes are the unit.
+
+Rule for everything else (benign traffic, CSV-labelled captures), per source and fine class: order the connections
+by first-packet time and cut the class's time span at `train` and `train + val` of its length. A connection belongs to a split only when
 it lies wholly (ts..last_ts) inside that split's interval; one that straddles a cut, or starts within `guard_s`
 after it, is dropped and counted, so no connection and no moment of traffic is shared between splits. Cutting per
 class, not per source, keeps every class of a source in every split (an attack that ran late in a run would
@@ -45,7 +52,8 @@ class SplitConfig:
 
     def describe(self) -> dict:
         return {
-            "method": "time split per (source, fine class); whole files for real captures; heldout variants test only",
+            "method": "lab attacks: whole episodes per (source, fine class) in time order; other traffic: time split "
+            "per (source, fine class); whole files for real captures; heldout variants test only",
             **asdict(self),
         }
 
@@ -89,6 +97,34 @@ def time_split(ts: np.ndarray, last_ts: np.ndarray, config: SplitConfig) -> tupl
     return codes, +dropped
 
 
+def episode_split(
+    episode: np.ndarray, ts: np.ndarray, last_ts: np.ndarray, config: SplitConfig
+) -> tuple[np.ndarray, Counter]:
+    """Split one (source, class) group whole episode by whole episode, in order of episode start."""
+    codes = np.full(len(ts), DROPPED, dtype=np.int8)
+    dropped: Counter = Counter()
+    names, index = np.unique(episode, return_inverse=True)
+    starts = np.array([ts[index == k].min() for k in range(len(names))])
+    ends = np.array([last_ts[index == k].max() for k in range(len(names))])
+    order = np.argsort(starts, kind="stable")
+    n = len(names)
+    n_train = max(1, round(config.train * n))
+    n_val = round(config.val * n) if n - n_train >= 2 else 0
+    episode_codes = np.full(n, TEST, dtype=np.int8)
+    episode_codes[order[:n_train]] = TRAIN
+    episode_codes[order[n_train : n_train + n_val]] = VAL
+    for earlier in (TRAIN, VAL):
+        later = episode_codes > earlier
+        if not later.any():
+            continue
+        first_later_start = starts[later].min()
+        overlapping = (episode_codes == earlier) & (ends >= first_later_start - config.guard_s)
+        episode_codes[overlapping] = DROPPED
+        dropped["split_episode_overlaps_next_split"] += int(np.isin(index, np.flatnonzero(overlapping)).sum())
+    codes[:] = episode_codes[index]
+    return codes, +dropped
+
+
 def assign_splits(
     source: np.ndarray,
     fine: np.ndarray,
@@ -97,11 +133,15 @@ def assign_splits(
     last_ts: np.ndarray,
     whole_file_sha: np.ndarray,
     config: SplitConfig,
+    episode: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Counter]:
     """Split codes for every connection, and the counts of those dropped by the split, by reason.
 
-    `whole_file_sha` is the file's sha256 for sources split per file (real captures) and "" for time-split ones.
+    `whole_file_sha` is the file's sha256 for sources split per file (real captures) and "" for time-split ones;
+    `episode` the lab episode id of attack connections ("" or None elsewhere).
     """
+    if episode is None:
+        episode = np.full(len(ts), "")
     codes = np.full(len(ts), DROPPED, dtype=np.int8)
     dropped: Counter = Counter()
     per_file = whole_file_sha != ""
@@ -115,7 +155,12 @@ def assign_splits(
         groups.setdefault((str(source[i]), str(fine[i])), []).append(int(i))
     for key in sorted(groups):
         members = np.asarray(groups[key])
-        group_codes, group_dropped = time_split(ts[members], last_ts[members], config)
+        if (episode[members] != "").all():
+            group_codes, group_dropped = episode_split(
+                episode[members], ts[members], last_ts[members], config
+            )
+        else:
+            group_codes, group_dropped = time_split(ts[members], last_ts[members], config)
         codes[members] = group_codes
         dropped.update(group_dropped)
     return codes, dropped
