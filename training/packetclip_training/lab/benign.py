@@ -1,0 +1,441 @@
+"""Benign background traffic: one agent process per client namespace, randomised from a seed, rate bounded.
+
+This module owns what a benign client does (HTTPS pages and API calls, logins, SSH sessions and file copies,
+DNS lookups, MQTT telemetry, NTP queries, FTP downloads) and the agents' lifecycle seen from the runner
+(`BenignTraffic`). It knows nothing of attacks. An agent runs as
+`python -m packetclip_training.lab.benign CONFIG.json` inside its client namespace, until SIGTERM; it then
+writes its counters to the stats file named in its config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ftplib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+ACTION_TIMEOUT_S = 20.0  # one action never blocks an agent longer than this
+
+
+@dataclass
+class AgentConfig:
+    """Everything one agent needs; written as JSON by the runner."""
+
+    host: str  # lab host name of the client
+    kind: str  # "workstation" (all services) or "iot" (telemetry, time, names)
+    seed: int
+    actions_per_second: float  # mean rate of actions (Poisson); bounds the agent's load
+    servers: dict[str, str]
+    dns_zone: str
+    existing_names: list[str]
+    missing_names: list[str]
+    credentials: dict[str, list[str]]
+    ca_cert: str
+    client_key: str
+    stats_path: str
+    run_subscriber: bool = False  # keep one long-lived MQTT subscription (a dashboard) open
+
+
+@dataclass
+class AgentStats:
+    ok: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+
+
+class Stop(Exception):
+    """SIGTERM reached the agent."""
+
+
+class Agent:
+    """One benign client's behaviour."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.rng = random.Random(f"benign-{config.seed}-{config.host}")
+        self.stats = AgentStats()
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"benign-{config.host}-"))
+        self.web = config.servers["web"]
+        self.actions: list[tuple[float, Callable[[], None]]] = self._weighted_actions()
+
+    def _weighted_actions(self) -> list[tuple[float, Callable[[], None]]]:
+        if self.config.kind == "iot":
+            return [
+                (6, self.mqtt_publish),
+                (2, self.dns_lookups),
+                (1, self.ntp_query),
+                (1, self.http_api_post),
+            ]
+        return [
+            (4, self.https_pages),
+            (2, self.http_api_get),
+            (1.5, self.http_api_post),
+            (1, self.form_login),
+            (0.5, self.admin_page),
+            (1, self.web2_page),
+            (1.5, self.ssh_session),
+            (1, self.scp_copy),
+            (0.5, self.sftp_get),
+            (4, self.dns_lookups),
+            (1, self.dig_lookup),
+            (1.5, self.mqtt_publish),
+            (1, self.ntp_query),
+            (1, self.ftp_download),
+        ]
+
+    # -- loop --------------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        weights = [weight for weight, _ in self.actions]
+        subscriber = self._start_subscriber() if self.config.run_subscriber else None
+        try:
+            while True:
+                time.sleep(max(0.02, self.rng.expovariate(self.config.actions_per_second)))
+                (action,) = self.rng.choices([a for _, a in self.actions], weights)
+                name = action.__name__
+                try:
+                    action()
+                    self.stats.ok[name] += 1
+                except Stop:
+                    raise
+                except Exception as exc:  # a failed benign action is counted, never fatal to the agent
+                    self.stats.failed[name] += 1
+                    log.debug("%s %s failed: %s", self.config.host, name, exc)
+                if subscriber is not None and subscriber.poll() is not None:
+                    subscriber = self._start_subscriber()
+        except Stop:
+            pass
+        finally:
+            if subscriber is not None and subscriber.poll() is None:
+                subscriber.terminate()
+                subscriber.wait(timeout=5)
+            Path(self.config.stats_path).write_text(
+                json.dumps({"ok": dict(self.stats.ok), "failed": dict(self.stats.failed)})
+            )
+
+    def _tool(self, argv: list[str], stdin: str | None = None) -> str:
+        result = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=ACTION_TIMEOUT_S, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{argv[0]} exited {result.returncode}: {result.stderr.strip()[-200:]}")
+        return result.stdout
+
+    def _curl(self, extra: list[str]) -> None:
+        base = ["curl", "-sS", "-f", "-o", "/dev/null", "--max-time", "15", "--cacert", self.config.ca_cert]
+        # Names resolve as a browser's would, so TLS carries a server name (SNI) and the certificate matches.
+        base += ["--resolve", f"web.{self.config.dns_zone}:443:{self.web}"]
+        if self.rng.random() < 0.3:
+            base += ["--http1.0"]  # an old client: one connection per request
+        self._tool(base + extra)
+
+    # -- actions -----------------------------------------------------------------------------------------------
+    def https_pages(self) -> None:
+        urls = [
+            f"https://web.{self.config.dns_zone}/pages/page-{self.rng.randrange(40):02d}.html"
+            for _ in range(self.rng.randint(1, 4))
+        ]
+        if self.rng.random() < 0.3:
+            urls.append(f"https://web.{self.config.dns_zone}/files/blob-{self.rng.randrange(10):02d}.bin")
+        self._curl(urls)
+
+    def http_api_get(self) -> None:
+        scheme = self.rng.choice(("http", "https"))
+        host = self.web if scheme == "http" else f"web.{self.config.dns_zone}"
+        urls = [
+            f"{scheme}://{host}/api/items/{self.rng.randrange(1000)}" for _ in range(self.rng.randint(1, 3))
+        ]
+        self._curl(urls)
+
+    def http_api_post(self) -> None:
+        document = {
+            "device": self.config.host,
+            "ts": time.time(),
+            "values": [round(self.rng.gauss(20, 5), 2) for _ in range(self.rng.randint(1, 60))],
+        }
+        scheme = self.rng.choice(("http", "https"))
+        host = self.web if scheme == "http" else f"web.{self.config.dns_zone}"
+        self._curl(
+            [
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                json.dumps(document),
+                f"{scheme}://{host}/api/telemetry",
+            ]
+        )
+
+    def form_login(self) -> None:
+        user, password = self.config.credentials["http_form"]
+        self._curl(
+            ["-d", f"username={user}&password={password}", f"https://web.{self.config.dns_zone}/login"]
+        )
+
+    def admin_page(self) -> None:
+        user, password = self.config.credentials["http_basic"]
+        self._curl(["-u", f"{user}:{password}", f"https://web.{self.config.dns_zone}/admin/"])
+
+    def web2_page(self) -> None:
+        self._tool(
+            [
+                "curl",
+                "-sS",
+                "-f",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "10",
+                f"http://{self.config.servers['web2']}/",
+            ]
+        )
+
+    def _ssh_options(self) -> list[str]:
+        return [
+            "-i",
+            self.config.client_key,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+        ]
+
+    def _ssh_target(self) -> str:
+        return f"{self.config.credentials['ssh'][0]}@{self.config.servers['ssh']}"
+
+    def ssh_session(self) -> None:
+        commands = self.rng.sample(
+            [
+                "uptime",
+                "df -h",
+                "ls -la",
+                "ps aux | head -20",
+                "cat /etc/os-release",
+                "free -m",
+                "id",
+                "ls pub | wc -l",
+                "date",
+                "uname -r",
+            ],
+            self.rng.randint(1, 4),
+        )
+        self._tool(["ssh", *self._ssh_options(), self._ssh_target(), "; ".join(commands)])
+
+    def scp_copy(self) -> None:
+        if self.rng.random() < 0.5:
+            local = self.scratch / f"report-{self.rng.randrange(100)}.dat"
+            local.write_bytes(self.rng.randbytes(self.rng.choice((1, 4, 32, 128, 256)) * 1024))
+            self._tool(
+                ["scp", "-q", *self._ssh_options(), str(local), f"{self._ssh_target()}:upload-{local.name}"]
+            )
+            local.unlink()
+        else:
+            remote = f"pub/firmware-{self.rng.randrange(12):02d}.bin"
+            self._tool(
+                [
+                    "scp",
+                    "-q",
+                    *self._ssh_options(),
+                    f"{self._ssh_target()}:{remote}",
+                    str(self.scratch / "dl"),
+                ]
+            )
+
+    def sftp_get(self) -> None:
+        remote = f"pub/firmware-{self.rng.randrange(12):02d}.bin"
+        self._tool(
+            ["sftp", "-q", *self._ssh_options(), "-b", "-", self._ssh_target()],
+            stdin=f"get {remote} {self.scratch / 'sftp.bin'}\nls pub\n",
+        )
+
+    def dns_lookups(self) -> None:
+        import dns.exception
+        import dns.message
+        import dns.query
+        import dns.rcode
+
+        for _ in range(self.rng.randint(1, 6)):
+            names = self.config.existing_names if self.rng.random() < 0.8 else self.config.missing_names
+            name = self.rng.choice(names)
+            rdtype = self.rng.choice(("A", "A", "A", "AAAA", "MX", "TXT"))
+            query = dns.message.make_query(name, rdtype)
+            try:
+                if self.rng.random() < 0.05:
+                    dns.query.tcp(query, self.config.servers["dns"], timeout=3)
+                else:
+                    dns.query.udp(query, self.config.servers["dns"], timeout=3)
+            except dns.exception.Timeout:
+                self.stats.failed["dns_timeout"] += 1
+
+    def dig_lookup(self) -> None:
+        name = self.rng.choice(self.config.existing_names + self.config.missing_names[:20])
+        self._tool(
+            [
+                "dig",
+                "+tries=1",
+                "+time=3",
+                f"@{self.config.servers['dns']}",
+                name,
+                self.rng.choice(("A", "ANY", "SOA", "NS")),
+            ]
+        )
+
+    def mqtt_publish(self) -> None:
+        metric = self.rng.choice(("temperature", "humidity", "battery", "motion", "door"))
+        payload = json.dumps(
+            {"device": self.config.host, metric: round(self.rng.uniform(0, 100), 1), "ts": time.time()}
+        )
+        argv = [
+            "mosquitto_pub",
+            "-h",
+            self.config.servers["mqtt"],
+            "-t",
+            f"telemetry/{self.config.host}/{metric}",
+        ]
+        argv += ["-m", payload, "-q", str(self.rng.choice((0, 0, 1))), "-i", f"{self.config.host}-{metric}"]
+        if self.rng.random() < 0.2:
+            argv.append("-r")  # retained: a dashboard gets the last value on subscribe
+        self._tool(argv)
+
+    def _start_subscriber(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                "mosquitto_sub",
+                "-h",
+                self.config.servers["mqtt"],
+                "-t",
+                "telemetry/#",
+                "-i",
+                f"{self.config.host}-dash",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def ntp_query(self) -> None:
+        if self.rng.random() < 0.5:
+            self._tool(["ntpdig", "-t", "3", self.config.servers["ntp"]])
+            return
+        # A minimal SNTPv4 client request (mode 3), as small devices send.
+        packet = struct.pack("!B39x", (0 << 6) | (4 << 3) | 3) + struct.pack(
+            "!II", int(time.time()) + 2208988800, 0
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(3)
+            sock.sendto(packet, (self.config.servers["ntp"], 123))
+            reply, _ = sock.recvfrom(512)
+        if len(reply) < 48:
+            raise RuntimeError(f"short NTP reply ({len(reply)} bytes)")
+
+    def ftp_download(self) -> None:
+        user, password = self.config.credentials["ftp"]
+        with ftplib.FTP(self.config.servers["ftp"], timeout=10) as ftp:
+            ftp.login(user, password)
+            ftp.cwd("pub")
+            if self.rng.random() < 0.5:
+                ftp.nlst()
+            name = f"firmware-{self.rng.randrange(12):02d}.bin"
+            received = bytearray()
+            ftp.retrbinary(f"RETR {name}", received.extend)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m packetclip_training.lab.benign CONFIG.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = AgentConfig(**json.loads(Path(args[0]).read_text()))
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    agent = Agent(config)
+    try:
+        agent.run()
+    finally:
+        for path in agent.scratch.iterdir():
+            path.unlink()
+        agent.scratch.rmdir()
+    return 0
+
+
+class BenignTraffic:
+    """The runner's handle on all agents: start them in their namespaces, stop them, collect their counters."""
+
+    def __init__(self, configs: list[AgentConfig], namespaces: dict[str, str], workdir: Path) -> None:
+        self.configs = configs
+        self.namespaces = namespaces  # host -> namespace
+        self.workdir = workdir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for config in self.configs:
+            config_path = self.workdir / f"{config.host}.json"
+            config_path.write_text(json.dumps(asdict(config)))
+            with (self.workdir / f"{config.host}.log").open("wb") as out:
+                self.processes[config.host] = subprocess.Popen(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        self.namespaces[config.host],
+                        sys.executable,
+                        "-m",
+                        "packetclip_training.lab.benign",
+                        str(config_path),
+                    ],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    env={**os.environ, "TMPDIR": str(self.workdir)},
+                )
+        log.info("benign traffic from %d clients", len(self.processes))
+
+    def stop(self) -> dict[str, dict[str, dict[str, int]]]:
+        """SIGTERM every agent's process group (children die with it), SIGKILL after a grace; counters by host."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for host, process in self.processes.items():
+            try:
+                process.wait(timeout=ACTION_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("benign agent %s ignored SIGTERM; killing it", host)
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        stats = {}
+        for config in self.configs:
+            path = Path(config.stats_path)
+            stats[config.host] = json.loads(path.read_text()) if path.exists() else {"ok": {}, "failed": {}}
+        return stats
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""`packetclip-train lab run|check|clean`: the traffic lab's command group.
+
+This module owns argument parsing and exit codes only; the work is in `runner`, `session` and `services`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from packetclip.classes import FINE_CLASSES
+from packetclip_training.lab.profiles import PROFILES
+from packetclip_training.lab.session import LabTerminated, NotRootError, clean_leftovers
+
+log = logging.getLogger(__name__)
+
+
+@click.group()
+def lab() -> None:
+    """Generate labelled traffic with real tools against real services in network namespaces."""
+
+
+@lab.command()
+@click.option(
+    "--profile", "profile_name", type=click.Choice(sorted(PROFILES)), default="quick", show_default=True
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Randomises benign traffic, passwords, order."
+)
+@click.option("--only", default=None, help="Comma-separated fine classes to attack with (default: all).")
+def run(profile_name: str, out_dir: Path, seed: int, only: str | None) -> None:
+    """Build the lab, run the profile's episodes, write capture.pcap, labels.tsv, hosts.tsv and run.json."""
+    from packetclip_training.lab.runner import run_lab
+
+    only_set = None
+    if only:
+        only_set = {name.strip() for name in only.split(",") if name.strip()}
+        unknown = only_set - set(FINE_CLASSES)
+        if unknown:
+            raise click.BadParameter(
+                f"unknown fine classes {sorted(unknown)}; known: {', '.join(FINE_CLASSES)}"
+            )
+    try:
+        document = run_lab(PROFILES[profile_name], out_dir, seed=seed, only=only_set)
+    except NotRootError as exc:
+        raise click.ClickException(str(exc)) from None
+    except LabTerminated:
+        click.echo("terminated (SIGTERM); the lab was removed, no output written", err=True)
+        raise SystemExit(143) from None
+    ran = [e for e in document["episodes"] if not e["refused"]]
+    click.echo(
+        f"{len(ran)} episodes, {document['capture']['packets_captured']} packets, "
+        f"{document['wall_s']:.0f}s -> {out_dir}"
+    )
+
+
+@lab.command()
+def check() -> None:
+    """Verify that every tool the lab and the attack catalogue need is installed; print versions."""
+    from packetclip_training.lab.runner import LAB_TOOLS, tool_versions
+
+    try:
+        from packetclip_training.lab.attacks import CATALOGUE
+    except ImportError as exc:
+        click.echo(f"attack catalogue not importable: {exc}", err=True)
+        CATALOGUE = []
+    missing = [name for name in {*LAB_TOOLS, *(v.tool for v in CATALOGUE)} if shutil.which(name) is None]
+    for name, version in sorted(tool_versions(CATALOGUE).items()):
+        click.echo(f"{name}\t{version}")
+    if missing:
+        raise click.ClickException(f"missing tools: {', '.join(sorted(missing))}")
+    click.echo(f"all {len(LAB_TOOLS)} lab tools and {len({v.tool for v in CATALOGUE})} attack tools present")
+
+
+@lab.command()
+def clean() -> None:
+    """Remove leftovers of crashed runs: lab namespaces and their processes, the lab account, temp dirs."""
+    try:
+        removed = clean_leftovers()
+    except NotRootError as exc:
+        raise click.ClickException(str(exc)) from None
+    json.dump(removed, sys.stdout, indent=2)
+    click.echo()

@@ -1,0 +1,576 @@
+"""The lab's servers: real Debian daemons, each in its own server namespace, configured from a temp dir.
+
+This module owns the daemons' configuration files, the lab's host account, TLS and SSH key material, the web
+content, starting each daemon (no systemd) and waiting until its ports are open, and stopping them. It does
+not build namespaces (`topology.py`) nor generate traffic.
+
+Daemons: nginx (80, 443 with a lab-CA certificate, /admin/ basic auth, /api/ and /login proxied to the lab web
+app), the lab web app on :8080, apache2 (:80 on web2), sshd (password and key auth), vsftpd (local users,
+passive ports 40000-40019), dnsmasq (authoritative for the lab zone, NXDOMAIN for everything else), mosquitto
+(1883), chronyd as an NTP server (-x: never touches the host clock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packetclip_training.lab.secrets_and_names import DNS_ZONE, LAB_USER, LAB_USER_GECOS, LabSecrets
+from packetclip_training.lab.topology import Topology, run_cmd
+
+log = logging.getLogger(__name__)
+
+FTP_PASSIVE_PORTS = (40000, 40019)
+READY_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Daemon:
+    """One service process in one namespace and the ports that prove it is ready."""
+
+    name: str
+    host: str  # lab host (namespace suffix)
+    argv: list[str]
+    ports: list[tuple[str, int]]  # ("tcp"|"udp", port) that must be listening
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+
+@dataclass
+class Services:
+    """All daemons of one lab; `start()` writes configs, creates the account and waits for readiness."""
+
+    topology: Topology
+    secrets: LabSecrets
+    root: Path  # the run's temp dir (world-readable: www-data and the lab user read from it)
+    seed: int = 0
+    daemons: list[Daemon] = field(default_factory=list)
+    user_created: bool = False
+    made_sshd_dir: bool = False
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "tls" / "ca.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.root / "ssh" / "client_key"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home" / LAB_USER
+
+    def ip(self, host: str) -> str:
+        return self.topology.host(host).ip
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Prepare everything, start every daemon, wait until all ports listen; stop everything on failure."""
+        try:
+            self._create_account()
+            self._make_tls()
+            self._make_ssh_keys()
+            self._make_content()
+            self.daemons = self._daemons()
+            for daemon in self.daemons:
+                self._launch(daemon)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every daemon (SIGTERM to its process group, SIGKILL after a grace) and remove the account."""
+        for daemon in self.daemons:
+            if daemon.process is not None and daemon.process.poll() is None:
+                _kill_group(daemon.process)
+        if self.user_created:
+            run_cmd(["userdel", LAB_USER], check=False)
+            self.user_created = False
+        if self.made_sshd_dir:
+            # Only the empty privilege-separation dir sshd needs, and only when this run made it.
+            Path("/run/sshd").rmdir()
+            self.made_sshd_dir = False
+
+    # -- preparation -------------------------------------------------------------------------------------------
+    def _create_account(self) -> None:
+        try:
+            existing = pwd.getpwnam(LAB_USER)
+        except KeyError:
+            existing = None
+        if existing is not None:
+            raise RuntimeError(
+                f"host account {LAB_USER!r} already exists ({existing.pw_gecos!r}); "
+                "run `packetclip-train lab clean` if a crashed lab left it, else remove it yourself"
+            )
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        run_cmd(["useradd", "-M", "-d", str(self.home), "-s", "/bin/bash", "-c", LAB_USER_GECOS, LAB_USER])
+        self.user_created = True
+        self.home.mkdir(mode=0o755)
+        _, password = self.secrets.credentials["ssh"]
+        subprocess.run(["chpasswd"], input=f"{LAB_USER}:{password}\n", text=True, check=True)
+        rng = random.Random(f"ftp-files-{self.seed}")
+        pub = self.home / "pub"
+        pub.mkdir()
+        for index in range(12):
+            (pub / f"firmware-{index:02d}.bin").write_bytes(
+                rng.randbytes(rng.choice((2, 16, 64, 200)) * 1024)
+            )
+        user = pwd.getpwnam(LAB_USER)
+        for path in (self.home, pub, *pub.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+    def _make_tls(self) -> None:
+        tls = self.root / "tls"
+        tls.mkdir()
+        web_ip = self.ip("web")
+        openssl = ["openssl"]
+        run_cmd(
+            [
+                *openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                str(tls / "ca.key"),
+                "-out",
+                str(self.ca_cert),
+                "-days",
+                "3",
+                "-subj",
+                "/O=packetclip lab/CN=packetclip lab CA",
+            ]
+        )
+        run_cmd(
+            [
+                *openssl,
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                str(tls / "web.key"),
+                "-out",
+                str(tls / "web.csr"),
+                "-subj",
+                f"/CN=web.{DNS_ZONE}",
+            ]
+        )
+        (tls / "san.ext").write_text(f"subjectAltName=DNS:web.{DNS_ZONE},DNS:www.{DNS_ZONE},IP:{web_ip}\n")
+        run_cmd(
+            [
+                *openssl,
+                "x509",
+                "-req",
+                "-in",
+                str(tls / "web.csr"),
+                "-CA",
+                str(self.ca_cert),
+                "-CAkey",
+                str(tls / "ca.key"),
+                "-CAcreateserial",
+                "-out",
+                str(tls / "web.crt"),
+                "-days",
+                "3",
+                "-extfile",
+                str(tls / "san.ext"),
+            ]
+        )
+
+    def _make_ssh_keys(self) -> None:
+        ssh = self.root / "ssh"
+        ssh.mkdir()
+        for kind in ("ed25519", "rsa", "ecdsa"):
+            run_cmd(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(ssh / f"host_{kind}")])
+        run_cmd(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.client_key)])
+        (ssh / f"authorized_keys_{LAB_USER}").write_text((ssh / "client_key.pub").read_text())
+
+    def _make_content(self) -> None:
+        rng = random.Random(f"web-content-{self.seed}")
+        www = self.root / "www"
+        for sub in ("pages", "files", "admin", "static"):
+            (www / sub).mkdir(parents=True)
+        (www / "index.html").write_text("<html><body><h1>Lab intranet</h1></body></html>\n")
+        (www / "admin" / "index.html").write_text("<html><body>admin console</body></html>\n")
+        for index in range(40):
+            words = " ".join(
+                rng.choice(("alpha", "beta", "gamma", "delta", "status", "report")) for _ in range(20)
+            )
+            paragraphs = "".join(f"<p>{index} {words}</p>\n" for _ in range(rng.choice((2, 20, 200, 1500))))
+            (www / "pages" / f"page-{index:02d}.html").write_text(f"<html><body>{paragraphs}</body></html>\n")
+        for index in range(10):
+            (www / "files" / f"blob-{index:02d}.bin").write_bytes(
+                rng.randbytes(rng.choice((8, 64, 256, 1024)) * 1024)
+            )
+        for index in range(10):
+            (www / "static" / f"config-{index:02d}.json").write_text(
+                json.dumps({"version": index, "ok": True}) + "\n"
+            )
+        www2 = self.root / "www2"
+        www2.mkdir()
+        (www2 / "index.html").write_text("<html><body>legacy portal</body></html>\n")
+        (self.root / "webapp.credentials").write_text(":".join(self.secrets.credentials["http_form"]) + "\n")
+        user, password = self.secrets.credentials["http_basic"]
+        hashed = run_cmd(["openssl", "passwd", "-apr1", password]).stdout.strip()
+        (self.root / "htpasswd").write_text(f"{user}:{hashed}\n")
+
+    # -- daemons -----------------------------------------------------------------------------------------------
+    def _daemons(self) -> list[Daemon]:
+        return [
+            Daemon("nginx", "web", self._nginx(), [("tcp", 80), ("tcp", 443)]),
+            Daemon(
+                "webapp",
+                "web",
+                [
+                    sys.executable,
+                    "-m",
+                    "packetclip_training.lab.webapp",
+                    "--bind",
+                    self.ip("web"),
+                    "--port",
+                    "8080",
+                    "--credentials",
+                    str(self.root / "webapp.credentials"),
+                ],
+                [("tcp", 8080)],
+            ),
+            Daemon("apache2", "web2", self._apache(), [("tcp", 80)]),
+            Daemon("sshd", "ssh", self._sshd(), [("tcp", 22)]),
+            Daemon("vsftpd", "ftp", self._vsftpd(), [("tcp", 21)]),
+            Daemon("dnsmasq", "dns", self._dnsmasq(), [("udp", 53), ("tcp", 53)]),
+            Daemon("mosquitto", "mqtt", self._mosquitto(), [("tcp", 1883)]),
+            Daemon("chronyd", "ntp", self._chronyd(), [("udp", 123)]),
+        ]
+
+    def _conf(self, name: str, text: str) -> Path:
+        path = self.root / "conf" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        return path
+
+    def _nginx(self) -> list[str]:
+        d, ip = self.root, self.ip("web")
+        (d / "nginx").mkdir()
+        temp_paths = "".join(
+            f"  {kind}_temp_path {d}/nginx/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        conf = self._conf(
+            "nginx.conf",
+            f"""user www-data;
+worker_processes 1;
+pid {d}/nginx/nginx.pid;
+error_log {d}/nginx/error.log warn;
+events {{ worker_connections 2048; }}
+http {{
+  access_log off;
+{temp_paths}  include /etc/nginx/mime.types;
+  default_type application/octet-stream;
+  keepalive_timeout 15;
+  server {{
+    listen {ip}:80;
+    listen {ip}:443 ssl;
+    server_name web.{DNS_ZONE} www.{DNS_ZONE};
+    ssl_certificate {d}/tls/web.crt;
+    ssl_certificate_key {d}/tls/web.key;
+    root {d}/www;
+    location /admin/ {{ auth_basic "lab admin"; auth_basic_user_file {d}/htpasswd; }}
+    location /api/ {{ proxy_pass http://{ip}:8080; proxy_http_version 1.1; }}
+    location = /login {{ proxy_pass http://{ip}:8080; }}
+  }}
+}}
+""",
+        )
+        return [
+            "nginx",
+            "-c",
+            str(conf),
+            "-p",
+            f"{d}/nginx",
+            "-e",
+            f"{d}/nginx/error.log",
+            "-g",
+            "daemon off;",
+        ]
+
+    def _apache(self) -> list[str]:
+        d, ip = self.root, self.ip("web2")
+        (d / "apache2").mkdir()
+        modules = "".join(
+            f"LoadModule {name}_module /usr/lib/apache2/modules/mod_{name}.so\n"
+            for name in ("mpm_event", "authz_core", "mime", "dir", "reqtimeout")
+        )
+        conf = self._conf(
+            "apache2.conf",
+            f"""{modules}ServerRoot {d}/apache2
+ServerName web2.{DNS_ZONE}
+Listen {ip}:80
+PidFile {d}/apache2/apache2.pid
+ErrorLog {d}/apache2/error.log
+DefaultRuntimeDir {d}/apache2
+Mutex file:{d}/apache2 default
+User www-data
+Group www-data
+TypesConfig /etc/mime.types
+DocumentRoot {d}/www2
+DirectoryIndex index.html
+# A stock-looking server: the slow-request defaults of a Debian install, so Slowloris behaves as it would there.
+Timeout 60
+KeepAlive On
+KeepAliveTimeout 5
+RequestReadTimeout header=20-40,MinRate=500 body=20,MinRate=500
+ServerLimit 4
+ThreadsPerChild 25
+MaxRequestWorkers 100
+<Directory {d}/www2>
+  Require all granted
+</Directory>
+""",
+        )
+        return ["apache2", "-f", str(conf), "-DFOREGROUND"]
+
+    def _sshd(self) -> list[str]:
+        d, ip = self.root, self.ip("ssh")
+        if not Path("/run/sshd").exists():
+            Path("/run/sshd").mkdir(mode=0o755)
+            self.made_sshd_dir = True
+        host_keys = "".join(f"HostKey {d}/ssh/host_{kind}\n" for kind in ("ed25519", "ecdsa", "rsa"))
+        conf = self._conf(
+            "sshd_config",
+            f"""ListenAddress {ip}
+Port 22
+{host_keys}PidFile {d}/ssh/sshd.pid
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile {d}/ssh/authorized_keys_%u
+StrictModes no
+UsePAM yes
+PermitRootLogin no
+AllowUsers {LAB_USER}
+UseDNS no
+PrintMotd no
+LoginGraceTime 20
+MaxAuthTries 6
+# Room for dictionary attacks with many parallel tasks; beyond it sshd drops connections early, as real ones do.
+MaxStartups 60:30:200
+Subsystem sftp internal-sftp
+""",
+        )
+        return ["/usr/sbin/sshd", "-D", "-e", "-f", str(conf)]
+
+    def _vsftpd(self) -> list[str]:
+        d, ip = self.root, self.ip("ftp")
+        empty = d / "vsftpd-empty"
+        empty.mkdir(mode=0o755)
+        low, high = FTP_PASSIVE_PORTS
+        conf = self._conf(
+            "vsftpd.conf",
+            f"""listen=YES
+listen_ipv6=NO
+listen_address={ip}
+background=NO
+anonymous_enable=NO
+local_enable=YES
+write_enable=NO
+pam_service_name=vsftpd
+secure_chroot_dir={empty}
+pasv_enable=YES
+pasv_min_port={low}
+pasv_max_port={high}
+pasv_address={ip}
+xferlog_enable=NO
+vsftpd_log_file={d}/vsftpd.log
+seccomp_sandbox=NO
+max_clients=300
+max_per_ip=100
+ftpd_banner=FTP server ready.
+""",
+        )
+        return ["vsftpd", str(conf)]
+
+    def _dnsmasq(self) -> list[str]:
+        d, ip = self.root, self.ip("dns")
+        hosts = d / "lab.hosts"
+        hosts.write_text("".join(f"{address} {name}\n" for name, address in self.secrets.dns_records.items()))
+        conf = self._conf(
+            "dnsmasq.conf",
+            f"""port=53
+listen-address={ip}
+bind-interfaces
+no-resolv
+no-hosts
+addn-hosts={hosts}
+domain-needed
+# No upstream at all: the lab zone is answered from the hosts file, every other name gets NXDOMAIN.
+local=/{DNS_ZONE}/
+address=/#/
+cache-size=2000
+dns-forward-max=1000
+pid-file={d}/dnsmasq.pid
+user=nobody
+group=nogroup
+""",
+        )
+        return ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"]
+
+    def _mosquitto(self) -> list[str]:
+        ip = self.ip("mqtt")
+        conf = self._conf(
+            "mosquitto.conf",
+            f"""listener 1883 {ip}
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+user mosquitto
+""",
+        )
+        return ["mosquitto", "-c", str(conf)]
+
+    def _chronyd(self) -> list[str]:
+        d, ip = self.root, self.ip("ntp")
+        conf = self._conf(
+            "chrony.conf",
+            f"""# Serve time from the local clock; -x on the command line keeps chronyd away from the host's clock.
+local stratum 8
+allow 198.18.0.0/16
+bindaddress {ip}
+port 123
+cmdport 0
+pidfile {d}/chronyd.pid
+""",
+        )
+        return ["chronyd", "-x", "-d", "-f", str(conf), "-u", "_chrony"]
+
+    # -- process handling --------------------------------------------------------------------------------------
+    def _launch(self, daemon: Daemon) -> None:
+        namespace = self.topology.ns(daemon.host)
+        daemon.log_path = self.root / "logs" / f"{daemon.name}.log"
+        daemon.log_path.parent.mkdir(exist_ok=True)
+        with daemon.log_path.open("wb") as out:
+            daemon.process = subprocess.Popen(
+                ["ip", "netns", "exec", namespace, *daemon.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopped as a whole, children included
+                cwd=self.root,
+            )
+        log.info("started %s in %s (pid %d)", daemon.name, namespace, daemon.process.pid)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        pending = list(self.daemons)
+        while pending:
+            for daemon in list(pending):
+                assert daemon.process is not None
+                if daemon.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{daemon.name} exited ({daemon.process.returncode}): {self._tail(daemon)}"
+                    )
+                if all(self._listening(daemon.host, proto, port) for proto, port in daemon.ports):
+                    pending.remove(daemon)
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(f"{d.name}: {self._tail(d)}" for d in pending)
+                raise RuntimeError(f"services not ready after {READY_TIMEOUT_S:.0f}s: {names}")
+            if pending:
+                time.sleep(0.2)
+        log.info("all %d services ready", len(self.daemons))
+
+    def _listening(self, host: str, proto: str, port: int) -> bool:
+        flag = "-Hltn" if proto == "tcp" else "-Hlun"
+        out = run_cmd(
+            ["ip", "netns", "exec", self.topology.ns(host), "ss", flag, f"sport = :{port}"], check=False
+        )
+        return bool(out.stdout.strip())
+
+    @staticmethod
+    def _tail(daemon: Daemon) -> str:
+        if daemon.log_path is None or not daemon.log_path.exists():
+            return "(no log)"
+        return daemon.log_path.read_text(errors="replace")[-400:].strip() or "(empty log)"
+
+    def versions(self) -> dict[str, str]:
+        """Name -> version line of each daemon, for run.json."""
+        return {daemon.name: tool_version(daemon.argv[0]) for daemon in self.daemons}
+
+
+def _kill_group(process: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        process.wait(timeout=grace_s)
+
+
+VERSION_FLAGS: dict[str, list[str]] = {
+    "nginx": ["-v"],
+    "apache2": ["-v"],
+    "sshd": ["-V"],
+    "vsftpd": ["-v"],
+    "dnsmasq": ["--version"],
+    "mosquitto": ["-h"],
+    "chronyd": ["-v"],
+    "tcpdump": ["--version"],
+    "ssh": ["-V"],
+    "hping3": ["--version"],
+    "nmap": ["--version"],
+    "masscan": ["--version"],
+    "slowhttptest": ["-h"],
+    "dnsperf": ["-h"],
+    "hydra": ["-h"],
+    "medusa": ["-V"],
+    "ncrack": ["--version"],
+    "patator": ["--version"],
+    "t50": ["--version"],
+    "fping": ["--version"],
+    "curl": ["--version"],
+    "dig": ["-v"],
+    "ntpdig": ["--version"],
+    "mosquitto_pub": ["--help"],
+    "openssl": ["version"],
+}
+
+
+def tool_version(executable: str) -> str:
+    """The first line that looks like a version of `executable`'s version output, or 'missing'."""
+    name = Path(executable).name
+    if name.startswith("python"):
+        return sys.version.split()[0]
+    flags = VERSION_FLAGS.get(name, ["--version"])
+    try:
+        result = subprocess.run(
+            [executable, *flags], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        return "missing"
+    except subprocess.TimeoutExpired:
+        return "unknown (version query timed out)"
+    lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]
+    for line in lines:
+        if any(ch.isdigit() for ch in line) and ("version" in line.lower() or name in line.lower()):
+            return line[:160]
+    return lines[0][:160] if lines else "unknown"

@@ -1,0 +1,161 @@
+"""One live lab: topology, temp dir, secrets, word lists and services, torn down on exit whatever happens.
+
+This module owns the lab's lifetime as a context manager (`LabSession`), the SIGTERM handling that turns a kill
+into an orderly teardown, the removal of leftovers of crashed runs (`clean_leftovers`), and the root check.
+It does not run episodes, capture or generate traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from pathlib import Path
+from types import FrameType, TracebackType
+
+from packetclip_training.lab.context import LabContext
+from packetclip_training.lab.secrets_and_names import (
+    DNS_ZONE,
+    LAB_USER_GECOS,
+    LabSecrets,
+    make_secrets,
+    write_wordlists,
+)
+from packetclip_training.lab.services import Services
+from packetclip_training.lab.topology import (
+    ROUTER_MACS,
+    SERVER_NET,
+    SUBNETS,
+    Topology,
+    clean_leftover_namespaces,
+    run_cmd,
+)
+
+log = logging.getLogger(__name__)
+
+TEMP_DIR_PATTERN = re.compile(r"^pcl[0-9a-f]{6}-")
+
+
+class LabTerminated(BaseException):
+    """SIGTERM arrived; raised in the main thread so every `finally` and `__exit__` runs."""
+
+
+class NotRootError(RuntimeError):
+    """The lab needs root (namespaces, daemons on privileged ports, accounts)."""
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NotRootError(
+            "the traffic lab needs root (network namespaces, daemons, a lab account); run it as root"
+        )
+
+
+class LabSession:
+    """`with LabSession(seed) as lab:` gives a running lab; leaving the block removes all of it."""
+
+    def __init__(self, seed: int = 0, topology: Topology | None = None) -> None:
+        self.seed = seed
+        self.topology = topology or Topology()
+        self.root: Path | None = None
+        self.services: Services | None = None
+        self.secrets: LabSecrets | None = None
+        self._previous_sigterm: object = None
+
+    def __enter__(self) -> LabSession:
+        require_root()
+        self._install_sigterm()
+        try:
+            self.root = Path(tempfile.mkdtemp(prefix=f"{self.topology.prefix}-"))
+            self.root.chmod(0o755)  # daemons drop to www-data / the lab account and must read their files
+            self.topology.up()
+            server_ips = {host.name: host.ip for host in self.topology.hosts_with_role("server")}
+            used = {host.ip for host in self.topology.hosts}
+            spare = [str(a) for a in SERVER_NET.hosts() if str(a) not in used][1:120]
+            self.secrets = make_secrets(self.seed, server_ips, spare)
+            write_wordlists(self.wordlist_dir, self.secrets, self.seed)
+            self.services = Services(self.topology, self.secrets, self.root, seed=self.seed)
+            self.services.start()
+        except BaseException:
+            self._teardown()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._teardown()
+
+    def _teardown(self) -> None:
+        # Order matters: stop daemons (and remove the account) while their namespaces still exist.
+        try:
+            if self.services is not None:
+                self.services.stop()
+        finally:
+            self.topology.down()
+            if self.root is not None:
+                shutil.rmtree(self.root, ignore_errors=True)
+            self._restore_sigterm()
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            raise LabTerminated("SIGTERM")
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, handler)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)  # type: ignore[arg-type]
+            self._previous_sigterm = None
+
+    # -- what attacks and traffic need -------------------------------------------------------------------------
+    @property
+    def wordlist_dir(self) -> Path:
+        assert self.root is not None
+        return self.root / "wordlists"
+
+    def context(self, attacker_ip: str, workdir: Path) -> LabContext:
+        """The `LabContext` of an episode run from `attacker_ip` with scratch dir `workdir`."""
+        assert self.secrets is not None
+        return LabContext(
+            attacker_ip=attacker_ip,
+            servers={host.name: host.ip for host in self.topology.hosts_with_role("server")},
+            sweep_cidr=str(SERVER_NET),
+            dns_zone=DNS_ZONE,
+            credentials=dict(self.secrets.credentials),
+            wordlist_dir=self.wordlist_dir,
+            workdir=workdir,
+            attacker_ips=tuple(host.ip for host in self.topology.hosts_with_role("attacker")),
+            gateway_ip=SUBNETS["attackers"].gateway,
+            gateway_mac=ROUTER_MACS["attackers"],
+        )
+
+    def hosts_rows(self) -> list[tuple[str, str, str]]:
+        """(ip, role, name) of every lab host, the router once per subnet."""
+        rows = [(subnet.gateway, "router", "router") for subnet in SUBNETS.values()]
+        rows += [(host.ip, host.role, host.name) for host in self.topology.hosts]
+        return rows
+
+
+def clean_leftovers() -> dict[str, list[str]]:
+    """Remove what crashed runs left: lab namespaces (and their processes), the lab account, lab temp dirs."""
+    require_root()
+    removed: dict[str, list[str]] = {"namespaces": clean_leftover_namespaces(), "users": [], "temp_dirs": []}
+    for entry in pwd.getpwall():
+        if entry.pw_gecos == LAB_USER_GECOS:
+            run_cmd(["userdel", entry.pw_name], check=False)
+            removed["users"].append(entry.pw_name)
+    temp = Path(tempfile.gettempdir())
+    for path in temp.iterdir():
+        if TEMP_DIR_PATTERN.match(path.name) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed["temp_dirs"].append(str(path))
+    return removed
