@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -20,7 +21,10 @@ from pathlib import Path
 from packetclip.featurizer import FEATURIZER_VERSION, FeaturizerConfig, ParseStats, pack, read_frames
 from packetclip.featurizer.conntrack import track_frames
 
-REAL_DATA = Path("/work/shared/data/real")
+# The real captures sit beside the checkout (../shared/data/real); PACKETCLIP_REAL_DATA points elsewhere.
+REAL_DATA = Path(
+    os.environ.get("PACKETCLIP_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
+)
 
 
 def largest_capture(root: Path) -> Path:

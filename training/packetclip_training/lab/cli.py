@@ -1,4 +1,4 @@
-"""`packetclip-train lab run|check|clean`: the traffic lab's command group.
+"""`packetclip-train lab run|check|variants|clean`: the traffic lab's command group.
 
 This module owns argument parsing and exit codes only; the work is in `runner`, `session` and `services`.
 """
@@ -63,19 +63,37 @@ def run(profile_name: str, out_dir: Path, seed: int, only: str | None) -> None:
 @lab.command()
 def check() -> None:
     """Verify that every tool the lab and the attack catalogue need is installed; print versions."""
+    from packetclip_training.lab.attacks import CATALOGUE
     from packetclip_training.lab.runner import LAB_TOOLS, tool_versions
 
-    try:
-        from packetclip_training.lab.attacks import CATALOGUE
-    except ImportError as exc:
-        click.echo(f"attack catalogue not importable: {exc}", err=True)
-        CATALOGUE = []
     missing = [name for name in {*LAB_TOOLS, *(v.tool for v in CATALOGUE)} if shutil.which(name) is None]
     for name, version in sorted(tool_versions(CATALOGUE).items()):
         click.echo(f"{name}\t{version}")
     if missing:
         raise click.ClickException(f"missing tools: {', '.join(sorted(missing))}")
     click.echo(f"all {len(LAB_TOOLS)} lab tools and {len({v.tool for v in CATALOGUE})} attack tools present")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per variant instead of a table.")
+def variants(as_json: bool) -> None:
+    """List the attack catalogue: fine class, variant, tool, time bound, and whether it is held out of training."""
+    from packetclip_training.lab.attacks import CATALOGUE
+
+    for v in CATALOGUE:
+        row = {
+            "fine": v.fine,
+            "variant": v.name,
+            "tool": v.tool,
+            "max_seconds": v.max_seconds,
+            "heldout": v.heldout,
+        }
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            click.echo(
+                f"{v.fine:<19} {v.name:<45} {v.tool:<13} {v.max_seconds:>5.0f}s{'  held out' if v.heldout else ''}"
+            )
 
 
 @lab.command()
