@@ -103,6 +103,8 @@ def write_card(directory: Path) -> dict:
         "counts": dataset_stats(directory),
         "outputs": output_hashes(directory, parquet),
     }
+    if "sample_of" in record:
+        card["sample_of"] = record["sample_of"]
     (directory / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
     (directory / CARD_MD).write_text(card_markdown(card))
     manifest = {"files": output_hashes(directory, [*parquet, BUILD_RECORD, CARD_JSON, CARD_MD])}
@@ -125,6 +127,11 @@ def card_markdown(card: dict) -> str:
     header = ["", *SPLITS, "all"]
     lines = [f"# Dataset card: {card['name']}", ""]
     lines += [f"Built {card['built']} with featurizer version {card['featurizer']['version']}.", ""]
+    if "sample_of" in card:
+        parent = card["sample_of"]
+        lines += [f"A sample of dataset `{parent['name']}`: at most {parent['per_class']} connections per fine class",
+                  f"and split (seed {parent['seed']}); the parent's outputs had these sha256:", "",
+                  *(f"- `{name}`: `{digest}`" for name, digest in parent["outputs"].items()), ""]  # fmt: skip
     lines += ["Model input per connection: the first `max_packets` packets (direction, inter-arrival time, length,",
               "first `snaplen` bytes from the IP header, lab-identifying fields masked). Addresses, ports and",
               "timestamps are stored for audit only and are never model input.", ""]  # fmt: skip

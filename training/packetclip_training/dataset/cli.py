@@ -1,4 +1,4 @@
-"""The `packetclip-train dataset` group: build, stats, card.
+"""The `packetclip-train dataset` group: build, stats, card, sample.
 
 Owns option parsing and exit codes; the work lives in `build`, `card` and `store`. Options given on the command
 line add to (lab runs, flows) or override (seed, featurizer sizes, real manifest) what a `--recipe` says.
@@ -129,3 +129,23 @@ def card(directory: Path) -> None:
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {directory / 'card.md'}, card.json and manifest.json")
+
+
+@dataset.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Sample directory."
+)
+@click.option("--per-class", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Rows per fine class and split, at most.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace a sample already in --out.")
+def sample(directory: Path, out: Path, per_class: int, seed: int, force: bool) -> None:
+    """Copy a small class-balanced sample of DIRECTORY, same layout and splits, with its own card."""
+    from packetclip_training.dataset.sample import sample_dataset
+
+    try:
+        card = sample_dataset(directory, out, per_class, seed=seed, force=force)
+    except (FileNotFoundError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(format_stats(card["counts"]))
