@@ -44,7 +44,7 @@ def test_each_service_answers(lab_ready: None, leftovers: Callable[[str], dict[s
             run(*curl, "-d", f"username={user}&password={password}", f"http://{ip['web']}:8080/login")
             == "200"
         )
-        assert run(*curl, "-d", f"username={user}&password=wrong", f"http://{ip['web']}/login") == "401"
+        assert run(*curl, "-d", f"username={user}&password=wrong", f"http://{ip['web']}/login") == "403"
         assert run(*curl, f"http://{ip['web']}/api/items/42") == "200"
         assert run(*curl, f"http://{ip['web2']}/") == "200"
 

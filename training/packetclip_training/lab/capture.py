@@ -50,7 +50,22 @@ class Capture:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = ["tcpdump", "-i", SERVER_BRIDGE, "-n", "-s", "0", "-U", "-Z", "root"]
+        # --immediate-mode: a flood that ends within a buffer block is otherwise lost when tcpdump stops; -B (KiB):
+        # a large kernel buffer so the immediate-mode wake-ups never drop packets under a flood
+        argv = [
+            "tcpdump",
+            "-i",
+            SERVER_BRIDGE,
+            "-n",
+            "-s",
+            "0",
+            "-U",
+            "--immediate-mode",
+            "-B",
+            "131072",
+            "-Z",
+            "root",
+        ]
         argv += ["-c", str(self.max_packets), "-w", str(self.path)]
         with self.log_path.open("wb") as err:
             self.process = subprocess.Popen(

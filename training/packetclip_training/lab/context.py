@@ -36,7 +36,7 @@ class LabContext:
     # Scratch directory for tool output (removed with the lab).
     workdir: Path
     # Port of the form login endpoint on servers["web"] (POST /login with fields username, password;
-    # 200 on success, 401 otherwise).
+    # 200 on success, 403 "Login failed" otherwise: hydra gives up on a 401, which means HTTP auth to it).
     login_port: int = 8080
     # All attacker addresses of the lab (the runner picks attacker_ip among them).
     attacker_ips: tuple[str, ...] = field(default_factory=tuple)

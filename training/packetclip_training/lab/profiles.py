@@ -61,7 +61,7 @@ PROFILES: dict[str, Profile] = {
         warmup_s=30.0,
         cooldown_s=15.0,
         episode_gap_s=2.0,
-        benign_actions_per_second=1.5,
+        benign_actions_per_second=2.5,
         max_packets=12_000_000,
     ),
 }

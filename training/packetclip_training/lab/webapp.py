@@ -4,7 +4,7 @@ This module owns only the application's HTTP behaviour; the lab runs it inside t
 `python -m packetclip_training.lab.webapp --bind IP --port 8080 --credentials FILE`. It is not a general web
 server and never listens outside the address it is given.
 
-Endpoints: `POST /login` (form or JSON fields `username`, `password`): 200 "Welcome" on the right pair, else 401
+Endpoints: `POST /login` (form or JSON fields `username`, `password`): 200 "Welcome" on the right pair, else 403
 with the body "Login failed". `GET /api/items/<n>`: a JSON document whose size depends on n. `POST /api/...`:
 echoes a JSON summary of the posted document. Anything else: 404.
 """
@@ -88,7 +88,7 @@ class LabAppHandler(BaseHTTPRequestHandler):
         if (fields.get("username"), fields.get("password")) == self.credentials:
             self._reply(200, b"Welcome", "text/plain")
         else:
-            self._reply(401, b"Login failed", "text/plain")
+            self._reply(403, b"Login failed", "text/plain")
 
 
 def main(argv: list[str] | None = None) -> None:

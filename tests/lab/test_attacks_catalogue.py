@@ -1,0 +1,280 @@
+"""The attack catalogue, checked without root: coverage of every attack class, held-out variants, bounds in
+packets and seconds, and that every command line names lab addresses only.
+
+Commands are built against a LabContext with lab addresses and real word lists in a temp dir; nothing runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from packetclip.classes import FINE_CLASSES
+from packetclip_training.lab.attacks import (
+    CATALOGUE,
+    DEADLINE_MARGIN_S,
+    Variant,
+    dictionary_files,
+    sweep_block,
+)
+from packetclip_training.lab.context import LabContext
+from packetclip_training.lab.topology import assert_targets_inside
+
+ATTACK_CLASSES = [fine for fine in FINE_CLASSES if fine != "benign"]
+SCALES = (0.02, 0.1, 1.0, 3.0)
+SERVERS = {
+    "web": "198.18.2.10",
+    "web2": "198.18.2.11",
+    "ssh": "198.18.2.12",
+    "ftp": "198.18.2.13",
+    "dns": "198.18.2.14",
+    "mqtt": "198.18.2.15",
+    "ntp": "198.18.2.16",
+}
+SWEEP = "198.18.2.0/24"
+RIGHT = {
+    "ssh": ("deploy", "Summer2024!"),
+    "ftp": ("deploy", "Summer2024!"),
+    "http_basic": ("admin", "Cookie#77"),
+    "http_form": ("alice", "Orange_lab9"),
+}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> LabContext:
+    words = tmp_path / "words"
+    words.mkdir()
+    (words / "usernames.txt").write_text(
+        "\n".join(["root", "admin", "test", "deploy", "guest", "alice"]) + "\n"
+    )
+    (words / "passwords.txt").write_text("\n".join(f"guess{i}" for i in range(300)) + "\nSummer2024!\n")
+    (words / "dns_queries.txt").write_text("www.lab.internal A\nnas-001x.lab.internal AAAA\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    return LabContext(
+        attacker_ip="198.18.3.66",
+        servers=dict(SERVERS),
+        sweep_cidr=SWEEP,
+        dns_zone="lab.internal",
+        credentials=dict(RIGHT),
+        wordlist_dir=words,
+        workdir=work,
+        attacker_ips=("198.18.3.66", "198.18.3.67"),
+    )
+
+
+def _option(argv: list[str], flag: str) -> str:
+    """The value following `flag` in argv; fails the test when the flag is absent."""
+    assert flag in argv, f"{flag} missing from {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+def _count_lines(path: str) -> int:
+    return len([line for line in Path(path).read_text().splitlines() if line.strip()])
+
+
+def test_every_attack_class_has_at_least_three_variants_and_only_known_classes() -> None:
+    counts = Counter(v.fine for v in CATALOGUE)
+    assert set(counts) == set(ATTACK_CLASSES)
+    assert all(counts[fine] >= 3 for fine in ATTACK_CLASSES), counts
+
+
+def test_variant_names_are_unique_and_prefixed_by_their_class() -> None:
+    names = [v.name for v in CATALOGUE]
+    assert len(names) == len(set(names))
+    assert all(v.name.startswith(v.fine + "/") for v in CATALOGUE)
+
+
+@pytest.mark.parametrize("fine", ATTACK_CLASSES)
+def test_each_class_holds_out_some_but_not_all_variants(fine: str) -> None:
+    variants = [v for v in CATALOGUE if v.fine == fine]
+    held = [v for v in variants if v.heldout]
+    assert held, f"{fine}: no held-out variant"
+    assert len(held) < len(variants) - 1, f"{fine}: fewer than two training variants left"
+
+
+@pytest.mark.parametrize(
+    "fine", ["icmp_flood", "syn_flood", "udp_flood", "dns_flood", "port_scan", "ping_sweep"]
+)
+def test_heldout_variant_uses_a_tool_not_seen_in_training_where_one_exists(fine: str) -> None:
+    variants = [v for v in CATALOGUE if v.fine == fine]
+    training_tools = {v.tool for v in variants if not v.heldout}
+    heldout_tools = {v.tool for v in variants if v.heldout}
+    # dns_flood's held-out hping3 is a technique unseen for that class, but hping3 floods elsewhere.
+    if fine == "dns_flood":
+        assert heldout_tools - training_tools
+    else:
+        assert heldout_tools.isdisjoint(training_tools), (heldout_tools, training_tools)
+
+
+def test_dictionary_attacks_cover_ssh_ftp_basic_auth_and_a_form(lab: LabContext) -> None:
+    joined = [" ".join(v.command(lab, 0.1)) for v in CATALOGUE if v.fine == "dictionary_attack"]
+    assert any("ssh://" in c or " -M ssh" in c for c in joined)
+    assert any("ftp://" in c or " -M ftp" in c or "ftp_login" in c for c in joined)
+    assert any("http-get /admin/" in c for c in joined)
+    assert any("http-post-form" in c for c in joined)
+
+
+def test_syn_floods_hit_80_443_and_22(lab: LabContext) -> None:
+    ports = set()
+    for v in (v for v in CATALOGUE if v.fine == "syn_flood"):
+        argv = v.command(lab, 1.0)
+        ports.add(_option(argv, "-p") if "-p" in argv else _option(argv, "--dport"))
+    assert {"80", "443", "22"} <= ports
+
+
+def test_every_tool_is_installed() -> None:
+    missing = sorted({v.tool for v in CATALOGUE if shutil.which(v.tool) is None})
+    assert not missing, f"not on PATH: {missing}"
+    assert shutil.which("timeout")
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("variant", CATALOGUE, ids=lambda v: v.name)
+def test_commands_name_only_the_lab_addresses_of_the_context(
+    variant: Variant, scale: float, lab: LabContext
+) -> None:
+    argv = variant.command(lab, scale)
+    # The runner's own check: every dotted quad inside the lab prefixes, and at least one target named.
+    named = assert_targets_inside(argv)
+    allowed_hosts = set(SERVERS.values()) | {lab.attacker_ip}
+    sweep = ipaddress.IPv4Network(SWEEP)
+    for text in named:
+        network = ipaddress.IPv4Network(text, strict=False)
+        assert text in allowed_hosts or network.subnet_of(sweep), (
+            f"{variant.name}: {text} is not from the context"
+        )
+    assert "--rand-source" not in argv and "--rand-dest" not in argv
+    if variant.tool == "t50":
+        assert _option(argv, "--saddr") == lab.attacker_ip  # t50 otherwise spoofs random sources
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("variant", CATALOGUE, ids=lambda v: v.name)
+def test_commands_are_bounded_in_seconds_and_packets(variant: Variant, scale: float, lab: LabContext) -> None:
+    argv = variant.command(lab, scale)
+    assert argv[:2] == ["timeout", "-s"] and argv[3:5] == ["-k", "1"]
+    assert float(argv[5]) <= variant.deadline(scale) - DEADLINE_MARGIN_S + 0.5
+    tool_argv = _tool_argv(argv)
+    assert Path(tool_argv[0]).name == variant.tool
+    assert 0 < variant.max_seconds <= 300
+    _assert_packet_bound(variant.tool, tool_argv, scale)
+
+
+def _tool_argv(argv: list[str]) -> list[str]:
+    """The tool's own argv, after the `timeout` wrapper."""
+    return argv[6:]
+
+
+def _assert_packet_bound(tool: str, argv: list[str], scale: float) -> None:
+    """Each tool's own limit on how much it sends, with an upper bound that holds at scale 3."""
+    limit = 150_000
+    if tool in ("hping3", "nping", "ping"):
+        assert 1 <= int(_option(argv, "-c")) <= limit
+    elif tool == "t50":
+        assert "--flood" not in argv
+        assert 1 <= int(_option(argv, "--threshold")) <= limit
+    elif tool == "dnsperf":
+        assert _option(argv, "-n") == "1" and float(_option(argv, "-l")) > 0
+        assert _count_lines(_option(argv, "-d")) <= limit
+    elif tool == "dig":
+        assert _count_lines(_option(argv, "-f")) <= limit
+    elif tool == "slowhttptest":
+        assert int(_option(argv, "-c")) <= 2000 and int(_option(argv, "-l")) <= 200
+    elif tool == "python3":
+        assert int(_option(argv, "--connections")) <= 2000 and float(_option(argv, "--seconds")) <= 200
+    elif tool == "nmap":
+        assert _option(argv, "--max-retries") == "1"
+        assert re.fullmatch(r"\d+s", _option(argv, "--host-timeout"))
+    elif tool == "masscan":
+        assert int(_option(argv, "--rate")) <= 10_000
+        assert re.fullmatch(r"1-\d+", _option(argv, "-p"))
+    elif tool == "fping":
+        assert ipaddress.IPv4Network(_option(argv, "-g")).num_addresses <= 256
+    elif tool in ("hydra", "medusa", "ncrack"):
+        combos = _count_lines(_option(argv, "-L" if tool == "hydra" else "-U")) * _count_lines(
+            _option(argv, "-P")
+        )
+        assert 1 <= combos <= 10_000
+    elif tool == "patator":
+        files = [a.split("=", 1)[1] for a in argv if re.match(r"^[01]=", a)]
+        assert len(files) == 2 and _count_lines(files[0]) * _count_lines(files[1]) <= 10_000
+    else:
+        pytest.fail(f"no packet bound known for {tool}")
+
+
+def test_larger_scale_sends_more(lab: LabContext) -> None:
+    """Scale sizes an episode: packet counts, list sizes and sweep blocks grow with it."""
+    for v in CATALOGUE:
+        assert v.deadline(2.0) >= v.deadline(0.05)
+        small_size = _episode_size(v, lab, 0.05)
+        large_size = _episode_size(v, lab, 2.0)
+        assert large_size >= small_size, v.name
+        if v.tool in ("hping3", "t50", "hydra", "medusa", "ncrack", "patator", "dnsperf", "dig"):
+            assert large_size > small_size, v.name
+
+
+def _episode_size(v: Variant, lab: LabContext, scale: float) -> int:
+    """A number that sizes the episode: packets, word-list combinations, queries, ports or addresses."""
+    argv = v.command(lab, scale)
+    if v.tool in ("hping3", "ping") or (v.tool == "nping" and "-c" in argv and _option(argv, "-c") != "1"):
+        return int(_option(argv, "-c"))
+    if v.tool == "t50":
+        return int(_option(argv, "--threshold"))
+    if v.tool in ("hydra", "medusa", "ncrack"):
+        return _count_lines(_option(argv, "-L" if v.tool == "hydra" else "-U")) * _count_lines(
+            _option(argv, "-P")
+        )
+    if v.tool == "patator":
+        files = [a.split("=", 1)[1] for a in argv if re.match(r"^[01]=", a)]
+        return _count_lines(files[0]) * _count_lines(files[1])
+    if v.tool in ("dnsperf", "dig"):
+        return _count_lines(_option(argv, "-d" if v.tool == "dnsperf" else "-f"))
+    if v.tool in ("slowhttptest", "python3"):
+        return int(_option(argv, "-c" if v.tool == "slowhttptest" else "--connections"))
+    if v.tool in ("fping", "nping") or (v.tool == "nmap" and "-sn" in argv):
+        block = next(a for a in argv if "/" in a and a[0].isdigit())
+        return ipaddress.IPv4Network(block).num_addresses
+    return int(v.deadline(scale))
+
+
+def test_scale_outside_range_is_refused(lab: LabContext) -> None:
+    with pytest.raises(ValueError):
+        CATALOGUE[0].command(lab, 0)
+
+
+def test_dictionary_files_hold_the_right_credentials_late(lab: LabContext) -> None:
+    users_path, passwords_path = dictionary_files(lab, "ssh", 5, 40, "t")
+    users = users_path.read_text().split()
+    passwords = passwords_path.read_text().split()
+    assert len(users) == 5 and len(passwords) == 40
+    assert "deploy" in users and passwords.index("Summer2024!") >= 30
+    assert len(set(passwords)) == len(passwords)
+
+
+def test_dictionary_files_fill_up_when_the_lab_lists_are_short(lab: LabContext) -> None:
+    _, passwords_path = dictionary_files(lab, "http_form", 3, 500, "t")
+    passwords = passwords_path.read_text().split()
+    assert len(passwords) == 500 and "Orange_lab9" in passwords
+
+
+@pytest.mark.parametrize(
+    ("scale", "expected"), [(0.01, "198.18.2.0/28"), (0.5, "198.18.2.0/25"), (3.0, SWEEP)]
+)
+def test_sweep_block_scales_inside_the_sweep_cidr(scale: float, expected: str) -> None:
+    assert sweep_block(SWEEP, scale) == expected
+
+
+def test_dns_query_files_are_dnsperf_format(lab: LabContext) -> None:
+    variants = [v for v in CATALOGUE if v.tool in ("dnsperf", "dig")]
+    for v in variants:
+        argv = v.command(lab, 0.1)
+        path = _option(argv, "-d" if v.tool == "dnsperf" else "-f")
+        lines = Path(path).read_text().splitlines()
+        assert lines and all(re.fullmatch(r"[a-z0-9.-]+\.? [A-Z]+", line) for line in lines), lines[:3]
+        assert all(line.split()[0].endswith("lab.internal") for line in lines)

