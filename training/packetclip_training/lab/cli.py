@@ -1,4 +1,4 @@
-"""`packetclip-train lab run|check|variants|clean`: the traffic lab's command group.
+"""`packetclip-train lab run|check|variants|cut|clean`: the traffic lab's command group.
 
 This module owns argument parsing and exit codes only; the work is in `runner`, `session` and `services`.
 """
@@ -94,6 +94,35 @@ def variants(as_json: bool) -> None:
             click.echo(
                 f"{v.fine:<19} {v.name:<45} {v.tool:<13} {v.max_seconds:>5.0f}s{'  held out' if v.heldout else ''}"
             )
+
+
+@lab.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--connections-per-episode", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--benign-connections", type=click.IntRange(min=0), default=150, show_default=True)
+@click.option("--packets-per-connection", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--snaplen", type=click.IntRange(min=64), default=256, show_default=True)
+@click.option("--include-heldout", is_flag=True, help="Also pick held-out variants.")
+def cut(
+    run_dir: Path,
+    out_dir: Path,
+    connections_per_episode: int,
+    benign_connections: int,
+    packets_per_connection: int,
+    snaplen: int,
+    include_heldout: bool,
+) -> None:
+    """Cut a small labelled sample (one episode per class, benign connections) out of RUN_DIR into --out."""
+    from packetclip_training.lab.cut import CutConfig, cut_run
+
+    config = CutConfig(
+        connections_per_episode, benign_connections, packets_per_connection, snaplen, include_heldout
+    )
+    summary = cut_run(run_dir, out_dir, config)
+    size = (out_dir / "capture.pcap").stat().st_size
+    click.echo(f"{len(summary['episodes'])} episodes, {sum(summary['packets_per_group'].values())} frames, "
+               f"{size} bytes -> {out_dir}")  # fmt: skip
 
 
 @lab.command()
