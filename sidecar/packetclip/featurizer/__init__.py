@@ -1,6 +1,6 @@
 """The one featurizer shared by training and the sensor: frames in, connections and model input out.
 
-Torch-free (numpy, stdlib; dpkt is not needed on the hot path). Modules:
+Torch-free (numpy and the standard library only). Modules:
 `pcapio` reads captures, `frames` parses headers, `masking` removes site-identifying fields, `conntrack` and
 `tcp_state` track connections the way Zeek does, `community_id` hashes flows, `packing` builds model input,
 `stats` counts what was seen, `config` holds the knobs and the version.
