@@ -35,7 +35,7 @@ def community_id(
     src, dst = _packed(saddr), _packed(daddr)
     has_ports = proto_num in _PORTED_PROTOCOLS and sport is not None and dport is not None
     one_way = False
-    if has_ports and proto_num in (1, 58):
+    if has_ports and sport is not None and proto_num in (1, 58):
         counterpart = (ICMP4_COUNTERPART if proto_num == 1 else ICMP6_COUNTERPART).get(sport)
         if counterpart is None:
             one_way = True

@@ -217,6 +217,7 @@ class ConnectionTracker:
         own_isn = peer_isn = None
         if conn.proto == TCP:
             sender, peer = (conn.orig_ep, conn.resp_ep) if is_orig else (conn.resp_ep, conn.orig_ep)
+            assert sender is not None and peer is not None  # a TCP connection has both endpoints from birth
             own_isn, peer_isn = sender.isn, peer.isn
         conn.pkt_ts.append(ts)
         conn.pkt_dir.append(1 if is_orig else 0)
@@ -284,6 +285,7 @@ def build_connection(conn: _Tracked, snaplen: int) -> Connection:
     proto = conn.proto
     n = len(conn.pkt_ts)
     if proto == TCP:
+        assert conn.orig_ep is not None and conn.resp_ep is not None  # a TCP connection has both endpoints
         orig_bytes, resp_bytes = conn.orig_ep.payload_bytes(), conn.resp_ep.payload_bytes()
     else:
         orig_bytes, resp_bytes = conn.orig_payload, conn.resp_payload

@@ -82,9 +82,10 @@ def _mask_ip(buf: bytearray, ip: int, own_isn: int | None, peer_isn: int | None,
             buf[ip + 1] &= 0xF0  # the flow label's top nibble shares a byte with the traffic class
         _zero(buf, ip + 2, ip + 4)
         _zero(buf, ip + 7, ip + 40)  # hop limit, source, destination
-        proto, l4 = _mask_ipv6_extensions(buf, ip + 40, _byte(buf, ip + 6))
-        if proto is None:
+        next_proto, l4 = _mask_ipv6_extensions(buf, ip + 40, _byte(buf, ip + 6))
+        if next_proto is None:
             return
+        proto = next_proto
     else:
         return
     _mask_transport(buf, l4, proto, own_isn, peer_isn, quoted)

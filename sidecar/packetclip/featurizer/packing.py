@@ -19,7 +19,7 @@ def pack(connections: Sequence[Connection], config: FeaturizerConfig | None = No
     """Model input for a batch: bytes (B,N,S) uint8, direction/iat/length/valid (B,N); padding rows are zero."""
     config = config or FeaturizerConfig()
     batch, max_packets, snaplen = len(connections), config.max_packets, config.snaplen
-    out = {
+    out: dict[str, np.ndarray] = {
         "bytes": np.zeros((batch, max_packets, snaplen), dtype=np.uint8),  # (B, N, S)
         "direction": np.zeros((batch, max_packets), dtype=np.int8),  # (B, N)
         "iat": np.zeros((batch, max_packets), dtype=np.float32),  # (B, N)

@@ -15,7 +15,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from packetclip.featurizer.stats import ParseStats
 
@@ -93,7 +93,7 @@ def _open(path: str | os.PathLike[str]) -> BinaryIO:
     with raw:
         compressed = raw.read(2) == b"\x1f\x8b"
     # a fresh handle either way: GzipFile does not close a file object it was given
-    return gzip.open(path, "rb") if compressed else open(path, "rb")
+    return cast(BinaryIO, gzip.open(path, "rb") if compressed else open(path, "rb"))
 
 
 def read_frames(path: str | os.PathLike[str], stats: ParseStats | None = None) -> Iterator[Frame]:
