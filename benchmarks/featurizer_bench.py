@@ -23,7 +23,9 @@ from packetclip.featurizer.conntrack import track_frames
 
 # The real captures sit beside the checkout (../shared/data/real); PACKETCLIP_REAL_DATA points elsewhere.
 REAL_DATA = Path(
-    os.environ.get("PACKETCLIP_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real")
+    os.environ.get(
+        "PACKETCLIP_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    )
 )
 
 
