@@ -13,7 +13,7 @@ DEFAULT = Path(__file__).resolve().parents[2] / "training/packetclip_training/da
 
 def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
     recipe = load_recipe(DEFAULT)
-    assert recipe.lab_runs == [Path("lab-runs/full-seed1")]
+    assert recipe.lab_runs == [Path("lab-runs/full-seed1"), Path("lab-runs/full-seed2-vulnerability_scan")]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.featurizer == {"max_packets": 30, "snaplen": 128}
     assert recipe.split.train == 0.7 and recipe.split.real_test_share == 0.2
@@ -46,3 +46,17 @@ def test_bad_recipes_are_refused_with_the_reason(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(RecipeError, match=message):
         load_recipe(path)
+
+
+def test_lab_runs_restricted_to_classes_have_their_own_directory(tmp_path):
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(
+        "lab:\n  runs_dir: runs\n  runs:\n    - {profile: full, seeds: [1]}\n"
+        "    - {profile: full, seeds: [2, 3], only: [vulnerability_scan, os_scan]}\n"
+    )
+    recipe = load_recipe(recipe_file)
+    assert [str(p) for p in recipe.lab_runs] == [
+        "runs/full-seed1",
+        "runs/full-seed2-os_scan-vulnerability_scan",
+        "runs/full-seed3-os_scan-vulnerability_scan",
+    ]

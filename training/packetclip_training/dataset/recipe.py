@@ -8,6 +8,7 @@ name: default
 lab:
   runs_dir: lab-runs            # where `packetclip-train lab run --out` put the runs
   runs: [{profile: full, seeds: [1]}]   # -> lab-runs/full-seed1
+  #  {profile: full, seeds: [2], only: [os_scan]} -> lab-runs/full-seed2-os_scan (`lab run --only os_scan`)
   run_dirs: []                  # or explicit directories
 real:
   manifest: ../shared/data/real/MANIFEST.tsv
@@ -68,9 +69,10 @@ def _mapping(value: object, where: str) -> dict:
     return value
 
 
-def lab_run_dir(runs_dir: Path, profile: str, seed: int) -> Path:
-    """Where a recipe expects the run of a lab profile and seed."""
-    return runs_dir / f"{profile}-seed{seed}"
+def lab_run_dir(runs_dir: Path, profile: str, seed: int, only: list[str] | None = None) -> Path:
+    """Where a recipe expects the run of a lab profile and seed (restricted to some fine classes with `only`)."""
+    suffix = "".join(f"-{fine}" for fine in sorted(only or []))
+    return runs_dir / f"{profile}-seed{seed}{suffix}"
 
 
 def load_recipe(path: Path) -> Recipe:
@@ -92,7 +94,8 @@ def load_recipe(path: Path) -> Recipe:
         seeds = entry.get("seeds", [entry["seed"]] if "seed" in entry else None)
         if "profile" not in entry or not seeds:
             raise RecipeError(f"{path}: lab.runs entries need a profile and seeds")
-        recipe.lab_runs += [lab_run_dir(runs_dir, str(entry["profile"]), int(seed)) for seed in seeds]
+        only = [str(fine) for fine in entry.get("only", []) or []]
+        recipe.lab_runs += [lab_run_dir(runs_dir, str(entry["profile"]), int(seed), only) for seed in seeds]
     recipe.lab_runs += [Path(p) for p in lab.get("run_dirs", []) or []]
     real = _mapping(data.get("real"), f"{path}: real")
     if real:

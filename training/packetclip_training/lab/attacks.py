@@ -1029,6 +1029,22 @@ _RECON: list[Variant] = [
     ),
     _v(
         "vulnerability_scan",
+        "nmap-sV-vuln-safe-all-servers",
+        "nmap",
+        nmap(
+            "-sV",
+            "--script",
+            "vuln and safe",
+            "-Pn",
+            ports=top_ports(50),
+            targets=lambda lab, _scale: sorted(set(lab.servers.values())),
+        ),
+        150,
+        "many",
+        "Version detection and the safe vulnerability scripts across every server of the subnet",
+    ),
+    _v(
+        "vulnerability_scan",
         "nmap-ssh-ftp-audit",
         "nmap",
         nmap(

@@ -92,7 +92,7 @@ def variants(as_json: bool) -> None:
             click.echo(json.dumps(row))
         else:
             click.echo(
-                f"{v.fine:<19} {v.name:<45} {v.tool:<13} {v.max_seconds:>5.0f}s{'  held out' if v.heldout else ''}"
+                f"{v.fine:<19} {v.name:<48} {v.tool:<13} {v.max_seconds:>5.0f}s{'  held out' if v.heldout else ''}"
             )
 
 
