@@ -7,7 +7,10 @@ import click
 from packetclip.cli import configure_logging, run_group
 from packetclip_training import __version__
 from packetclip_training.dataset.cli import dataset
+from packetclip_training.describe.cli import describe
+from packetclip_training.knowledge.cli import kg
 from packetclip_training.lab.cli import lab
+from packetclip_training.text.cli import text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +23,9 @@ def cli(verbose: int) -> None:
 
 cli.add_command(lab)
 cli.add_command(dataset)
+cli.add_command(kg)
+cli.add_command(describe)
+cli.add_command(text)
 
 
 def main(argv: list[str] | None = None) -> int:
