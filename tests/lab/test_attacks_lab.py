@@ -32,6 +32,9 @@ TINY_SCALE = 0.05
 # Tools that need longer than a tiny episode before they show their pattern: ncrack probes SSH with one
 # connection for about ten seconds before it opens parallel ones.
 SLOW_STARTERS = {"dictionary_attack/ncrack-ssh-cl8": 0.25}
+# vsftpd delays every failed login, so these one-attempt-per-connection FTP guessers get shorter lists: at the
+# tiny scale their lists still outlast the shortest episode (MIN_DEADLINE_S).
+SLOW_GUESSERS = {"dictionary_attack/medusa-ftp-t6": 0.02, "dictionary_attack/patator-ftp-t8": 0.02}
 ATTACKER = "att1"
 ATTACKER_BRIDGE = "br-att"
 # Snap length covers headers; a large kernel buffer keeps line-rate floods from being dropped, and immediate
@@ -148,7 +151,7 @@ def test_variant_runs_in_time_and_sends_attack_traffic(
     workdir = tmp_path / "episode"
     workdir.mkdir()
     workdir.chmod(0o755)
-    scale = SLOW_STARTERS.get(variant.name, TINY_SCALE)
+    scale = SLOW_STARTERS.get(variant.name, SLOW_GUESSERS.get(variant.name, TINY_SCALE))
     outcome = _run_episode(lab_session, variant, workdir, scale)
     context = lab_session.context("198.18.3.66", workdir)  # type: ignore[attr-defined]
     right_passwords = {password for _, password in context.credentials.values()}
