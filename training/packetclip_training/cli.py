@@ -10,6 +10,7 @@ from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
 from packetclip_training.knowledge.cli import kg
 from packetclip_training.lab.cli import lab
+from packetclip_training.pretrain_cli import pretrain
 from packetclip_training.text.cli import text
 
 
@@ -23,6 +24,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(lab)
 cli.add_command(dataset)
+cli.add_command(pretrain)
 cli.add_command(kg)
 cli.add_command(describe)
 cli.add_command(text)

@@ -1,0 +1,14 @@
+"""Model definitions of the factory: the packet encoder f_P, its configs and its cost model.
+
+Training objectives, export and evaluation live in their own modules of `packetclip_training`.
+"""
+
+from packetclip_training.models.encoder import (
+    EncoderConfig,
+    PacketEncoder,
+    load_checkpoint,
+    load_config,
+    save_checkpoint,
+)
+
+__all__ = ["EncoderConfig", "PacketEncoder", "load_checkpoint", "load_config", "save_checkpoint"]
