@@ -6,6 +6,7 @@ import click
 
 from packetclip.cli import configure_logging, run_group
 from packetclip_training import __version__
+from packetclip_training.baselines.cli import baseline
 from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
 from packetclip_training.knowledge.cli import kg
@@ -28,6 +29,7 @@ cli.add_command(pretrain)
 cli.add_command(kg)
 cli.add_command(describe)
 cli.add_command(text)
+cli.add_command(baseline)
 
 
 def main(argv: list[str] | None = None) -> int:
