@@ -6,6 +6,7 @@ import click
 
 from packetclip.cli import configure_logging, run_group
 from packetclip_training import __version__
+from packetclip_training.align_cli import align
 from packetclip_training.baselines.cli import baseline
 from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
@@ -30,6 +31,7 @@ cli.add_command(kg)
 cli.add_command(describe)
 cli.add_command(text)
 cli.add_command(baseline)
+cli.add_command(align)
 
 
 def main(argv: list[str] | None = None) -> int:

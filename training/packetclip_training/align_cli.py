@@ -1,0 +1,203 @@
+"""The `packetclip-train align` command: align a frozen packet encoder with the frozen text encoder.
+
+Owns loading and subsampling the splits, caching embeddings, the run's outputs (`align.pt`, `align_metrics.json`,
+`align_curve.png`) and option parsing. The heads, loss and loop live in `align`; the zero-shot scores in
+`zeroshot`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from packetclip_training.align import (
+    FACT_COLUMNS,
+    HEAD_SETTINGS,
+    AlignConfig,
+    build_description_pool,
+    connection_embeddings,
+    save_heads,
+    train_alignment,
+)
+from packetclip_training.dataset import load_split
+from packetclip_training.models.encoder import PacketEncoder, load_checkpoint
+from packetclip_training.zeroshot import class_matrix, evaluate, prompt_embeddings, scores
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "align.pt"
+METRICS_NAME = "align_metrics.json"
+CURVE_NAME = "align_curve.png"
+INPUT_NAMES = ("bytes", "direction", "iat", "length", "valid")
+
+
+def per_class_rows(fine: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Sorted row indices keeping at most `limit` random rows of each fine class (the data is flood-dominated)."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for label in sorted(set(fine.tolist())):
+        rows = np.flatnonzero(fine == label)
+        kept.append(rows if len(rows) <= limit else rng.choice(rows, limit, replace=False))
+    return np.sort(np.concatenate(kept)) if kept else np.zeros(0, np.int64)
+
+
+def load_subset(
+    dataset: Path, split: str, limit: int, seed: int, columns: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    arrays = load_split(dataset, split, columns=("fine", *columns))
+    rows = per_class_rows(arrays["fine"], limit, seed)
+    log.info("%s: %d of %d connections (≤ %d per fine class)", split, len(rows), len(arrays["fine"]), limit)
+    return {name: values[rows] for name, values in arrays.items()}
+
+
+def _facts(arrays: dict[str, np.ndarray]) -> list[dict[str, object]]:
+    count = len(arrays["fine"])
+    return [{name: arrays[name][i] for name in FACT_COLUMNS} for i in range(count)]
+
+
+def _split_metrics(
+    heads: Any, classes: torch.Tensor, embedded: np.ndarray, arrays: dict[str, np.ndarray]
+) -> dict:
+    logits = scores(heads, embedded, classes)
+    result = evaluate(logits, arrays["fine"])
+    held_out = arrays["heldout"].astype(bool)
+    if held_out.any():
+        # held-out variants: attack tools or settings never seen in training
+        result["heldout_variants"] = {k: v for k, v in evaluate(logits[held_out], arrays["fine"][held_out]).items()
+                                      if k != "per_class_top1"}  # fmt: skip
+    return result
+
+
+def run_alignment(
+    dataset: Path,
+    encoder: PacketEncoder,
+    out: Path,
+    config: AlignConfig,
+    encode_texts: Callable[[list[str]], np.ndarray],
+    max_per_class: int,
+    max_eval_per_class: int,
+    descriptions_per_bucket: int,
+) -> dict[str, Any]:
+    """The whole run; writes the three outputs into `out` and returns the metrics."""
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_subset(dataset, "train", max_per_class, config.seed, FACT_COLUMNS)
+    pool = build_description_pool(train["fine"].tolist(), _facts(train), descriptions_per_bucket, config.seed)
+    train_packets = connection_embeddings(encoder, {k: train[k][pool.kept] for k in INPUT_NAMES})
+    log.info("encoding %d distinct descriptions and the class prompts", len(pool.texts))
+    text_vectors = encode_texts(pool.texts)
+    prompts = prompt_embeddings(encode_texts)
+    evaluation = {}
+    for split in ("val", "test"):
+        arrays = load_subset(dataset, split, max_eval_per_class, config.seed, ("heldout",))
+        evaluation[split] = (connection_embeddings(encoder, arrays), arrays)
+
+    def on_epoch(_: int, heads: Any) -> dict[str, float]:
+        embedded, arrays = evaluation["val"]
+        return {
+            "val_top1": evaluate(scores(heads, embedded, class_matrix(heads, prompts)), arrays["fine"])[
+                "top1"
+            ]
+        }
+
+    heads, curve = train_alignment(train_packets, text_vectors, pool.choices, config, on_epoch)
+    classes = class_matrix(heads, prompts)
+    metrics = {
+        "config": asdict(config),
+        "train_connections": len(pool.kept),
+        "skipped_undescribable": pool.skipped,
+        "distinct_descriptions": len(pool.texts),
+        "max_per_class": max_per_class,
+        "max_eval_per_class": max_eval_per_class,
+        "curve": curve,
+        "zeroshot": {split: _split_metrics(heads, classes, *evaluation[split]) for split in evaluation},
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    save_heads(out / CHECKPOINT_NAME, heads, {k: v for k, v in metrics.items() if k != "curve"})
+    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    plot_curve(curve, out / CURVE_NAME, config.heads)
+    return metrics
+
+
+def plot_curve(curve: list[dict[str, Any]], path: Path, heads: str) -> None:
+    """Training loss and validation zero-shot top-1 per epoch, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    epochs = [p["epoch"] for p in curve]
+    figure, loss_axis = plt.subplots(figsize=(6, 4))
+    loss_axis.plot(epochs, [p["loss"] for p in curve], color="tab:blue", label="InfoNCE loss")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("train loss")
+    accuracy_axis = loss_axis.twinx()
+    accuracy_axis.plot(epochs, [p.get("val_top1", float("nan")) for p in curve], color="tab:orange",
+                       label="val zero-shot top-1")  # fmt: skip
+    accuracy_axis.set_ylabel("val zero-shot top-1")
+    accuracy_axis.set_ylim(0, 1)
+    figure.legend(loc="upper right")
+    loss_axis.set_title(f"Alignment ({heads} heads)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+@click.command("align")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A built dataset directory (train/val/test parquet).")  # fmt: skip
+@click.option("--encoder", "encoder_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A packet encoder checkpoint (encoder.pt); kept frozen.")  # fmt: skip
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory."
+)
+@click.option("--heads", type=click.Choice(HEAD_SETTINGS), default="both", show_default=True,
+              help="Ablation: no head, packet head only, or both heads.")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--max-per-class", type=click.IntRange(min=1), default=3000, show_default=True,
+              help="Train connections kept per fine class (random, seeded).")  # fmt: skip
+@click.option("--max-eval-per-class", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Val/test connections scored per fine class (random, seeded).")  # fmt: skip
+@click.option("--descriptions-per-bucket", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Distinct descriptions written per (class, protocol, state, service, size) bucket.")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch CPU threads; the heads are tiny, more threads mostly add contention.",
+)
+def align(
+    dataset: Path,
+    encoder_path: Path,
+    out: Path,
+    heads: str,
+    epochs: int,
+    max_per_class: int,
+    max_eval_per_class: int,
+    descriptions_per_bucket: int,
+    seed: int,
+    threads: int | None,
+) -> None:
+    """Train the SSL heads g_P, g_T with symmetric InfoNCE and score zero-shot fine-class accuracy."""
+    from packetclip_training.text.encoder import TextEncoder  # loads MiniLM: only when the command runs
+
+    if threads:
+        torch.set_num_threads(threads)
+    encoder, _ = load_checkpoint(encoder_path)
+    text_encoder = TextEncoder()
+    metrics = run_alignment(dataset, encoder, out, AlignConfig(heads=heads, epochs=epochs, seed=seed),
+                            text_encoder.encode, max_per_class, max_eval_per_class, descriptions_per_bucket)  # fmt: skip
+    test = metrics["zeroshot"]["test"]
+    click.echo(f"align ({heads}): test zero-shot top-1 {test['top1']:.3f} top-5 {test['top5']:.3f} "
+               f"coarse {test['coarse_accuracy']:.3f} on {test['count']} connections → {out}")  # fmt: skip
