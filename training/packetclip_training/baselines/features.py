@@ -17,19 +17,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from packetclip.featurizer.connection import FACT_NAMES
+
 log = logging.getLogger(__name__)
 
-NUMERIC_FACTS = (
-    "duration",
-    "orig_pkts",
-    "resp_pkts",
-    "orig_bytes",
-    "resp_bytes",
-    "orig_ip_bytes",
-    "resp_ip_bytes",
-    "n_packets",
-)
 CATEGORICAL_FACTS = ("conn_state", "history", "service", "proto")
+# every numeric fact the featurizer computes, in its order: a fact added there is a feature here
+NUMERIC_FACTS = tuple(name for name in FACT_NAMES if name not in CATEGORICAL_FACTS)
 RESP_PORT = "resp_p"
 FACT_COLUMNS = (*NUMERIC_FACTS, *CATEGORICAL_FACTS, RESP_PORT)
 LABEL_COLUMNS = ("fine", "coarse", "heldout")
