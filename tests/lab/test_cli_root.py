@@ -1,0 +1,42 @@
+"""The lab commands that need root but no running lab: `lab check` and `lab clean` after a crashed run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from packetclip_training.cli import main
+
+pytestmark = pytest.mark.lab
+
+
+def test_check_lists_every_tool_with_a_version(lab_ready, capsys):
+    from packetclip_training.lab.attacks import CATALOGUE
+
+    assert main(["lab", "check"]) == 0
+    out = capsys.readouterr().out
+    for tool in {v.tool for v in CATALOGUE} | {"tcpdump", "nginx", "vsftpd"}:
+        assert any(line.split("\t")[0].endswith(tool) for line in out.splitlines()), tool
+    assert "attack tools present" in out
+
+
+def test_clean_removes_what_a_crashed_run_left(lab_ready, capsys):
+    # what a run killed with SIGKILL leaves: a namespace with a process in it, and its temp dir
+    namespace, temp_dir = "pcl0dead1-att1", Path(tempfile.gettempdir()) / "pcl0dead1-crashed"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", namespace, "sleep", "300"])
+    temp_dir.mkdir()
+    try:
+        assert main(["lab", "clean"]) == 0
+        removed = json.loads(capsys.readouterr().out)
+        assert namespace in removed["namespaces"] and str(temp_dir) in removed["temp_dirs"]
+        assert namespace not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert sleeper.wait(timeout=10) is not None  # the process inside was ended with its namespace
+        assert not temp_dir.exists()
+    finally:
+        sleeper.kill()
+        subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
