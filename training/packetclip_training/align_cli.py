@@ -51,10 +51,12 @@ def per_class_rows(fine: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def load_subset(
-    dataset: Path, split: str, limit: int, seed: int, columns: tuple[str, ...]
+    dataset: Path, split: str, limit: int, seed: int, columns: tuple[str, ...], exclude: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
+    """At most `limit` connections per fine class of a split, leaving out the classes in `exclude`."""
     arrays = load_split(dataset, split, columns=("fine", *columns))
     rows = per_class_rows(arrays["fine"], limit, seed)
+    rows = rows[~np.isin(arrays["fine"][rows], list(exclude))]
     log.info("%s: %d of %d connections (≤ %d per fine class)", split, len(rows), len(arrays["fine"]), limit)
     return {name: values[rows] for name, values in arrays.items()}
 
@@ -72,8 +74,11 @@ def _split_metrics(
     held_out = arrays["heldout"].astype(bool)
     if held_out.any():
         # held-out variants: attack tools or settings never seen in training
-        result["heldout_variants"] = {k: v for k, v in evaluate(logits[held_out], arrays["fine"][held_out]).items()
-                                      if k != "per_class_top1"}  # fmt: skip
+        result["heldout_variants"] = {
+            k: v
+            for k, v in evaluate(logits[held_out], arrays["fine"][held_out]).items()
+            if k != "per_class_top1"
+        }
     return result
 
 
@@ -86,11 +91,16 @@ def run_alignment(
     max_per_class: int,
     max_eval_per_class: int,
     descriptions_per_bucket: int,
+    exclude: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The whole run; writes the three outputs into `out` and returns the metrics."""
+    """The whole run; writes the three outputs into `out` and returns the metrics.
+
+    Classes in `exclude` are left out of training (never described, never a positive), for the unseen-class
+    evaluation; validation and test still score every class.
+    """
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    train = load_subset(dataset, "train", max_per_class, config.seed, FACT_COLUMNS)
+    train = load_subset(dataset, "train", max_per_class, config.seed, FACT_COLUMNS, exclude)
     pool = build_description_pool(train["fine"].tolist(), _facts(train), descriptions_per_bucket, config.seed)
     train_packets = connection_embeddings(encoder, {k: train[k][pool.kept] for k in INPUT_NAMES})
     log.info("encoding %d distinct descriptions and the class prompts", len(pool.texts))
@@ -117,6 +127,7 @@ def run_alignment(
         "skipped_undescribable": pool.skipped,
         "distinct_descriptions": len(pool.texts),
         "max_per_class": max_per_class,
+        "excluded_classes": list(exclude),
         "max_eval_per_class": max_eval_per_class,
         "curve": curve,
         "zeroshot": {split: _split_metrics(heads, classes, *evaluation[split]) for split in evaluation},
@@ -141,8 +152,12 @@ def plot_curve(curve: list[dict[str, Any]], path: Path, heads: str) -> None:
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("train loss")
     accuracy_axis = loss_axis.twinx()
-    accuracy_axis.plot(epochs, [p.get("val_top1", float("nan")) for p in curve], color="tab:orange",
-                       label="val zero-shot top-1")  # fmt: skip
+    accuracy_axis.plot(
+        epochs,
+        [p.get("val_top1", float("nan")) for p in curve],
+        color="tab:orange",
+        label="val zero-shot top-1",
+    )
     accuracy_axis.set_ylabel("val zero-shot top-1")
     accuracy_axis.set_ylim(0, 1)
     figure.legend(loc="upper right")
@@ -153,22 +168,51 @@ def plot_curve(curve: list[dict[str, Any]], path: Path, heads: str) -> None:
 
 
 @click.command("align")
-@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="A built dataset directory (train/val/test parquet).")  # fmt: skip
-@click.option("--encoder", "encoder_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A packet encoder checkpoint (encoder.pt); kept frozen.")  # fmt: skip
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A built dataset directory (train/val/test parquet).",
+)
+@click.option(
+    "--encoder",
+    "encoder_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A packet encoder checkpoint (encoder.pt); kept frozen.",
+)
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory."
 )
-@click.option("--heads", type=click.Choice(HEAD_SETTINGS), default="both", show_default=True,
-              help="Ablation: no head, packet head only, or both heads.")  # fmt: skip
+@click.option(
+    "--heads",
+    type=click.Choice(HEAD_SETTINGS),
+    default="both",
+    show_default=True,
+    help="Ablation: no head, packet head only, or both heads.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--max-per-class", type=click.IntRange(min=1), default=3000, show_default=True,
-              help="Train connections kept per fine class (random, seeded).")  # fmt: skip
-@click.option("--max-eval-per-class", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Val/test connections scored per fine class (random, seeded).")  # fmt: skip
-@click.option("--descriptions-per-bucket", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Distinct descriptions written per (class, protocol, state, service, size) bucket.")  # fmt: skip
+@click.option(
+    "--max-per-class",
+    type=click.IntRange(min=1),
+    default=3000,
+    show_default=True,
+    help="Train connections kept per fine class (random, seeded).",
+)
+@click.option(
+    "--max-eval-per-class",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Val/test connections scored per fine class (random, seeded).",
+)
+@click.option(
+    "--descriptions-per-bucket",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Distinct descriptions written per (class, protocol, state, service, size) bucket.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--threads",
@@ -196,8 +240,18 @@ def align(
         torch.set_num_threads(threads)
     encoder, _ = load_checkpoint(encoder_path)
     text_encoder = TextEncoder()
-    metrics = run_alignment(dataset, encoder, out, AlignConfig(heads=heads, epochs=epochs, seed=seed),
-                            text_encoder.encode, max_per_class, max_eval_per_class, descriptions_per_bucket)  # fmt: skip
+    metrics = run_alignment(
+        dataset,
+        encoder,
+        out,
+        AlignConfig(heads=heads, epochs=epochs, seed=seed),
+        text_encoder.encode,
+        max_per_class,
+        max_eval_per_class,
+        descriptions_per_bucket,
+    )
     test = metrics["zeroshot"]["test"]
-    click.echo(f"align ({heads}): test zero-shot top-1 {test['top1']:.3f} top-5 {test['top5']:.3f} "
-               f"coarse {test['coarse_accuracy']:.3f} on {test['count']} connections → {out}")  # fmt: skip
+    click.echo(
+        f"align ({heads}): test zero-shot top-1 {test['top1']:.3f} top-5 {test['top5']:.3f} "
+        f"coarse {test['coarse_accuracy']:.3f} on {test['count']} connections → {out}"
+    )

@@ -10,9 +10,12 @@ from packetclip_training.align_cli import align
 from packetclip_training.baselines.cli import baseline
 from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
+from packetclip_training.evaluate_cli import evaluate
+from packetclip_training.export_cli import export
 from packetclip_training.knowledge.cli import kg
 from packetclip_training.lab.cli import lab
 from packetclip_training.pretrain_cli import pretrain
+from packetclip_training.reasoner_cli import reasoner
 from packetclip_training.text.cli import text
 
 
@@ -32,6 +35,9 @@ cli.add_command(describe)
 cli.add_command(text)
 cli.add_command(baseline)
 cli.add_command(align)
+cli.add_command(reasoner)
+cli.add_command(export)
+cli.add_command(evaluate)
 
 
 def main(argv: list[str] | None = None) -> int:

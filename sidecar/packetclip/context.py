@@ -1,0 +1,149 @@
+"""What the temporal reasoner sees besides the connection itself: the originator's recent packets.
+
+Scans, floods and brute force are many small connections from one source; one connection alone rarely tells them
+from benign traffic, its neighbours in time do. This module owns that memory and the exact features derived from
+it, so that training (which replays a dataset in time order) and the sensor (which classifies connections as they
+finish) build the same input:
+
+- `OriginatorHistory` keeps, per originator key (the sensor's choice: the originator address, qualified by sensor
+  or capture file when several are mixed), the last `slots` packets of the connections already classified, with
+  their time, direction, the connection's responder address and port, and a payload row per packet (the packet's
+  embedding at run time; training stores an index into its embedding table instead).
+- `context()` returns, for a new connection, the payload rows of those packets, most recent first, a per-slot
+  feature matrix (`CONTEXT_FEATURES`) and a validity mask. Nothing of the new connection itself is in its context:
+  the reasoner sees the connection through its own embedding.
+
+Memory is bounded: at most `max_originators` keys (least recently used leave first), each `slots` rows.
+It does not own the model, embeddings or connection tracking.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CONTEXT_SLOTS = 30  # A: packets of the originator's recent activity the temporal model attends over
+# Per-slot features, in this order; changing them changes the reasoner's input, so bundles record the list.
+CONTEXT_FEATURES = (
+    "log_age",  # log1p of seconds from the packet to the new connection's first packet (negative: after it)
+    "same_responder",  # 1 when the packet's connection went to the new connection's responder address
+    "same_port",  # 1 when it went to the same responder port
+    "from_originator",  # 1 when the originator sent the packet, 0 for the responder's replies
+    "log_connections_back",  # log1p of how many connections ago (0: the latest classified connection)
+)
+_CONNECTIONS_SCALE = math.log1p(CONTEXT_SLOTS)  # keeps log_connections_back within [0, 1]
+
+
+@dataclass
+class _Ring:
+    """One originator's last packets, oldest first (at most `slots`)."""
+
+    ts: np.ndarray  # float64 (k,)
+    from_originator: np.ndarray  # float32 (k,)
+    responder: list[str]  # per packet, its connection's responder address
+    port: np.ndarray  # int32 (k,) its connection's responder port
+    serial: np.ndarray  # int64 (k,) the originator's connection counter when the packet was added
+    payload: np.ndarray  # (k, width)
+    connections: int = 0  # connections added so far
+
+
+class OriginatorHistory:
+    """Bounded per-originator memory of recent packets; see the module docstring."""
+
+    def __init__(
+        self,
+        payload_width: int,
+        payload_dtype: type | np.dtype = np.float32,
+        slots: int = CONTEXT_SLOTS,
+        max_originators: int = 10_000,
+    ):
+        if slots < 1 or payload_width < 1 or max_originators < 1:
+            raise ValueError("slots, payload_width and max_originators must be positive")
+        self.slots = slots
+        self.payload_width = payload_width
+        self.payload_dtype = np.dtype(payload_dtype)
+        self.max_originators = max_originators
+        self.evicted = 0  # originators forgotten to stay within max_originators
+        self._rings: OrderedDict[str, _Ring] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+    def context(
+        self, key: str, ts: float, responder: str, port: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(payload (slots, width), features (slots, F) float32, valid (slots,) bool), most recent packet first."""
+        payload = np.zeros((self.slots, self.payload_width), self.payload_dtype)
+        features = np.zeros((self.slots, len(CONTEXT_FEATURES)), np.float32)
+        valid = np.zeros(self.slots, bool)
+        ring = self._rings.get(key)
+        if ring is None or len(ring.ts) == 0:
+            return payload, features, valid
+        self._rings.move_to_end(key)
+        count = len(ring.ts)
+        order = np.arange(count - 1, -1, -1)  # newest first
+        age = ts - ring.ts[order]
+        features[:count, 0] = np.sign(age) * np.log1p(np.abs(age))
+        features[:count, 1] = [1.0 if ring.responder[i] == responder else 0.0 for i in order]
+        features[:count, 2] = ring.port[order] == port
+        features[:count, 3] = ring.from_originator[order]
+        back = (ring.connections - 1) - ring.serial[order]
+        features[:count, 4] = np.log1p(back) / _CONNECTIONS_SCALE
+        payload[:count] = ring.payload[order]
+        valid[:count] = True
+        return payload, features, valid
+
+    def add(
+        self,
+        key: str,
+        responder: str,
+        port: int,
+        packet_ts: np.ndarray,
+        from_originator: np.ndarray,
+        payload: np.ndarray,
+    ) -> None:
+        """Remember a classified connection's packets (time order); only the newest `slots` of the key stay."""
+        count = len(packet_ts)
+        if payload.shape != (count, self.payload_width) or len(from_originator) != count:
+            raise ValueError(
+                f"payload {payload.shape} and {len(from_originator)} directions do not match {count} packets"
+            )
+        ring = self._rings.get(key)
+        if ring is None:
+            ring = self._new_ring(key)
+        else:
+            self._rings.move_to_end(key)
+        keep = min(count, self.slots)
+        take = slice(count - keep, count)
+        ring.ts = np.concatenate([ring.ts, np.asarray(packet_ts[take], np.float64)])[-self.slots :]
+        ring.from_originator = np.concatenate(
+            [ring.from_originator, np.asarray(from_originator[take], np.float32)]
+        )[-self.slots :]
+        ring.responder = (ring.responder + [responder] * keep)[-self.slots :]
+        ring.port = np.concatenate([ring.port, np.full(keep, port, np.int32)])[-self.slots :]
+        ring.serial = np.concatenate([ring.serial, np.full(keep, ring.connections, np.int64)])[-self.slots :]
+        ring.payload = np.concatenate([ring.payload, np.asarray(payload[take], self.payload_dtype)])[
+            -self.slots :
+        ]
+        ring.connections += 1
+
+    def _new_ring(self, key: str) -> _Ring:
+        while len(self._rings) >= self.max_originators:
+            self._rings.popitem(last=False)
+            self.evicted += 1
+        ring = _Ring(
+            ts=np.zeros(0, np.float64),
+            from_originator=np.zeros(0, np.float32),
+            responder=[],
+            port=np.zeros(0, np.int32),
+            serial=np.zeros(0, np.int64),
+            payload=np.zeros((0, self.payload_width), self.payload_dtype),
+        )
+        self._rings[key] = ring
+        return ring

@@ -1,0 +1,101 @@
+"""The evaluation run end to end on the committed dataset sample with tiny models: every part produces its
+section, the report states what was measured, the comparison models share rows, and the efficiency part times the
+exported bundle against ET-BERT's architecture (a tiny one here; the report always uses the full one)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
+from packetclip.missions import load_missions
+from packetclip_training.align import AlignmentHeads, save_heads
+from packetclip_training.evaluate import EvaluateConfig, Inputs, efficiency, run_evaluation
+from packetclip_training.evaluate_cli import write_report
+from packetclip_training.export_cli import export_bundle
+from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
+from packetclip_training.models.etbert import EtBertConfig
+from packetclip_training.reasoner import TrainConfig, save_reasoner
+from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
+from packetclip_training.reasoner_data import embed_split
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "align"))
+from test_align import hashed_text_vectors  # noqa: E402  (the deterministic stand-in text encoder)
+
+PARTS = ["zeroshot", "comparisons", "scarcity", "unseen", "embeddings"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    work = tmp_path_factory.mktemp("evaluate")
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    splits = {split: embed_split(encoder, SAMPLE, split) for split in ("train", "val", "test")}
+    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
+    missions = load_missions()
+
+    def concepts(h: AlignmentHeads) -> np.ndarray:
+        return concept_embeddings(missions, h, hashed_text_vectors)
+
+    settings = TrainConfig(epochs=1, min_per_class=20, max_per_class=60)
+    fit = fit_reasoner(splits["train"], splits["val"], heads, missions, concepts(heads), settings)
+    inputs = Inputs(
+        SAMPLE, encoder, heads, fit.model, missions, splits, hashed_text_vectors, concepts, work / "w"
+    )
+    config = EvaluateConfig(fractions=(1.0, 0.3), unseen=("os_scan",), reasoner=settings,
+                            comparison_models=("xgboost", "linear"), flow_models=("xgboost",), align_per_class=60)  # fmt: skip
+    results = run_evaluation(inputs, config, PARTS)
+    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
+    save_heads(work / "align.pt", heads, {})
+    save_reasoner(work / "reasoner.pt", fit.model, missions, {})
+    bundle = export_bundle(SAMPLE, work / "encoder.pt", work / "align.pt", work / "reasoner.pt", work / "bundle",
+                           encode_texts=hashed_text_vectors)  # fmt: skip
+    tiny_bert = EtBertConfig(vocab_size=300, hidden=32, layers=1, heads=2, ffn=64)
+    detail = efficiency(inputs, bundle, round_seconds=0.2, rounds=2, connections=64, etbert_config=tiny_bert)
+    results["efficiency"] = detail["rows"]
+    write_report(results, work / "reports", ["test run"], fit.curve)
+    return results, work / "reports", len(splits["test"])
+
+
+def test_every_part_has_its_section(run) -> None:
+    results, _, test_rows = run
+    assert results["levels"]["coarse"]["rows"] == test_rows
+    assert results["levels"]["coarse"]["classes"] == list(COARSE_CLASSES)
+    assert results["levels"]["fine"]["classes"] == list(FINE_CLASSES)
+    assert set(results["baselines"]) == {"flow xgboost", "embedding xgboost", "embedding linear"}
+    assert set(results["data_scarcity"]["curves"]) == {"PacketCLIP reasoner", "flow xgboost"}
+    assert set(results["data_scarcity"]["curves"]["PacketCLIP reasoner"]) == {"100", "30"}
+    assert [u["class"] for u in results["unseen_classes"]] == ["os_scan"]
+    assert results["unseen_reasoner"][0]["connections"] == results["test_per_class"]["os_scan"]
+    assert results["zero_shot"]["attack_classes"]["count"] == test_rows - results["test_per_class"]["benign"]
+    assert results["heldout_overall"]["rows"] > 0 and results["heldout_variants"]
+    assert results["per_file"]  # the sample holds real captures in its test split
+    assert len(results["_embedding_sample"]["labels"]) == len(results["_embedding_sample"]["embeddings"])
+
+
+def test_efficiency_rows_compare_with_the_reference(run) -> None:
+    rows = {row["name"]: row for row in run[0]["efficiency"]}
+    assert rows["ET-BERT"]["ratio"] == 1.0
+    packetclip = rows["PacketCLIP (encoder + reasoner)"]
+    assert packetclip["connections_per_second"] > 0 and packetclip["flops_per_connection"] > 0
+
+
+def test_report_files_state_the_measured_numbers(run) -> None:
+    results, reports, _ = run
+    text = (reports / "README.md").read_text()
+    headline = json.loads((reports / "headline.json").read_text())
+    assert headline["4-class mAUC (coarse)"] == pytest.approx(results["levels"]["coarse"]["mauc"])
+    assert f"{results['levels']['coarse']['mauc']:.3f}" in text
+    for figure in ("roc_coarse.png", "confusion_fine.png", "data_scarcity.png", "embeddings.png"):
+        assert (reports / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert figure in text
+    assert "Zero-shot classification" in text and "Unseen classes" in text
+    public = json.loads((reports / "results.json").read_text())
+    assert not any(key.startswith("_") for key in public)

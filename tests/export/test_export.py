@@ -1,0 +1,95 @@
+"""`packetclip-train export`: checkpoints trained on the committed dataset sample → a bundle the runtime verifies,
+whose fixtures are real test connections and whose contents match what was trained."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from packetclip.bundle import check_fixtures, load_bundle, load_concepts, load_descriptions
+from packetclip.classes import FINE_CLASSES
+from packetclip.context import CONTEXT_FEATURES
+from packetclip.missions import load_missions
+from packetclip_training.align import AlignmentHeads, save_heads
+from packetclip_training.export_cli import data_card_summary, export_bundle, fixture_rows
+from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
+from packetclip_training.reasoner import TrainConfig, save_reasoner
+from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
+from packetclip_training.reasoner_data import embed_split
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "align"))
+from test_align import hashed_text_vectors  # noqa: E402  (the deterministic stand-in text encoder)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    work = tmp_path_factory.mktemp("export")
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
+    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
+    save_heads(work / "align.pt", heads, {"test": True})
+    missions = load_missions()
+    train = embed_split(encoder, SAMPLE, "train")
+    concepts = concept_embeddings(missions, heads, hashed_text_vectors)
+    fit = fit_reasoner(
+        train, None, heads, missions, concepts, TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
+    )
+    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
+    return export_bundle(
+        SAMPLE,
+        work / "encoder.pt",
+        work / "align.pt",
+        work / "reasoner.pt",
+        work / "bundle",
+        metrics={"coarse_mauc": 0.5},
+        encode_texts=hashed_text_vectors,
+    )
+
+
+def test_the_runtime_loads_and_verifies_the_export(bundle: Path) -> None:
+    loaded = load_bundle(bundle)
+    assert set(loaded.roles) == {"encoder", "reasoner"}
+    differences = check_fixtures(loaded)
+    assert max(differences.values()) < 1e-4
+    manifest = loaded.manifest
+    assert manifest["context"] == {"slots": 30, "features": list(CONTEXT_FEATURES)}
+    assert manifest["metrics"] == {"coarse_mauc": 0.5}
+    assert manifest["models"]["encoder"]["parameters"] == sum(
+        p.numel() for p in PacketEncoder(load_config("tiny")).parameters()
+    )
+    assert manifest["data_card"]["counts"]["total"]["test"] == 302
+
+
+def test_concepts_and_descriptions_cover_every_mission_and_class(bundle: Path) -> None:
+    loaded = load_bundle(bundle)
+    concepts = load_concepts(loaded)
+    missions = load_missions()
+    assert len(concepts) == sum(len(m.concepts()) for m in missions)
+    assert {c["mission"] for c in concepts} == {m.name for m in missions}
+    texts, fine, embeddings = load_descriptions(loaded)
+    assert set(fine) == set(FINE_CLASSES)
+    assert len(texts) == len(embeddings) and np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-2)
+
+
+def test_fixtures_are_real_test_connections_of_several_classes(bundle: Path) -> None:
+    with np.load(bundle / "fixtures" / "encoder.npz") as fixture:
+        valid = fixture["valid"]
+    assert valid.shape[0] >= 2 and valid.any(axis=1).all()
+    fine = np.asarray(["benign", "syn_flood", "benign", "port_scan"])
+    rows = fixture_rows(fine, np.asarray([3, 1, 9, 0]))
+    assert rows.tolist() == [1, 2]  # longest benign, the syn flood; the empty port scan is skipped
+
+
+def test_data_card_summary_keeps_counts_not_inputs() -> None:
+    summary = data_card_summary(SAMPLE)
+    card = json.loads((SAMPLE / "card.json").read_text())
+    assert summary["counts"]["fine"] == card["counts"]["fine"]
+    assert "inputs" not in summary

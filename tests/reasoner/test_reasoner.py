@@ -1,0 +1,168 @@
+"""The reasoner: mission-graph propagation, contexts replayed from a split, training, and its ONNX export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
+from packetclip.missions import load_missions, parse_mission
+from packetclip_training.align import AlignmentHeads
+from packetclip_training.models.encoder import PacketEncoder, load_config
+from packetclip_training.reasoner import (
+    REASONER_INPUTS,
+    MissionGraphs,
+    Reasoner,
+    ReasonerConfig,
+    TrainConfig,
+    concept_targets,
+    export_reasoner,
+    predict,
+)
+from packetclip_training.reasoner_cli import fit_reasoner, fraction_rows, training_arrays
+from packetclip_training.reasoner_data import build_contexts, embed_split
+
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
+TOY = parse_mission(
+    {
+        "name": "toy",
+        "description": "a toy mission",
+        "key_concepts": ["k1", "k2"],
+        "associated": {"k1": ["a1", "a2"], "k2": ["a2", "a3"]},
+        "edges": [["a1", "a3"]],
+        "classes": {"syn_flood": ["k1", "a1"]},
+    }
+)
+
+
+def _unit(rows: int, width: int, seed: int = 0) -> np.ndarray:
+    values = np.random.default_rng(seed).normal(size=(rows, width)).astype(np.float32)
+    return values / np.linalg.norm(values, axis=1, keepdims=True)
+
+
+def _toy_model() -> Reasoner:
+    torch.manual_seed(0)
+    graphs = MissionGraphs([TOY], _unit(len(TOY.concepts()), 16))
+    return Reasoner(
+        ReasonerConfig(
+            embed_dim=8, aligned_dim=6, slots=4, temporal_dim=16, temporal_heads=2, temporal_ffn=16, hidden=8
+        ),
+        graphs,
+        torch.nn.Linear(8, 6),
+    )
+
+
+def test_graph_propagation_matches_the_dag_by_hand() -> None:
+    model = _toy_model().eval()
+    aligned = torch.nn.functional.normalize(torch.randn(3, 6), dim=-1)
+    _, activations = model.missions(aligned)
+    s = torch.tanh(model.sensor_projection(aligned))
+    h0 = torch.tanh(model.concept_projection(model.graphs.concept_text))  # k1 k2 a1 a2 a3
+    k1, k2 = s * h0[0], s * h0[1]
+    a1 = k1 * h0[2]
+    a2 = (k1 + k2) / 2 * h0[3]  # two parents: mean of the messages
+    a3 = (k2 + a1) / 2 * h0[4]  # parents k2 and, by the extra edge, a1
+    expected = torch.stack([k1, k2, a1, a2, a3], dim=1)
+    want = torch.sigmoid(expected @ model.activation_vector + model.activation_bias)
+    assert model.graphs.depth == 3
+    assert torch.allclose(activations, want, atol=1e-6)
+    embedding, _ = model.missions(aligned)
+    assert torch.allclose(embedding, (a2 + a3) / 2, atol=1e-6)  # leaves: a2 and a3
+
+
+def test_concepts_and_targets_follow_the_mission_files() -> None:
+    model = _toy_model()
+    assert [c["concept"] for c in model.graphs.concepts] == ["k1", "k2", "a1", "a2", "a3"]
+    assert [c["kind"] for c in model.graphs.concepts] == [
+        "key",
+        "key",
+        "associated",
+        "associated",
+        "associated",
+    ]
+    targets = concept_targets(model.graphs, [TOY], ["benign", "syn_flood"])
+    assert targets.tolist() == [[0, 0, 0, 0, 0], [1, 0, 1, 0, 0]]
+
+
+def test_contexts_hold_only_earlier_connections_of_the_same_originator() -> None:
+    columns = {
+        "source_file": np.asarray(["f", "f", "f", "g"], object),
+        "orig_h": np.asarray(["x", "y", "x", "x"], object),
+        "resp_h": np.asarray(["s", "s", "t", "s"], object),
+        "resp_p": np.asarray([80, 80, 443, 80]),
+        "ts": np.asarray([3.0, 1.0, 2.0, 0.5]),  # replay order: row 3 (other file), 1, 2, 0
+    }
+    offsets = np.asarray([0, 2, 3, 4, 5])  # row 0 has two packets
+    times = np.asarray([[3.0, 3.1], [1.0, 0.0], [2.0, 0.0], [0.5, 0.0]])
+    direction = np.asarray([[1, 0], [1, 0], [1, 0], [1, 0]], np.int8)
+    index, features, valid, previous = build_contexts(columns, offsets, times, direction, slots=3)
+    assert previous.tolist() == [2, -1, -1, -1]  # x in f: row 2 came before row 0; g is another capture
+    assert valid.sum(axis=1).tolist() == [1, 0, 0, 0]
+    assert index[0, 0] == 1 + offsets[2]  # row 2's packet (table row 0 is the empty slot)
+    assert features[0, 0, 1] == 0.0 and features[0, 0, 2] == 0.0  # other responder, other port
+
+
+def test_fraction_rows_is_stratified() -> None:
+    labels = np.asarray(["a"] * 100 + ["b"] * 10 + ["c"])
+    rows = fraction_rows(labels, 0.1, seed=0)
+    picked = labels[rows]
+    assert (picked == "a").sum() == 10 and (picked == "b").sum() == 1 and (picked == "c").sum() == 1
+
+
+@pytest.fixture(scope="module")
+def sample_splits():
+    torch.manual_seed(0)
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    return {split: embed_split(encoder, SAMPLE, split) for split in ("train", "val", "test")}
+
+
+def _fit(splits, classes=FINE_CLASSES, epochs: int = 3):
+    missions = load_missions()
+    concepts = sum(len(m.concepts()) for m in missions)
+    heads = AlignmentHeads(32, 384, "both")
+    config = TrainConfig(epochs=epochs, max_per_class=200, min_per_class=60, learning_rate=3e-3)
+    return fit_reasoner(
+        splits["train"], splits["val"], heads, missions, _unit(concepts, 256), config, classes=classes
+    )
+
+
+def test_training_learns_the_sample(sample_splits) -> None:
+    torch.set_num_threads(1)
+    result = _fit(sample_splits)
+    first, last = result.curve[0], result.curve[-1]
+    assert last["coarse_loss"] < first["coarse_loss"]
+    coarse, fine, concepts, aligned = predict(
+        result.model, training_arrays(sample_splits["test"], FINE_CLASSES)
+    )
+    assert coarse.shape == (len(sample_splits["test"]), len(COARSE_CLASSES))
+    assert np.allclose(coarse.sum(axis=1), 1.0, atol=1e-5) and np.allclose(fine.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(aligned, axis=1), 1.0, atol=1e-5)
+    assert ((concepts > 0) & (concepts < 1)).all()
+    assert last["coarse_mauc"] > 0.6  # a random reasoner sits at 0.5
+
+
+def test_an_unseen_class_is_never_a_training_target(sample_splits) -> None:
+    classes = [c for c in FINE_CLASSES if c != "port_scan"]
+    arrays = training_arrays(sample_splits["train"], classes)
+    port_scan = np.asarray([str(v) == "port_scan" for v in sample_splits["train"].columns["fine"]])
+    assert port_scan.any() and (arrays.fine[port_scan] == -1).all()
+    result = _fit(sample_splits, classes, epochs=1)
+    assert result.train_rows == int((~port_scan).sum())
+
+
+def test_onnx_export_matches_torch(sample_splits, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    result = _fit(sample_splits, epochs=1)
+    arrays = training_arrays(sample_splits["test"], FINE_CLASSES)
+    rows = np.arange(6)
+    context, features, valid = arrays.context(rows)
+    inputs = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
+    expected = export_reasoner(result.model, tmp_path / "reasoner.onnx", inputs)
+    session = ort.InferenceSession(str(tmp_path / "reasoner.onnx"), providers=["CPUExecutionProvider"])
+    batch = {name: value[:3] for name, value in inputs.items()}  # another batch size than the export's
+    for name, got in zip(expected, session.run(list(expected), batch), strict=True):
+        assert np.abs(got - expected[name][:3]).max() < 1e-4, name

@@ -1,0 +1,59 @@
+"""The description bank a bundle carries: texts an explanation can quote, embedded in the aligned space.
+
+Owns choosing the texts (descriptions written from real training connections of every class, bucketed as the
+alignment run buckets them, plus the class prompts) and embedding them (frozen text encoder, then g_T, unit rows).
+At run time the sensor compares a connection's aligned vector with these rows and quotes the nearest text of the
+predicted class. Does not own the wording (`describe`) or the bundle format (`bundle`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from packetclip.classes import FINE_CLASSES
+from packetclip_training.align import FACT_COLUMNS, AlignmentHeads, build_description_pool
+from packetclip_training.align_cli import load_subset
+from packetclip_training.describe.describe import class_prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DescriptionBank:
+    texts: list[str]
+    fine: list[str]  # the class each text describes
+    embeddings: np.ndarray  # float32 (T, D) unit rows in the aligned space
+
+
+def build_bank(
+    dataset: Path,
+    heads: AlignmentHeads,
+    encode: Callable[[list[str]], np.ndarray],
+    per_class: int = 400,
+    per_bucket: int = 2,
+    seed: int = 0,
+) -> DescriptionBank:
+    """Descriptions of up to `per_class` train connections per class, plus every class's prompts."""
+    train = load_subset(dataset, "train", per_class, seed, FACT_COLUMNS)
+    facts = [{name: train[name][i] for name in FACT_COLUMNS} for i in range(len(train["fine"]))]
+    pool = build_description_pool(train["fine"].tolist(), facts, per_bucket, seed)
+    owner: dict[int, str] = {}
+    for row, choices in zip(pool.kept, pool.choices, strict=True):
+        for text_index in choices:
+            owner.setdefault(int(text_index), str(train["fine"][row]))
+    texts = [pool.texts[i] for i in sorted(owner)]
+    fine = [owner[i] for i in sorted(owner)]
+    for name in FINE_CLASSES:
+        prompts = class_prompts(name)
+        texts += prompts
+        fine += [name] * len(prompts)
+    with torch.no_grad():
+        embedded = heads.project_texts(torch.from_numpy(encode(texts))).numpy().astype(np.float32)
+    log.info("description bank: %d texts over %d classes", len(texts), len(set(fine)))
+    return DescriptionBank(texts, fine, embedded)

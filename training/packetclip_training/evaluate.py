@@ -1,0 +1,367 @@
+"""The evaluation: every number the report states, computed in one run on one dataset's test split.
+
+Owns the order of work and the results dictionary: the reasoner's verdicts (coarse and fine, held-out variants,
+real captures per file), zero-shot classification, the comparison models on the same rows, the data-scarcity
+curve, unseen classes, an embedding sample for the plot and, given an exported bundle, the efficiency comparison.
+Metrics, figures and markdown come from `packetclip_training.evaluation`; models from their own modules.
+
+What "honest" means here: the test split is flow- and time-disjoint from training (whole attack episodes, a guard
+gap for other traffic, whole real files) and holds the held-out attack variants, which no stage trains on. The
+packet encoder's self-supervised pretraining reads only the train split. The data-scarcity curve subsamples the
+labelled rows the reasoner and the baselines learn from; contexts (the originators' recent packets) are unlabelled
+traffic a sensor has anyway, so they stay whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
+from packetclip.missions import Mission
+from packetclip_training.align import AlignConfig, AlignmentHeads
+from packetclip_training.align_cli import run_alignment
+from packetclip_training.baselines.features import feature_matrix, read_facts
+from packetclip_training.comparisons import capped_rows, class_indices, fit_tabular
+from packetclip_training.evaluation.metrics import (
+    aggregate_to_coarse,
+    grouped_metrics,
+    level_metrics,
+    unseen_class_metrics,
+)
+from packetclip_training.models.encoder import PacketEncoder
+from packetclip_training.reasoner import Reasoner, TrainConfig, predict
+from packetclip_training.reasoner_cli import fit_reasoner, training_arrays
+from packetclip_training.reasoner_data import SplitEmbeddings
+from packetclip_training.zeroshot import (
+    class_matrix,
+    prompt_embeddings,
+    scores,
+)
+from packetclip_training.zeroshot import (
+    evaluate as zeroshot_evaluate,
+)
+
+log = logging.getLogger(__name__)
+
+ATTACK_CLASSES = [c for c in FINE_CLASSES if c != "benign"]
+
+
+@dataclass
+class EvaluateConfig:
+    fractions: tuple[float, ...] = (1.0, 0.7, 0.5, 0.4, 0.3, 0.1)
+    unseen: tuple[str, ...] = ("slowloris", "os_scan", "dictionary_attack")  # one per attack mission
+    reasoner: TrainConfig = field(default_factory=TrainConfig)
+    comparison_cap: int = 20_000  # train rows per fine class for the tabular models
+    comparison_models: tuple[str, ...] = ("lightgbm", "xgboost", "dnn", "linear")
+    flow_models: tuple[str, ...] = ("lightgbm", "xgboost")
+    align_per_class: int = 3000  # as the align command's default
+    embedding_points: int = 3000
+    seed: int = 0
+
+
+@dataclass
+class Inputs:
+    """Everything trained before the evaluation, frozen during it."""
+
+    dataset: Path
+    encoder: PacketEncoder
+    heads: AlignmentHeads
+    reasoner: Reasoner
+    missions: list[Mission]
+    splits: dict[str, SplitEmbeddings]
+    encode_texts: Callable[[list[str]], np.ndarray]
+    concept_text: Callable[[AlignmentHeads], np.ndarray]  # concept embeddings through a given g_T
+    work: Path  # scratch directory for the unseen-class alignment runs
+
+
+def _labels(split: SplitEmbeddings) -> np.ndarray:
+    return np.asarray([str(v) for v in split.columns["fine"]], dtype=object)
+
+
+def _coarse_truth(fine: np.ndarray) -> np.ndarray:
+    return np.asarray([FINE_TO_COARSE.get(str(v), "") for v in fine], dtype=object)
+
+
+def verdict_metrics(fine_truth: np.ndarray, coarse: np.ndarray, fine: np.ndarray) -> dict[str, Any]:
+    """Coarse and fine metrics of one model's probabilities."""
+    return {
+        "coarse": level_metrics(_coarse_truth(fine_truth), coarse, list(COARSE_CLASSES)),
+        "fine": level_metrics(fine_truth, fine, list(FINE_CLASSES)),
+    }
+
+
+def heldout_variants(split: SplitEmbeddings, fine: np.ndarray) -> dict[str, Any]:
+    """Fine-class metrics per held-out variant (tools and settings no stage trained on)."""
+    heldout = split.columns["heldout"].astype(bool)
+    truth = _labels(split)
+    variants = np.asarray([str(v) for v in split.columns["variant"]], dtype=object)
+    return grouped_metrics(truth[heldout], fine[heldout], list(FINE_CLASSES), variants[heldout])
+
+
+def _heldout_overall(split: SplitEmbeddings, truth: np.ndarray, coarse: np.ndarray, fine: np.ndarray) -> dict:
+    heldout = split.columns["heldout"].astype(bool)
+    return {"rows": int(heldout.sum()), **verdict_metrics(truth[heldout], coarse[heldout], fine[heldout])}
+
+
+def per_file(split: SplitEmbeddings, fine: np.ndarray) -> dict[str, Any]:
+    """Fine-class metrics per real capture file of the test split."""
+    real = np.asarray([str(v) == "real" for v in split.columns["source_kind"]])
+    files = np.asarray([str(v) for v in split.columns["source_file"]], dtype=object)
+    return grouped_metrics(_labels(split)[real], fine[real], list(FINE_CLASSES), files[real], min_rows=1)
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    names, counts = np.unique(values.astype(str), return_counts=True)
+    return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+
+def reasoner_probabilities(model: Reasoner, split: SplitEmbeddings) -> tuple[np.ndarray, np.ndarray]:
+    coarse, fine, _, _ = predict(model, training_arrays(split, FINE_CLASSES))
+    return coarse.astype(np.float64), fine.astype(np.float64)
+
+
+def zero_shot(heads: AlignmentHeads, prompts: np.ndarray, split: SplitEmbeddings) -> dict[str, Any]:
+    """Zero-shot fine classification from class descriptions alone: all 11 classes, and the 10 attack classes."""
+    classes = class_matrix(heads, prompts)
+    logits = scores(heads, split.connection, classes)
+    truth = _labels(split)
+    result = {"all_classes": zeroshot_evaluate(logits, truth)}
+    attack = np.asarray([t != "benign" for t in truth])
+    attack_columns = [FINE_CLASSES.index(c) for c in ATTACK_CLASSES]
+    result["attack_classes"] = zeroshot_evaluate(
+        logits[attack][:, attack_columns], truth[attack], ATTACK_CLASSES
+    )
+    return result
+
+
+def comparisons(
+    inputs: Inputs, config: EvaluateConfig, fraction: float = 1.0, which: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Flow-feature boosting and embedding-based models, trained on the same train rows; test probabilities."""
+    train, val, test = (inputs.splits[s] for s in ("train", "val", "test"))
+    labels = {s: class_indices(_labels(inputs.splits[s])) for s in ("train", "val", "test")}
+    rows = capped_rows(labels["train"], config.comparison_cap, config.seed, fraction)
+    val_rows = capped_rows(labels["val"], config.comparison_cap, config.seed)
+    facts = {s: feature_matrix(read_facts(inputs.dataset, s)).values for s in ("train", "val", "test")}
+    wanted = which or [f"flow_{m}" for m in config.flow_models] + [
+        f"embedding_{m}" for m in config.comparison_models
+    ]
+    out: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        source, model = name.split("_", 1)
+        matrix = (
+            facts
+            if source == "flow"
+            else {"train": train.connection, "val": val.connection, "test": test.connection}
+        )
+        scored = fit_tabular(
+            model,
+            matrix["train"][rows],
+            labels["train"][rows],
+            matrix["val"][val_rows],
+            labels["val"][val_rows],
+            matrix["test"],
+            config.seed,
+        )
+        coarse, _ = aggregate_to_coarse(
+            scored.fine, list(FINE_CLASSES), dict(FINE_TO_COARSE), list(COARSE_CLASSES)
+        )
+        out[name] = {
+            "coarse": coarse,
+            "fine": scored.fine,
+            "seconds": scored.seconds,
+            "train_rows": scored.train_rows,
+        }
+    return out
+
+
+def scarcity(inputs: Inputs, config: EvaluateConfig, full: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """Coarse mAUC at each share of the labelled training rows, for the reasoner and the flow baselines."""
+    test = inputs.splits["test"]
+    coarse_truth = _coarse_truth(_labels(test))
+    curve: dict[str, dict[str, float | None]] = {"PacketCLIP reasoner": {}}
+    for fraction in config.fractions:
+        key = f"{round(fraction * 100)}"
+        if fraction >= 1.0:
+            coarse = full[0]
+        else:
+            fit = fit_reasoner(
+                inputs.splits["train"],
+                None,
+                inputs.heads,
+                inputs.missions,
+                inputs.concept_text(inputs.heads),
+                config.reasoner,
+                fraction=fraction,
+            )
+            coarse = reasoner_probabilities(fit.model, test)[0]
+        curve["PacketCLIP reasoner"][key] = level_metrics(coarse_truth, coarse, list(COARSE_CLASSES))["mauc"]
+        flows = comparisons(inputs, config, fraction, [f"flow_{m}" for m in config.flow_models])
+        for name, scored in flows.items():
+            label = f"flow {name.split('_', 1)[1]}"
+            metrics = level_metrics(coarse_truth, scored["coarse"], list(COARSE_CLASSES))
+            curve.setdefault(label, {})[key] = metrics["mauc"]
+        log.info("scarcity %s%%: %s", key, {k: v.get(key) for k, v in curve.items()})
+    return {"fractions": [round(f * 100) for f in config.fractions], "coarse_mauc": curve}
+
+
+def unseen(inputs: Inputs, config: EvaluateConfig, name: str) -> dict[str, Any]:
+    """Alignment and reasoner trained without `name`; then detect it from its description alone."""
+    started = time.monotonic()
+    work = inputs.work / f"unseen-{name}"
+    run_alignment(
+        inputs.dataset,
+        inputs.encoder,
+        work,
+        AlignConfig(seed=config.seed),
+        inputs.encode_texts,
+        config.align_per_class,
+        2000,
+        4,
+        exclude=(name,),
+    )
+    from packetclip_training.align import load_heads
+
+    heads, _ = load_heads(work / "align.pt")
+    test = inputs.splits["test"]
+    truth = _labels(test)
+    prompts = prompt_embeddings(inputs.encode_texts)
+    logits = scores(heads, test.connection, class_matrix(heads, prompts))
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probability = shifted[:, FINE_CLASSES.index(name)] / shifted.sum(axis=1)
+    result: dict[str, Any] = {"class": name, "zero_shot": unseen_class_metrics(truth, probability, name)}
+    classes = [c for c in FINE_CLASSES if c != name]
+    fit = fit_reasoner(
+        inputs.splits["train"],
+        None,
+        heads,
+        inputs.missions,
+        inputs.concept_text(heads),
+        config.reasoner,
+        classes=classes,
+    )
+    coarse, _ = reasoner_probabilities(fit.model, test)
+    mask = truth == name
+    predicted = np.asarray(COARSE_CLASSES, dtype=object)[np.argmax(coarse, axis=1)]
+    result["reasoner_without_class"] = {
+        "connections": int(mask.sum()),
+        "predicted_coarse": _counts(predicted[mask]),
+        "flagged_as_attack": float(np.mean(predicted[mask] != "benign")) if mask.any() else None,
+        "right_coarse_class": float(np.mean(predicted[mask] == FINE_TO_COARSE[name])) if mask.any() else None,
+    }
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def embedding_sample(inputs: Inputs, config: EvaluateConfig) -> dict[str, np.ndarray]:
+    """Aligned vectors of a class-balanced test sample, for the embedding plot."""
+    test = inputs.splits["test"]
+    labels = _labels(test)
+    rows = capped_rows(
+        class_indices(labels), max(1, config.embedding_points // len(FINE_CLASSES)), config.seed
+    )
+    with torch.no_grad():
+        aligned = inputs.heads.project_packets(torch.from_numpy(test.connection[rows])).numpy()
+    return {"embeddings": aligned, "labels": labels[rows]}
+
+
+def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str]) -> dict[str, Any]:
+    """The results dictionary (the report's schema, see `evaluation.report`, plus `zero_shot`,
+    `unseen_reasoner` and `_probabilities` for the figures); `parts` picks among zeroshot, comparisons,
+    scarcity, unseen, embeddings."""
+    started = time.monotonic()
+    test = inputs.splits["test"]
+    truth = _labels(test)
+    coarse, fine = reasoner_probabilities(inputs.reasoner, test)
+    levels = verdict_metrics(truth, coarse, fine)
+    results: dict[str, Any] = {
+        "levels": levels,
+        "heldout_variants": heldout_variants(test, fine),
+        "heldout_overall": _heldout_overall(test, truth, coarse, fine),
+        "per_file": per_file(test, fine),
+        "test_per_class": _counts(truth),
+        "_probabilities": {"coarse": coarse, "fine": fine, "truth": truth},
+    }
+    if "zeroshot" in parts:
+        results["zero_shot"] = zero_shot(inputs.heads, prompt_embeddings(inputs.encode_texts), test)
+    if "comparisons" in parts:
+        results["baselines"] = {}
+        for name, scored in comparisons(inputs, config).items():
+            entry = verdict_metrics(truth, scored["coarse"], scored["fine"])
+            entry.update(seconds=round(scored["seconds"], 1), train_rows=scored["train_rows"])
+            results["baselines"][name.replace("_", " ")] = entry
+    if "scarcity" in parts:
+        curve = scarcity(inputs, config, (coarse, fine))
+        results["data_scarcity"] = {"target": 0.97, "metric": "coarse mAUC", "curves": curve["coarse_mauc"]}
+    if "unseen" in parts:
+        runs = [unseen(inputs, config, name) for name in config.unseen]
+        results["unseen_classes"] = [run["zero_shot"] for run in runs]
+        results["unseen_reasoner"] = [
+            {"class": run["class"], **run["reasoner_without_class"]} for run in runs
+        ]
+    if "embeddings" in parts:
+        results["_embedding_sample"] = embedding_sample(inputs, config)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def efficiency(
+    inputs: Inputs,
+    bundle_path: Path,
+    round_seconds: float,
+    rounds: int = 4,
+    connections: int = 2048,
+    etbert_config: Any = None,  # tests pass a tiny one; the report always measures the full architecture
+) -> dict[str, Any]:
+    """The bundle's ONNX pipeline (encoder, then reasoner) against ET-BERT's architecture, side by side, one
+    onnxruntime thread each, on a class-balanced sample of real test connections with their contexts."""
+    import tempfile
+
+    from packetclip.bundle import load_bundle
+    from packetclip_training import efficiency as timing
+    from packetclip_training.dataset.store import load_split
+    from packetclip_training.models.flops import encoder_cost
+    from packetclip_training.reasoner import reasoner_flops
+
+    bundle = load_bundle(bundle_path)
+    test = inputs.splits["test"]
+    rows = capped_rows(class_indices(_labels(test)), max(1, connections // len(FINE_CLASSES)), 0)
+    packed = load_split(inputs.dataset, "test", columns=())
+    arrays = {name: np.ascontiguousarray(values[rows]) for name, values in packed.items()}
+    del packed
+    context, features, valid = training_arrays(test, FINE_CLASSES).context(rows)
+    arrays.update(context=context, context_features=features, context_valid=valid)
+    paths = bundle.model_paths
+    candidate = timing.pipeline_candidate(
+        "PacketCLIP (encoder + reasoner)",
+        [(paths["encoder"], {}), (paths["reasoner"], {"connection": "connection_embedding"})],
+        arrays,
+        256,
+    )
+    cost = encoder_cost(inputs.encoder.config)
+    mean_packets = float(arrays["valid"].sum(axis=1).mean())
+    reasoner_parameters = sum(p.numel() for p in inputs.reasoner.parameters())
+    packetclip_cost = {
+        "parameters": cost.parameters + reasoner_parameters,
+        "flops_per_packet": cost.flops_per_packet,
+        "flops_per_connection": cost.flops_for(round(mean_packets)) + reasoner_flops(inputs.reasoner),
+    }
+    with tempfile.TemporaryDirectory(prefix="packetclip-etbert-") as work:
+        result = timing.compare_with_etbert(
+            candidate,
+            packetclip_cost,
+            work,
+            round_seconds=round_seconds,
+            rounds=rounds,
+            etbert_config=etbert_config,
+        )
+    result["mean_valid_packets"] = mean_packets
+    return result

@@ -1,0 +1,315 @@
+"""The `packetclip-train evaluate` command: one run, one folder of markdown, PNG and JSON.
+
+Owns loading the frozen models, choosing the report's headline rows and targets, drawing the figures and writing
+`README.md`, `results.json` and `headline.json` into the report folder. The numbers come from `evaluate`; the
+efficiency comparison from `efficiency`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
+from packetclip.missions import load_missions
+from packetclip_training.align import load_heads
+from packetclip_training.evaluate import EvaluateConfig, Inputs, efficiency, run_evaluation
+from packetclip_training.evaluation import figures
+from packetclip_training.evaluation.report import format_score, markdown_table, render_markdown, write_json
+from packetclip_training.models.encoder import load_checkpoint
+from packetclip_training.reasoner import TrainConfig, load_reasoner
+from packetclip_training.reasoner_cli import concept_embeddings
+from packetclip_training.reasoner_data import cached_split
+
+log = logging.getLogger(__name__)
+
+PARTS = ("zeroshot", "comparisons", "scarcity", "unseen", "embeddings", "efficiency")
+# What the paper reports (Masukawa et al., PacketCLIP): shown beside ours, not targets of ours.
+PAPER = {"mauc": 0.946, "zero_shot_top1": 0.856, "zero_shot_top5": 0.961}
+
+
+def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows the issue sets targets for, then the others worth a glance."""
+    coarse, fine = results["levels"]["coarse"], results["levels"]["fine"]
+    rows = [
+        {"metric": "4-class mAUC (coarse)", "value": coarse["mauc"], "target": 0.99, "rows": coarse["rows"]},
+        {"metric": "fine-class top-1", "value": fine["accuracy"], "target": 0.90, "rows": fine["rows"]},
+    ]
+    scarcity = (results.get("data_scarcity") or {}).get("curves", {}).get("PacketCLIP reasoner", {})
+    if "10" in scarcity:
+        rows.append(
+            {
+                "metric": "4-class mAUC with 10 % of the training data",
+                "value": scarcity["10"],
+                "target": 0.97,
+                "rows": coarse["rows"],
+            }
+        )
+    efficiency = results.get("efficiency") or []
+    ratio = next((row.get("ratio") for row in efficiency if row.get("ratio") not in (None, 1.0)), None)
+    if ratio is not None:
+        rows.append({"metric": "connections/s vs ET-BERT's architecture (×)", "value": ratio, "target": 300})
+    rows += [
+        {
+            "metric": "4-class mAUC without benign",
+            "value": coarse["mauc_without_benign"],
+            "rows": coarse["rows"],
+        },
+        {"metric": "4-class macro-F1", "value": coarse["macro_f1"], "rows": coarse["rows"]},
+        {"metric": "fine-class mAUC", "value": fine["mauc"], "rows": fine["rows"]},
+        {"metric": "fine-class macro-F1", "value": fine["macro_f1"], "rows": fine["rows"]},
+    ]
+    heldout = results.get("heldout_overall") or {}
+    if heldout.get("rows"):
+        rows.append(
+            {
+                "metric": "held-out variants: coarse accuracy",
+                "value": heldout["coarse"]["accuracy"],
+                "rows": heldout["rows"],
+            }
+        )
+    zero = (results.get("zero_shot") or {}).get("attack_classes")
+    if zero:
+        rows += [
+            {
+                "metric": "zero-shot top-1, 10 attack classes (paper 0.856)",
+                "value": zero["top1"],
+                "rows": zero["count"],
+            },
+            {
+                "metric": "zero-shot top-5, 10 attack classes (paper 0.961)",
+                "value": zero["top5"],
+                "rows": zero["count"],
+            },
+        ]
+    for row in rows:
+        row.setdefault("higher_is_better", True)
+    return rows
+
+
+def zero_shot_section(zero: Mapping[str, Any] | None) -> list[str]:
+    if not zero:
+        return []
+    lines = ["## Zero-shot classification (class descriptions only, no classifier)", ""]
+    lines += markdown_table(
+        ["classes", "connections", "top-1", "top-5", "coarse accuracy"],
+        [
+            [
+                name.replace("_", " "),
+                f"{z['count']:,}",
+                format_score(z["top1"]),
+                format_score(z["top5"]),
+                format_score(z["coarse_accuracy"]),
+            ]
+            for name, z in zero.items()
+        ],
+    )
+    per_class = zero["all_classes"]["per_class_top1"]
+    lines += ["", "Top-1 per class (all classes):", ""]
+    lines += markdown_table(
+        ["class", "connections", "top-1"],
+        [[c, f"{v['count']:,}", format_score(v["top1"])] for c, v in per_class.items()],
+    )
+    return lines
+
+
+def unseen_reasoner_section(rows: list[Mapping[str, Any]] | None) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "## Unseen classes: what the reasoner trained without them says",
+        "",
+        "The reasoner never saw the class; the coarse label it gives that class's test connections:",
+        "",
+    ]
+    lines += markdown_table(
+        ["class", "connections", "flagged as an attack", "right coarse class", "predicted"],
+        [
+            [
+                r["class"],
+                f"{r['connections']:,}",
+                format_score(r["flagged_as_attack"]),
+                format_score(r["right_coarse_class"]),
+                ", ".join(f"{k} {v:,}" for k, v in r["predicted_coarse"].items()),
+            ]
+            for r in rows
+        ],
+    )
+    return lines
+
+
+def draw(results: dict[str, Any], out: Path, curve: list[dict[str, Any]] | None) -> dict[str, str]:
+    """Every figure; returns caption → path relative to `out`."""
+    drawn: dict[str, str] = {}
+    probabilities = results["_probabilities"]
+    truth = probabilities["truth"]
+    coarse_names = np.asarray([FINE_TO_COARSE[t] for t in truth], dtype=object)
+    for level, names, classes in (("coarse", coarse_names, COARSE_CLASSES), ("fine", truth, FINE_CLASSES)):
+        path = figures.plot_roc_curves(
+            names,
+            probabilities[level],
+            list(classes),
+            out / f"roc_{level}.png",
+            title=f"ROC, {level} classes (test split)",
+            log_fpr=True,
+        )
+        drawn[f"ROC curves, {level} classes"] = path.name
+        matrix = results["levels"][level]["confusion_matrix"]
+        path = figures.plot_confusion_matrix(
+            matrix["counts"],
+            list(classes),
+            out / f"confusion_{level}.png",
+            title=f"Confusion matrix, {level} classes",
+        )
+        drawn[f"Confusion matrix, {level} classes"] = path.name
+    if results.get("data_scarcity"):
+        path = figures.plot_data_scarcity(
+            results["data_scarcity"]["curves"], out / "data_scarcity.png", metric="coarse mAUC"
+        )
+        drawn["Data scarcity"] = path.name
+    sample = results.get("_embedding_sample")
+    if sample is not None:
+        path = figures.plot_embeddings(
+            sample["embeddings"],
+            sample["labels"],
+            out / "embeddings.png",
+            method="tsne",
+            classes=list(FINE_CLASSES),
+            max_points=2000,
+            title="Aligned connection embeddings (t-SNE, test sample)",
+        )
+        drawn["Embeddings"] = path.name
+    if curve:
+        path = figures.plot_training_curve(
+            [p["coarse_loss"] + p["fine_loss"] for p in curve],
+            out / "reasoner_training.png",
+            title="Reasoner training",
+            loss_label="coarse + fine cross-entropy",
+            second=[p.get("coarse_mauc") for p in curve],
+            second_label="validation coarse mAUC",
+        )
+        drawn["Reasoner training"] = path.name
+    return drawn
+
+
+def write_report(
+    results: dict[str, Any], out: Path, notes: list[str], curve: list[dict[str, Any]] | None
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results["figures"] = draw(results, out, curve)
+    results["headline"] = headline(results)
+    results["title"] = "PacketCLIP evaluation"
+    results["notes"] = notes
+    text = render_markdown(results).rstrip() + "\n"
+    extra = [
+        *zero_shot_section(results.get("zero_shot")),
+        "",
+        *unseen_reasoner_section(results.get("unseen_reasoner")),
+    ]
+    text += "\n" + "\n".join(extra).strip() + "\n"
+    (out / "README.md").write_text(text)
+    public = {k: v for k, v in results.items() if not k.startswith("_")}
+    write_json(public, out / "results.json")
+    write_json({row["metric"]: row["value"] for row in results["headline"]}, out / "headline.json")
+
+
+@click.command("evaluate")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--encoder", "encoder_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--align", "align_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--reasoner", "reasoner_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="An exported bundle: its ONNX models are timed against ET-BERT's architecture.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="Embedding cache directory.")
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Scratch folder for the unseen-class runs (default OUT/work).",
+)
+@click.option("--skip", multiple=True, type=click.Choice(PARTS), help="Leave a part out (repeatable).")
+@click.option(
+    "--unseen",
+    "unseen_classes",
+    multiple=True,
+    type=click.Choice(FINE_CLASSES[1:]),
+    help="Classes held out in turn (default: slowloris, os_scan, dictionary_attack).",
+)
+@click.option("--epochs", type=click.IntRange(min=1), help="Reasoner epochs for retrained reasoners.")
+@click.option("--efficiency-seconds", type=click.FloatRange(min=1.0), default=20.0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
+def evaluate(
+    dataset: Path,
+    encoder_path: Path,
+    align_path: Path,
+    reasoner_path: Path,
+    bundle_path: Path | None,
+    out: Path,
+    cache: Path | None,
+    work: Path | None,
+    skip: tuple[str, ...],
+    unseen_classes: tuple[str, ...],
+    epochs: int | None,
+    efficiency_seconds: float,
+    threads: int | None,
+) -> None:
+    """Score everything on the test split and write OUT/README.md, results.json, headline.json and figures."""
+    from packetclip_training.text.encoder import TextEncoder  # loads MiniLM: only when the command runs
+
+    if threads:
+        torch.set_num_threads(threads)
+    encoder, _ = load_checkpoint(encoder_path)
+    heads, _ = load_heads(align_path)
+    reasoner, missions, payload = load_reasoner(reasoner_path)
+    encode = TextEncoder().encode
+    record = payload.get("record", {})
+    train_settings = TrainConfig(**record["train_config"]) if "train_config" in record else TrainConfig()
+    if epochs:
+        train_settings.epochs = epochs
+    config = EvaluateConfig(reasoner=train_settings, **({"unseen": unseen_classes} if unseen_classes else {}))
+    splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
+    concept_text: Callable[[Any], np.ndarray] = lambda h: concept_embeddings(missions, h, encode)  # noqa: E731
+    inputs = Inputs(
+        dataset,
+        encoder,
+        heads,
+        reasoner,
+        list(missions) or load_missions(),
+        splits,
+        encode,
+        concept_text,
+        work or out / "work",
+    )
+    parts = [p for p in PARTS if p not in skip]
+    results = run_evaluation(inputs, config, parts)
+    if "efficiency" in parts and bundle_path is not None:
+        detail = efficiency(inputs, bundle_path, efficiency_seconds)
+        results["efficiency"] = detail["rows"]
+        results["efficiency_detail"] = {k: v for k, v in detail.items() if k != "markdown"}
+    metrics_file = reasoner_path.parent / "reasoner_metrics.json"
+    curve = json.loads(metrics_file.read_text()).get("curve") if metrics_file.is_file() else None
+    notes = [
+        f"Dataset `{dataset.name}`: test split of {len(splits['test']):,} connections (flow- and time-disjoint from "
+        "training, held-out variants test-only). Every model here is trained on the same train rows and scored on "
+        "the same test rows in this run.",
+    ]
+    write_report(results, out, notes, curve)
+    rows = {row["metric"]: row["value"] for row in results["headline"]}
+    click.echo(json.dumps(rows, indent=1, default=float))

@@ -1,0 +1,227 @@
+"""The `packetclip-train export` command: trained checkpoints → a model bundle the sensor runs.
+
+Owns gathering what a bundle carries — the two ONNX models with torch-made parity fixtures on real connections of
+the test split, the concept list, the description bank, the missions, the dataset card's summary, the evaluation's
+headline metrics and the training record — and handing it to `packetclip_training.bundle.write_bundle`, which
+validates, writes and verifies. The bundle format itself lives there and in `packetclip.bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from packetclip.classes import FINE_CLASSES
+from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS
+from packetclip.featurizer import FEATURIZER_VERSION
+from packetclip.missions import dump_mission, load_missions
+from packetclip_training.align import load_heads
+from packetclip_training.bank import build_bank
+from packetclip_training.bundle import ModelSpec, write_bundle
+from packetclip_training.export_encoder import (
+    FIXTURE_NAME,
+    INPUT_NAMES,
+    ONNX_NAME,
+    OUTPUT_NAMES,
+    export_encoder,
+)
+from packetclip_training.models.encoder import load_checkpoint, parameter_count
+from packetclip_training.models.flops import encoder_cost
+from packetclip_training.reasoner import REASONER_INPUTS, export_reasoner, load_reasoner
+from packetclip_training.reasoner_cli import training_arrays
+from packetclip_training.reasoner_data import cached_split
+
+log = logging.getLogger(__name__)
+
+FIXTURE_ROWS = 8
+DEFAULT_NAME = "packetclip-default"
+
+
+def fixture_rows(fine: np.ndarray, valid_counts: np.ndarray, count: int = FIXTURE_ROWS) -> np.ndarray:
+    """Test rows for the parity fixtures: one per class as far as they go, long connections first."""
+    rows: list[int] = []
+    for name in FINE_CLASSES:
+        candidates = np.flatnonzero((fine == name) & (valid_counts > 0))
+        if len(candidates):
+            rows.append(int(candidates[np.argmax(valid_counts[candidates])]))
+        if len(rows) >= count:
+            break
+    return np.asarray(sorted(rows), np.int64)
+
+
+def data_card_summary(dataset: Path) -> dict[str, Any]:
+    """The dataset card's identity and counts (its per-file input list stays in the dataset)."""
+    card = json.loads((dataset / "card.json").read_text())
+    keep = ("name", "built", "featurizer", "split", "dropped", "build", "outputs")
+    summary = {key: card[key] for key in keep if key in card}
+    counts = card.get("counts", {})
+    summary["counts"] = {
+        key: counts[key] for key in ("total", "fine", "coarse", "source_kind") if key in counts
+    }
+    return summary
+
+
+def export_bundle(
+    dataset: Path,
+    encoder_path: Path,
+    align_path: Path,
+    reasoner_path: Path,
+    out: Path,
+    *,
+    name: str = DEFAULT_NAME,
+    version: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    cache: Path | None = None,
+    encode_texts: Callable[[list[str]], np.ndarray] | None = None,
+) -> Path:
+    """Write a verified bundle folder at `out` (absent or empty); `encode_texts` defaults to all-MiniLM-L6-v2."""
+    if encode_texts is None:
+        from packetclip_training.text.encoder import TextEncoder  # loads MiniLM: only when exporting
+
+        encode_texts = TextEncoder().encode
+
+    encoder, encoder_payload = load_checkpoint(encoder_path)
+    heads, align_payload = load_heads(align_path)
+    reasoner, missions, reasoner_payload = load_reasoner(reasoner_path)
+    test = cached_split(encoder, encoder_path, dataset, "test", cache)
+    fine = np.asarray([str(v) for v in test.columns["fine"]])
+    rows = fixture_rows(fine, np.diff(test.offsets))
+    from packetclip_training.dataset.store import load_split
+
+    packed = load_split(dataset, "test", columns=())
+    encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
+    arrays = training_arrays(test, FINE_CLASSES)
+    context, features, valid = arrays.context(rows)
+    reasoner_inputs = dict(
+        zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True)
+    )
+    bank = build_bank(dataset, heads, encode_texts)
+    cost = encoder_cost(encoder.config)
+    with tempfile.TemporaryDirectory(prefix="packetclip-export-") as scratch:
+        work = Path(scratch)
+        export_encoder(encoder_path, work / "encoder", encoder_inputs)
+        with np.load(work / "encoder" / FIXTURE_NAME) as fixture:
+            encoder_expected = {key: fixture[key] for key in OUTPUT_NAMES}
+        reasoner_expected = export_reasoner(reasoner, work / "reasoner.onnx", reasoner_inputs)
+        mission_files = []
+        (work / "missions").mkdir()
+        for mission in missions:
+            path = work / "missions" / f"{mission.name}.yaml"
+            path.write_text(dump_mission(mission))
+            mission_files.append(path)
+        models = {
+            "encoder": ModelSpec(
+                work / "encoder" / ONNX_NAME,
+                encoder_inputs,
+                encoder_expected,
+                parameter_count(encoder),
+                cost.flops_per_packet,
+            ),
+            "reasoner": ModelSpec(
+                work / "reasoner.onnx",
+                reasoner_inputs,
+                reasoner_expected,
+                sum(p.numel() for p in reasoner.parameters()),
+            ),
+        }
+        record = {
+            "encoder": {
+                k: encoder_payload["record"].get(k)
+                for k in ("objective", "steps", "seconds", "held_out", "encoder_parameters")
+            },
+            "encoder_config": encoder.config.to_dict(),
+            "alignment": {k: v for k, v in align_payload.get("record", {}).items() if k != "zeroshot"},
+            "reasoner": reasoner_payload.get("record", {}),
+            "reasoner_config": reasoner_payload.get("config", {}),
+        }
+        created = datetime.now(UTC)
+        return write_bundle(
+            out,
+            name=name,
+            version=version or created.strftime("%Y.%m.%d-%H%M"),
+            models=models,
+            concepts=reasoner.graphs.concepts,
+            descriptions=(bank.texts, bank.fine, bank.embeddings),
+            missions=mission_files,
+            data_card=data_card_summary(dataset),
+            metrics=metrics or {},
+            training=json.loads(json.dumps(record, default=_plain)),
+            featurizer={
+                "version": FEATURIZER_VERSION,
+                "max_packets": encoder.config.max_packets,
+                "snaplen": encoder.config.snaplen,
+            },
+            context={"slots": CONTEXT_SLOTS, "features": list(CONTEXT_FEATURES)},
+            created=created,
+        )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)
+
+
+@click.command("export")
+@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--encoder", "encoder_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--align", "align_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--reasoner", "reasoner_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The evaluation's headline metrics (reports/headline.json) to record in the manifest.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder (absent or empty)."
+)
+@click.option("--name", default=DEFAULT_NAME, show_default=True)
+@click.option("--version", "version", help="Bundle version (default: the UTC time of the export).")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="Embedding cache directory.")
+def export(
+    dataset: Path,
+    encoder_path: Path,
+    align_path: Path,
+    reasoner_path: Path,
+    metrics_path: Path | None,
+    out: Path,
+    name: str,
+    version: str | None,
+    cache: Path | None,
+) -> None:
+    """Export the encoder and reasoner to ONNX and write a verified model bundle."""
+    metrics = json.loads(metrics_path.read_text()) if metrics_path else None
+    path = export_bundle(
+        dataset,
+        encoder_path,
+        align_path,
+        reasoner_path,
+        out,
+        name=name,
+        version=version,
+        metrics=metrics,
+        cache=cache,
+    )
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    click.echo(f"bundle {path} ({size / 1e6:.1f} MB)")
+
+
+__all__ = ["export", "export_bundle", "load_missions"]

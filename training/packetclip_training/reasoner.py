@@ -1,0 +1,464 @@
+"""The reasoner: mission knowledge-graph networks and a temporal Transformer over the originator's recent packets.
+
+Owns the model (`Reasoner`), the dense form of the mission graphs it reasons over (`MissionGraphs`), its training
+loop (`train_reasoner`) with the losses, and its checkpoint. Inputs are frozen: connection and packet embeddings
+from the packet encoder, the alignment head g_P, and the text embeddings of every concept (all-MiniLM-L6-v2, then
+g_T) — so concept nodes start from what the concept's words mean.
+
+Forward pass for B connections:
+1. Sensor node: z = g_P(connection embedding) (the language-aligned vector, also an output for explanations),
+   s = tanh(W_s z), width `gnn_width` (8).
+2. Per mission, concept nodes h⁰_c = tanh(W_c t_c), t_c the concept's aligned text embedding. Messages follow the
+   mission's DAG (sensor → key concepts → associated concepts, plus the mission's extra edges): h_v = mean over
+   parents u of (h_u ⊙ h⁰_v). The DAG is a dense row-normalised parent matrix and the propagation runs depth
+   times, which reaches the DAG's fixpoint; only MatMul/Mul/Tanh are exported (no scatter, no index_add_).
+   A concept's activation is sigmoid(⟨h_c, u⟩ + b) with u, b shared by all concepts (no per-concept bias to
+   memorise); the embedding node of a mission is the mean of its leaf concepts.
+3. Temporal Transformer (d = 128, 8 heads) over [the connection] + the A = 30 most recent packets of the same
+   originator (their embeddings and `packetclip.context.CONTEXT_FEATURES`), empty slots masked; the connection
+   token's final state summarises the originator's activity.
+4. An MLP over the concatenated mission embeddings and the temporal state gives coarse and fine logits.
+
+Losses: cross-entropy on coarse and fine classes; concept supervision (a concept listed for the true fine class in
+its mission's `classes:` should be active, others not) so that activations mean what their names say; temporal
+smoothing: the coarse distribution of a connection and of its originator's previous connection should agree
+(squared difference, weighted), since an originator's activity changes class rarely between two connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
+from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS
+from packetclip.missions import Mission
+from packetclip_training.models.encoder import _NEG, Block
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "packetclip.reasoner/1"
+
+
+@dataclass(frozen=True)
+class ReasonerConfig:
+    """Architecture; every field is part of the checkpoint."""
+
+    embed_dim: int = 128  # E: the packet encoder's embedding width
+    aligned_dim: int = 256  # D: width of the language-aligned space (g_P's output)
+    slots: int = CONTEXT_SLOTS  # A: context packets per connection
+    context_features: int = len(CONTEXT_FEATURES)
+    gnn_width: int = 8  # node width of the mission graphs, as PacketCLIP's reasoner
+    temporal_dim: int = 128  # d of the temporal Transformer
+    temporal_heads: int = 8
+    temporal_layers: int = 2
+    temporal_ffn: int = 256
+    hidden: int = 128  # width of the classification MLP
+    dropout: float = 0.1  # on the MLP input: the temporal state is wide next to the 8-wide mission embeddings
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ReasonerConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 256
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    max_per_class: int = 20_000  # rows drawn per fine class per epoch: the data is flood-dominated
+    min_per_class: int = 2_000  # small classes are drawn with replacement up to this many per epoch
+    concept_weight: float = 0.2
+    smoothing_weight: float = 0.1
+    smoothing_window: float = 60.0  # seconds: a previous connection older than this is not smoothed towards
+    seed: int = 0
+
+
+class MissionGraphs(nn.Module):
+    """Dense, constant form of the mission DAGs: concept text embeddings, parent matrices, leaf masks."""
+
+    def __init__(self, missions: Sequence[Mission], concept_text: np.ndarray):
+        super().__init__()
+        self.mission_names = [m.name for m in missions]
+        self.concepts: list[dict[str, str]] = []
+        parents_list, leaves_list, sizes = [], [], []
+        for mission in missions:
+            names = list(mission.concepts())
+            position = {name: i + 1 for i, name in enumerate(names)}  # column 0 is the sensor node
+            parents = np.zeros((len(names), len(names) + 1), np.float32)
+            for source, target in mission.graph_edges():
+                if target not in position:
+                    continue
+                parents[position[target] - 1, 0 if source == mission.name else position[source]] = 1.0
+            has_child = parents[:, 1:].sum(axis=0) > 0
+            parents /= np.maximum(parents.sum(axis=1, keepdims=True), 1.0)
+            leaves = (~has_child).astype(np.float32)
+            parents_list.append(parents)
+            leaves_list.append(leaves / max(leaves.sum(), 1.0))
+            sizes.append(len(names))
+            for name in names:
+                kind = "key" if name in mission.key_concepts else "associated"
+                self.concepts.append({"mission": mission.name, "concept": name, "kind": kind})
+        if concept_text.shape[0] != len(self.concepts):
+            raise ValueError(f"{concept_text.shape[0]} concept embeddings for {len(self.concepts)} concepts")
+        self.sizes = sizes
+        self.depth = max((_depth(p) for p in parents_list), default=1)
+        self.register_buffer("concept_text", torch.from_numpy(np.ascontiguousarray(concept_text, np.float32)))
+        for i, (parents, leaves) in enumerate(zip(parents_list, leaves_list, strict=True)):
+            self.register_buffer(f"parents_{i}", torch.from_numpy(parents))
+            self.register_buffer(f"leaves_{i}", torch.from_numpy(leaves))
+
+    def parents(self, i: int) -> torch.Tensor:
+        return getattr(self, f"parents_{i}")
+
+    def leaves(self, i: int) -> torch.Tensor:
+        return getattr(self, f"leaves_{i}")
+
+
+def _depth(parents: np.ndarray) -> int:
+    """Longest path from the sensor in a parent matrix (column 0 = sensor), at least 1."""
+    count = parents.shape[0]
+    depth = np.zeros(count, np.int64)
+    for _ in range(count):
+        changed = False
+        for node in range(count):
+            sources = np.flatnonzero(parents[node])
+            best = max((1 if s == 0 else depth[s - 1] + 1) for s in sources) if len(sources) else 1
+            if best != depth[node]:
+                depth[node], changed = best, True
+        if not changed:
+            break
+    return int(depth.max()) if count else 1
+
+
+class Reasoner(nn.Module):
+    """See the module docstring. `forward` returns (coarse logits, fine logits, concept activations, aligned)."""
+
+    def __init__(self, config: ReasonerConfig, graphs: MissionGraphs, packet_head: nn.Linear):
+        super().__init__()
+        c = config
+        self.config = config
+        self.graphs = graphs
+        self.packet_head = packet_head  # g_P from alignment, frozen
+        for parameter in self.packet_head.parameters():
+            parameter.requires_grad_(False)
+        self.sensor_projection = nn.Linear(c.aligned_dim, c.gnn_width)
+        self.concept_projection = nn.Linear(graphs.concept_text.shape[1], c.gnn_width)
+        self.activation_vector = nn.Parameter(torch.full((c.gnn_width,), 1.0 / math.sqrt(c.gnn_width)))
+        self.activation_bias = nn.Parameter(torch.zeros(()))
+        self.connection_token = nn.Linear(c.embed_dim, c.temporal_dim)
+        self.context_token = nn.Linear(c.embed_dim + c.context_features, c.temporal_dim)
+        self.slot_position = nn.Parameter(torch.zeros(1, c.slots + 1, c.temporal_dim))
+        nn.init.normal_(self.slot_position, std=0.02)
+        self.temporal = nn.ModuleList(
+            Block(c.temporal_dim, c.temporal_heads, c.temporal_ffn) for _ in range(c.temporal_layers)
+        )
+        self.temporal_norm = nn.LayerNorm(c.temporal_dim)
+        width = len(graphs.sizes) * c.gnn_width + c.temporal_dim
+        self.head = nn.Sequential(
+            nn.Dropout(c.dropout),
+            nn.Linear(width, c.hidden),
+            nn.GELU(),
+            nn.Linear(c.hidden, len(COARSE_CLASSES) + len(FINE_CLASSES)),
+        )
+
+    def missions(self, aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, D) aligned vectors → (mission embeddings (B, M·w), concept activations (B, K))."""
+        sensor = torch.tanh(self.sensor_projection(aligned)).unsqueeze(1)  # (B, 1, w)
+        initial = torch.tanh(self.concept_projection(self.graphs.concept_text))  # (K, w)
+        embeddings, activations, start = [], [], 0
+        for i, size in enumerate(self.graphs.sizes):
+            h0 = initial[start : start + size].unsqueeze(0)  # (1, k, w)
+            parents = self.graphs.parents(i)  # (k, k + 1)
+            h = sensor * h0  # any start; depth rounds reach the DAG's fixpoint
+            for _ in range(self.graphs.depth):
+                nodes = torch.cat([sensor, h], dim=1)  # (B, k + 1, w)
+                h = torch.matmul(parents, nodes) * h0  # mean over parents of h_u ⊙ h⁰_v
+            activations.append(torch.sigmoid(h @ self.activation_vector + self.activation_bias))  # (B, k)
+            embeddings.append(torch.matmul(self.graphs.leaves(i), h))  # (B, w): the embedding node
+            start += size
+        return torch.cat(embeddings, dim=-1), torch.cat(activations, dim=-1)
+
+    def temporal_state(
+        self,
+        connection: torch.Tensor,
+        context: torch.Tensor,
+        context_features: torch.Tensor,
+        context_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, d): the connection token after attending over the originator's recent packets."""
+        first = self.connection_token(connection).unsqueeze(1)  # (B, 1, d)
+        rest = self.context_token(torch.cat([context, context_features], dim=-1))  # (B, A, d)
+        tokens = torch.cat([first, rest], dim=1) + self.slot_position  # (B, A + 1, d)
+        present = torch.cat([torch.ones_like(context_valid[:, :1]), context_valid], dim=1).to(tokens.dtype)
+        key_bias = ((1.0 - present) * _NEG).reshape(-1, 1, 1, self.config.slots + 1)
+        for block in self.temporal:
+            tokens = block(tokens, key_bias)
+        return self.temporal_norm(tokens[:, 0])
+
+    def forward(
+        self,
+        connection: torch.Tensor,
+        context: torch.Tensor,
+        context_features: torch.Tensor,
+        context_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        aligned = F.normalize(self.packet_head(connection), dim=-1)
+        mission_embeddings, activations = self.missions(aligned)
+        state = self.temporal_state(connection, context, context_features, context_valid)
+        logits = self.head(torch.cat([mission_embeddings, state], dim=-1))
+        coarse, fine = logits[:, : len(COARSE_CLASSES)], logits[:, len(COARSE_CLASSES) :]
+        return coarse, fine, activations, aligned
+
+
+class ReasonerSurface(nn.Module):
+    """What the sensor runs: probabilities instead of logits (the exported graph)."""
+
+    def __init__(self, reasoner: Reasoner):
+        super().__init__()
+        self.reasoner = reasoner
+
+    def forward(self, connection, context, context_features, context_valid):  # type: ignore[no-untyped-def]
+        coarse, fine, concepts, aligned = self.reasoner(connection, context, context_features, context_valid)
+        return coarse.softmax(dim=-1), fine.softmax(dim=-1), concepts, aligned
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainingArrays:
+    """What one split contributes to training: inputs by row plus targets."""
+
+    connection: np.ndarray  # float32 (n, E)
+    context: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # rows → context arrays
+    fine: np.ndarray  # int64 (n,) index into the fine classes trained on (-1: not trained on)
+    previous: np.ndarray  # int64 (n,) previous connection of the same originator, -1 none
+    previous_age: np.ndarray  # float64 (n,) seconds since that previous connection started
+
+
+def concept_targets(graphs: MissionGraphs, missions: Sequence[Mission], classes: Sequence[str]) -> np.ndarray:
+    """(C, K) 1 where a concept is listed for a fine class in its mission's `classes:` mapping."""
+    column = {(c["mission"], c["concept"]): i for i, c in enumerate(graphs.concepts)}
+    targets = np.zeros((len(classes), len(graphs.concepts)), np.float32)
+    for mission in missions:
+        for fine, words in mission.classes.items():
+            if fine in classes:
+                for word in words:
+                    if (mission.name, word) in column:
+                        targets[list(classes).index(fine), column[(mission.name, word)]] = 1.0
+    return targets
+
+
+def epoch_rows(fine: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
+    """One epoch's rows: ≤ max_per_class of each class, small classes drawn with replacement to min_per_class."""
+    picked = []
+    for label in np.unique(fine[fine >= 0]):
+        rows = np.flatnonzero(fine == label)
+        if len(rows) >= config.max_per_class:
+            picked.append(rng.choice(rows, config.max_per_class, replace=False))
+        elif len(rows) >= config.min_per_class:
+            picked.append(rows)
+        else:
+            picked.append(rng.choice(rows, config.min_per_class, replace=True))
+    order = np.concatenate(picked) if picked else np.zeros(0, np.int64)
+    return rng.permutation(order)
+
+
+def _tensors(data: TrainingArrays, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+    context, features, valid = data.context(rows)
+    return (
+        torch.from_numpy(data.connection[rows]),
+        torch.from_numpy(context),
+        torch.from_numpy(features),
+        torch.from_numpy(valid),
+    )
+
+
+def train_reasoner(
+    model: Reasoner,
+    train: TrainingArrays,
+    classes: Sequence[str],
+    targets: np.ndarray,
+    config: TrainConfig,
+    on_epoch: Callable[[int, Reasoner], dict[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """Train in place; `classes` are the fine classes trained on (all, or all but an unseen one)."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    coarse_index = torch.tensor([COARSE_CLASSES.index(FINE_TO_COARSE[f]) for f in classes])
+    fine_index = torch.tensor([FINE_CLASSES.index(f) for f in classes])
+    concept_target = torch.from_numpy(targets)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(epoch_rows(train.fine, config, rng)) / config.batch_size))
+    total = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=total)
+    curve: list[dict[str, Any]] = []
+    started, step = time.monotonic(), 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        rows = epoch_rows(train.fine, config, rng)
+        sums = np.zeros(4)
+        for start in range(0, len(rows), config.batch_size):
+            if step >= total:
+                break
+            batch = rows[start : start + config.batch_size]
+            label = torch.from_numpy(train.fine[batch])
+            coarse, fine, activations, _ = model(*_tensors(train, batch))
+            coarse_loss = F.cross_entropy(coarse, coarse_index[label])
+            # fine logits of classes not trained on (an unseen class) are left out of the softmax
+            fine_loss = F.cross_entropy(fine[:, fine_index], label)
+            concept_loss = F.binary_cross_entropy(activations, concept_target[label])
+            smoothing = _smoothing(model, train, batch, coarse, config)
+            loss = (
+                coarse_loss
+                + fine_loss
+                + config.concept_weight * concept_loss
+                + config.smoothing_weight * smoothing
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            sums += [float(v.detach()) for v in (coarse_loss, fine_loss, concept_loss, smoothing)]
+        batches = max(1, math.ceil(len(rows) / config.batch_size))
+        point: dict[str, Any] = {
+            "epoch": epoch,
+            "coarse_loss": sums[0] / batches,
+            "fine_loss": sums[1] / batches,
+            "concept_loss": sums[2] / batches,
+            "smoothing": sums[3] / batches,
+            "seconds": round(time.monotonic() - started, 1),
+        }
+        model.eval()
+        if on_epoch is not None:
+            point.update(on_epoch(epoch, model))
+        curve.append(point)
+        log.info("reasoner epoch %d: %s", epoch, point)
+    return curve
+
+
+def _smoothing(
+    model: Reasoner, data: TrainingArrays, batch: np.ndarray, coarse: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
+    """Mean squared difference between a connection's coarse distribution and its predecessor's."""
+    if config.smoothing_weight <= 0:
+        return torch.zeros(())
+    previous = data.previous[batch]
+    usable = (previous >= 0) & (data.previous_age[batch] <= config.smoothing_window)
+    if not usable.any():
+        return torch.zeros(())
+    with torch.no_grad():  # the predecessor is a fixed anchor; gradients flow through the current connection
+        anchor = model(*_tensors(data, previous[usable]))[0].softmax(dim=-1)
+    current = coarse[torch.from_numpy(np.flatnonzero(usable))].softmax(dim=-1)
+    return ((current - anchor) ** 2).sum(dim=-1).mean()
+
+
+@torch.inference_mode()
+def predict(model: Reasoner, data: TrainingArrays, rows: np.ndarray | None = None, batch_size: int = 1024):
+    """(coarse probabilities (n, 4), fine probabilities (n, 11), concept activations (n, K), aligned (n, D))."""
+    model.eval()
+    surface = ReasonerSurface(model)
+    rows = np.arange(len(data.connection)) if rows is None else rows
+    parts: list[list[np.ndarray]] = [[], [], [], []]
+    for start in range(0, len(rows), batch_size):
+        outputs = surface(*_tensors(data, rows[start : start + batch_size]))
+        for part, output in zip(parts, outputs, strict=True):
+            part.append(output.numpy())
+    return tuple(np.concatenate(p) if p else np.zeros((0, 0), np.float32) for p in parts)
+
+
+def save_reasoner(path: Path, model: Reasoner, missions: Sequence[Mission], record: dict[str, Any]) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(model.config),
+        "missions": [m.to_dict() for m in missions],
+        "concept_text": model.graphs.concept_text.numpy(),
+        "packet_head": {"in": model.packet_head.in_features, "out": model.packet_head.out_features},
+        "state_dict": model.state_dict(),
+        "record": record,
+    }
+    torch.save(payload, path)
+
+
+def load_reasoner(path: Path) -> tuple[Reasoner, list[Mission], dict[str, Any]]:
+    from packetclip.missions import parse_mission
+
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a reasoner checkpoint (format {payload.get('format')!r})")
+    missions = [parse_mission(m, f"{path}:{m['name']}") for m in payload["missions"]]
+    graphs = MissionGraphs(missions, payload["concept_text"])
+    head = nn.Linear(payload["packet_head"]["in"], payload["packet_head"]["out"])
+    model = Reasoner(ReasonerConfig.from_dict(payload["config"]), graphs, head)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, missions, payload
+
+
+REASONER_INPUTS = ["connection", "context", "context_features", "context_valid"]
+REASONER_OUTPUTS = ["coarse", "fine", "concepts", "aligned"]
+ONNX_OPSET = 17
+
+
+def export_reasoner(model: Reasoner, path: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Export the probability surface with a dynamic batch axis; returns torch's outputs for `inputs`.
+
+    `inputs` (≥ 2 rows, so no batch size is baked in) become the parity fixture the bundle writer checks.
+    """
+    import warnings
+
+    if len(inputs["connection"]) < 2:
+        raise ValueError("the reasoner fixture needs at least 2 rows")
+    surface = ReasonerSurface(model).eval()
+    tensors = tuple(
+        torch.from_numpy(np.require(inputs[name], requirements=["W", "C"])) for name in REASONER_INPUTS
+    )
+    with torch.no_grad():
+        expected = {name: t.numpy() for name, t in zip(REASONER_OUTPUTS, surface(*tensors), strict=True)}
+    dynamic = {name: {0: "batch"} for name in REASONER_INPUTS + REASONER_OUTPUTS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            surface,
+            tensors,
+            str(path),
+            input_names=REASONER_INPUTS,
+            output_names=REASONER_OUTPUTS,
+            dynamic_axes=dynamic,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
+    return expected
+
+
+def reasoner_flops(model: Reasoner) -> int:
+    """FLOPs of one connection through the reasoner with a full context (the most it costs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c = model.config
+    inputs = (
+        torch.zeros(1, c.embed_dim),
+        torch.zeros(1, c.slots, c.embed_dim),
+        torch.zeros(1, c.slots, c.context_features),
+        torch.ones(1, c.slots, dtype=torch.bool),
+    )
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(*inputs)
+    return int(counter.get_total_flops())

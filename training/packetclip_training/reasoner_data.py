@@ -1,0 +1,189 @@
+"""The reasoner's training input: frozen embeddings of every connection of a split and its originator context.
+
+Owns two steps and their cache:
+1. `embed_split`: the frozen packet encoder over every connection of a split → connection embeddings (n, E) and
+   a table of per-packet embeddings (valid packets only, float16) with per-connection offsets.
+2. `build_contexts`: the split replayed in time order through `packetclip.context.OriginatorHistory` — the same
+   class the sensor uses — so each connection gets the originator's recent packets as the sensor would have seen
+   them: per connection the indices of its context packets in the packet table, the slot features, the validity
+   mask, and the previous connection of the same originator (for the temporal-smoothing loss).
+
+Originators are keyed by capture file and address: two captures never share a history, as two sensors would not.
+Connections are replayed in order of their first packet; the sensor classifies them as they finish, which for the
+many short connections of scans, floods and brute force is the same order.
+
+Does not own the model or its training loop (`reasoner`), the encoder (`models.encoder`) or the dataset format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory
+from packetclip_training.dataset.store import load_split
+from packetclip_training.models.encoder import PacketEncoder, batch_tensors
+
+log = logging.getLogger(__name__)
+
+CONTEXT_COLUMNS = ("source_file", "orig_h", "resp_h", "resp_p", "ts")
+LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "uid", "source_kind")
+CACHE_FORMAT = "packetclip-reasoner-cache/1"
+
+
+@dataclass
+class SplitEmbeddings:
+    """Everything the reasoner trains or is scored on for one split (row i = connection i of the split)."""
+
+    connection: np.ndarray  # float32 (n, E)
+    packets: np.ndarray  # float16 (P + 1, E): valid packets' embeddings; row 0 is all zero (empty slot)
+    offsets: (
+        np.ndarray
+    )  # int64 (n + 1,): connection i's packets are packets[1 + offsets[i] : 1 + offsets[i + 1]]
+    context_index: np.ndarray  # int32 (n, A): rows of `packets` (0 where the slot is empty)
+    context_features: np.ndarray  # float16 (n, A, F)
+    context_valid: np.ndarray  # bool (n, A)
+    previous: np.ndarray  # int64 (n,): the same originator's previous connection, -1 for its first
+    columns: dict[str, np.ndarray]  # labels and provenance (LABEL_COLUMNS + CONTEXT_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(self.connection)
+
+    def context(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(context float32 (k, A, E), features float32 (k, A, F), valid bool (k, A)) for some rows."""
+        index = self.context_index[rows]
+        return (
+            self.packets[index].astype(np.float32),
+            self.context_features[rows].astype(np.float32),
+            self.context_valid[rows],
+        )
+
+
+@torch.inference_mode()
+def embed_arrays(
+    encoder: PacketEncoder, arrays: dict[str, np.ndarray], batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(connection float32 (n, E), packet table float16 (P + 1, E), offsets (n + 1,)) of packed connections."""
+    encoder.eval()
+    tensors = batch_tensors(arrays)
+    count = tensors[0].shape[0]
+    embed_dim = encoder.config.embed_dim
+    connections, packets = [], [np.zeros((1, embed_dim), np.float16)]
+    for start in range(0, count, batch_size):
+        chunk = [t[start : start + batch_size] for t in tensors]
+        per_packet, connection = encoder(*chunk)
+        valid = chunk[4].numpy()
+        connections.append(connection.numpy())
+        packets.append(per_packet.numpy()[valid].astype(np.float16))
+    valid_counts = arrays["valid"].sum(axis=1).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(valid_counts)])
+    connection_array = np.concatenate(connections) if connections else np.zeros((0, embed_dim), np.float32)
+    return connection_array.astype(np.float32), np.concatenate(packets), offsets
+
+
+def packet_times(ts: np.ndarray, iat: np.ndarray) -> np.ndarray:
+    """(n, N) absolute packet times from each connection's first-packet time and inter-arrival times."""
+    return ts[:, None].astype(np.float64) + np.cumsum(iat.astype(np.float64), axis=1)
+
+
+def build_contexts(
+    columns: dict[str, np.ndarray],
+    offsets: np.ndarray,
+    times: np.ndarray,
+    direction: np.ndarray,
+    slots: int = CONTEXT_SLOTS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Replay connections in first-packet order; see the module docstring. Returns index, features, valid, previous."""
+    count = len(offsets) - 1
+    history = OriginatorHistory(1, np.int64, slots=slots, max_originators=max(1, count))
+    index = np.zeros((count, slots), np.int32)
+    features = np.zeros((count, slots, len(CONTEXT_FEATURES)), np.float16)
+    valid = np.zeros((count, slots), bool)
+    previous = np.full(count, -1, np.int64)
+    last_of: dict[str, int] = {}
+    order = np.argsort(columns["ts"], kind="stable")
+    for row in order:
+        key = f"{columns['source_file'][row]}|{columns['orig_h'][row]}"
+        responder, port = str(columns["resp_h"][row]), int(columns["resp_p"][row])
+        payload, slot_features, slot_valid = history.context(key, float(columns["ts"][row]), responder, port)
+        index[row] = payload[:, 0]
+        features[row] = slot_features
+        valid[row] = slot_valid
+        previous[row] = last_of.get(key, -1)
+        last_of[key] = row
+        packets = int(offsets[row + 1] - offsets[row])
+        rows_in_table = 1 + offsets[row] + np.arange(packets, dtype=np.int64)
+        history.add(
+            key, responder, port, times[row, :packets], direction[row, :packets] == 1, rows_in_table[:, None]
+        )
+    return index, features, valid, previous
+
+
+def embed_split(encoder: PacketEncoder, dataset: Path, split: str, batch_size: int = 512) -> SplitEmbeddings:
+    """Embed and contextualise one split of a built dataset."""
+    arrays = load_split(dataset, split, columns=(*LABEL_COLUMNS, *CONTEXT_COLUMNS))
+    columns = {name: arrays.pop(name) for name in (*LABEL_COLUMNS, *CONTEXT_COLUMNS)}
+    log.info("%s: embedding %d connections", split, len(columns["ts"]))
+    connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
+    times = packet_times(columns["ts"], arrays["iat"])
+    index, features, valid, previous = build_contexts(columns, offsets, times, arrays["direction"])
+    log.info(
+        "%s: contexts built (%.1f context packets per connection)",
+        split,
+        float(valid.sum(1).mean()) if len(valid) else 0.0,
+    )
+    return SplitEmbeddings(connection, packets, offsets, index, features, valid, previous, columns)
+
+
+def _cache_key(encoder_path: Path, dataset: Path, split: str) -> str:
+    digest = hashlib.sha256()
+    digest.update(CACHE_FORMAT.encode())
+    digest.update(hashlib.sha256(encoder_path.read_bytes()).digest())
+    digest.update(str((dataset / f"{split}.parquet").stat().st_size).encode())
+    manifest = dataset / "manifest.json"
+    digest.update(manifest.read_bytes() if manifest.is_file() else str(dataset.resolve()).encode())
+    return digest.hexdigest()[:16]
+
+
+def cached_split(
+    encoder: PacketEncoder, encoder_path: Path, dataset: Path, split: str, cache: Path | None
+) -> SplitEmbeddings:
+    """`embed_split`, reusing a cache file keyed by the encoder checkpoint and the dataset when one exists."""
+    if cache is None:
+        return embed_split(encoder, dataset, split)
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{split}-{_cache_key(encoder_path, dataset, split)}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=True) as stored:
+            columns = json.loads(str(stored["column_names"]))
+            log.info("%s: embeddings from cache %s", split, path)
+            return SplitEmbeddings(
+                stored["connection"],
+                stored["packets"],
+                stored["offsets"],
+                stored["context_index"],
+                stored["context_features"],
+                stored["context_valid"],
+                stored["previous"],
+                {name: stored[f"column_{name}"] for name in columns},
+            )
+    result = embed_split(encoder, dataset, split)
+    np.savez(
+        path,
+        connection=result.connection,
+        packets=result.packets,
+        offsets=result.offsets,
+        context_index=result.context_index,
+        context_features=result.context_features,
+        context_valid=result.context_valid,
+        previous=result.previous,
+        column_names=json.dumps(list(result.columns)),
+        **{f"column_{name}": values for name, values in result.columns.items()},
+    )
+    return result
