@@ -53,6 +53,9 @@ DESCRIPTIONS_NPZ = "descriptions.npz"
 DESCRIPTIONS_JSON = "descriptions.json"
 MISSIONS_DIR = "missions"
 FIXTURES_DIR = "fixtures"
+TEXT_HEAD_NAME = (
+    "text_head.npz"  # optional: g_T, to place new text (user-defined missions) in the aligned space
+)
 PARITY_TOLERANCE = 1e-4
 
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -512,6 +515,27 @@ def load_descriptions(bundle: Bundle) -> tuple[list[str], list[str], np.ndarray]
     if len(fine) and (fine.min() < 0 or fine.max() >= len(classes)):
         raise BundleError(f"bundle {bundle.source}: {DESCRIPTIONS_NPZ}: fine class index out of range")
     return texts, [classes[i] for i in fine.tolist()], embeddings.astype(np.float32)
+
+
+def load_text_head(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """g_T of the bundle as (weight float32 (D, text_dim), bias (D,), logit scale), or None when it has none."""
+    path = bundle.root / TEXT_HEAD_NAME
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            weight, bias, scale = (
+                npz["weight"],
+                npz["bias"],
+                float(np.asarray(npz["logit_scale"]).reshape(-1)[0]),
+            )
+    except (OSError, KeyError, ValueError) as exc:
+        raise BundleError(f"bundle {bundle.source}: {TEXT_HEAD_NAME}: unreadable ({exc})") from exc
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],):
+        raise BundleError(
+            f"bundle {bundle.source}: {TEXT_HEAD_NAME}: weight {weight.shape}, bias {bias.shape}"
+        )
+    return weight.astype(np.float32), bias.astype(np.float32), scale
 
 
 def _read_description_arrays(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:

@@ -93,3 +93,14 @@ def test_data_card_summary_keeps_counts_not_inputs() -> None:
     card = json.loads((SAMPLE / "card.json").read_text())
     assert summary["counts"]["fine"] == card["counts"]["fine"]
     assert "inputs" not in summary
+
+
+def test_the_text_head_places_text_where_alignment_did(bundle: Path) -> None:
+    from packetclip.bundle import load_text_head
+
+    weight, bias, scale = load_text_head(load_bundle(bundle))
+    texts, _, embeddings = load_descriptions(load_bundle(bundle))
+    projected = hashed_text_vectors(texts[:5]) @ weight.T + bias
+    projected /= np.linalg.norm(projected, axis=1, keepdims=True)
+    assert np.abs(projected - embeddings[:5]).max() < 2e-3  # float16 storage of the bank
+    assert 1.0 <= scale <= 100.0

@@ -46,6 +46,7 @@ from packetclip.bundle import (
     MISSIONS_DIR,
     PARITY_TOLERANCE,
     ROLE_RE,
+    TEXT_HEAD_NAME,
     check_fixtures,
     load_bundle,
     max_abs_difference,
@@ -109,11 +110,13 @@ def write_bundle(
     context: Mapping[str, Any],
     tolerance: float = PARITY_TOLERANCE,
     created: datetime | None = None,
+    text_head: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Validate, write and verify a bundle folder at `out_dir` (absent or empty); returns its path.
 
     `descriptions` is (texts, fine class name of each text, (T, D) embeddings); `missions` the mission YAML files
-    the reasoner was trained with. Raises `BundleWriteError` before writing anything when an input is invalid or
+    the reasoner was trained with; `text_head` (optional) is g_T as arrays `weight` (D, text_dim), `bias` (D,) and
+    `logit_scale` (), so the sensor can place new text (user-defined missions) in the aligned space. Raises `BundleWriteError` before writing anything when an input is invalid or
     onnxruntime differs from `expected_outputs` by more than `tolerance`.
     """
     out = Path(out_dir)
@@ -141,6 +144,8 @@ def write_bundle(
         _write_json(staging / CONCEPTS_NAME, concepts)
         _write_npz(staging / DESCRIPTIONS_NPZ, {"embeddings": embeddings, "fine": fine_index})
         _write_json(staging / DESCRIPTIONS_JSON, {"texts": texts, "classes": list(FINE_CLASSES)})
+        if text_head is not None:
+            _write_npz(staging / TEXT_HEAD_NAME, _checked_text_head(text_head, embeddings.shape[1]))
         for mission in mission_records:
             _copy_file(Path(mission.source), staging / MISSIONS_DIR / f"{mission.name}.yaml")
         manifest = _manifest(staging, name, version, created, prepared, mission_records, sections)
@@ -380,6 +385,19 @@ def _write_model(staging: Path, model: _PreparedModel) -> None:
 
 
 # --- manifest -----------------------------------------------------------------------------------------------
+
+
+def _checked_text_head(head: Mapping[str, np.ndarray], dim: int) -> dict[str, np.ndarray]:
+    weight = np.asarray(head["weight"], np.float32)
+    bias = np.asarray(head["bias"], np.float32)
+    scale = np.asarray(head["logit_scale"], np.float32).reshape(())
+    if weight.ndim != 2 or weight.shape[0] != dim or bias.shape != (dim,):
+        raise BundleWriteError(
+            f"text head: weight {weight.shape} and bias {bias.shape} do not map to width {dim}"
+        )
+    if not (np.isfinite(weight).all() and np.isfinite(bias).all() and np.isfinite(scale)):
+        raise BundleWriteError("text head: non-finite values")
+    return {"weight": weight, "bias": bias, "logit_scale": scale}
 
 
 def _manifest(

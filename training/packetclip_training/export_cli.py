@@ -162,6 +162,11 @@ def export_bundle(
             },
             context={"slots": CONTEXT_SLOTS, "features": list(CONTEXT_FEATURES)},
             created=created,
+            text_head={
+                "weight": heads.text_head.weight.detach().numpy(),
+                "bias": heads.text_head.bias.detach().numpy(),
+                "logit_scale": heads.logit_scale().detach().numpy(),
+            },
         )
 
 
