@@ -7,7 +7,10 @@ import logging
 import click
 
 from packetclip import __version__
+from packetclip.commands.bench import bench
+from packetclip.commands.classify import classify
 from packetclip.commands.featurize import featurize
+from packetclip.commands.models import models
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,7 +21,10 @@ def cli(verbose: int) -> None:
     configure_logging(verbose)
 
 
+cli.add_command(classify)
 cli.add_command(featurize)
+cli.add_command(bench)
+cli.add_command(models)
 
 
 def configure_logging(verbose: int) -> None:

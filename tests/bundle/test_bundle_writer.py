@@ -15,7 +15,7 @@ import json
 import shutil
 import tarfile
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +38,7 @@ ENCODER_OUTPUTS = ["packet_embeddings", "connection_embedding"]
 REASONER_INPUTS = ["connection", "context", "context_features", "context_valid"]
 REASONER_OUTPUTS = ["coarse", "fine", "concepts", "aligned"]
 SLOTS, CONTEXT_FEATURES, ALIGNED_DIM = 4, 3, 16
-CREATED = datetime(2026, 11, 27, 5, 0, tzinfo=timezone.utc)
+CREATED = datetime(2026, 11, 27, 5, 0, tzinfo=UTC)
 
 
 class EncoderSurface(nn.Module):

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -409,7 +409,7 @@ def _manifest(
     missions: list[Mission],
     sections: Mapping[str, Any],
 ) -> dict[str, Any]:
-    moment = (created or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    moment = (created or datetime.now(UTC)).astimezone(UTC)
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     return {
         "format": BUNDLE_FORMAT,

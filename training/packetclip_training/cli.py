@@ -7,6 +7,7 @@ import click
 from packetclip.cli import configure_logging, run_group
 from packetclip_training import __version__
 from packetclip_training.align_cli import align
+from packetclip_training.all_cli import all_stages
 from packetclip_training.baselines.cli import baseline
 from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
@@ -38,6 +39,7 @@ cli.add_command(align)
 cli.add_command(reasoner)
 cli.add_command(export)
 cli.add_command(evaluate)
+cli.add_command(all_stages)
 
 
 def main(argv: list[str] | None = None) -> int:

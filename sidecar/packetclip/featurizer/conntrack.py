@@ -25,13 +25,14 @@ import hashlib
 import heapq
 import itertools
 import logging
+import operator
 import socket
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from packetclip.featurizer import tcp_state
-from packetclip.featurizer.community_id import community_id
+from packetclip.featurizer.community_id import flow_community_id
 from packetclip.featurizer.config import FeaturizerConfig
 from packetclip.featurizer.connection import Connection
 from packetclip.featurizer.frames import (
@@ -45,16 +46,31 @@ from packetclip.featurizer.frames import (
     UDP,
     parse_frame,
 )
-from packetclip.featurizer.masking import mask_packet
+from packetclip.featurizer.masking import masked_packet
 from packetclip.featurizer.services import is_likely_server, service_name
 from packetclip.featurizer.stats import ParseStats
+from packetclip.featurizer.tcp_state import ACK, CLOSED, RST, SYN, tcp_history_letters, tcp_transition
 
 log = logging.getLogger(__name__)
 
 _ICMP_REPLY_TYPES = {ICMP: frozenset((0, 14, 16, 18)), ICMP6: frozenset((129,))}
 _PROTO_NAMES = {TCP: "tcp", UDP: "udp", ICMP: "icmp", ICMP6: "icmp"}
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_SYN_ACK = tcp_state.SYN | tcp_state.ACK
+# Two base62 digits per division (least significant first, as the uid spells them): halves the big-int divisions
+_BASE62_PAIRS = tuple(low + high for high in _BASE62 for low in _BASE62)
+_ADDRESS_CACHE_SIZE = 1 << 16  # scans and floods repeat a few addresses; bounded so memory stays flat
+_address_cache: dict[bytes, str] = {}
+_SYN_ACK = SYN | ACK
+_LAST_TS = operator.attrgetter("last_ts")
+_UID_HASH = hashlib.blake2b(digest_size=12)
+_NEVER = float("inf")  # close_at of a connection that has not closed
+# dtype objects made once: numpy resolves a dtype given as a type on every call, a per-connection cost
+_FLOAT64, _INT8, _INT32, _UINT8 = (
+    np.dtype(np.float64),
+    np.dtype(np.int8),
+    np.dtype(np.int32),
+    np.dtype(np.uint8),
+)
 
 
 class _Tracked:
@@ -62,7 +78,7 @@ class _Tracked:
 
     __slots__ = (
         "close_at", "dport", "dst", "finished", "first_ts", "history", "ip_version", "key", "last_ts", "orig_ep",
-        "orig_ip_bytes", "orig_payload", "orig_pkts", "pkt_bytes", "pkt_dir", "pkt_len", "pkt_ts", "proto",
+        "orig_ip_bytes", "orig_payload", "orig_pkts", "pkt_bytes", "released", "pkt_dir", "pkt_len", "pkt_ts", "proto",
         "resp_ep", "resp_ip_bytes", "resp_payload", "resp_pkts", "sport", "src", "vlan",
     )  # fmt: skip
 
@@ -77,27 +93,47 @@ class _Tracked:
         self.orig_pkts = self.resp_pkts = 0
         self.orig_ip_bytes = self.resp_ip_bytes = 0
         self.orig_payload = self.resp_payload = 0  # UDP/ICMP payload; TCP's comes from sequence numbers
-        self.orig_ep = tcp_state.Endpoint() if self.proto == TCP else None
-        self.resp_ep = tcp_state.Endpoint() if self.proto == TCP else None
-        self.close_at = float("inf")
+        if self.proto == TCP:
+            self.orig_ep: tcp_state.Endpoint | None = tcp_state.Endpoint()
+            self.resp_ep: tcp_state.Endpoint | None = tcp_state.Endpoint()
+        else:
+            self.orig_ep = self.resp_ep = None
+        self.close_at = _NEVER
         self.finished = False
+        self.released = False  # handed out early, at max_packets (the tracker's release_full mode)
         self.pkt_ts: list[float] = []
-        self.pkt_dir: list[int] = []
+        self.pkt_dir = bytearray()  # 1/0 per kept packet: becomes the int8 array without a conversion
         self.pkt_len: list[int] = []
-        self.pkt_bytes: list[bytes] = []
+        self.pkt_bytes = bytearray()  # the kept packets' masked bytes back to back, snaplen each
 
 
 class ConnectionTracker:
     """Streaming connection table: feed frames in time order, get connections as they end."""
 
-    def __init__(self, config: FeaturizerConfig | None = None, stats: ParseStats | None = None) -> None:
+    def __init__(
+        self,
+        config: FeaturizerConfig | None = None,
+        stats: ParseStats | None = None,
+        release_full: bool = False,
+    ) -> None:
+        """`release_full`: hand a connection out as soon as its first `max_packets` packets are in (a sensor
+        wants a flood's verdict now, not at its inactivity timeout). Its record's facts then cover those packets
+        only; the table keeps following the connection without its bytes and never returns it a second time.
+        """
         self.config = config or FeaturizerConfig()
+        self.release_full = release_full
+        self.released_early = 0  # connections handed out at max_packets
+        self._ready: list[Connection] = []  # released by the frame being added
         self.stats = stats if stats is not None else ParseStats()
         self._table: dict[tuple, _Tracked] = {}
         self._deadlines: list[tuple[float, int, _Tracked]] = []  # heap of (deadline, tiebreak, connection)
         self._tiebreak = itertools.count()
         self._fragments: dict[tuple, tuple[_Tracked, bool]] = {}  # first fragment's key -> (conn, is_orig)
         self._now = float("-inf")
+        # the config is frozen: its per-packet values are read once here rather than on every packet
+        self._max_packets = self.config.max_packets
+        self._snaplen = self.config.snaplen
+        self._inactivity = {proto: self.config.inactivity(proto) for proto in _PROTO_NAMES}
 
     def __len__(self) -> int:
         return len(self._table)
@@ -108,34 +144,44 @@ class ConnectionTracker:
         stats.frames += 1
         if ts > self._now:
             self._now = ts
-        finished = self._expire(self._now) if self._deadlines and self._deadlines[0][0] <= self._now else []
+        deadlines = self._deadlines
+        finished = self._expire(self._now) if deadlines and deadlines[0][0] <= self._now else []
         packet = parse_frame(link_type, frame)
         if len(packet) == 2:
             self._count_unusable(packet)
             return finished
-        if packet[14] == LATER_FRAGMENT:
+        fragment = packet[14]
+        if fragment == LATER_FRAGMENT:
             attached = self._fragments.get(packet[15])
             if attached is None or attached[0].finished:
                 stats.count_skipped("fragment_without_first")
                 return finished
             conn, is_orig = attached
         else:
-            conn, is_orig = self._lookup(ts, packet)
-            if packet[14] != NOT_FRAGMENT:
+            # packet[2:7] is (proto, src, dst, sport, dport); most packets belong to a flow already seen this way
+            known = self._table.get(packet[2:7])
+            if known is not None:
+                conn, is_orig = known, True
+            else:
+                conn, is_orig = self._lookup(ts, packet)
+            if fragment != NOT_FRAGMENT:
                 self._remember_fragment(packet[15], conn, is_orig)
         stats.parsed += 1
         if packet[16]:
             stats.truncated += 1
         self._update(conn, is_orig, ts, frame, packet)
+        if self._ready:
+            finished.extend(self._ready)
+            self._ready.clear()
         return finished
 
     def flush(self) -> list[Connection]:
         """End every open connection (end of input), in order of their last packet."""
-        open_conns = sorted(self._table.values(), key=lambda conn: conn.last_ts)
+        open_conns = sorted(self._table.values(), key=_LAST_TS)
         self._table.clear()
         self._deadlines.clear()
         self._fragments.clear()
-        return [self._finish(conn) for conn in open_conns]
+        return [record for record in map(self._finish, open_conns) if record is not None]
 
     def _count_unusable(self, outcome: tuple) -> None:
         category, reason = outcome
@@ -147,19 +193,16 @@ class ConnectionTracker:
             self.stats.count_skipped(reason)
 
     def _lookup(self, ts: float, packet: tuple) -> tuple[_Tracked, bool]:
-        proto, src, dst, sport, dport = packet[2], packet[3], packet[4], packet[5], packet[6]
-        key = (proto, src, dst, sport, dport)
-        conn = self._table.get(key)
-        if conn is not None:
-            return conn, True
+        """The connection of a packet whose forward key is not in the table: the reverse one, or a new one."""
+        proto, src, dst, sport, dport = packet[2:7]
         reverse = (proto, dst, src, dport, sport)
         conn = self._table.get(reverse)
         if conn is not None:
             return conn, False
         flipped = _should_flip(proto, sport, dport, packet[7])
-        conn = _Tracked(reverse if flipped else key, ts, packet[1], packet[13], flipped)
+        conn = _Tracked(reverse if flipped else packet[2:7], ts, packet[1], packet[13], flipped)
         self._table[conn.key] = conn
-        self._push(ts + self.config.inactivity(proto), conn)
+        self._push(ts + self._inactivity[proto], conn)
         return conn, not flipped
 
     def _remember_fragment(self, frag_key: tuple, conn: _Tracked, is_orig: bool) -> None:
@@ -179,9 +222,13 @@ class ConnectionTracker:
             conn.resp_pkts += 1
             conn.resp_ip_bytes += ip_len
         proto = conn.proto
-        if proto == TCP and not later_fragment:
+        own_isn = peer_isn = None
+        if proto == TCP:
             sender, peer = (conn.orig_ep, conn.resp_ep) if is_orig else (conn.resp_ep, conn.orig_ep)
-            self._update_tcp(conn, sender, peer, is_orig, ts, packet)
+            assert sender is not None and peer is not None  # a TCP connection has both endpoints from birth
+            if not later_fragment:
+                self._update_tcp(conn, sender, peer, is_orig, ts, packet)
+            own_isn, peer_isn = sender.isn, peer.isn  # after the update: a first SYN's own number is its base
         elif not later_fragment:
             if is_orig:
                 conn.orig_payload += packet[11]
@@ -191,44 +238,37 @@ class ConnectionTracker:
                 letter = "D" if is_orig else "d"
                 if letter not in conn.history:
                     conn.history += letter
-        if len(conn.pkt_ts) < self.config.max_packets:
-            self._keep_packet(conn, is_orig, ts, frame, packet)
+        if len(conn.pkt_ts) < self._max_packets:  # keep the packet: its time, direction, length, masked bytes
+            conn.pkt_ts.append(ts)
+            conn.pkt_dir.append(1 if is_orig else 0)
+            conn.pkt_len.append(ip_len)
+            ip_off = packet[0]
+            snaplen = self._snaplen
+            conn.pkt_bytes += masked_packet(frame[ip_off : ip_off + snaplen], snaplen, own_isn, peer_isn)
+            if self.release_full and len(conn.pkt_ts) == self._max_packets:
+                self._ready.append(build_connection(conn, snaplen))
+                conn.released = True
+                conn.pkt_bytes = bytearray()  # the record holds them now; the table keeps counters only
+                self.released_early += 1
 
     def _update_tcp(self, conn: _Tracked, sender, peer, is_orig: bool, ts: float, packet: tuple) -> None:
         flags, seq = packet[7], packet[8]
         if sender.isn is None:
             sender.isn = seq
-            sender.syn_seen = bool(flags & tcp_state.SYN)
-        letters = tcp_state.tcp_history_letters(
-            sender, flags, seq, packet[10], packet[11], conn.history, is_orig
-        )
+            sender.syn_seen = bool(flags & SYN)
+        letters = tcp_history_letters(sender, flags, seq, packet[10], packet[11], conn.history, is_orig)
         if letters:
             conn.history += letters
-        tcp_state.tcp_transition(sender, peer, flags)
-        if conn.close_at == float("inf") and (
-            flags & tcp_state.RST or (sender.state == tcp_state.CLOSED and peer.state == tcp_state.CLOSED)
-        ):
+        tcp_transition(sender, peer, flags)
+        if conn.close_at == _NEVER and (flags & RST or (sender.state == CLOSED and peer.state == CLOSED)):
             conn.close_at = ts + self.config.tcp_close_delay
             self._push(conn.close_at, conn)
-
-    def _keep_packet(self, conn: _Tracked, is_orig: bool, ts: float, frame: bytes, packet: tuple) -> None:
-        ip_off = packet[0]
-        snaplen = self.config.snaplen
-        own_isn = peer_isn = None
-        if conn.proto == TCP:
-            sender, peer = (conn.orig_ep, conn.resp_ep) if is_orig else (conn.resp_ep, conn.orig_ep)
-            assert sender is not None and peer is not None  # a TCP connection has both endpoints from birth
-            own_isn, peer_isn = sender.isn, peer.isn
-        conn.pkt_ts.append(ts)
-        conn.pkt_dir.append(1 if is_orig else 0)
-        conn.pkt_len.append(packet[12])
-        conn.pkt_bytes.append(mask_packet(frame[ip_off : ip_off + snaplen], snaplen, own_isn, peer_isn))
 
     def _push(self, deadline: float, conn: _Tracked) -> None:
         heapq.heappush(self._deadlines, (deadline, next(self._tiebreak), conn))
 
     def _deadline(self, conn: _Tracked) -> float:
-        return min(conn.last_ts + self.config.inactivity(conn.proto), conn.close_at)
+        return min(conn.last_ts + self._inactivity[conn.proto], conn.close_at)
 
     def _expire(self, now: float) -> list[Connection]:
         finished = []
@@ -241,14 +281,17 @@ class ConnectionTracker:
             if deadline <= now:
                 if self._table.get(conn.key) is conn:
                     del self._table[conn.key]
-                finished.append(self._finish(conn))
+                record = self._finish(conn)
+                if record is not None:
+                    finished.append(record)
             else:
                 self._push(deadline, conn)  # activity since this entry was queued: look again later
         return finished
 
-    def _finish(self, conn: _Tracked) -> Connection:
+    def _finish(self, conn: _Tracked) -> Connection | None:
+        """The connection's record, or None when it was released early (its record is out already)."""
         conn.finished = True
-        return build_connection(conn, self.config.snaplen)
+        return None if conn.released else build_connection(conn, self.config.snaplen)
 
 
 def _should_flip(proto: int, sport: int, dport: int, flags: int) -> bool:
@@ -256,7 +299,7 @@ def _should_flip(proto: int, sport: int, dport: int, flags: int) -> bool:
     if proto == TCP:
         if flags & _SYN_ACK == _SYN_ACK:
             return True
-        if flags & tcp_state.SYN:
+        if flags & SYN:
             return False
         return is_likely_server(proto, sport) and not is_likely_server(proto, dport)
     if proto == UDP:
@@ -265,18 +308,33 @@ def _should_flip(proto: int, sport: int, dport: int, flags: int) -> bool:
 
 
 def _address_text(address: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+    text = _address_cache.get(address)
+    if text is None:
+        if len(_address_cache) >= _ADDRESS_CACHE_SIZE:
+            _address_cache.clear()
+        text = socket.inet_ntop(socket.AF_INET if len(address) == 4 else socket.AF_INET6, address)
+        _address_cache[address] = text
+    return text
 
 
 def make_uid(proto: int, orig_h: str, orig_p: int, resp_h: str, resp_p: int, ts: float) -> str:
     """A Zeek-looking uid ("C" + 17 base62 digits), deterministic from the 5-tuple and first timestamp."""
-    digest = hashlib.blake2b(f"{proto}|{orig_h}|{orig_p}|{resp_h}|{resp_p}|{ts:.6f}".encode(), digest_size=12)
+    digest = _UID_HASH.copy()  # copying a keyed-up hash object is cheaper than configuring a new one
+    digest.update(f"{proto}|{orig_h}|{orig_p}|{resp_h}|{resp_p}|{ts:.6f}".encode())
     number = int.from_bytes(digest.digest(), "big")
-    digits = []
-    for _ in range(17):
-        number, digit = divmod(number, 62)
-        digits.append(_BASE62[digit])
-    return "C" + "".join(digits)
+    pairs = _BASE62_PAIRS
+    number, d0 = divmod(number, 3844)
+    number, d1 = divmod(number, 3844)
+    number, d2 = divmod(number, 3844)
+    number, d3 = divmod(number, 3844)
+    number, d4 = divmod(number, 3844)
+    number, d5 = divmod(number, 3844)
+    number, d6 = divmod(number, 3844)
+    number, d7 = divmod(number, 3844)
+    return "".join(
+        ("C", pairs[d0], pairs[d1], pairs[d2], pairs[d3], pairs[d4], pairs[d5], pairs[d6], pairs[d7],
+         _BASE62[number % 62])
+    )  # fmt: skip
 
 
 def build_connection(conn: _Tracked, snaplen: int) -> Connection:
@@ -303,11 +361,12 @@ def build_connection(conn: _Tracked, snaplen: int) -> Connection:
         resp_p=conn.dport,
         ip_version=conn.ip_version,
         vlan=conn.vlan,
-        community_id=community_id(proto, conn.src, conn.dst, conn.sport, conn.dport),
-        pkt_ts=np.array(conn.pkt_ts, dtype=np.float64),
-        pkt_dir=np.array(conn.pkt_dir, dtype=np.int8),
-        pkt_len=np.array(conn.pkt_len, dtype=np.int32),
-        pkt_bytes=np.frombuffer(b"".join(conn.pkt_bytes), dtype=np.uint8).reshape(n, snaplen).copy(),
+        community_id=flow_community_id(proto, conn.src, conn.dst, conn.sport, conn.dport),
+        pkt_ts=np.array(conn.pkt_ts, _FLOAT64),
+        # the buffers are this connection's alone and never grow again: the arrays take them without a copy
+        pkt_dir=np.frombuffer(conn.pkt_dir, _INT8),
+        pkt_len=np.array(conn.pkt_len, _INT32),
+        pkt_bytes=np.frombuffer(conn.pkt_bytes, _UINT8).reshape(n, snaplen),
         duration=conn.last_ts - conn.first_ts,
         orig_pkts=conn.orig_pkts,
         resp_pkts=conn.resp_pkts,

@@ -28,29 +28,38 @@ def pack(connections: Sequence[Connection], config: FeaturizerConfig | None = No
     }
     if not batch:
         return out
-    counts = np.fromiter((min(len(c.pkt_ts), max_packets) for c in connections), dtype=np.int64, count=batch)
+    lengths = [len(c.pkt_ts) for c in connections]
+    counts = np.minimum(np.array(lengths, dtype=np.int64), max_packets)  # (B,)
     total = int(counts.sum())
     if not total:
         return out
     rows = np.repeat(np.arange(batch), counts)  # (P,) connection of each kept packet
     starts = np.cumsum(counts) - counts
     cols = np.arange(total) - np.repeat(starts, counts)  # (P,) position inside its connection
-    kept = [c for c, n in zip(connections, counts.tolist(), strict=False) if n]
-    kept_counts = counts[counts > 0].tolist()
-    ts = np.concatenate([c.pkt_ts[:n] for c, n in zip(kept, kept_counts, strict=False)])  # (P,)
+    if min(lengths) > 0 and max(lengths) <= max_packets:
+        # the common batch: every connection has packets and none has more than fit, so the per-connection
+        # arrays concatenate as they are (no slicing, no filtering)
+        ts_parts = [c.pkt_ts for c in connections]
+        dir_parts = [c.pkt_dir for c in connections]
+        len_parts = [c.pkt_len for c in connections]
+        byte_parts = [c.pkt_bytes for c in connections]
+    else:
+        kept = [(c, n) for c, n in zip(connections, counts.tolist(), strict=False) if n]
+        ts_parts = [c.pkt_ts[:n] for c, n in kept]
+        dir_parts = [c.pkt_dir[:n] for c, n in kept]
+        len_parts = [c.pkt_len[:n] for c, n in kept]
+        byte_parts = [c.pkt_bytes[:n] for c, n in kept]
+    ts = np.concatenate(ts_parts)  # (P,)
     iat = np.diff(ts, prepend=ts[0])
     iat[cols == 0] = 0.0  # the first packet of each connection has no predecessor
     out["iat"][rows, cols] = np.maximum(iat, 0.0)  # captures are not always in time order
-    out["direction"][rows, cols] = np.concatenate(
-        [c.pkt_dir[:n] for c, n in zip(kept, kept_counts, strict=False)]
-    )
-    out["length"][rows, cols] = np.concatenate(
-        [c.pkt_len[:n] for c, n in zip(kept, kept_counts, strict=False)]
-    )
+    out["direction"][rows, cols] = np.concatenate(dir_parts)
+    out["length"][rows, cols] = np.concatenate(len_parts)
     out["valid"][rows, cols] = True
-    packet_bytes = np.concatenate(
-        [_fit(c.pkt_bytes[:n], snaplen) for c, n in zip(kept, kept_counts, strict=False)]
-    )  # (P, S)
+    if len({part.shape[1] for part in byte_parts}) == 1:  # one width: fit the whole block at once
+        packet_bytes = _fit(np.concatenate(byte_parts), snaplen)  # (P, S)
+    else:
+        packet_bytes = np.concatenate([_fit(part, snaplen) for part in byte_parts])  # (P, S)
     out["bytes"][rows, cols] = packet_bytes
     return out
 

@@ -77,7 +77,9 @@ class _Source:
         """Return a buffer holding at least `need` bytes from `pos` on (fewer only at end of file)."""
         rest = buf[pos:]
         while len(rest) < need and not self.eof:
-            rest += self.read(max(self.chunk, need - len(rest)))
+            # one chunk at a time, not the whole need: a corrupt length just under _MAX_RECORD in a small file
+            # would otherwise make the read allocate that many bytes up front
+            rest += self.read(self.chunk)
         return rest, 0
 
     def note(self, reason: str) -> None:

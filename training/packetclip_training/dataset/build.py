@@ -330,7 +330,7 @@ def _build_record(recipe, config, catalog, results, split_drops, unmatched, flow
         dropped["flow_rows"] = Counter(flow_drops)
     return {
         "name": recipe.name,
-        "built": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "built": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "featurizer": {"version": FEATURIZER_VERSION, "config": asdict(config)},
         "split": recipe.split.describe(),
         "inputs": catalog.entries,

@@ -1,0 +1,242 @@
+"""`packetclip bench`: how fast the whole runtime is, as JSON on stdout.
+
+Owns the measurement of the end-to-end pipeline that `classify` runs — read the capture, track and featurize
+connections, embed (with the cache), build contexts, run the reasoner, explain, and format Zeek records (written
+to nowhere) — repeated over the captures until `--seconds` have passed, each pass starting from an empty engine
+state so that a pass never hits the cache with connections of the pass before. It reports:
+
+- packets/s and connections/s over all passes (packets = frames read);
+- per-connection latency, defined as the wall time from the moment the connection table releases a connection
+  (its first `max_packets` packets are in, it closed, or it timed out) to the moment its verdict exists; this
+  includes waiting for the micro-batch to fill, which is what a sensor's operator sees;
+- peak RSS of the process (`resource.getrusage`, so it covers everything the run did, model loading included);
+- the embedding cache's hit rate with its exact key, the hit rate a key with iat rounded to 1 ms would have had
+  (measured only), and the end-to-end rate of one pass without the cache (the cache's measured effect);
+- with the factory (`packetclip_training`, the `train` extras) importable: ET-BERT's architecture measured in the
+  same run by `packetclip_training.efficiency.measure`, interleaved round by round with the end-to-end pipeline,
+  and the ratio of connections/s. ET-BERT gets the reading most favourable to it: model time only, one sample
+  per connection, whereas packetclip's number includes reading and featurizing the capture.
+
+It does not own the pipeline (`commands.classify.classify_captures`) or the ET-BERT model (the factory).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from packetclip.commands.classify import StreamSummary, classify_captures, open_engine
+from packetclip.engine import Engine
+from packetclip.output import ZeekWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPTURE = Path(__file__).resolve().parents[3] / "samples" / "lab-quick" / "capture.pcap"
+ROUNDED_IAT_MS = 1.0  # the rounding whose hit rate is reported next to the exact key's
+ETBERT_BATCH = 4  # samples per ET-BERT call: one call of BERT-base on one core already takes about a second
+
+
+def run_pass(engine: Engine, captures: Sequence[str | Path], measure_latency: bool = True) -> StreamSummary:
+    """One end-to-end pass over the captures from an empty engine state, records formatted and discarded."""
+    engine.reset()
+    sink = io.StringIO()
+    writer = ZeekWriter(sink)
+
+    def write(verdict: Any) -> None:
+        writer.write(verdict)
+        if sink.tell() > 1 << 20:  # formatting is part of the work; keeping the text is not
+            sink.seek(0)
+            sink.truncate()
+
+    summary = classify_captures(engine, captures, write, measure_latency=measure_latency)
+    writer.close()
+    return summary
+
+
+def end_to_end(engine: Engine, captures: Sequence[str | Path], seconds: float) -> dict[str, Any]:
+    """Passes until `seconds` have passed (at least one); rates, latency and cache figures."""
+    passes: list[StreamSummary] = []
+    hits = misses = rounded_hits = 0
+    started = time.perf_counter()
+    while not passes or time.perf_counter() - started < seconds:
+        passes.append(run_pass(engine, captures))
+        hits += engine.cache.hits
+        misses += engine.cache.misses
+        rounded_hits += engine.cache.rounded_hits
+    packets = sum(p.stats.frames for p in passes)
+    connections = sum(p.connections for p in passes)
+    busy = sum(p.seconds for p in passes)
+    latencies = np.array([latency for p in passes for latency in p.latencies]) * 1000.0
+    lookups = hits + misses
+    first = passes[0]
+    return {
+        "passes": len(passes),
+        "packets": packets,
+        "connections": connections,
+        "seconds": busy,
+        "packets_per_second": packets / busy if busy else 0.0,
+        "connections_per_second": connections / busy if busy else 0.0,
+        "pass_connections_per_second": [p.connections / p.seconds for p in passes if p.seconds],
+        "latency_ms": {
+            "definition": "wall time from the connection table releasing a connection to its verdict, "
+            "micro-batch wait included",
+            "p50": float(np.percentile(latencies, 50)) if len(latencies) else None,
+            "p99": float(np.percentile(latencies, 99)) if len(latencies) else None,
+            "max": float(latencies.max()) if len(latencies) else None,
+            "connections": len(latencies),
+        },
+        "cache": {
+            "hit_rate": hits / lookups if lookups else 0.0,
+            f"hit_rate_if_iat_rounded_to_{ROUNDED_IAT_MS:g}ms": rounded_hits / lookups if lookups else 0.0,
+            "hits": hits,
+            "lookups": lookups,
+            "capacity": engine.cache.capacity,
+        },
+        "labels": dict(first.labels),
+        "released_at_max_packets": first.released_early,
+        "parse": first.stats.as_dict(),
+        "file_errors": first.file_errors,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def etbert_comparison(
+    run_once: Callable[[], int],
+    connections: int,
+    round_seconds: float,
+    rounds: int,
+    etbert_config: Any = None,
+) -> dict[str, Any]:
+    """ET-BERT's architecture against `run_once` (one end-to-end pass of `connections` connections), measured in
+    interleaved rounds by the factory's `efficiency.measure`. Raises ImportError without the factory."""
+    from packetclip_training.efficiency import Candidate, etbert_candidate, measure
+
+    pipeline = Candidate("packetclip end-to-end", lambda _batch: run_once(), [{}], [max(1, connections)])
+    with tempfile.TemporaryDirectory(prefix="packetclip-bench-") as workdir:
+        etbert = etbert_candidate(workdir, etbert_config, batch_size=ETBERT_BATCH, batches=1)
+        measured = measure([pipeline, etbert], round_seconds=round_seconds, rounds=rounds, warmup_batches=1)
+    ours = measured[pipeline.name]["connections_per_second_median"]
+    theirs = measured[etbert.name]["connections_per_second_median"]
+    paired = [
+        a / b
+        for a, b in zip(
+            measured[pipeline.name]["connections_per_second_rounds"],
+            measured[etbert.name]["connections_per_second_rounds"],
+            strict=True,
+        )
+    ]
+    return {
+        "available": True,
+        "what": "ET-BERT's architecture (BERT-base, random weights), model time only, one sample per connection, "
+        f"batch of {ETBERT_BATCH}, onnxruntime with one thread, interleaved rounds with the end-to-end pipeline",
+        "config": etbert_config.to_dict() if etbert_config is not None else "default (BERT-base)",
+        "packetclip_connections_per_second": ours,
+        "etbert_connections_per_second": theirs,
+        "ratio": ours / theirs if theirs else None,
+        "ratio_paired_rounds_median": statistics.median(paired) if paired else None,
+        "measured": measured,
+    }
+
+
+@click.command("bench")
+@click.argument("pcaps", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--model", default=None, metavar="DIR|TAR", help="Bundle (default: as for classify).")
+@click.option("--seconds", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
+              help="Wall time of the end-to-end passes (at least one pass runs).")  # fmt: skip
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=None, help="Connections per inference call."
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
+@click.option("--etbert/--no-etbert", default=True, show_default=True,
+              help="Measure ET-BERT's architecture side by side (needs the train extras).")  # fmt: skip
+@click.option("--etbert-rounds", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--etbert-round-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
+def bench(
+    pcaps: tuple[str, ...],
+    model: str | None,
+    seconds: float,
+    batch_size: int | None,
+    threads: int | None,
+    etbert: bool,
+    etbert_rounds: int,
+    etbert_round_seconds: float,
+) -> None:
+    """Throughput, latency, memory and cache figures of read + featurize + infer, as JSON."""
+    captures = list(pcaps) or [str(DEFAULT_CAPTURE)]
+    missing = [path for path in captures if not Path(path).is_file()]
+    if missing:
+        raise click.ClickException(f"no capture at {', '.join(missing)}")
+    engine = open_engine(model, threads, batch_size, rounded_iat_ms=ROUNDED_IAT_MS)
+    result: dict[str, Any] = {
+        "captures": [{"path": path, "bytes": Path(path).stat().st_size} for path in captures],
+        "model": {
+            "name": engine.bundle.name,
+            "version": engine.model_version,
+            "source": str(engine.bundle.source),
+        },
+        "settings": {"threads": engine.threads, "batch_size": engine.batch_size, "seconds": seconds},
+    }
+    result["end_to_end"] = end_to_end(engine, captures, seconds)
+    result["cache_effect"] = cache_effect(engine, captures, result["end_to_end"]["connections_per_second"])
+    result["peak_rss_mb"] = peak_rss_mb()
+    if etbert:
+        result["etbert"] = _etbert_or_reason(engine, captures, result, etbert_round_seconds, etbert_rounds)
+    else:
+        result["etbert"] = {"available": False, "reason": "skipped (--no-etbert)"}
+    result["peak_rss_mb_after_etbert"] = peak_rss_mb()
+    engine.close()
+    click.echo(json.dumps(result, indent=2))
+    if result["end_to_end"]["file_errors"]:
+        raise click.exceptions.Exit(1)
+
+
+def cache_effect(engine: Engine, captures: Sequence[str | Path], with_cache: float) -> dict[str, Any]:
+    """One pass with the cache off, against the cached passes' connections/s."""
+    capacity = engine.cache_size
+    engine.cache_size = 0
+    try:
+        summary = run_pass(engine, captures, measure_latency=False)
+    finally:
+        engine.cache_size = capacity
+        engine.reset()
+    without = summary.connections / summary.seconds if summary.seconds else 0.0
+    return {
+        "connections_per_second_with_cache": with_cache,
+        "connections_per_second_without_cache": without,
+        "speedup": with_cache / without if without else None,
+    }
+
+
+def _etbert_or_reason(
+    engine: Engine, captures: Sequence[str | Path], result: dict[str, Any], round_seconds: float, rounds: int
+) -> dict[str, Any]:
+    connections = result["end_to_end"]["connections"] // result["end_to_end"]["passes"]
+    try:
+        return etbert_comparison(
+            lambda: run_pass(engine, captures, measure_latency=False).connections,
+            connections,
+            round_seconds,
+            rounds,
+        )
+    except ImportError as exc:
+        return {
+            "available": False,
+            "reason": f"packetclip_training is not installed ({exc}); install the train extras to compare",
+        }

@@ -1,0 +1,259 @@
+"""`packetclip classify`: verdicts for every connection of one or more captures.
+
+Owns the capture-to-verdict stream (`classify_captures`, which `packetclip bench` times as well): frames are read
+and tracked one file at a time with bounded memory, finished connections are gathered into micro-batches for the
+engine, and each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
+each gets its own connection table and its file name as the originator-context key, so two captures never share
+a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one)
+and the summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
+
+Bounded memory: the featurizer's tracker keeps a connection until it times out or closes, and keeps only the first
+`max_packets` packets' bytes. In its `release_full` mode it hands a connection to the engine the moment its first
+`max_packets` packets are in (what Zeek's side of the wire does too), drops its packet bytes, and keeps only its
+counters until it ends the connection without a second record, so each connection gets exactly one record. A flood's single long connection is therefore classified within `max_packets` packets
+instead of at its inactivity timeout, and the facts in its record are those of its first `max_packets` packets.
+
+It does not parse frames (`packetclip.featurizer`), run models (`packetclip.engine`) or format records
+(`packetclip.output`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from packetclip.bundle import BundleError, default_bundle_path, load_bundle
+from packetclip.config import ConfigError, load_config
+from packetclip.engine import Engine, Verdict
+from packetclip.featurizer import (
+    Connection,
+    ConnectionTracker,
+    ParseStats,
+    PcapError,
+    read_frames,
+)
+from packetclip.output import FORMATS, open_writer
+from packetclip.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+_PCAP_RECORD_HEADER = 16  # bytes of a pcap record header: progress counts them with each frame
+_PROGRESS_EVERY = (
+    2048  # frames between progress-bar updates: redrawing per frame would cost more than parsing
+)
+
+
+@dataclass
+class StreamSummary:
+    """What a run over captures did; the stderr summary and the benchmark read it."""
+
+    stats: ParseStats = field(default_factory=ParseStats)
+    connections: int = 0
+    labels: Counter[str] = field(default_factory=Counter)
+    attacks: Counter[str] = field(default_factory=Counter)
+    released_early: int = 0
+    file_errors: list[str] = field(default_factory=list)  # one message per capture that could not be read
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds from release by the tracker to verdict
+
+
+def classify_captures(
+    engine: Engine,
+    paths: Sequence[str | Path],
+    sink: Callable[[Verdict], None],
+    progress: Callable[[int], None] | None = None,
+    measure_latency: bool = False,
+) -> StreamSummary:
+    """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
+    in the summary and skipped; the others are still processed."""
+    summary = StreamSummary()
+    started = time.perf_counter()
+    for path in paths:
+        file_stats = ParseStats()
+        try:
+            _classify_capture(engine, Path(path), sink, file_stats, summary, progress, measure_latency)
+        except PcapError as exc:
+            summary.file_errors.append(str(exc))
+            log.info("%s", exc)  # the summary reports it once, after the run
+        summary.stats.merge(file_stats)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _classify_capture(
+    engine: Engine,
+    path: Path,
+    sink: Callable[[Verdict], None],
+    stats: ParseStats,
+    summary: StreamSummary,
+    progress: Callable[[int], None] | None,
+    measure_latency: bool,
+) -> None:
+    sensor = path.name
+    tracker = ConnectionTracker(engine.featurizer_config, stats, release_full=True)
+    batch_size = engine.batch_size
+    pending: list[Connection] = []
+    released_at: list[float] = []
+    clock = time.perf_counter
+
+    def run_batch() -> None:
+        verdicts = engine.classify(pending, sensor)
+        if measure_latency:
+            done = clock()
+            summary.latencies.extend(done - at for at in released_at)
+        for verdict in verdicts:
+            summary.labels[verdict.label] += 1
+            summary.attacks[verdict.attack] += 1
+            sink(verdict)
+        summary.connections += len(verdicts)
+        pending.clear()
+        released_at.clear()
+
+    consumed = 0
+    frames = 0
+    add = tracker.add
+    try:
+        for ts, link_type, frame in read_frames(path, stats):
+            finished = add(ts, link_type, frame)
+            if finished:
+                pending.extend(finished)
+                if measure_latency:
+                    released_at.extend([clock()] * len(finished))
+                if len(pending) >= batch_size:
+                    run_batch()
+            if progress is not None:
+                consumed += len(frame) + _PCAP_RECORD_HEADER
+                frames += 1
+                if frames % _PROGRESS_EVERY == 0:
+                    progress(consumed)
+                    consumed = 0
+    finally:
+        # a damaged file still yields verdicts for everything read before the damage
+        finished = tracker.flush()
+        pending.extend(finished)
+        if measure_latency:
+            released_at.extend([clock()] * len(finished))
+        if pending:
+            run_batch()
+        summary.released_early += tracker.released_early
+        if progress is not None and consumed:
+            progress(consumed)
+
+
+def resolve_model(model: str | None, store: str | None = None) -> Path:
+    """`--model` when given, else the store's active bundle (which falls back to the embedded default)."""
+    if model:
+        return Path(model)
+    try:
+        return ModelStore(load_config(store=store).store).active_bundle_path()
+    except ConfigError as exc:
+        log.warning("%s; using the embedded default bundle", exc)
+        return default_bundle_path()
+
+
+def open_engine(
+    model: str | None, threads: int | None, batch_size: int | None, **engine_options: Any
+) -> Engine:
+    """An engine on the resolved bundle with settings from flags, environment or config file (config.py)."""
+    try:
+        settings = load_config(threads=threads, batch_size=batch_size)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    path = resolve_model(model)
+    try:
+        return Engine(
+            load_bundle(path), threads=settings.threads, batch_size=settings.batch_size, **engine_options
+        )
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None) -> None:
+    """Connections per label, malformed frames by reason, time and rates, to stderr."""
+    stats = summary.stats
+    seconds = max(summary.seconds, 1e-9)
+
+    def say(text: str) -> None:
+        click.echo(text, file=out, err=out is None)
+
+    say(
+        f"{summary.connections} connections in {summary.seconds:.2f} s ({stats.frames / seconds:,.0f} packets/s, "
+        f"{summary.connections / seconds:,.0f} connections/s), model {model}"
+    )
+    for label, count in sorted(summary.labels.items(), key=lambda item: (-item[1], item[0])):
+        say(f"  {label}: {count}")
+    say(
+        f"frames: {stats.frames}  parsed: {stats.parsed}  non-IP: {stats.non_ip}  truncated: {stats.truncated}  "
+        f"malformed: {stats.malformed_total}  skipped: {stats.skipped_total}"
+    )
+    for title, counts in (
+        ("malformed", stats.malformed),
+        ("skipped", stats.skipped),
+        ("file errors", stats.file_errors),
+    ):
+        for reason, count in sorted(counts.items(), key=lambda item: -item[1]):
+            say(f"  {title}: {reason}: {count}")
+    for message in summary.file_errors:
+        say(f"error: {message}")
+
+
+def _total_bytes(paths: Iterable[str]) -> int:
+    total = 0
+    for path in paths:
+        try:
+            total += Path(path).stat().st_size
+        except OSError:
+            continue  # reported when the file is read
+    return total
+
+
+@click.command("classify")
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--model", "model", default=None, metavar="DIR|TAR",
+              help="Bundle folder or .tar.gz (default: the store's active bundle, else the embedded one).")  # fmt: skip
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="zeek", show_default=True,
+              help="zeek: Zeek's ASCII log layout; json: one object per line with per-class scores.")  # fmt: skip
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write records here instead of stdout.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Connections per inference call (default: config, else 256).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
+def classify(
+    pcaps: tuple[str, ...],
+    model: str | None,
+    fmt: str,
+    output: str | None,
+    batch_size: int | None,
+    threads: int | None,
+) -> None:
+    """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd)."""
+    engine = open_engine(model, threads, batch_size)
+    stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
+    writer = open_writer(fmt, stream)
+    try:
+        if _stderr_is_terminal():
+            with click.progressbar(length=_total_bytes(pcaps), label="classifying", file=sys.stderr) as bar:
+                summary = classify_captures(engine, pcaps, writer.write, progress=bar.update)
+        else:
+            summary = classify_captures(engine, pcaps, writer.write)
+    finally:
+        writer.close()
+        if output is not None:
+            stream.close()
+        engine.close()
+    print_summary(summary, engine.model_version)
+    if summary.file_errors:
+        raise click.exceptions.Exit(1)
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,217 @@
+"""Runtime settings of `packetclip`: where the model store is, how many threads and how big a batch.
+
+Owns resolving each setting from its sources and checking the TOML config file. It does not act on the settings
+(the model store, the engine and the commands do) and does not write a config file.
+
+Precedence, highest first (the first source that sets a value wins, per setting):
+
+    ====================  ==========================  ===========================  ==============================
+    setting               command-line flag           environment variable         config file key / default
+    ====================  ==========================  ===========================  ==============================
+    store                 --store DIR                 PACKETCLIP_STORE             store = "DIR"
+                                                                                   / $XDG_DATA_HOME/packetclip/models
+                                                                                   (~/.local/share/packetclip/models)
+    threads               --threads N                 PACKETCLIP_THREADS           threads = N        / 1
+    batch_size            --batch-size N              PACKETCLIP_BATCH_SIZE        batch_size = N     / 256
+    text_encoder          --text-encoder DIR          PACKETCLIP_TEXT_ENCODER      text_encoder = "DIR"
+                                                                                   / <store>/text-encoder
+    missions              --missions DIR              PACKETCLIP_MISSIONS          missions = "DIR"
+                                                                                   / none (no user missions)
+    ====================  ==========================  ===========================  ==============================
+
+The config file itself is chosen the same way: `--config FILE` > `PACKETCLIP_CONFIG` > the first of
+`$XDG_CONFIG_HOME/packetclip/config.toml` (`~/.config/...`) and `/etc/packetclip/config.toml` that exists. One
+file is read, never a merge of several: what an operator sees in the file that won is all there is. A file named
+by flag or environment variable must exist; the two standard places may be absent.
+
+The file is flat TOML:
+
+    store = "/var/lib/packetclip/models"   # relative paths are relative to the config file's folder
+    threads = 1
+    batch_size = 256
+
+An unknown key or a value of the wrong type is an error naming the file and the key (a typo must not silently
+leave a sensor on defaults).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONFIG_ENV = "PACKETCLIP_CONFIG"
+SYSTEM_CONFIG = Path("/etc/packetclip/config.toml")
+
+# setting -> its environment variable
+ENVIRONMENT: dict[str, str] = {
+    "store": "PACKETCLIP_STORE",
+    "threads": "PACKETCLIP_THREADS",
+    "batch_size": "PACKETCLIP_BATCH_SIZE",
+    "text_encoder": "PACKETCLIP_TEXT_ENCODER",
+    "missions": "PACKETCLIP_MISSIONS",
+}
+PATH_SETTINGS = ("store", "text_encoder", "missions")
+COUNT_SETTINGS = ("threads", "batch_size")
+DEFAULT_THREADS = 1  # a sensor shares its cores with Zeek or Suricata: one inference thread unless told
+DEFAULT_BATCH_SIZE = (
+    256  # connections per inference call: amortises onnxruntime's per-call cost, bounds latency
+)
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names its source (file and key, variable or flag)."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The resolved settings, and where each came from ("flag", "environment", the config file, "default")."""
+
+    store: Path
+    threads: int = DEFAULT_THREADS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    text_encoder: Path | None = None  # None only before resolution; `load_config` fills <store>/text-encoder
+    missions: Path | None = None  # a folder of user-written mission YAML; None: no user missions
+    config_file: Path | None = None  # the file that was read, if any
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def default_store() -> Path:
+    """$XDG_DATA_HOME/packetclip/models, or ~/.local/share/packetclip/models."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "packetclip" / "models"
+
+
+def user_config_file() -> Path:
+    """$XDG_CONFIG_HOME/packetclip/config.toml, or ~/.config/packetclip/config.toml."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "packetclip" / "config.toml"
+
+
+def find_config_file(flag: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read (see the module docstring), or None when there is none."""
+    if flag is not None:
+        return _must_exist(Path(flag), "--config")
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return _must_exist(Path(explicit), CONFIG_ENV)
+    for candidate in (user_config_file(), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _must_exist(path: Path, named_by: str) -> Path:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file named by {named_by} does not exist")
+    return path
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The checked settings of one TOML file (paths resolved against its folder)."""
+    loads = _toml_loader(path)
+    try:
+        data = loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    settings: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in ENVIRONMENT:
+            raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(ENVIRONMENT))})")
+        where = f"{path}: key {key!r}"
+        if key in PATH_SETTINGS:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: expected a path string, got {type(value).__name__} {value!r}")
+            settings[key] = path.parent / Path(value).expanduser()
+        else:
+            settings[key] = _count(value, where)
+    return settings
+
+
+def _toml_loader(path: Path) -> Any:
+    import tomllib  # standard library from Python 3.11, the oldest the project supports
+
+    return tomllib.loads
+
+
+def _count(value: object, where: str) -> int:
+    """A positive integer (bool is an int in Python, not in a config file)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected a positive integer, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ConfigError(f"{where}: expected a positive integer, got {value}")
+    return value
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for key, variable in ENVIRONMENT.items():
+        raw = environ.get(variable)
+        if not raw:
+            continue
+        if key in PATH_SETTINGS:
+            settings[key] = Path(raw).expanduser()
+            continue
+        try:
+            number = int(raw)
+        except ValueError:
+            raise ConfigError(
+                f"environment variable {variable}: expected a positive integer, got {raw!r}"
+            ) from None
+        settings[key] = _count(number, f"environment variable {variable}")
+    return settings
+
+
+def load_config(
+    *,
+    config: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    text_encoder: str | os.PathLike[str] | None = None,
+    missions: str | os.PathLike[str] | None = None,
+) -> RuntimeConfig:
+    """Resolve every setting: the keyword arguments are the command-line flags (None = not given)."""
+    flags: dict[str, Any] = {
+        key: value
+        for key, value in (
+            ("store", Path(store).expanduser() if store is not None else None),
+            ("threads", _count(threads, "--threads") if threads is not None else None),
+            ("batch_size", _count(batch_size, "--batch-size") if batch_size is not None else None),
+            ("text_encoder", Path(text_encoder).expanduser() if text_encoder is not None else None),
+            ("missions", Path(missions).expanduser() if missions is not None else None),
+        )
+        if value is not None
+    }
+    environment = _from_environment(os.environ)
+    config_file = find_config_file(config)
+    from_file = read_config_file(config_file) if config_file is not None else {}
+    defaults: dict[str, Any] = {
+        "store": default_store(),
+        "threads": DEFAULT_THREADS,
+        "batch_size": DEFAULT_BATCH_SIZE,
+    }
+    layers = (
+        ("flag", flags),
+        ("environment", environment),
+        (str(config_file), from_file),
+        ("default", defaults),
+    )
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key in ENVIRONMENT:
+        for source, layer in layers:
+            if key in layer:
+                values[key], sources[key] = layer[key], source
+                break
+    if "text_encoder" not in values:  # follows the store wherever the store was set
+        values["text_encoder"], sources["text_encoder"] = values["store"] / "text-encoder", sources["store"]
+    log.debug("runtime settings %s from %s", values, sources)
+    return RuntimeConfig(config_file=config_file, sources=sources, **values)

@@ -1,0 +1,508 @@
+"""The inference engine shared by `packetclip classify`, `packetclip bench` and the live sidecars.
+
+Owns turning finished connections into verdicts with one model bundle:
+
+1. pack the connections (`packetclip.featurizer.pack`) and run `encoder.onnx` on the ones the embedding cache
+   has not seen (floods repeat the same masked packets, so identical inputs are embedded once);
+2. build each connection's originator context with `packetclip.context.OriginatorHistory`, following the rule
+   training replays: walk the batch in order of first-packet time; for each connection take its context, THEN add
+   its own packets (payload = their packet embeddings) under the key ``f"{sensor}|{orig_h}"``;
+3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
+   coarse class, `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
+   winning mission, and `explanation` comes from `packetclip.explain.Explainer` over the facts the
+   `ActivityTracker` observed.
+
+One onnxruntime session per model, with explicit intra-/inter-op thread counts and sequential execution (a
+sensor shares its cores with Zeek). `Engine.reload` swaps the bundle atomically between micro-batches.
+
+It does not read captures or track connections (`packetclip.featurizer`), format records (`packetclip.output`)
+or decide where bundles come from (`packetclip.store`, the commands).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packetclip.bundle import Bundle, BundleError, load_bundle
+from packetclip.context import CONTEXT_FEATURES, OriginatorHistory
+from packetclip.explain import Activity, ActivityTracker, Explainer
+from packetclip.featurizer import Connection, FeaturizerConfig, pack
+
+log = logging.getLogger(__name__)
+
+ENCODER_INPUTS = ("bytes", "direction", "iat", "length", "valid")
+ENCODER_OUTPUTS = ("packet_embeddings", "connection_embedding")
+REASONER_OUTPUTS = ("coarse", "fine", "concepts", "aligned")
+DEFAULT_CACHE_SIZE = 4096  # connections; ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
+TOP_CONCEPTS = 3  # concepts of the winning mission reported per verdict
+
+
+@dataclass
+class Verdict:
+    """One connection's verdict, as the verdict-record contract (DESIGN.md) names its fields."""
+
+    ts: float  # first packet, epoch seconds
+    uid: str
+    orig_h: str
+    orig_p: int
+    resp_h: str
+    resp_p: int
+    proto: str
+    community_id: str
+    label: str  # coarse class
+    attack: str  # fine class, always one of `label`'s fine classes
+    score: float  # probability of `label`
+    scores: dict[str, float]  # coarse class -> probability (sums to 1)
+    fine_scores: dict[str, float]  # fine class -> probability
+    explanation: str
+    model: str  # bundle version
+    concepts: list[tuple[str, str, float]] = field(default_factory=list)  # (mission, concept, activation)
+
+
+def session_options(threads: int) -> Any:
+    """onnxruntime options: `threads` intra-op, one inter-op thread, sequential execution, full graph rewrites."""
+    import onnxruntime as ort  # the only heavy import of the runtime; kept out of module import time
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # sequential graphs never run two nodes at once: a second pool idles
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def open_session(model_path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model_path), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+# --- embedding cache ----------------------------------------------------------------------------------------
+
+
+class EmbeddingCache:
+    """Bounded LRU of encoder outputs keyed by everything the encoder reads of one connection.
+
+    The key hashes (blake2b, 256 bits) the valid packets' masked bytes, directions, lengths and inter-arrival
+    times exactly as `pack` produced them, plus the packet count: the encoder reads all of these (iat included),
+    so two connections share a cache entry only when the encoder would see the same input. A 256-bit digest makes
+    a collision (a cached embedding for a different input) practically impossible, even for crafted traffic.
+
+    `rounded_iat_ms`, when set, also counts how often a cache keyed on iat rounded to that many milliseconds would
+    have hit (a measurement for the benchmark: such a cache would return embeddings of inputs that differ, so it is
+    never used to answer).
+    """
+
+    def __init__(self, capacity: int = DEFAULT_CACHE_SIZE, rounded_iat_ms: float | None = None) -> None:
+        self.capacity = max(0, capacity)
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.rounded_iat_ms = rounded_iat_ms
+        self.rounded_hits = 0
+        self._rounded: OrderedDict[bytes, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    @property
+    def rounded_hit_rate(self) -> float:
+        lookups = self.hits + self.misses
+        return self.rounded_hits / lookups if lookups else 0.0
+
+    def keys(self, arrays: dict[str, np.ndarray]) -> list[bytes]:
+        """One key per packed connection (row of `arrays`)."""
+        counts = arrays["valid"].sum(axis=1).tolist()
+        data, direction, length, iat = arrays["bytes"], arrays["direction"], arrays["length"], arrays["iat"]
+        keys = []
+        for row, n in enumerate(counts):
+            digest = hashlib.blake2b(digest_size=32)
+            digest.update(n.to_bytes(2, "little"))
+            digest.update(data[row, :n].tobytes())
+            digest.update(direction[row, :n].tobytes())
+            digest.update(length[row, :n].tobytes())
+            digest.update(iat[row, :n].tobytes())
+            keys.append(digest.digest())
+        if self.rounded_iat_ms is not None:
+            self._count_rounded(arrays, counts)
+        return keys
+
+    def get(self, key: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def put(self, key: bytes, packet_embeddings: np.ndarray, connection_embedding: np.ndarray) -> None:
+        if not self.capacity:
+            return
+        self._entries[key] = (packet_embeddings, connection_embedding)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def _count_rounded(self, arrays: dict[str, np.ndarray], counts: list[int]) -> None:
+        assert self.rounded_iat_ms is not None
+        rounded = np.round(arrays["iat"] * (1000.0 / self.rounded_iat_ms)).astype(np.int64)
+        for row, n in enumerate(counts):
+            digest = hashlib.blake2b(digest_size=32)
+            digest.update(n.to_bytes(2, "little"))
+            digest.update(arrays["bytes"][row, :n].tobytes())
+            digest.update(arrays["direction"][row, :n].tobytes())
+            digest.update(arrays["length"][row, :n].tobytes())
+            digest.update(rounded[row, :n].tobytes())
+            key = digest.digest()
+            if key in self._rounded:
+                self.rounded_hits += 1
+                self._rounded.move_to_end(key)
+            else:
+                self._rounded[key] = None
+                if len(self._rounded) > self.capacity:
+                    self._rounded.popitem(last=False)
+
+
+# --- the models of one bundle -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Models:
+    """Everything derived from one bundle; replaced as a whole by `Engine.reload`."""
+
+    bundle: Bundle
+    encoder: Any  # onnxruntime.InferenceSession
+    reasoner: Any
+    encoder_digest: str  # sha256 of encoder.onnx from the manifest: same digest, same embedding space
+    embed_dim: int
+    featurizer: FeaturizerConfig
+    concepts: list[dict[str, str]]
+    mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
+    fine_of_coarse: dict[str, np.ndarray]  # coarse class -> indices of its fine classes
+    explainer: Explainer
+
+
+def _load_models(bundle: Bundle, threads: int) -> _Models:
+    paths = bundle.model_paths
+    for role in ("encoder", "reasoner"):
+        if role not in paths:
+            raise BundleError(f"bundle {bundle.source}: no {role!r} model")
+    encoder = open_session(paths["encoder"], threads)
+    reasoner = open_session(paths["reasoner"], threads)
+    missing = [name for name in ENCODER_INPUTS if name not in {i.name for i in encoder.get_inputs()}]
+    if missing:
+        raise BundleError(f"bundle {bundle.source}: {paths['encoder'].name}: missing inputs {missing}")
+    if bundle.context_features != CONTEXT_FEATURES:
+        raise BundleError(
+            f"bundle {bundle.source}: context features {list(bundle.context_features)} differ from this "
+            f"runtime's {list(CONTEXT_FEATURES)}"
+        )
+    connection_input = next(i for i in reasoner.get_inputs() if i.name == "connection")
+    embed_dim = int(connection_input.shape[-1])
+    concepts = bundle.concepts
+    missions = {c["mission"] for c in concepts}
+    fine = bundle.fine_classes
+    manifest_featurizer = bundle.featurizer
+    return _Models(
+        bundle=bundle,
+        encoder=encoder,
+        reasoner=reasoner,
+        encoder_digest=str(bundle.manifest["files"].get(paths["encoder"].name, "")),
+        embed_dim=embed_dim,
+        featurizer=FeaturizerConfig(
+            max_packets=int(manifest_featurizer.get("max_packets", FeaturizerConfig.max_packets)),
+            snaplen=int(manifest_featurizer.get("snaplen", FeaturizerConfig.snaplen)),
+        ),
+        concepts=concepts,
+        mission_concepts={
+            mission: np.array([i for i, c in enumerate(concepts) if c["mission"] == mission], np.int64)
+            for mission in missions
+        },
+        fine_of_coarse={
+            coarse: np.array(
+                [i for i, name in enumerate(fine) if bundle.fine_to_coarse[name] == coarse], np.int64
+            )
+            for coarse in bundle.coarse_classes
+        },
+        explainer=Explainer(bundle),
+    )
+
+
+@dataclass
+class BatchInference:
+    """What one micro-batch went through, row i = connection i of `connections` (sorted by first-packet time)."""
+
+    connections: list[Connection]
+    packet_embeddings: np.ndarray  # float32 (B, N, E)
+    connection_embedding: np.ndarray  # float32 (B, E)
+    context: np.ndarray  # float32 (B, A, E)
+    context_features: np.ndarray  # float32 (B, A, F)
+    context_valid: np.ndarray  # bool (B, A)
+    activities: list[Activity]
+    outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
+
+
+class Engine:
+    """Connections in, verdicts out; see the module docstring."""
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        threads: int = 1,
+        batch_size: int = 256,
+        max_originators: int = 10_000,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        activity_window: float = 60.0,
+        rounded_iat_ms: float | None = None,
+    ) -> None:
+        if threads < 1 or batch_size < 1:
+            raise ValueError("threads and batch_size must be positive")
+        self.threads = threads  # intra-op threads per session: a sensor decides how many cores inference gets
+        self.batch_size = batch_size  # connections per onnxruntime call: amortises call overhead
+        self.max_originators = max_originators  # bounds the context memory (least recently seen leave first)
+        self.cache_size = cache_size  # embedding-cache entries; 0 disables the cache
+        self.rounded_iat_ms = rounded_iat_ms  # benchmark only: also count hits of an iat-rounded key
+        self._lock = threading.Lock()  # held for one micro-batch; reload swaps under it
+        self._models = _load_models(self._open(bundle), threads)
+        self.activity = ActivityTracker(max_originators=max_originators, window_seconds=activity_window)
+        self._reset_encoder_state()
+        self.closed = False
+
+    @staticmethod
+    def _open(bundle: Bundle | str | Path) -> Bundle:
+        return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+
+    def _reset_encoder_state(self) -> None:
+        """History and cache hold encoder outputs: they belong to one embedding space."""
+        self.history = OriginatorHistory(
+            self._models.embed_dim,
+            np.float32,
+            slots=self._models.bundle.context_slots,
+            max_originators=self.max_originators,
+        )
+        self.cache = EmbeddingCache(self.cache_size, self.rounded_iat_ms)
+
+    @property
+    def bundle(self) -> Bundle:
+        return self._models.bundle
+
+    @property
+    def model_version(self) -> str:
+        return self._models.bundle.version
+
+    @property
+    def featurizer_config(self) -> FeaturizerConfig:
+        """How connections must be cut for this bundle (max_packets and snaplen from its manifest)."""
+        return self._models.featurizer
+
+    def reset(self) -> None:
+        """Forget every originator's context and activity and empty the cache (a new, unrelated capture)."""
+        with self._lock:
+            self.activity = ActivityTracker(
+                max_originators=self.max_originators, window_seconds=self.activity.window_seconds
+            )
+            self._reset_encoder_state()
+
+    def reload(self, bundle: Bundle | str | Path) -> None:
+        """Serve `bundle` from the next micro-batch on. Sessions are built before the swap, so a bundle that
+        fails to load raises here and the current one keeps serving. Originator contexts and cached embeddings
+        survive when the encoder is byte-identical; otherwise they restart (mixing embedding spaces is wrong)."""
+        models = _load_models(self._open(bundle), self.threads)
+        with self._lock:
+            same_encoder = models.encoder_digest == self._models.encoder_digest and models.encoder_digest
+            self._models = models
+            if not same_encoder:
+                self._reset_encoder_state()
+        log.info("engine now serves %s %s", models.bundle.name, models.bundle.version)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+
+    def classify(self, connections: Sequence[Connection], sensor: str = "") -> list[Verdict]:
+        """One verdict per connection, in the order given. Micro-batches follow first-packet time (stable), so
+        a list that arrives in time order is replayed exactly as training replays a capture."""
+        if self.closed:
+            raise RuntimeError("engine is closed")
+        order = sorted(range(len(connections)), key=lambda i: connections[i].ts)
+        verdicts: list[Verdict | None] = [None] * len(connections)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            with self._lock:
+                batch_verdicts = self._verdicts(
+                    self._infer(self._models, [connections[i] for i in rows], sensor)
+                )
+            for row, verdict in zip(rows, batch_verdicts, strict=True):
+                verdicts[row] = verdict
+        return [v for v in verdicts if v is not None]
+
+    def infer_batch(self, connections: Sequence[Connection], sensor: str = "") -> BatchInference:
+        """One micro-batch through encoder, context and reasoner (no verdicts); for inspection and tests."""
+        with self._lock:
+            return self._infer(self._models, list(connections), sensor)
+
+    # --- one micro-batch ------------------------------------------------------------------------------------
+
+    def _infer(self, models: _Models, connections: list[Connection], sensor: str) -> BatchInference:
+        connections = sorted(connections, key=lambda c: c.ts)
+        arrays = pack(connections, models.featurizer)
+        packet_embeddings, connection_embedding = self._embed(models, arrays)
+        counts = arrays["valid"].sum(axis=1).tolist()
+        batch, slots = len(connections), self.history.slots
+        context = np.zeros((batch, slots, models.embed_dim), np.float32)
+        features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
+        valid = np.zeros((batch, slots), bool)
+        activities = []
+        for row, conn in enumerate(connections):
+            key = f"{sensor}|{conn.orig_h}"
+            context[row], features[row], valid[row] = self.history.context(
+                key, conn.ts, conn.resp_h, conn.resp_p
+            )
+            n = counts[row]
+            self.history.add(
+                key,
+                conn.resp_h,
+                conn.resp_p,
+                conn.pkt_ts[:n],
+                conn.pkt_dir[:n] == 1,
+                packet_embeddings[row, :n],
+            )
+            self.activity.observe(sensor, conn)
+            activities.append(self.activity.summary(sensor, conn.orig_h, conn.last_ts))
+        outputs: dict[str, np.ndarray] = {}
+        if batch:
+            feed = {
+                "connection": connection_embedding,
+                "context": context,
+                "context_features": features,
+                "context_valid": valid,
+            }
+            outputs = dict(
+                zip(REASONER_OUTPUTS, models.reasoner.run(list(REASONER_OUTPUTS), feed), strict=True)
+            )
+        return BatchInference(
+            connections,
+            packet_embeddings,
+            connection_embedding,
+            context,
+            features,
+            valid,
+            activities,
+            outputs,
+        )
+
+    def _embed(self, models: _Models, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder outputs for a packed batch; rows the cache knows are not recomputed."""
+        batch, max_packets = arrays["valid"].shape
+        packet_embeddings = np.zeros((batch, max_packets, models.embed_dim), np.float32)
+        connection_embedding = np.zeros((batch, models.embed_dim), np.float32)
+        if not batch:
+            return packet_embeddings, connection_embedding
+        keys = self.cache.keys(arrays) if self.cache.capacity else [b""] * batch
+        missing: list[int] = []
+        first_of: dict[bytes, int] = {}  # a batch often holds the same flood connection many times
+        duplicates: list[tuple[int, int]] = []
+        use_cache = self.cache.capacity > 0
+        for row, key in enumerate(keys):
+            if use_cache and key in first_of:
+                duplicates.append((row, first_of[key]))
+                self.cache.hits += 1  # served without running the encoder, like a cache hit
+                continue
+            cached = self.cache.get(key) if use_cache else None
+            if cached is not None:
+                packet_embeddings[row], connection_embedding[row] = cached
+            else:
+                first_of[key] = row
+                missing.append(row)
+        if missing:
+            feed = {name: arrays[name][missing] for name in ENCODER_INPUTS}
+            per_packet, per_connection = models.encoder.run(list(ENCODER_OUTPUTS), feed)
+            packet_embeddings[missing] = per_packet
+            connection_embedding[missing] = per_connection
+            if use_cache:
+                for row in missing:
+                    self.cache.put(keys[row], packet_embeddings[row].copy(), connection_embedding[row].copy())
+        for row, source in duplicates:
+            packet_embeddings[row] = packet_embeddings[source]
+            connection_embedding[row] = connection_embedding[source]
+        return packet_embeddings, connection_embedding
+
+    def _verdicts(self, inference: BatchInference) -> list[Verdict]:
+        models = self._models
+        coarse_names = models.bundle.coarse_classes
+        fine_names = models.bundle.fine_classes
+        if not inference.connections:
+            return []
+        coarse = inference.outputs["coarse"].astype(np.float64)
+        fine = inference.outputs["fine"].astype(np.float64)
+        concepts = inference.outputs["concepts"]
+        aligned = inference.outputs["aligned"]
+        verdicts = []
+        for row, conn in enumerate(inference.connections):
+            probabilities = _normalised(coarse[row])
+            label_index = int(np.argmax(probabilities))
+            label = coarse_names[label_index]
+            candidates = models.fine_of_coarse[label]
+            attack = (
+                fine_names[int(candidates[np.argmax(fine[row, candidates])])] if len(candidates) else label
+            )
+            top = self._top_concepts(models, label, concepts[row])
+            explanation = models.explainer.explain(
+                conn, inference.activities[row], label, attack, concepts[row], aligned[row]
+            )
+            verdicts.append(
+                Verdict(
+                    ts=conn.ts,
+                    uid=conn.uid,
+                    orig_h=conn.orig_h,
+                    orig_p=conn.orig_p,
+                    resp_h=conn.resp_h,
+                    resp_p=conn.resp_p,
+                    proto=conn.proto,
+                    community_id=conn.community_id,
+                    label=label,
+                    attack=attack,
+                    score=float(probabilities[label_index]),
+                    scores={name: float(p) for name, p in zip(coarse_names, probabilities, strict=True)},
+                    fine_scores={
+                        name: float(p) for name, p in zip(fine_names, _normalised(fine[row]), strict=True)
+                    },
+                    explanation=explanation,
+                    model=models.bundle.version,
+                    concepts=top,
+                )
+            )
+        return verdicts
+
+    @staticmethod
+    def _top_concepts(models: _Models, mission: str, activations: np.ndarray) -> list[tuple[str, str, float]]:
+        indices = models.mission_concepts.get(mission)
+        if indices is None or not len(indices):
+            return []
+        best = indices[np.argsort(-activations[indices], kind="stable")[:TOP_CONCEPTS]]
+        return [(mission, models.concepts[i]["concept"], float(activations[i])) for i in best.tolist()]
+
+
+def _normalised(probabilities: np.ndarray) -> np.ndarray:
+    """Probabilities in float64 that sum to 1 (the model's float32 softmax is off by a few ulps; a broken row of
+    zeros or NaNs becomes uniform rather than a division by zero)."""
+    clean = np.where(np.isfinite(probabilities) & (probabilities > 0), probabilities, 0.0)
+    total = clean.sum()
+    if total <= 0:
+        return np.full(len(probabilities), 1.0 / len(probabilities))
+    return clean / total

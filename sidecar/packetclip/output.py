@@ -1,0 +1,205 @@
+"""Verdict records as files: Zeek's ASCII-writer layout (the default) and JSON lines.
+
+Owns the verdict-record contract of DESIGN.md as it is written out: the field names, their order and Zeek types,
+the `scores` object of JSON records, and Zeek's escaping. It does not compute verdicts (`packetclip.engine`) or
+decide where records go (the commands open the stream).
+
+Zeek layout, as Zeek's ASCII log writer produces it with its default options:
+
+    #separator \\x09                        the field separator, written hex-escaped
+    #set_separator<TAB>,
+    #empty_field<TAB>(empty)
+    #unset_field<TAB>-
+    #path<TAB>packetclip
+    #open<TAB>YYYY-MM-DD-HH-MM-SS          local time the file was opened
+    #fields<TAB>ts<TAB>uid<TAB>...
+    #types<TAB>time<TAB>string<TAB>...
+    <one row per verdict>
+    #close<TAB>YYYY-MM-DD-HH-MM-SS
+
+Values: `time` and `double` with six decimals, `port` and `count` as integers, strings escaped as Zeek does:
+a backslash, ASCII control characters (the tab separator among them) and DEL become ``\\xNN`` per byte; other
+UTF-8 passes through (Zeek's `LogAscii::enable_utf_8`, on by default; `utf8=False` escapes every non-ASCII byte).
+An empty string is written `(empty)`, an unset value `-`, and a string that *equals* one of those markers has its
+first character escaped so that it cannot be mistaken for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO
+
+from packetclip.engine import Verdict
+
+log = logging.getLogger(__name__)
+
+LOG_PATH = "packetclip"
+SEPARATOR = "\t"
+SET_SEPARATOR = ","
+EMPTY_FIELD = "(empty)"
+UNSET_FIELD = "-"
+
+# (Zeek field name, Zeek type), in the contract's order; `scores` exists in JSON records only.
+ZEEK_FIELDS: tuple[tuple[str, str], ...] = (
+    ("ts", "time"),
+    ("uid", "string"),
+    ("id.orig_h", "addr"),
+    ("id.orig_p", "port"),
+    ("id.resp_h", "addr"),
+    ("id.resp_p", "port"),
+    ("proto", "enum"),
+    ("community_id", "string"),
+    ("label", "string"),
+    ("attack", "string"),
+    ("score", "double"),
+    ("explanation", "string"),
+    ("model", "string"),
+)
+JSON_FIELDS: tuple[str, ...] = (
+    "ts",
+    "uid",
+    "id.orig_h",
+    "id.orig_p",
+    "id.resp_h",
+    "id.resp_p",
+    "proto",
+    "community_id",
+    "label",
+    "attack",
+    "score",
+    "scores",
+    "explanation",
+    "model",
+)
+FORMATS = ("zeek", "json")
+
+_ASCII_ESCAPED = re.compile(r"[\x00-\x1f\x7f\\]")
+_NON_ASCII_OR_ESCAPED = re.compile(r"[\x00-\x1f\x7f\\]|[^\x00-\x7f]")
+
+
+def verdict_record(verdict: Verdict) -> dict[str, Any]:
+    """The contract's record of one verdict (JSON field names and order)."""
+    return {
+        "ts": verdict.ts,
+        "uid": verdict.uid,
+        "id.orig_h": verdict.orig_h,
+        "id.orig_p": verdict.orig_p,
+        "id.resp_h": verdict.resp_h,
+        "id.resp_p": verdict.resp_p,
+        "proto": verdict.proto,
+        "community_id": verdict.community_id,
+        "label": verdict.label,
+        "attack": verdict.attack,
+        "score": verdict.score,
+        "scores": dict(verdict.scores),
+        "explanation": verdict.explanation,
+        "model": verdict.model,
+    }
+
+
+def _hex_bytes(match: re.Match[str]) -> str:
+    return "".join(f"\\x{byte:02x}" for byte in match.group(0).encode("utf-8", "surrogatepass"))
+
+
+def zeek_escape(text: str, utf8: bool = True) -> str:
+    """A string value as Zeek's ASCII writer writes it (see the module docstring)."""
+    if text == "":
+        return EMPTY_FIELD
+    pattern = _ASCII_ESCAPED if utf8 else _NON_ASCII_OR_ESCAPED
+    escaped = pattern.sub(_hex_bytes, text)
+    if escaped in (UNSET_FIELD, EMPTY_FIELD):
+        escaped = f"\\x{ord(escaped[0]):02x}{escaped[1:]}"
+    return escaped
+
+
+def zeek_value(value: Any, zeek_type: str, utf8: bool = True) -> str:
+    """One field as Zeek's ASCII writer renders a value of `zeek_type`."""
+    if value is None:
+        return UNSET_FIELD
+    if zeek_type in ("time", "double", "interval"):
+        return f"{float(value):.6f}"
+    if zeek_type in ("port", "count", "int"):
+        return str(int(value))
+    return zeek_escape(str(value), utf8)
+
+
+def zeek_timestamp(epoch: float) -> str:
+    """The #open/#close stamp: local time, as Zeek writes it."""
+    return time.strftime("%Y-%m-%d-%H-%M-%S", time.localtime(epoch))
+
+
+class VerdictWriter(Protocol):
+    def write(self, verdict: Verdict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ZeekWriter:
+    """Verdicts in Zeek's ASCII-writer layout; the header goes out on creation, `#close` on `close()`."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        path: str = LOG_PATH,
+        utf8: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stream = stream
+        self.utf8 = utf8  # pass valid UTF-8 through, as Zeek does by default
+        self.clock = clock  # injectable so that tests get stable #open/#close lines
+        self.closed = False
+        self.records = 0
+        names = SEPARATOR.join(name for name, _ in ZEEK_FIELDS)
+        types = SEPARATOR.join(kind for _, kind in ZEEK_FIELDS)
+        stream.write(
+            f"#separator \\x{ord(SEPARATOR):02x}\n"
+            f"#set_separator{SEPARATOR}{SET_SEPARATOR}\n"
+            f"#empty_field{SEPARATOR}{EMPTY_FIELD}\n"
+            f"#unset_field{SEPARATOR}{UNSET_FIELD}\n"
+            f"#path{SEPARATOR}{zeek_escape(path, utf8)}\n"
+            f"#open{SEPARATOR}{zeek_timestamp(clock())}\n"
+            f"#fields{SEPARATOR}{names}\n"
+            f"#types{SEPARATOR}{types}\n"
+        )
+
+    def write(self, verdict: Verdict) -> None:
+        record = verdict_record(verdict)
+        self.stream.write(
+            SEPARATOR.join(zeek_value(record[name], kind, self.utf8) for name, kind in ZEEK_FIELDS) + "\n"
+        )
+        self.records += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self.stream.write(f"#close{SEPARATOR}{zeek_timestamp(self.clock())}\n")
+            self.stream.flush()
+            self.closed = True
+
+
+class JsonWriter:
+    """One JSON object per verdict per line, with the `scores` object; nothing before or after."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.records = 0
+
+    def write(self, verdict: Verdict) -> None:
+        # allow_nan=False: a NaN would make the line invalid JSON for every strict reader
+        self.stream.write(json.dumps(verdict_record(verdict), separators=(",", ":"), allow_nan=False) + "\n")
+        self.records += 1
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def open_writer(fmt: str, stream: TextIO) -> ZeekWriter | JsonWriter:
+    """The writer for a `--format` value."""
+    if fmt == "zeek":
+        return ZeekWriter(stream)
+    if fmt == "json":
+        return JsonWriter(stream)
+    raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")

@@ -1,0 +1,83 @@
+"""`packetclip bench`: its JSON carries rates, latency, memory and cache figures that agree with one another,
+and the ET-BERT comparison runs in the same process when the factory is importable."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from packetclip.commands.bench import bench, etbert_comparison, run_pass
+from packetclip.engine import Engine
+from packetclip.featurizer import ParseStats, featurize_pcap
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_engine import LAB_CAPTURE, runtime_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return runtime_bundle(tmp_path_factory)
+
+
+def test_bench_reports_consistent_figures(bundle_path: Path) -> None:
+    result = CliRunner().invoke(bench, ["--model", str(bundle_path), "--seconds", "0.5", "--no-etbert"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    e2e = report["end_to_end"]
+    stats = ParseStats()
+    connections = sum(1 for _ in featurize_pcap(LAB_CAPTURE, stats=stats))
+    assert e2e["passes"] >= 1
+    assert e2e["packets"] == e2e["passes"] * stats.frames  # the default capture, every frame of every pass
+    assert e2e["connections"] == e2e["passes"] * connections
+    assert e2e["packets_per_second"] == pytest.approx(e2e["packets"] / e2e["seconds"])
+    assert e2e["connections_per_second"] == pytest.approx(e2e["connections"] / e2e["seconds"])
+    latency = e2e["latency_ms"]
+    assert latency["connections"] == e2e["connections"]
+    assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
+    assert 0.0 <= e2e["cache"]["hit_rate"] <= 1.0 and e2e["cache"]["lookups"] == e2e["connections"]
+    assert report["cache_effect"]["connections_per_second_without_cache"] > 0
+    assert report["peak_rss_mb"] > 10
+    assert report["etbert"] == {"available": False, "reason": "skipped (--no-etbert)"}
+
+
+def test_passes_start_from_an_empty_cache(bundle_path: Path) -> None:
+    """A second pass over the same capture must not hit entries of the first (that would flatter the cache)."""
+    engine = Engine(bundle_path)
+    first = run_pass(engine, [LAB_CAPTURE])
+    hits_first = engine.cache.hits
+    second = run_pass(engine, [LAB_CAPTURE])
+    assert first.connections == second.connections
+    assert engine.cache.hits == hits_first
+
+
+def test_a_missing_capture_is_an_error(bundle_path: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        bench, [str(tmp_path / "none.pcap"), "--model", str(bundle_path), "--no-etbert"]
+    )
+    assert result.exit_code != 0 and "none.pcap" in result.output
+
+
+def test_etbert_is_measured_in_the_same_run(bundle_path: Path) -> None:
+    """A small ET-BERT-shaped model (the full one is 530 MB) through the same comparison path the command uses."""
+    pytest.importorskip("packetclip_training")
+    from packetclip_training.models.etbert import EtBertConfig
+
+    engine = Engine(bundle_path)
+    connections = run_pass(engine, [LAB_CAPTURE]).connections
+    small = EtBertConfig(vocab_size=1000, hidden=64, layers=2, heads=2, ffn=128)
+    result = etbert_comparison(
+        lambda: run_pass(engine, [LAB_CAPTURE], measure_latency=False).connections,
+        connections,
+        round_seconds=0.3,
+        rounds=2,
+        etbert_config=small,
+    )
+    assert result["available"] is True
+    ours, theirs = result["packetclip_connections_per_second"], result["etbert_connections_per_second"]
+    assert ours > 0 and theirs > 0
+    assert result["ratio"] == pytest.approx(ours / theirs)
+    assert len(result["measured"]["packetclip end-to-end"]["connections_per_second_rounds"]) == 2

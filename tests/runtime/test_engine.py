@@ -1,0 +1,256 @@
+"""The engine: contexts exactly as training replays them, verdict fields per the contract, the embedding cache
+(hits only for inputs the encoder would see identically) and hot reload.
+
+The bundle is the embedded default when it exists, otherwise tiny models trained on the committed dataset sample
+and exported the way `tests/export/test_export.py` does (built once per test session, shared by tests/runtime).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packetclip.bundle import BundleError, default_bundle_path, load_bundle
+from packetclip.classes import FINE_TO_COARSE
+from packetclip.engine import Engine, session_options
+from packetclip.featurizer import Connection, featurize_pcap
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "samples" / "dataset-default"
+LAB_CAPTURE = REPO / "samples" / "lab-quick" / "capture.pcap"
+
+
+def runtime_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded default bundle, else a tiny exported one (built once per session)."""
+    if (default_bundle_path() / "manifest.json").is_file():
+        return default_bundle_path()
+    built = tmp_path_factory.getbasetemp() / "runtime-bundle" / "bundle"
+    if (built / "manifest.json").is_file():
+        return built
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests" / "align"))
+    from test_align import hashed_text_vectors
+
+    from packetclip.missions import load_missions
+    from packetclip_training.align import AlignmentHeads, save_heads
+    from packetclip_training.export_cli import export_bundle
+    from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
+    from packetclip_training.reasoner import TrainConfig, save_reasoner
+    from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
+    from packetclip_training.reasoner_data import embed_split
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    work = built.parent
+    work.mkdir(parents=True, exist_ok=True)
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
+    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
+    save_heads(work / "align.pt", heads, {"test": True})
+    missions = load_missions()
+    train = embed_split(encoder, SAMPLE, "train")
+    concepts = concept_embeddings(missions, heads, hashed_text_vectors)
+    fit = fit_reasoner(
+        train, None, heads, missions, concepts, TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
+    )
+    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
+    return export_bundle(
+        SAMPLE,
+        work / "encoder.pt",
+        work / "align.pt",
+        work / "reasoner.pt",
+        built,
+        metrics={"coarse_mauc": 0.5},
+        encode_texts=hashed_text_vectors,
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return runtime_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def lab_connections() -> list[Connection]:
+    return list(featurize_pcap(LAB_CAPTURE))
+
+
+def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A dataset split as runtime `Connection`s (packet times rebuilt the way training rebuilds them)."""
+    from packetclip_training.dataset import load_split
+    from packetclip_training.reasoner_data import CONTEXT_COLUMNS, packet_times
+
+    arrays = load_split(SAMPLE, split, columns=(*CONTEXT_COLUMNS, "uid"))
+    columns = {name: arrays.pop(name) for name in (*CONTEXT_COLUMNS, "uid")}
+    times = packet_times(columns["ts"], arrays["iat"])
+    counts = arrays["valid"].sum(axis=1)
+    connections = []
+    for row, n in enumerate(counts.tolist()):
+        connections.append(
+            Connection(
+                uid=str(columns["uid"][row]),
+                ts=float(columns["ts"][row]),
+                last_ts=float(times[row, max(n - 1, 0)]),
+                proto="tcp",
+                orig_h=str(columns["orig_h"][row]),
+                orig_p=1024,
+                resp_h=str(columns["resp_h"][row]),
+                resp_p=int(columns["resp_p"][row]),
+                ip_version=4,
+                vlan=None,
+                community_id="",
+                pkt_ts=times[row, :n].copy(),
+                pkt_dir=arrays["direction"][row, :n].copy(),
+                pkt_len=arrays["length"][row, :n].copy(),
+                pkt_bytes=arrays["bytes"][row, :n].copy(),
+            )
+        )
+    return connections, columns, arrays
+
+
+def test_contexts_match_the_training_replay_of_a_split(bundle_path: Path) -> None:
+    """The runtime, fed a split file by file in micro-batches, builds the contexts `build_contexts` builds."""
+    from packetclip_training.reasoner_data import build_contexts, packet_times
+
+    connections, columns, arrays = split_connections("test")
+    engine = Engine(bundle_path, cache_size=0)
+    sources = columns["source_file"]
+    embed_dim = engine._models.embed_dim
+    slots = engine.history.slots
+    runtime_context = np.zeros((len(connections), slots, embed_dim), np.float32)
+    runtime_features = np.zeros((len(connections), slots, 5), np.float32)
+    runtime_valid = np.zeros((len(connections), slots), bool)
+    packet_rows = np.zeros((len(connections), arrays["valid"].shape[1], embed_dim), np.float32)
+    row_of = {conn.uid: row for row, conn in enumerate(connections)}
+    assert len(row_of) == len(connections)
+    for source in sorted(set(sources.tolist())):
+        rows = [r for r in np.argsort(columns["ts"], kind="stable").tolist() if sources[r] == source]
+        for start in range(0, len(rows), 16):  # several micro-batches: the history must carry across them
+            result = engine.infer_batch(
+                [connections[r] for r in rows[start : start + 16]], sensor=str(source)
+            )
+            for i, conn in enumerate(result.connections):
+                row = row_of[conn.uid]
+                runtime_context[row] = result.context[i]
+                runtime_features[row] = result.context_features[i]
+                runtime_valid[row] = result.context_valid[i]
+                packet_rows[row] = result.packet_embeddings[i]
+    counts = arrays["valid"].sum(axis=1)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    table = np.concatenate([np.zeros((1, embed_dim), np.float32), packet_rows[arrays["valid"]]])
+    index, features, valid, _ = build_contexts(
+        columns, offsets, packet_times(columns["ts"], arrays["iat"]), arrays["direction"], slots
+    )
+    assert valid.sum() > len(connections)  # the split really has originators with history
+    np.testing.assert_array_equal(runtime_valid, valid)
+    np.testing.assert_array_equal(runtime_context, table[index])
+    np.testing.assert_array_equal(runtime_features.astype(np.float16), features)
+
+
+def test_verdicts_follow_the_contract(bundle_path: Path, lab_connections: list[Connection]) -> None:
+    engine = Engine(bundle_path, batch_size=64)
+    shuffled = lab_connections[::-1]  # not in time order: verdicts still come back in the order given
+    verdicts = engine.classify(shuffled, sensor="capture.pcap")
+    bundle = load_bundle(bundle_path)
+    assert [v.uid for v in verdicts] == [c.uid for c in shuffled]
+    for verdict, conn in zip(verdicts, shuffled, strict=True):
+        assert (verdict.ts, verdict.orig_h, verdict.resp_p, verdict.proto) == (
+            conn.ts,
+            conn.orig_h,
+            conn.resp_p,
+            conn.proto,
+        )
+        assert list(verdict.scores) == list(bundle.coarse_classes)
+        assert abs(sum(verdict.scores.values()) - 1.0) < 1e-9
+        assert verdict.label == max(verdict.scores, key=lambda name: verdict.scores[name])
+        assert verdict.score == verdict.scores[verdict.label]
+        assert FINE_TO_COARSE[verdict.attack] == verdict.label
+        own = {k: p for k, p in verdict.fine_scores.items() if FINE_TO_COARSE[k] == verdict.label}
+        assert verdict.attack == max(own, key=lambda name: own[name])  # best fine class *of the label*
+        assert verdict.model == bundle.version
+        assert verdict.explanation.strip()
+        assert 0 < len(verdict.concepts) <= 3
+        assert all(mission == verdict.label for mission, _, _ in verdict.concepts)
+        activations = [a for _, _, a in verdict.concepts]
+        assert activations == sorted(activations, reverse=True)
+
+
+def test_the_cache_serves_identical_inputs_only(bundle_path: Path, lab_connections: list[Connection]) -> None:
+    """Same bytes, directions, lengths and gaps (another time, another host): a hit with the same embedding.
+    The same bytes with one gap changed: a miss, because the encoder reads the gaps."""
+    conn = max(lab_connections, key=lambda c: len(c.pkt_ts))
+    shifted = replace(conn, uid="Cshifted", ts=conn.ts + 100.0, pkt_ts=conn.pkt_ts + 100.0, orig_h="10.9.9.9")
+    retimed_ts = conn.pkt_ts.copy()
+    retimed_ts[2:] += 0.5
+    retimed = replace(conn, uid="Cretimed", ts=conn.ts + 200.0, pkt_ts=retimed_ts + 200.0, orig_h="10.9.9.8")
+    cached = Engine(bundle_path, cache_size=16)
+    first = cached.infer_batch([conn], "s")
+    assert (cached.cache.hits, cached.cache.misses) == (0, 1)
+    again = cached.infer_batch([shifted], "s")
+    assert (cached.cache.hits, cached.cache.misses) == (1, 1)
+    np.testing.assert_array_equal(again.connection_embedding, first.connection_embedding)
+    other = cached.infer_batch([retimed], "s")
+    assert (cached.cache.hits, cached.cache.misses) == (1, 2)
+    fresh = Engine(bundle_path, cache_size=0).infer_batch([retimed], "s")
+    np.testing.assert_allclose(other.connection_embedding, fresh.connection_embedding, atol=1e-6)
+    assert np.abs(other.connection_embedding - first.connection_embedding).max() > 1e-6
+
+
+def test_cached_and_uncached_engines_agree(bundle_path: Path, lab_connections: list[Connection]) -> None:
+    doubled = lab_connections + [
+        replace(c, uid=c.uid + "x", ts=c.ts + 1e4, pkt_ts=c.pkt_ts + 1e4) for c in lab_connections
+    ]
+    with_cache = Engine(bundle_path, cache_size=4096).classify(doubled, "s")
+    without = Engine(bundle_path, cache_size=0).classify(doubled, "s")
+    for a, b in zip(with_cache, without, strict=True):
+        assert a.label == b.label and abs(a.score - b.score) < 1e-5
+
+
+def test_cache_is_a_bounded_lru(bundle_path: Path, lab_connections: list[Connection]) -> None:
+    engine = Engine(bundle_path, cache_size=8)
+    engine.classify(lab_connections[:40], "s")
+    assert len(engine.cache) == 8
+
+
+def test_reload_swaps_between_batches_and_refuses_a_bad_bundle(
+    bundle_path: Path, lab_connections: list[Connection], tmp_path: Path
+) -> None:
+    engine = Engine(bundle_path, batch_size=32)
+    before = engine.classify(lab_connections[:64], "s")
+    history = engine.history
+    engine.reload(bundle_path)  # the same encoder: contexts and cache carry on
+    assert engine.history is history
+    with pytest.raises(BundleError):
+        engine.reload(tmp_path / "missing")
+    assert engine.classify(lab_connections[:1], "t")[0].model == before[0].model  # still serving
+
+    errors: list[BaseException] = []
+
+    def keep_classifying() -> None:
+        try:
+            for _ in range(5):
+                engine.classify(lab_connections[:64], "s")
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=keep_classifying)
+    worker.start()
+    for _ in range(3):
+        engine.reload(load_bundle(bundle_path))
+    worker.join()
+    assert not errors
+
+
+def test_sessions_run_with_explicit_threads() -> None:
+    import onnxruntime as ort
+
+    options = session_options(3)
+    assert options.intra_op_num_threads == 3
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL

@@ -1,0 +1,404 @@
+"""The model store: bundles are verified before they appear, a tampered bundle (one changed byte in any file) is
+refused by install, verify and activate while the active bundle keeps serving, activation and rollback are atomic
+(a crash at any step leaves a consistent store), and a watcher notices an activation with one stat.
+
+Bundles are exported here from tiny checkpoints, the way the factory exports real ones (tests/export does the
+same); `export_test_bundles` is shared with the other runtime tests of the store and of user missions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from packetclip import store as store_module
+from packetclip.bundle import BundleError, load_bundle, sha256_file
+from packetclip.store import (
+    EMBEDDED,
+    ActiveModelWatcher,
+    BundleNotFound,
+    InstallConflict,
+    ModelStore,
+    StoreError,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE = REPO / "samples" / "dataset-default"
+BUNDLE_NAME = "packetclip-test"
+VERSIONS = ("2026.11.27-1", "2026.11.27-2")
+KEYS = tuple(f"{BUNDLE_NAME}-{v}" for v in VERSIONS)
+
+# every kind of file a bundle holds (manifest included: the store records its hash at install)
+TAMPER_TARGETS = (
+    "encoder.onnx",
+    "reasoner.onnx",
+    "fixtures/encoder.npz",
+    "fixtures/reasoner.npz",
+    "concepts.json",
+    "descriptions.json",
+    "descriptions.npz",
+    "missions/dos.yaml",
+    "text_head.npz",
+    "manifest.json",
+)
+
+
+def hashed_text_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
+    """The deterministic stand-in text encoder of the factory's tests (shared words → similar vectors)."""
+    sys.path.insert(0, str(REPO / "tests" / "align"))
+    from test_align import hashed_text_vectors as stand_in
+
+    return np.asarray(stand_in(texts, dim))
+
+
+def export_test_bundles(
+    work: Path,
+    versions: tuple[str, ...] = VERSIONS,
+    encode_texts: Callable[[list[str]], np.ndarray] | None = None,
+) -> list[Path]:
+    """Export one bundle per version from the same tiny checkpoints (a few seconds each)."""
+    import torch
+
+    from packetclip.missions import load_missions
+    from packetclip_training.align import AlignmentHeads, save_heads
+    from packetclip_training.export_cli import export_bundle
+    from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
+    from packetclip_training.reasoner import TrainConfig, save_reasoner
+    from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
+    from packetclip_training.reasoner_data import embed_split
+
+    encode = encode_texts or hashed_text_vectors
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
+    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
+    save_heads(work / "align.pt", heads, {"test": True})
+    missions = load_missions()
+    train = embed_split(encoder, SAMPLE, "train")
+    concepts = concept_embeddings(missions, heads, encode)
+    config = TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
+    fit = fit_reasoner(train, None, heads, missions, concepts, config)
+    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
+    return [
+        export_bundle(
+            SAMPLE,
+            work / "encoder.pt",
+            work / "align.pt",
+            work / "reasoner.pt",
+            work / f"bundle-{version}",
+            name=BUNDLE_NAME,
+            version=version,
+            metrics={"coarse_mauc": 0.5},
+            cache=work / "cache",
+            encode_texts=encode,
+        )
+        for version in versions
+    ]
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return export_test_bundles(tmp_path_factory.mktemp("bundles"))
+
+
+EMBEDDED_VERSION = "2026.11.27-0"
+
+
+def embedded_stand_in(bundle: Path, folder: Path) -> Path:
+    """A copy of `bundle` under another version, standing in for the bundle embedded in the package (which a
+    checkout may not hold yet): the manifest is the one file its hashes do not cover."""
+    copy = shutil.copytree(bundle, folder)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["version"] = EMBEDDED_VERSION
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory, bundles: list[Path]) -> Path:
+    return embedded_stand_in(bundles[0], tmp_path_factory.mktemp("embedded") / "default")
+
+
+@pytest.fixture(autouse=True)
+def use_embedded_stand_in(monkeypatch: pytest.MonkeyPatch, embedded: Path) -> None:
+    monkeypatch.setattr(store_module, "default_bundle_path", lambda: embedded)
+
+
+def flip_byte(path: Path) -> None:
+    """Change one byte in the middle of a file."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def make_archive(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+def serving(store: ModelStore) -> str:
+    """The version the active bundle would serve, loaded and verified as a sidecar loads it."""
+    return load_bundle(store.active_bundle_path(), verify=True).version
+
+
+@pytest.fixture
+def store(tmp_path: Path, bundles: list[Path]) -> ModelStore:
+    """A store with version 1 installed and active, version 2 installed but not active."""
+    model_store = ModelStore(tmp_path / "store")
+    model_store.install(bundles[0], activate=True)
+    model_store.install(bundles[1])
+    return model_store
+
+
+def test_install_from_folder_and_tarball_copies_a_verified_bundle(
+    tmp_path: Path, bundles: list[Path], embedded: Path
+) -> None:
+    """A folder and a .tar.gz install into bundles/<name>-<version>/ byte for byte; nothing is activated, the
+    embedded default stays active, and no staging debris remains."""
+    model_store = ModelStore(tmp_path / "store")
+    first = model_store.install(bundles[0])
+    second = model_store.install(make_archive(bundles[1], tmp_path / "v2.tar.gz"))
+    assert (first.bundle.key, second.bundle.key) == KEYS
+    assert not first.already_installed and not second.already_installed
+    for source, key in zip(bundles, KEYS, strict=True):
+        installed = model_store.root / "bundles" / key
+        assert sorted(p.relative_to(installed) for p in installed.rglob("*")) == sorted(
+            p.relative_to(source) for p in source.rglob("*")
+        )
+        assert sha256_file(installed / "encoder.onnx") == sha256_file(source / "encoder.onnx")
+    listed = {entry.key: entry for entry in model_store.list()}
+    assert set(listed) == {*KEYS, EMBEDDED}
+    assert listed[EMBEDDED].active and not listed[KEYS[0]].active
+    assert model_store.active_bundle_path() == embedded
+    assert list((model_store.root / ".staging").iterdir()) == []
+
+
+def test_installing_again_is_a_no_op_and_other_contents_under_the_same_version_are_refused(
+    tmp_path: Path, store: ModelStore, bundles: list[Path]
+) -> None:
+    again = store.install(bundles[0])
+    assert again.already_installed
+    # a valid bundle (hashes consistent) whose contents differ, under the installed name and version
+    altered = shutil.copytree(bundles[0], tmp_path / "altered")
+    mission = altered / "missions" / "dos.yaml"
+    mission.write_text(mission.read_text() + "# edited\n")
+    manifest = json.loads((altered / "manifest.json").read_text())
+    manifest["files"]["missions/dos.yaml"] = sha256_file(mission)
+    (altered / "manifest.json").write_text(json.dumps(manifest))
+    load_bundle(altered, verify=True)  # it is a valid bundle in itself
+    with pytest.raises(InstallConflict, match="different file hashes"):
+        store.install(altered)
+    assert sha256_file(store.root / "bundles" / KEYS[0] / "missions" / "dos.yaml") != sha256_file(mission)
+
+
+@pytest.mark.parametrize("relative", TAMPER_TARGETS)
+def test_a_tampered_source_is_refused_by_install_and_never_appears(
+    tmp_path: Path, bundles: list[Path], relative: str
+) -> None:
+    model_store = ModelStore(tmp_path / "store")
+    model_store.install(bundles[0], activate=True)
+    tampered = shutil.copytree(bundles[1], tmp_path / "tampered")
+    if relative == "manifest.json":
+        # a manifest's own bytes have no reference at install; what a changed byte there must not do is
+        # smuggle a changed file in: alter one listed hash
+        manifest = json.loads((tampered / relative).read_text())
+        digest = manifest["files"]["encoder.onnx"]
+        manifest["files"]["encoder.onnx"] = ("0" if digest[0] != "0" else "1") + digest[1:]
+        (tampered / relative).write_text(json.dumps(manifest))
+    else:
+        flip_byte(tampered / relative)
+    for source in (tampered, make_archive(tampered, tmp_path / "tampered.tar.gz")):
+        with pytest.raises(BundleError, match=str(source).replace(".", r"\.")):
+            model_store.install(source, activate=True)
+        assert [e.key for e in model_store.list()] == [KEYS[0], EMBEDDED]
+        assert model_store.active_key() == KEYS[0] and serving(model_store) == VERSIONS[0]
+    assert list((model_store.root / ".staging").iterdir()) == []
+
+
+@pytest.mark.parametrize("relative", TAMPER_TARGETS)
+def test_a_bundle_tampered_after_install_is_refused_by_verify_and_activate(
+    store: ModelStore, relative: str
+) -> None:
+    """One changed byte in any file of an installed bundle: verify and activate refuse it, naming the file; the
+    active bundle stays and keeps serving."""
+    store.verify(KEYS[1])  # intact first: the refusal below is the byte's doing
+    before = store.active_bundle_path()
+    flip_byte(store.root / "bundles" / KEYS[1] / relative)
+    with pytest.raises(BundleError, match=relative.replace(".", r"\.")):
+        store.verify(KEYS[1])
+    with pytest.raises(BundleError, match=relative.replace(".", r"\.")):
+        store.activate(KEYS[1])
+    assert store.active_key() == KEYS[0]
+    assert store.active_bundle_path() == before
+    assert serving(store) == VERSIONS[0]
+
+
+def test_activate_and_rollback_walk_the_history(store: ModelStore, embedded: Path) -> None:
+    assert store.active_key() == KEYS[0]
+    entry = store.activate(VERSIONS[1])  # by version; by key and by name are tested below
+    assert entry.key == KEYS[1] and entry.active and serving(store) == VERSIONS[1]
+    assert json.loads(store.pointer_path.read_text())["bundle"] == KEYS[1]
+    assert store.rollback().key == KEYS[0] and serving(store) == VERSIONS[0]
+    assert store.rollback().key == EMBEDDED
+    assert store.active_bundle_path() == embedded and serving(store) == EMBEDDED_VERSION
+    with pytest.raises(StoreError, match="no earlier activation"):
+        store.rollback()
+    assert store.active_key() is None
+
+
+def test_references_by_key_name_and_version(store: ModelStore) -> None:
+    assert store.resolve(KEYS[1]) == store.root / "bundles" / KEYS[1]
+    assert store.resolve(VERSIONS[0]) == store.root / "bundles" / KEYS[0]
+    assert store.resolve(None) == store.root / "bundles" / KEYS[0]  # the active one
+    with pytest.raises(StoreError, match="ambiguous"):
+        store.activate(BUNDLE_NAME)  # two versions of that name are installed
+    with pytest.raises(BundleNotFound, match="install it first"):
+        store.activate("no-such-bundle-1")
+
+
+def test_a_crash_between_history_and_pointer_leaves_a_consistent_store(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """activate writes history, then the pointer. Failing the pointer's replace: the active bundle is unchanged,
+    no temporary file is left, and rollback skips the history entry the interrupted activation left."""
+    real_replace = os.replace
+
+    def failing_replace(source: str, destination: str) -> None:
+        if Path(destination) == store.pointer_path:
+            raise OSError("simulated crash")
+        real_replace(source, destination)
+
+    monkeypatch.setattr(store_module.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.activate(KEYS[1])
+    monkeypatch.setattr(store_module.os, "replace", real_replace)
+    assert store.active_key() == KEYS[0] and serving(store) == VERSIONS[0]
+    assert not [p.name for p in store.root.iterdir() if p.name.endswith(".tmp")]
+    history = json.loads(store.history_path.read_text())["previous"]
+    assert history[-1]["bundle"] == KEYS[0]  # the interrupted activation's entry
+    assert store.rollback().key == EMBEDDED  # not a "rollback" onto the bundle already active
+    store.activate(KEYS[1])
+    assert store.rollback().key == EMBEDDED  # KEYS[0] was left by rolling back, so embedded came before
+
+
+def test_a_crash_between_pointer_and_history_in_rollback_leaves_a_consistent_store(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.activate(KEYS[1])
+    real_write = store._write_history
+
+    def crash(history: list[dict[str, object]]) -> None:
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(store, "_write_history", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        store.rollback()
+    monkeypatch.setattr(store, "_write_history", real_write)
+    assert store.active_key() == KEYS[0]  # the pointer was the commit point
+    assert store.rollback().key == EMBEDDED  # the stale entry (KEYS[0]) is recognised and skipped
+
+
+def test_a_crash_while_copying_leaves_nothing_visible(
+    tmp_path: Path, bundles: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_store = ModelStore(tmp_path / "store")
+    real_copytree = shutil.copytree
+    copied: list[str] = []
+
+    def copy_then_crash(source: str, destination: str) -> object:
+        if len(copied) == 3:
+            raise OSError("simulated crash")
+        copied.append(source)
+        return shutil.copy2(source, destination)
+
+    def crashing_copytree(source: Path, destination: Path, *args: object, **kwargs: object) -> object:
+        # copytree recurses through the module attribute, i.e. through this function
+        return real_copytree(source, destination, symlinks=True, copy_function=copy_then_crash)
+
+    monkeypatch.setattr(store_module.shutil, "copytree", crashing_copytree)
+    with pytest.raises(shutil.Error, match="simulated crash"):
+        model_store.install(bundles[0])
+    monkeypatch.setattr(store_module.shutil, "copytree", real_copytree)
+    assert [e.key for e in model_store.list()] == [EMBEDDED]
+    assert list((model_store.root / ".staging").iterdir()) == []
+    assert model_store.install(bundles[0]).bundle.key == KEYS[0]  # and a retry works
+
+
+def test_the_watcher_sees_each_activation_once(store: ModelStore) -> None:
+    watcher = ActiveModelWatcher(store)
+    assert not watcher.changed()
+    store.activate(KEYS[1])
+    assert watcher.changed() and not watcher.changed()
+    assert watcher.active_bundle_path() == store.root / "bundles" / KEYS[1]
+    store.activate(KEYS[1])  # already active: nothing written, nothing to reload
+    assert not watcher.changed()
+    store.rollback()
+    store.activate(KEYS[1])  # two activations faster than any timestamp granularity: still a change
+    assert watcher.changed()
+    started = time.perf_counter()
+    for _ in range(1000):
+        watcher.changed()
+    assert (time.perf_counter() - started) / 1000 < 1e-3  # cheap enough to call before every batch
+
+
+def test_a_watcher_on_an_empty_store_sees_the_first_activation(tmp_path: Path, bundles: list[Path]) -> None:
+    model_store = ModelStore(tmp_path / "store")
+    watcher = ActiveModelWatcher(model_store)
+    assert not watcher.changed()
+    model_store.install(bundles[0], activate=True)
+    assert watcher.changed()
+
+
+def test_changes_wait_for_the_store_lock(store: ModelStore) -> None:
+    """An activation does not write while another process (here: another lock holder) changes the store."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.locked():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(10)
+    activator = threading.Thread(target=store.activate, args=(KEYS[1],))
+    activator.start()
+    time.sleep(0.3)
+    assert store.active_key() == KEYS[0]  # still waiting for the lock
+    release.set()
+    holder.join(10)
+    activator.join(10)
+    assert store.active_key() == KEYS[1]
+
+
+def test_a_pointer_to_a_missing_bundle_falls_back_to_the_embedded_default(
+    store: ModelStore, embedded: Path
+) -> None:
+    shutil.rmtree(store.root / "bundles" / KEYS[0])
+    assert store.active_bundle_path() == embedded
+
+
+def test_show_summarises_the_manifest(store: ModelStore, bundles: list[Path]) -> None:
+    summary = store.show(KEYS[0])
+    manifest = json.loads((bundles[0] / "manifest.json").read_text())
+    assert summary["active"] and summary["version"] == VERSIONS[0]
+    assert summary["metrics"] == {"coarse_mauc": 0.5}
+    assert summary["data_card"]["total"] == manifest["data_card"]["counts"]["total"]
+    assert summary["missions"] == ["benign", "bruteforce", "dos", "recon"]
+    assert summary["sizes"]["files"]["encoder.onnx"] == (bundles[0] / "encoder.onnx").stat().st_size
+    assert summary["sizes"]["total_bytes"] == sum(
+        (bundles[0] / relative).stat().st_size for relative in manifest["files"]
+    )
+    assert not store.show(KEYS[1])["active"]

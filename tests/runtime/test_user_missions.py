@@ -1,0 +1,220 @@
+"""User-written missions scored zero-shot: a mission that describes SYN floods scores higher on connections whose
+aligned vectors sit near the syn_flood descriptions than on benign ones; the score is the documented softmax;
+missions the bundle was trained with are skipped; a missing text encoder or text head disables the columns with
+a message instead of failing the sensor.
+
+The fast tests use the factory tests' stand-in text encoder (hashed words) with a bundle exported with the same
+stand-in, so the space is consistent; the slow test exports the real all-MiniLM-L6-v2 once with
+`packetclip models text-encoder` and exports a bundle whose description bank went through that ONNX encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from packetclip.bundle import Bundle, load_bundle, load_descriptions
+from packetclip.commands.models import models
+from packetclip.missions import load_missions, parse_mission
+from packetclip.user_missions import (
+    UserMissionScorer,
+    UserMissionsUnavailable,
+    load_user_mission_scorer,
+    mission_sentences,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_store import export_test_bundles, hashed_text_vectors
+
+SYN_WATCH = """\
+name: syn_watch
+description: >-
+  A SYN flood: a denial of service that sends many TCP SYN connection requests and leaves half-open
+  connections that the target never completes.
+key_concepts: [syn, flood, half-open connection]
+associated:
+  syn: [tcp connection request, unanswered syn]
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Bundle:
+    work = tmp_path_factory.mktemp("bundle")
+    return load_bundle(export_test_bundles(work, ("2026.11.27-1",))[0])
+
+
+@pytest.fixture
+def missions_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "missions"
+    folder.mkdir()
+    (folder / "syn_watch.yaml").write_text(SYN_WATCH)
+    return folder
+
+
+def rows_near(bundle: Bundle, fine_class: str, seed: int = 0) -> np.ndarray:
+    """The bank rows of one class, each nudged by noise and renormalised: connections the reasoner would place
+    near that class's descriptions."""
+    _, fine, embeddings = load_descriptions(bundle)
+    rows = embeddings[np.asarray(fine) == fine_class]
+    noisy = rows + 0.02 * np.random.default_rng(seed).standard_normal(rows.shape).astype(np.float32)
+    return noisy / np.linalg.norm(noisy, axis=1, keepdims=True)
+
+
+def assert_syn_mission_prefers_syn_floods(scorer: UserMissionScorer, bundle: Bundle) -> None:
+    syn = scorer.scores(rows_near(bundle, "syn_flood"))["syn_watch"]
+    benign = scorer.scores(rows_near(bundle, "benign"))["syn_watch"]
+    assert syn.mean() > benign.mean(), (syn.mean(), benign.mean())
+    assert np.median(syn) > np.median(benign), (np.median(syn), np.median(benign))
+    prototypes = scorer.scores(scorer.class_prototypes)["syn_watch"]
+    assert int(np.argmax(prototypes)) == bundle.fine_classes.index("syn_flood")
+
+
+def test_a_syn_flood_mission_scores_higher_near_syn_floods_than_benign(
+    bundle: Bundle, missions_dir: Path
+) -> None:
+    scorer = UserMissionScorer(bundle, hashed_text_vectors, load_missions(missions_dir))
+    assert scorer.names == ("syn_watch",)
+    assert_syn_mission_prefers_syn_floods(scorer, bundle)
+
+
+def test_the_score_is_the_softmax_over_the_mission_and_the_class_prototypes(bundle: Bundle) -> None:
+    scorer = UserMissionScorer(bundle, hashed_text_vectors, [parse_mission(_yaml(SYN_WATCH))])
+    aligned = rows_near(bundle, "port_scan")[:5]
+    _, fine, embeddings = load_descriptions(bundle)
+    fine = np.asarray(fine)
+    # written independently of the module: explicit prototypes, explicit softmax in float64
+    prototypes = []
+    for name in bundle.fine_classes:
+        mean = embeddings[fine == name].astype(np.float64).mean(axis=0)
+        prototypes.append(mean / np.linalg.norm(mean))
+    candidates = np.vstack([scorer.vectors[0].astype(np.float64), np.asarray(prototypes)])
+    logits = scorer.logit_scale * aligned.astype(np.float64) @ candidates.T
+    expected = np.exp(logits[:, 0]) / np.exp(logits).sum(axis=1)
+    got = scorer.scores(aligned)["syn_watch"]
+    assert got.shape == (5,) and got.dtype == np.float32
+    assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_the_mission_vector_is_the_mean_of_its_projected_sentences(bundle: Bundle) -> None:
+    mission = parse_mission(_yaml(SYN_WATCH))
+    sentences = mission_sentences(mission)
+    assert sentences[0] == mission.description
+    assert "syn: tcp connection request, unanswered syn." in sentences
+    scorer = UserMissionScorer(bundle, hashed_text_vectors, [mission])
+    projected = hashed_text_vectors(sentences) @ scorer.weight.T + scorer.bias
+    projected /= np.linalg.norm(projected, axis=1, keepdims=True)
+    expected = projected.mean(axis=0) / np.linalg.norm(projected.mean(axis=0))
+    assert np.allclose(scorer.vectors[0], expected, atol=1e-5)
+    assert abs(float(np.linalg.norm(scorer.vectors[0])) - 1.0) < 1e-5
+
+
+def test_missions_the_bundle_was_trained_with_are_skipped(bundle: Bundle, missions_dir: Path) -> None:
+    shutil.copy(bundle.mission_paths["dos"], missions_dir / "dos.yaml")
+    scorer = UserMissionScorer(bundle, hashed_text_vectors, load_missions(missions_dir))
+    assert scorer.names == ("syn_watch",)
+    assert set(scorer.scores(rows_near(bundle, "benign"))) == {"syn_watch"}
+
+
+def test_a_bundle_without_a_text_head_cannot_score_user_missions(bundle: Bundle, tmp_path: Path) -> None:
+    copy = shutil.copytree(bundle.root, tmp_path / "no-head")
+    (copy / "text_head.npz").unlink()
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["text_head.npz"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserMissionsUnavailable, match="no text head"):
+        UserMissionScorer(load_bundle(copy), hashed_text_vectors, [parse_mission(_yaml(SYN_WATCH))])
+
+
+def test_a_text_encoder_of_another_width_is_refused(bundle: Bundle) -> None:
+    with pytest.raises(UserMissionsUnavailable, match="different text encoder"):
+        UserMissionScorer(
+            bundle, lambda texts: hashed_text_vectors(texts, 128), [parse_mission(_yaml(SYN_WATCH))]
+        )
+
+
+def test_without_a_text_encoder_the_columns_are_off_with_a_message(
+    bundle: Bundle,
+    missions_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("PACKETCLIP_TEXT_ENCODER", str(tmp_path / "also-empty"))
+    with caplog.at_level(logging.WARNING, logger="packetclip.user_missions"):
+        assert load_user_mission_scorer(bundle, missions_dir, tmp_path / "empty") is None
+    assert "syn_watch" in caplog.text and "packetclip models text-encoder" in caplog.text
+    assert load_user_mission_scorer(bundle, None, tmp_path / "empty") is None
+
+
+def test_a_broken_mission_file_is_skipped_and_the_others_are_scored(
+    bundle: Bundle, missions_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class StandIn:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return hashed_text_vectors(list(texts))
+
+    monkeypatch.setattr("packetclip.user_missions.open_text_encoder", lambda directory, threads: StandIn())
+    (missions_dir / "broken.yaml").write_text("name: broken\n")  # no description, no concepts
+    with caplog.at_level(logging.WARNING):
+        scorer = load_user_mission_scorer(bundle, missions_dir, None)
+    assert scorer is not None and scorer.names == ("syn_watch",)
+    assert "broken.yaml" in caplog.text
+
+
+def _yaml(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+# --- the real text encoder ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_text_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """all-MiniLM-L6-v2 exported once per module with `packetclip models text-encoder` (about a minute)."""
+    pytest.importorskip("tokenizers", reason="the text extra (tokenizers) is not installed")
+    out = tmp_path_factory.mktemp("text-encoder") / "encoder"
+    store = tmp_path_factory.mktemp("store")
+    result = CliRunner().invoke(models, ["--store", str(store), "text-encoder", "--out", str(out)])
+    if result.exit_code == 6 and "pip install" in result.output:
+        pytest.skip(f"the train extras are not installed: {result.output.strip()}")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.slow
+def test_with_the_real_text_encoder_a_syn_flood_mission_prefers_syn_floods(
+    exported_text_encoder: Path, tmp_path: Path, missions_dir: Path
+) -> None:
+    from packetclip.text_encoder import OnnxTextEncoder
+
+    encoder = OnnxTextEncoder(exported_text_encoder)
+    assert encoder.check_fixture() > 0.9999
+    bundle = load_bundle(export_test_bundles(tmp_path, ("2026.11.27-1",), encode_texts=encoder.encode)[0])
+    scorer = load_user_mission_scorer(bundle, missions_dir, exported_text_encoder)
+    assert scorer is not None and scorer.names == ("syn_watch",)
+    assert_syn_mission_prefers_syn_floods(scorer, bundle)
+
+
+@pytest.mark.slow
+def test_with_the_embedded_default_bundle_a_syn_flood_mission_prefers_syn_floods(
+    exported_text_encoder: Path, missions_dir: Path
+) -> None:
+    """The shipped bundle's trained text head must keep new text where its classes are (skipped until the
+    package holds its default bundle)."""
+    from packetclip.bundle import default_bundle_path
+
+    if not (default_bundle_path() / "manifest.json").is_file():
+        pytest.skip(f"no embedded default bundle at {default_bundle_path()} yet")
+    bundle = load_bundle(default_bundle_path())
+    scorer = load_user_mission_scorer(bundle, missions_dir, exported_text_encoder)
+    assert scorer is not None
+    assert_syn_mission_prefers_syn_floods(scorer, bundle)
