@@ -78,7 +78,7 @@ class _Tracked:
 
     __slots__ = (
         "close_at", "dport", "dst", "finished", "first_ts", "history", "ip_version", "key", "last_ts", "orig_ep",
-        "orig_ip_bytes", "orig_payload", "orig_pkts", "pkt_bytes", "released", "pkt_dir", "pkt_len", "pkt_ts", "proto",
+        "orig_ip_bytes", "orig_payload", "orig_pkts", "pkt_bytes", "pkt_dir", "pkt_len", "pkt_ts", "proto", "released",
         "resp_ep", "resp_ip_bytes", "resp_payload", "resp_pkts", "sport", "src", "vlan",
     )  # fmt: skip
 
