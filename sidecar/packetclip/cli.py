@@ -11,6 +11,8 @@ from packetclip.commands.bench import bench
 from packetclip.commands.classify import classify
 from packetclip.commands.featurize import featurize
 from packetclip.commands.models import models
+from packetclip.commands.serve import serve
+from packetclip.commands.suricata import suricata
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +27,8 @@ cli.add_command(classify)
 cli.add_command(featurize)
 cli.add_command(bench)
 cli.add_command(models)
+cli.add_command(serve)
+cli.add_command(suricata)
 
 
 def configure_logging(verbose: int) -> None:

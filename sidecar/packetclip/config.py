@@ -57,6 +57,8 @@ ENVIRONMENT: dict[str, str] = {
     "missions": "PACKETCLIP_MISSIONS",
 }
 PATH_SETTINGS = ("store", "text_encoder", "missions")
+# tables owned and validated by one command's own settings reader (`packetclip serve` reads `[serve]`)
+COMMAND_TABLES = ("serve",)
 COUNT_SETTINGS = ("threads", "batch_size")
 DEFAULT_THREADS = 1  # a sensor shares its cores with Zeek or Suricata: one inference thread unless told
 DEFAULT_BATCH_SIZE = (
@@ -123,6 +125,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
     settings: dict[str, Any] = {}
     for key, value in data.items():
+        if key in COMMAND_TABLES and isinstance(value, dict):
+            continue
         if key not in ENVIRONMENT:
             raise ConfigError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(ENVIRONMENT))})")
         where = f"{path}: key {key!r}"

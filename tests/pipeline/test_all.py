@@ -26,6 +26,6 @@ def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest
     for stage in ("encoder/encoder.pt", "align/align.pt", "reasoner/reasoner.pt"):
         assert (work / stage).is_file(), stage
     capsys.readouterr()
-    assert main([*args[:5], str(tmp_path / "bundle2"), *args[6:]]) == 0
+    assert main([*args[:6], str(tmp_path / "bundle2"), *args[7:]]) == 0
     out = capsys.readouterr().out
     assert "[pretrain] reusing" in out and "[align] reusing" in out and "[reasoner] reusing" in out

@@ -2,7 +2,7 @@
 (hits only for inputs the encoder would see identically) and hot reload.
 
 The bundle is the embedded default when it exists, otherwise tiny models trained on the committed dataset sample
-and exported the way `tests/export/test_export.py` does (built once per test session, shared by tests/runtime).
+and exported the way `tests/export/test_export_bundle.py` does (built once per test session, shared by tests/runtime).
 """
 
 from __future__ import annotations

@@ -402,3 +402,12 @@ def test_show_summarises_the_manifest(store: ModelStore, bundles: list[Path]) ->
         (bundles[0] / relative).stat().st_size for relative in manifest["files"]
     )
     assert not store.show(KEYS[1])["active"]
+
+
+def test_a_command_table_is_left_to_its_command(tmp_path: Path) -> None:
+    """`[serve]` belongs to `packetclip serve`'s own reader; the shared settings ignore it, not reject it."""
+    from packetclip.config import load_config
+
+    config = tmp_path / "config.toml"
+    config.write_text("threads = 2\n[serve]\nbatch_size = 64\n")
+    assert load_config(config=config).threads == 2

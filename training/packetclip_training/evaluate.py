@@ -64,6 +64,9 @@ class EvaluateConfig:
     flow_models: tuple[str, ...] = ("lightgbm", "xgboost")
     align_per_class: int = 3000  # as the align command's default
     embedding_points: int = 3000
+    # the 100 % point of the data-scarcity curve: the main reasoner, or one retrained with `reasoner`'s settings
+    # (the fair choice when those are lighter than the main model's, so every point has the same budget)
+    scarcity_reuses_main: bool = False
     seed: int = 0
 
 
@@ -190,7 +193,7 @@ def scarcity(inputs: Inputs, config: EvaluateConfig, full: tuple[np.ndarray, np.
     curve: dict[str, dict[str, float | None]] = {"PacketCLIP reasoner": {}}
     for fraction in config.fractions:
         key = f"{round(fraction * 100)}"
-        if fraction >= 1.0:
+        if fraction >= 1.0 and config.scarcity_reuses_main:
             coarse = full[0]
         else:
             fit = fit_reasoner(

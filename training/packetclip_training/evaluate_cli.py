@@ -252,7 +252,20 @@ def write_report(
     type=click.Choice(FINE_CLASSES[1:]),
     help="Classes held out in turn (default: slowloris, os_scan, dictionary_attack).",
 )
-@click.option("--epochs", type=click.IntRange(min=1), help="Reasoner epochs for retrained reasoners.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Epochs of the reasoners retrained here (data scarcity, unseen classes).",
+)
+@click.option(
+    "--max-per-class",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="Rows per class and epoch of the reasoners retrained here.",
+)
 @click.option("--efficiency-seconds", type=click.FloatRange(min=1.0), default=20.0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 def evaluate(
@@ -266,7 +279,8 @@ def evaluate(
     work: Path | None,
     skip: tuple[str, ...],
     unseen_classes: tuple[str, ...],
-    epochs: int | None,
+    epochs: int,
+    max_per_class: int,
     efficiency_seconds: float,
     threads: int | None,
 ) -> None:
@@ -281,8 +295,9 @@ def evaluate(
     encode = TextEncoder().encode
     record = payload.get("record", {})
     train_settings = TrainConfig(**record["train_config"]) if "train_config" in record else TrainConfig()
-    if epochs:
-        train_settings.epochs = epochs
+    # retrained reasoners are lighter than the main one so the run stays within an hour on two cores; every
+    # point of the data-scarcity curve, 100 % included, is retrained with these same settings
+    train_settings.epochs, train_settings.max_per_class = epochs, max_per_class
     config = EvaluateConfig(reasoner=train_settings, **({"unseen": unseen_classes} if unseen_classes else {}))
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     concept_text: Callable[[Any], np.ndarray] = lambda h: concept_embeddings(missions, h, encode)  # noqa: E731

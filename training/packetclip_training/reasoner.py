@@ -83,6 +83,10 @@ class TrainConfig:
     concept_weight: float = 0.2
     smoothing_weight: float = 0.1
     smoothing_window: float = 60.0  # seconds: a previous connection older than this is not smoothed towards
+    # share of training rows whose packet embeddings (the connection's and its context's) are hidden, leaving
+    # only the context's timing/responder/port features: every attack tool leaves its own byte fingerprint, and
+    # a model that can lean on bytes alone learns tools, not behaviours (see `behaviour_dropout`)
+    behaviour_dropout: float = 0.0
     seed: int = 0
 
 
@@ -287,6 +291,20 @@ def _tensors(data: TrainingArrays, rows: np.ndarray) -> tuple[torch.Tensor, ...]
     )
 
 
+def behaviour_dropout(
+    inputs: tuple[torch.Tensor, ...], share: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, ...]:
+    """Zero the connection and context packet embeddings of a random `share` of the rows (features stay)."""
+    if share <= 0:
+        return inputs
+    connection, context, features, valid = inputs
+    hidden = torch.from_numpy(rng.random(len(connection)) < share)
+    if not hidden.any():
+        return inputs
+    keep = (~hidden).to(connection.dtype)
+    return connection * keep[:, None], context * keep[:, None, None], features, valid
+
+
 def train_reasoner(
     model: Reasoner,
     train: TrainingArrays,
@@ -317,7 +335,8 @@ def train_reasoner(
                 break
             batch = rows[start : start + config.batch_size]
             label = torch.from_numpy(train.fine[batch])
-            coarse, fine, activations, _ = model(*_tensors(train, batch))
+            inputs = behaviour_dropout(_tensors(train, batch), config.behaviour_dropout, rng)
+            coarse, fine, activations, _ = model(*inputs)
             coarse_loss = F.cross_entropy(coarse, coarse_index[label])
             # fine logits of classes not trained on (an unseen class) are left out of the softmax
             fine_loss = F.cross_entropy(fine[:, fine_index], label)

@@ -1,0 +1,146 @@
+"""`packetclip serve`: the live sidecar for Zeek (Broker WebSocket API).
+
+Owns the command line: resolving settings (flags > config file's `[serve]` table and runtime keys > defaults),
+choosing the bundle (`--model`, else the store's active bundle with hot reload on activation, else the embedded
+one), the log format, signal handling (SIGINT/SIGTERM stop the loop, which drains before exiting). The loop
+itself is `packetclip.zeek.service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from packetclip.bundle import BundleError, load_bundle
+from packetclip.config import ConfigError, find_config_file, load_config
+from packetclip.engine import Engine
+from packetclip.store import ActiveModelWatcher, ModelStore
+from packetclip.zeek.service import Sidecar
+from packetclip.zeek.settings import ServeSettings, serve_settings
+
+log = logging.getLogger(__name__)
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message (and exc when there is one)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def use_json_logs() -> None:
+    """Switch the root logger's handlers (set up by the `packetclip` group) to JSON lines."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in root.handlers:
+        handler.setFormatter(JsonLogFormatter())
+
+
+def open_serving_engine(
+    model: str | None, config: str | None, threads: int | None, batch_size: int
+) -> tuple[Engine, ActiveModelWatcher | None]:
+    """The engine, and the store watcher when the bundle comes from the store (a fixed --model never reloads)."""
+    settings = load_config(config=config, threads=threads, batch_size=batch_size)
+    watcher = None
+    if model:
+        path = Path(model)
+    else:
+        watcher = ActiveModelWatcher(ModelStore(settings.store))
+        path = watcher.active_bundle_path()
+    return Engine(load_bundle(path), threads=settings.threads, batch_size=batch_size), watcher
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, stop.set)
+
+
+async def serve_forever(
+    settings: ServeSettings, engine: Engine, watcher: ActiveModelWatcher | None
+) -> Sidecar:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    sidecar = Sidecar(settings, engine, watcher)
+    await sidecar.run(stop)
+    return sidecar
+
+
+@click.command("serve")
+@click.option("--zeek", "zeek", default=None, metavar="URL",
+              help="Zeek's WebSocket endpoint (default ws://127.0.0.1:27759/v1/messages/json).")  # fmt: skip
+@click.option("--model", default=None, metavar="DIR|TAR",
+              help="Serve this bundle (no hot reload); default: the store's active bundle, reloaded on activation.")  # fmt: skip
+@click.option("--shard", type=click.IntRange(min=0), default=None,
+              help="Subscribe to packetclip/request/N/ instead of the unsharded topic.")  # fmt: skip
+@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")  # fmt: skip
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Most requests per engine call (default: config, else 256).")  # fmt: skip
+@click.option("--max-queue", type=click.IntRange(min=1), default=None,
+              help="Requests waiting for the engine; the newest above it is answered 'error' (default 10000).")  # fmt: skip
+@click.option("--name", default=None, help="This sidecar's name (X-Application-Name and hello).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default 1).")
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None, help="Log lines as text or JSON."
+)
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
+              help="TOML config file (runtime keys and a [serve] table).")  # fmt: skip
+def serve(
+    zeek: str | None,
+    model: str | None,
+    shard: int | None,
+    metrics_port: int | None,
+    batch_size: int | None,
+    max_queue: int | None,
+    name: str | None,
+    threads: int | None,
+    log_format: str | None,
+    config: str | None,
+) -> None:
+    """Classify the connections Zeek publishes and send the verdicts back (runs until SIGINT/SIGTERM)."""
+    try:
+        config_file = find_config_file(config)
+        settings = serve_settings(
+            config_file,
+            zeek=zeek,
+            shard=shard,
+            metrics_port=metrics_port,
+            max_queue=max_queue,
+            name=name,
+            log_format=log_format,
+        )
+        runtime_batch = load_config(config=config, batch_size=batch_size).batch_size
+        settings = settings.updated(batch_size=runtime_batch)
+        if settings.log_format == "json":
+            use_json_logs()
+        engine, watcher = open_serving_engine(model, config, threads, settings.batch_size)
+    except (ConfigError, BundleError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    where = f"shard {settings.shard}" if settings.shard is not None else "the unsharded topic"
+    click.echo(f"serving model {engine.model_version} for {settings.zeek} on {where}", err=True)
+    try:
+        sidecar = asyncio.run(serve_forever(settings, engine, watcher))
+    finally:
+        engine.close()
+    metrics = sidecar.metrics
+    click.echo(
+        f"{metrics.requests} requests, {sum(metrics.verdicts.values())} verdicts, "
+        f"{sum(metrics.errors.values())} errors, {sum(metrics.dropped.values())} dropped",
+        err=True,
+    )

@@ -1,0 +1,198 @@
+"""The Suricata sidecar's loop: eve lines in, flows assembled, verdicts out, flagged originators back in.
+
+Owns the order of work in one step — read what the eve stream has, parse it, hand packets and flow ends to the
+assembler, expire flows that waited too long, featurize the ready flows with `featurize_frames` (directions from
+the addresses and ports relative to each flow's first packet, with the featurizer's rule for a flow first seen
+from its responder side, so a flow is cut exactly as `packetclip classify` cuts the same packets), classify them
+with the shared `Engine` in one batch, write the eve-style records and pass the verdicts to the dataset feedback
+— and the counters of everything that was skipped. Nothing a sensor sends can stop the loop: malformed lines,
+frames the featurizer cannot use and failures of the engine, the record sink or Suricata's command socket are
+counted and logged.
+
+It does not parse eve (`eve`), follow the stream (`follow`), group packets (`flows`), format records
+(`verdicts`) or speak the command socket (`control`, `datasets`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from packetclip.engine import Engine, Verdict
+from packetclip.featurizer import Connection, ParseStats, featurize_frames
+from packetclip.store import ActiveModelWatcher
+from packetclip.suricata.datasets import DatasetFeedback
+from packetclip.suricata.eve import EveFlowEnd, EveParser
+from packetclip.suricata.flows import FlowAssembler, FlowFrames
+from packetclip.suricata.follow import EveSource
+from packetclip.suricata.verdicts import RecordSink, eve_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SidecarSettings:
+    sensor: str = "suricata"  # originator-context key prefix: one sensor's hosts share a history
+    max_wait: float = 2.0  # seconds after a flow's first packet before it is classified with what it has
+    poll_timeout: float = 0.2  # seconds one read of an idle stream waits
+    expire_every: float = 0.25  # seconds between passes over open flows and flagged addresses
+    max_open_flows: int = 100_000  # bounds the assembler under a flood of one-packet flows
+
+
+@dataclass
+class SidecarCounts:
+    flows_classified: int = 0
+    unusable_flows: int = 0  # flows none of whose frames the featurizer could use
+    labels: Counter[str] = field(default_factory=Counter)
+    classify_errors: int = 0  # batches the engine failed on (their flows get no verdict)
+    sink_errors: int = 0
+    reloads: int = 0
+    classify_seconds: float = 0.0  # featurize + engine time, for flows/s
+
+    def as_dict(self) -> dict[str, object]:
+        data: dict[str, object] = dict(vars(self))
+        data["labels"] = dict(sorted(self.labels.items()))
+        data["flows_per_second"] = (
+            round(self.flows_classified / self.classify_seconds, 1) if self.classify_seconds else None
+        )
+        return data
+
+
+class SuricataSidecar:
+    def __init__(
+        self,
+        engine: Engine,
+        source: EveSource,
+        sink: RecordSink,
+        feedback: DatasetFeedback | None = None,
+        settings: SidecarSettings | None = None,
+        watcher: ActiveModelWatcher | None = None,
+    ) -> None:
+        self.engine = engine
+        self.source = source
+        self.sink = sink
+        self.feedback = feedback
+        self.settings = settings or SidecarSettings()
+        self.watcher = watcher  # reloads the engine when the model store's activation changes
+        self.parser = EveParser()
+        self.assembler = FlowAssembler(
+            engine.featurizer_config.max_packets, self.settings.max_wait, self.settings.max_open_flows
+        )
+        self.frame_stats = ParseStats()
+        self.counts = SidecarCounts()
+        self.verdicts: list[tuple[FlowFrames, Verdict]] = []  # kept only when `keep_verdicts` (tests, bench)
+        self.keep_verdicts = False
+        self._last_expire = 0.0
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, stop_after_idle: float | None = None) -> None:
+        """Step until `stop` is set (or the stream has been idle `stop_after_idle` seconds), then classify
+        every open flow and close the source and sink."""
+        idle_since = time.monotonic()
+        try:
+            while not stop.is_set():
+                if self.step():
+                    idle_since = time.monotonic()
+                elif stop_after_idle is not None and time.monotonic() - idle_since >= stop_after_idle:
+                    break
+        finally:
+            self.finish()
+
+    def step(self) -> int:
+        """One read of the stream and everything it made ready; returns the number of lines read."""
+        lines = self.source.poll(self.settings.poll_timeout)
+        now = time.monotonic()
+        ready: list[FlowFrames] = []
+        for line in lines:
+            item = self.parser.parse(line)
+            if item is None:
+                continue
+            if isinstance(item, EveFlowEnd):
+                ended = self.assembler.end(item.flow_id)
+                if ended is not None:
+                    ready.append(ended)
+            else:
+                ready += self.assembler.add(item, now)
+        if not lines or now - self._last_expire >= self.settings.expire_every:
+            ready += self.assembler.expire(now, idle=not lines)
+            if self.feedback is not None:
+                self.feedback.expire()
+            self._last_expire = now
+        self.classify(ready)
+        return len(lines)
+
+    def finish(self) -> None:
+        """Classify every open flow; close the source and the sink."""
+        try:
+            self.classify(self.assembler.flush())
+        finally:
+            self.source.close()
+            self.sink.close()
+
+    # --- classification -------------------------------------------------------------------------------------
+
+    def classify(self, flows: list[FlowFrames]) -> list[Verdict]:
+        if not flows:
+            return []
+        self._maybe_reload()
+        started = time.perf_counter()
+        config = self.engine.featurizer_config
+        usable: list[tuple[FlowFrames, Connection]] = []
+        for flow in flows:
+            frames = flow.frames[: config.max_packets]
+            conn = featurize_frames(
+                flow.link_type, flow.ts[: len(frames)], frames, None, config, self.frame_stats
+            )
+            if conn is None:
+                self.counts.unusable_flows += 1
+                continue
+            usable.append((flow, conn))
+        try:
+            verdicts = self.engine.classify([conn for _, conn in usable], self.settings.sensor)
+        except Exception:  # a broken batch must not stop the sensor's sidecar; it is counted and logged
+            self.counts.classify_errors += 1
+            log.exception("engine failed on a batch of %d flows", len(usable))
+            return []
+        self.counts.classify_seconds += time.perf_counter() - started
+        self.counts.flows_classified += len(verdicts)
+        records: list[dict[str, Any]] = []
+        for (flow, conn), verdict in zip(usable, verdicts, strict=True):
+            self.counts.labels[verdict.label] += 1
+            records.append(eve_record(verdict, flow, len(conn.pkt_ts)))
+            if self.keep_verdicts:
+                self.verdicts.append((flow, verdict))
+        try:
+            self.sink.write(records)
+        except OSError as exc:
+            self.counts.sink_errors += 1
+            log.warning("verdict records not written: %s", exc)
+        if self.feedback is not None:
+            self.feedback.observe(verdicts)
+        return verdicts
+
+    def _maybe_reload(self) -> None:
+        if self.watcher is None or not self.watcher.changed():
+            return
+        try:
+            self.engine.reload(self.watcher.active_bundle_path())
+            self.counts.reloads += 1
+        except Exception:  # a bad activation keeps the current model serving
+            log.exception("model activation not loaded; the current model keeps serving")
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "stream": self.source.counts.as_dict(),
+            "eve": self.parser.counts.as_dict(),
+            "flows": self.assembler.counts.as_dict(),
+            "frames": self.frame_stats.as_dict(),
+            "sidecar": self.counts.as_dict(),
+            "verdicts_written": self.sink.written,
+            "verdicts_dropped": self.sink.dropped,
+            "feedback": None if self.feedback is None else self.feedback.counts.as_dict(),
+            "model": self.engine.model_version,
+        }

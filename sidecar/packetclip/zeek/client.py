@@ -1,0 +1,132 @@
+"""A client of Zeek's WebSocket API (Broker v1 JSON): one connection at a time, and the backoff between them.
+
+Owns the handshake (the JSON array of topic prefixes first, then the endpoint's ack), the `X-Application-Name`
+header, publishing events with the exact JSON Zeek accepts, reading raw messages, and `Backoff` (exponential,
+capped, with full jitter) for reconnects. It does not decide what to subscribe to or what to do with a message
+(`service`), and it does not reconnect by itself: the service's loop owns that, so that queued work survives a
+reconnect.
+
+Choices that follow Zeek's endpoint (ZEEK.md):
+- messages are sent with `ensure_ascii=False`: Zeek <= 7 rejects `\\uXXXX` escapes from clients;
+- messages are read as bytes (`decode=False`): Zeek's encoder copies raw bytes into strings, and a text frame
+  that is not UTF-8 must be one bad message for the service to count, not a failed connection;
+- the endpoint pings; `websockets` answers pings on its own while the service's loop runs;
+- no permessage-deflate: the messages are small and the sidecar's core is better spent classifying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from packetclip.zeek.codec import Ack, CodecError, ErrorMessage, Event, decode_message, encode_event_message
+
+log = logging.getLogger(__name__)
+
+APPLICATION_NAME = re.compile(r"^[-/_.=:*@a-zA-Z0-9]+$")  # what Zeek 8 accepts in X-Application-Name
+CONNECT_ERRORS = (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, asyncio.TimeoutError)
+
+
+class HandshakeError(RuntimeError):
+    """The endpoint did not acknowledge the subscription (it sent an error, something else, or nothing)."""
+
+
+@dataclass
+class Backoff:
+    """Delays between reconnect attempts: `initial` doubling up to `maximum`, each drawn uniformly from
+    [0, that bound] (full jitter: many sidecars restarted together do not reconnect in lockstep)."""
+
+    initial: float = 0.5  # seconds; the first retry comes quickly, a Zeek restart takes a few seconds
+    maximum: float = 30.0  # seconds; a sensor down for long is retried at least this often
+    attempts: int = 0
+
+    def next_delay(self, rng: random.Random | None = None) -> float:
+        bound = min(self.maximum, self.initial * (2**self.attempts))
+        self.attempts += 1
+        return (rng or random).uniform(0.0, bound)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class ZeekSession:
+    """One acknowledged connection to Zeek's endpoint."""
+
+    def __init__(self, websocket: ClientConnection, ack: Ack):
+        self.websocket = websocket
+        self.ack = ack
+
+    async def receive(self) -> bytes:
+        """The next message's raw bytes; raises `ConnectionClosed` when the connection ends."""
+        message = await self.websocket.recv(decode=False)
+        return message if isinstance(message, bytes) else message.encode()
+
+    async def publish(self, topic: str, event: Event) -> None:
+        await self.send_text(event_text(topic, event))
+
+    async def send_text(self, text: str) -> None:
+        await self.websocket.send(text)
+
+    async def close(self) -> None:
+        await self.websocket.close()
+
+
+def event_text(topic: str, event: Event) -> str:
+    """The JSON text of a data message carrying `event`, as the endpoint accepts it."""
+    return json.dumps(encode_event_message(topic, event), ensure_ascii=False, separators=(",", ":"))
+
+
+async def open_session(
+    url: str,
+    topics: Sequence[str],
+    application_name: str,
+    *,
+    max_message_bytes: int = 4 * 1024 * 1024,
+    ping_interval: float | None = 20.0,
+    open_timeout: float = 10.0,
+) -> ZeekSession:
+    """Connect, subscribe to `topics` (prefixes) and wait for the ack. Errors: `HandshakeError` and the
+    connection errors in `CONNECT_ERRORS`."""
+    if not APPLICATION_NAME.match(application_name):
+        raise ValueError(f"application name {application_name!r} does not match {APPLICATION_NAME.pattern}")
+    options: dict[str, Any] = {
+        "additional_headers": {"X-Application-Name": application_name},
+        "compression": None,
+        "max_size": max_message_bytes,
+        "ping_interval": ping_interval,
+        "open_timeout": open_timeout,
+        "proxy": None,  # the endpoint is local or on the sensor's network: never an HTTP proxy's business
+    }
+    websocket = await connect(url, **options)
+    try:
+        await websocket.send(json.dumps(list(topics), ensure_ascii=False))
+        raw = await asyncio.wait_for(websocket.recv(decode=False), open_timeout)
+        ack = _ack_of(raw)
+    except BaseException:
+        await websocket.close()
+        raise
+    log.info("subscribed to %s at %s (endpoint %s, version %s)", list(topics), url, ack.endpoint, ack.version)
+    return ZeekSession(websocket, ack)
+
+
+def _ack_of(raw: str | bytes) -> Ack:
+    try:
+        message = decode_message(json.loads(raw))
+    except (ValueError, CodecError) as exc:
+        raise HandshakeError(
+            f"expected an ack to the subscription, got an unreadable message ({exc})"
+        ) from None
+    if isinstance(message, ErrorMessage):
+        raise HandshakeError(f"subscription refused: {message.code}: {message.context}")
+    if not isinstance(message, Ack):
+        raise HandshakeError(f"expected an ack to the subscription, got {type(message).__name__}")
+    return message

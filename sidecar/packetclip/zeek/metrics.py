@@ -1,0 +1,182 @@
+"""The live sidecar's Prometheus metrics: counters, gauges and one latency histogram, in the text exposition
+format (version 0.0.4), served over HTTP from a daemon thread.
+
+Owns the metric names and their values; thread-safe (the serve loop and the inference thread both count). It
+does not decide what is counted when (`service`). No client library: the format is a few lines of text.
+
+    packetclip_serve_requests_total                       requests received (well-formed or not)
+    packetclip_serve_verdicts_total{label}                verdicts sent, by label ("error" included)
+    packetclip_serve_errors_total{kind}                   bad input and failures, by kind
+    packetclip_serve_dropped_total{reason}                requests or verdicts given up (queue_full, outbox_full)
+    packetclip_serve_queue_depth                          requests waiting for the engine
+    packetclip_serve_outbox_depth                         messages waiting to be sent
+    packetclip_serve_connected                            1 while subscribed to Zeek
+    packetclip_serve_reconnects_total                     connections opened after the first
+    packetclip_serve_batches_total                        micro-batches through the engine
+    packetclip_serve_model_reloads_total                  hot reloads done
+    packetclip_serve_model_info{model}                    1 for the bundle version served
+    packetclip_serve_latency_seconds                      histogram: request received -> verdict sent
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+log = logging.getLogger(__name__)
+
+PREFIX = "packetclip_serve_"
+# Seconds; dense below 50 ms (the latency target) so that p99 can be read off the histogram.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """Every number the sidecar exports; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.verdicts: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.queue_depth = 0
+        self.outbox_depth = 0
+        self.connected = 0
+        self.reconnects = 0
+        self.batches = 0
+        self.model_reloads = 0
+        self.model = ""
+        self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound (+Inf)
+        self.latency_count = 0
+        self.latency_sum = 0.0
+
+    def count_request(self) -> None:
+        with self._lock:
+            self.requests += 1
+
+    def count_error(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    def count_drop(self, reason: str) -> None:
+        with self._lock:
+            self.dropped[reason] += 1
+
+    def count_batch(self) -> None:
+        with self._lock:
+            self.batches += 1
+
+    def count_verdict(self, label: str, latency: float) -> None:
+        with self._lock:
+            self.verdicts[label] += 1
+            self._bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, latency)] += 1
+            self.latency_count += 1
+            self.latency_sum += latency
+
+    def set_gauges(self, **values: int) -> None:
+        with self._lock:
+            for name, value in values.items():
+                setattr(self, name, value)
+
+    def latency_quantile(self, q: float) -> float:
+        """The upper bound of the bucket holding the q-quantile (what Prometheus' histogram_quantile bounds)."""
+        with self._lock:
+            target = q * self.latency_count
+            seen = 0
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._bucket_counts, strict=True):
+                seen += count
+                if seen >= target and count:
+                    return bound
+        return 0.0
+
+    def exposition(self) -> str:
+        """All metrics in the Prometheus text format."""
+        with self._lock:
+            lines: list[str] = []
+            _metric(lines, "requests_total", "counter", "Requests received.", [("", self.requests)])
+            _metric(lines, "verdicts_total", "counter", "Verdicts sent, by label.",
+                    [(_labels(label=k), v) for k, v in sorted(self.verdicts.items())])  # fmt: skip
+            _metric(lines, "errors_total", "counter", "Bad input and failures, by kind.",
+                    [(_labels(kind=k), v) for k, v in sorted(self.errors.items())])  # fmt: skip
+            _metric(lines, "dropped_total", "counter", "Requests or verdicts given up, by reason.",
+                    [(_labels(reason=k), v) for k, v in sorted(self.dropped.items())])  # fmt: skip
+            _metric(
+                lines, "queue_depth", "gauge", "Requests waiting for the engine.", [("", self.queue_depth)]
+            )
+            _metric(lines, "outbox_depth", "gauge", "Messages waiting to be sent.", [("", self.outbox_depth)])
+            _metric(lines, "connected", "gauge", "1 while subscribed to Zeek.", [("", self.connected)])
+            _metric(
+                lines, "reconnects_total", "counter", "Connections after the first.", [("", self.reconnects)]
+            )
+            _metric(
+                lines, "batches_total", "counter", "Micro-batches through the engine.", [("", self.batches)]
+            )
+            _metric(lines, "model_reloads_total", "counter", "Hot model reloads.", [("", self.model_reloads)])
+            _metric(
+                lines, "model_info", "gauge", "The bundle version served.", [(_labels(model=self.model), 1)]
+            )
+            name = PREFIX + "latency_seconds"
+            lines.append(f"# HELP {name} Seconds from request received to verdict sent.")
+            lines.append(f"# TYPE {name} histogram")
+            cumulative = 0
+            for bound, count in zip(LATENCY_BUCKETS, self._bucket_counts, strict=False):
+                cumulative += count
+                lines.append(f'{name}_bucket{{le="{bound}"}} {cumulative}')
+            lines.append(f'{name}_bucket{{le="+Inf"}} {self.latency_count}')
+            lines.append(f"{name}_sum {self.latency_sum!r}")
+            lines.append(f"{name}_count {self.latency_count}")
+            return "\n".join(lines) + "\n"
+
+
+def _metric(lines: list[str], name: str, kind: str, text: str, samples: list[tuple[str, int]]) -> None:
+    full = PREFIX + name
+    lines.append(f"# HELP {full} {text}")
+    lines.append(f"# TYPE {full} {kind}")
+    lines.extend(f"{full}{labels} {value}" for labels, value in samples)
+
+
+def _labels(**pairs: str) -> str:
+    def escaped(value: str) -> str:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+    return "{" + ",".join(f'{key}="{escaped(value)}"' for key, value in pairs.items()) + "}"
+
+
+class MetricsServer:
+    """`GET /metrics` on host:port in a daemon thread; port 0 picks a free port (see `.port`)."""
+
+    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 0):
+        exposition = metrics.exposition
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] not in ("/metrics", "/"):
+                    self.send_error(404, "only /metrics is served")
+                    return
+                body = exposition().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("metrics: " + format, *args)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> MetricsServer:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics", self._server.server_address[0], self.port)
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

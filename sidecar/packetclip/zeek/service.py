@@ -1,0 +1,603 @@
+"""The serve loop of the live Zeek sidecar: requests in, verdicts out, across reconnects.
+
+Owns the wire contract's sidecar side (DESIGN.md, "Zeek <-> sidecar wire"):
+
+- subscribe to `packetclip/request/` (or `packetclip/request/<shard>/`), then publish
+  `PacketCLIP::hello(sidecar, model)` on `packetclip/control/` (again after every reconnect and model reload);
+- check each `PacketCLIP::request` against its exact signature, decode its frames, featurize them
+  (`featurize_frames`, Zeek's `is_orig` decides directions, Zeek's uid names the connection) and classify them in
+  micro-batches with the shared `Engine` (`sensor` = the requesting node, so each node has its own originator
+  contexts);
+- answer every request it could read a uid and node from with `PacketCLIP::verdict(uid, label, attack, score,
+  explanation, model)` on `packetclip/verdict/<node>/` — label "error" and the reason as explanation when it
+  cannot classify it (bad base64, oversized or no usable frame, overload): Zeek reading a capture waits for
+  every answer before it exits.
+
+Queue and batching. Requests wait in a bounded FIFO (`max_queue`). The inference thread takes whatever is
+waiting, up to `batch_size`, the moment it is free: no lingering for a fuller batch, so a quiet sensor gets
+batch-of-one latency and a busy one gets large batches (throughput) with latency bounded by one batch's time.
+Above capacity the *newest* request is refused (tail drop): it is answered at once with an "error" verdict and
+counted (`dropped_total{reason="queue_full"}`), the accepted requests keep their arrival order (the temporal
+model's context is built in that order), and memory stays bounded by `max_queue` requests of at most
+`max_frames` x `max_frame_bytes` bytes. Messages to send wait in a bounded outbox (`max_outbox`, also tail drop).
+
+Reconnects. The queue, the inference thread and the outbox outlive a connection: requests received before Zeek
+went away are still classified, and their verdicts are sent, in order, once a new connection is subscribed (a
+message leaves the outbox only when the socket accepted it). What Zeek does with a verdict for a connection it
+no longer remembers is Zeek's business (it expires pending state).
+
+Bad input (invalid JSON, messages that are not the v1 model, unknown events, wrong argument types, error
+messages from Zeek) is counted by kind (`errors_total{kind}`), logged (the first few of each kind, then every
+thousandth) and skipped; the loop keeps serving.
+
+It does not parse the wire format (`codec`), open sockets (`client`) or run models (`packetclip.engine`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import logging
+import math
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from packetclip.bundle import BundleError
+from packetclip.engine import Engine
+from packetclip.featurizer import Connection, ParseStats, featurize_frames
+from packetclip.store import ActiveModelWatcher, StoreError
+from packetclip.zeek.client import (
+    CONNECT_ERRORS,
+    Backoff,
+    HandshakeError,
+    ZeekSession,
+    event_text,
+    open_session,
+)
+from packetclip.zeek.codec import (
+    Ack,
+    CodecError,
+    Count,
+    DataMessage,
+    ErrorMessage,
+    Event,
+    Port,
+    decode_message,
+)
+from packetclip.zeek.metrics import Metrics, MetricsServer
+from packetclip.zeek.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+REQUEST_TOPIC = "packetclip/request/"
+CONTROL_TOPIC = "packetclip/control/"
+VERDICT_TOPIC = "packetclip/verdict/{node}/"
+REQUEST_EVENT = "PacketCLIP::request"
+VERDICT_EVENT = "PacketCLIP::verdict"
+HELLO_EVENT = "PacketCLIP::hello"
+ERROR_LABEL = "error"
+NODE_NAME = re.compile(r"^[^/\s]*$")  # a node name becomes a topic level: no slash, no whitespace
+COMPLAIN_FIRST = 10  # log messages per kind of bad input before only every COMPLAIN_EVERY-th is logged
+COMPLAIN_EVERY = 1000
+
+# PacketCLIP::request's signature: (name, the Python type the codec decodes the Broker type to, Broker type)
+REQUEST_SIGNATURE: tuple[tuple[str, type, str], ...] = (
+    ("node", str, "string"),
+    ("uid", str, "string"),
+    ("orig_h", object, "addr"),
+    ("orig_p", Port, "port"),
+    ("resp_h", object, "addr"),
+    ("resp_p", Port, "port"),
+    ("link_type", Count, "count"),
+    ("ts", list, "vector of double"),
+    ("is_orig", list, "vector of bool"),
+    ("frames", list, "vector of string"),
+)
+
+
+def request_topic(shard: int | None) -> str:
+    return REQUEST_TOPIC if shard is None else f"{REQUEST_TOPIC}{shard}/"
+
+
+def verdict_topic(node: str) -> str:
+    return VERDICT_TOPIC.format(node=node)
+
+
+@dataclass
+class Request:
+    """One decoded `PacketCLIP::request`."""
+
+    node: str
+    uid: str
+    link_type: int
+    ts: list[float]
+    is_orig: list[bool]
+    frames: list[bytes]
+    received: float  # time.monotonic() when its message arrived: latency is measured from here
+
+
+class RequestError(ValueError):
+    """A request that cannot be classified; `uid` and `node` are set when a verdict can still answer it."""
+
+    def __init__(self, kind: str, reason: str, uid: str | None = None, node: str | None = None):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.uid = uid
+        self.node = node
+
+
+def parse_request(event: Event, settings: ServeSettings, received: float) -> Request:
+    """Check a request event against its exact signature and decode its frames; `RequestError` otherwise."""
+    args = event.args
+    uid = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+    node = args[0] if args and isinstance(args[0], str) and NODE_NAME.match(args[0]) else None
+    if len(args) != len(REQUEST_SIGNATURE):
+        raise RequestError(
+            "wrong_arguments",
+            f"{REQUEST_EVENT} takes {len(REQUEST_SIGNATURE)} arguments, got {len(args)}",
+            uid,
+            node,
+        )
+    if node is None:
+        raise RequestError(
+            "bad_node", f"{REQUEST_EVENT} argument 1 (node): not a usable node name: {args[0]!r}"
+        )
+    for position, ((name, expected, broker), value) in enumerate(
+        zip(REQUEST_SIGNATURE, args, strict=True), 1
+    ):
+        if expected is object:  # addr: the codec decodes only valid addresses to ipaddress objects
+            ok = hasattr(value, "version") and hasattr(value, "packed")
+        else:
+            ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+        if not ok:
+            raise RequestError(
+                "wrong_type",
+                f"{REQUEST_EVENT} argument {position} ({name}): expected {broker}, got {type(value).__name__}",
+                uid,
+                node,
+            )
+    ts, is_orig, frames = args[7], args[8], args[9]
+    assert uid is not None  # checked by the signature
+    _check_elements(ts, float, "ts", "double", uid, node)
+    _check_elements(is_orig, bool, "is_orig", "bool", uid, node)
+    _check_elements(frames, str, "frames", "string", uid, node)
+    if not (len(ts) == len(is_orig) == len(frames)):
+        raise RequestError(
+            "length_mismatch",
+            f"ts, is_orig and frames differ in length ({len(ts)}, {len(is_orig)}, {len(frames)})",
+            uid,
+            node,
+        )
+    if not frames:
+        raise RequestError("no_frames", "the request has no frames", uid, node)
+    if len(frames) > settings.max_frames:
+        raise RequestError(
+            "too_many_frames", f"{len(frames)} frames, at most {settings.max_frames}", uid, node
+        )
+    return Request(
+        node, uid, int(args[6]), ts, is_orig, _decode_frames(frames, settings, uid, node), received
+    )
+
+
+def _check_elements(values: list[Any], expected: type, name: str, broker: str, uid: str, node: str) -> None:
+    for index, value in enumerate(values):
+        if not isinstance(value, expected) or (isinstance(value, float) and not math.isfinite(value)):
+            raise RequestError(
+                "wrong_type",
+                f"{REQUEST_EVENT} argument {name}[{index}]: expected {broker}, got {type(value).__name__}",
+                uid,
+                node,
+            )
+
+
+def _decode_frames(frames: list[str], settings: ServeSettings, uid: str, node: str) -> list[bytes]:
+    limit = settings.max_frame_bytes
+    text_limit = 4 * ((limit + 2) // 3)  # base64 length of `limit` bytes: refuse before decoding
+    decoded = []
+    for index, text in enumerate(frames):
+        if len(text) > text_limit:
+            raise RequestError("oversized_frame", f"frame {index} exceeds {limit} bytes", uid, node)
+        try:
+            frame = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise RequestError(
+                "bad_base64", f"frame {index} is not valid base64 ({exc})", uid, node
+            ) from None
+        if len(frame) > limit:
+            raise RequestError("oversized_frame", f"frame {index} exceeds {limit} bytes", uid, node)
+        decoded.append(frame)
+    return decoded
+
+
+@dataclass
+class Outgoing:
+    """One message for the socket; `label` and `received` are set for verdicts (metrics)."""
+
+    text: str
+    label: str | None = None
+    received: float = 0.0
+
+
+class RequestQueue:
+    """Bounded FIFO between the serve loop and the inference thread (tail drop; see the module docstring)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: deque[Request] = deque()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, request: Request) -> bool:
+        """False when full (the caller answers and counts the refusal)."""
+        if len(self._items) >= self.capacity:
+            return False
+        self._items.append(request)
+        self._ready.set()
+        return True
+
+    async def get_batch(self, most: int) -> list[Request]:
+        """Whatever is waiting, oldest first, up to `most`; waits only while nothing is."""
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        return [self._items.popleft() for _ in range(min(most, len(self._items)))]
+
+
+class Sidecar:
+    """The live sidecar; `await run(stop)` serves until `stop` is set, then drains (bounded by drain_timeout)."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        engine: Engine,
+        watcher: ActiveModelWatcher | None = None,
+        metrics: Metrics | None = None,
+    ):
+        self.settings = settings
+        self.engine = engine
+        self.watcher = watcher  # None: a fixed --model, never reloaded
+        self.metrics = metrics or Metrics()
+        self.metrics.model = engine.model_version
+        self.parse_stats = ParseStats()  # frames of every request, as the featurizer counted them
+        self.subscribed = asyncio.Event()  # set while a session is up (tests and the benchmark wait on it)
+        self._queue: RequestQueue | None = None
+        self._outbox: deque[Outgoing] = deque()
+        self._outbox_ready: asyncio.Event | None = None
+        self._inflight = 0  # requests taken by the inference thread and not yet answered
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
+        self._backoff = Backoff(settings.reconnect_initial, settings.reconnect_max)
+        self._complaints: dict[str, int] = {}
+        self._metrics_server: MetricsServer | None = None
+        self.ack: Ack | None = None
+
+    @property
+    def topics(self) -> list[str]:
+        return [request_topic(self.settings.shard)]
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_server.port if self._metrics_server else None
+
+    # --- the loop -------------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._queue = RequestQueue(self.settings.max_queue)
+        self._outbox_ready = asyncio.Event()
+        if self.settings.metrics_port is not None:
+            self._metrics_server = MetricsServer(
+                self.metrics, self.settings.metrics_host, self.settings.metrics_port
+            ).start()
+        classifier = asyncio.create_task(self._classify_loop(), name="classify")
+        sessions = 0
+        try:
+            while not stop.is_set():
+                session = await self._connect(stop)
+                if session is None:
+                    continue
+                if sessions:
+                    self.metrics.set_gauges(reconnects=self.metrics.reconnects + 1)
+                sessions += 1
+                await self._serve_session(session, stop)
+        finally:
+            classifier.cancel()
+            self._executor.shutdown(wait=True)
+            if self._metrics_server is not None:
+                self._metrics_server.close()
+
+    async def _connect(self, stop: asyncio.Event) -> ZeekSession | None:
+        try:
+            session = await open_session(
+                self.settings.zeek,
+                self.topics,
+                self.settings.name,
+                max_message_bytes=self.settings.max_message_bytes,
+                ping_interval=self.settings.ping_interval,
+            )
+        except (*CONNECT_ERRORS, HandshakeError) as exc:
+            delay = self._backoff.next_delay()
+            self._complain(
+                "connect_failed", f"cannot subscribe at {self.settings.zeek} ({exc}); retry in {delay:.1f} s"
+            )
+            await _wait_for(stop, delay)
+            return None
+        self._backoff.reset()
+        self.ack = session.ack
+        return session
+
+    async def _serve_session(self, session: ZeekSession, stop: asyncio.Event) -> None:
+        self.metrics.set_gauges(connected=1)
+        self.subscribed.set()
+        reader = asyncio.create_task(self._receive_loop(session), name="receive")
+        writer = asyncio.create_task(self._send_loop(session), name="send")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait({reader, writer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                reader.cancel()
+                await self._drain(writer)
+            for ended in (reader, writer):
+                if ended in done and not ended.cancelled() and ended.exception() is not None:
+                    log.warning("connection to Zeek ended: %s", ended.exception())
+        finally:
+            for task in (reader, writer, stopper):
+                task.cancel()
+            await asyncio.gather(reader, writer, stopper, return_exceptions=True)
+            self.subscribed.clear()
+            self.metrics.set_gauges(connected=0)
+            await session.close()
+
+    async def _drain(self, writer: asyncio.Task[None]) -> None:
+        """On shutdown: let queued requests be classified and their verdicts sent, within drain_timeout."""
+        assert self._queue is not None
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while (len(self._queue) or self._inflight or self._outbox) and not writer.done():
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "shutdown: %d requests and %d messages left unanswered after %.1f s",
+                    len(self._queue) + self._inflight,
+                    len(self._outbox),
+                    self.settings.drain_timeout,
+                )
+                return
+            await asyncio.sleep(0.01)
+
+    async def _send_loop(self, session: ZeekSession) -> None:
+        """Hello first, then the outbox in order; a message leaves the outbox once the socket took it."""
+        assert self._outbox_ready is not None
+        await session.send_text(self._hello_text())
+        outbox = self._outbox
+        while True:
+            while not outbox:
+                self._outbox_ready.clear()
+                await self._outbox_ready.wait()
+            item = outbox[0]
+            await session.send_text(item.text)
+            outbox.popleft()
+            if item.label is not None:
+                self.metrics.count_verdict(item.label, time.monotonic() - item.received)
+            self.metrics.outbox_depth = len(outbox)
+
+    def _hello_text(self) -> str:
+        return event_text(CONTROL_TOPIC, Event(HELLO_EVENT, [self.settings.name, self.engine.model_version]))
+
+    async def _receive_loop(self, session: ZeekSession) -> None:
+        while True:
+            raw = await session.receive()
+            self.handle_message(raw, time.monotonic())
+
+    # --- one incoming message -------------------------------------------------------------------------------
+
+    def handle_message(self, raw: bytes, received: float) -> None:
+        """Count, classify-queue or answer one raw message; never raises on bad input."""
+        try:
+            message = decode_message(json.loads(raw))
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            kind = "bad_message" if isinstance(exc, CodecError) else "invalid_json"
+            self._complain(kind, f"skipped a message: {exc}")
+            return
+        if isinstance(message, ErrorMessage):
+            self._complain("peer_error", f"Zeek reported {message.code}: {message.context}")
+            return
+        if isinstance(message, Ack):
+            self._complain("unexpected_ack", "skipped an ack outside the handshake")
+            return
+        self._handle_data(message, received)
+
+    def _handle_data(self, message: DataMessage, received: float) -> None:
+        event = message.event
+        if event is None:
+            self._complain("not_an_event", f"skipped a data message on {message.topic} that is not an event")
+            return
+        if event.name != REQUEST_EVENT:
+            self._complain("unknown_event", f"skipped event {event.name} on {message.topic}")
+            return
+        self.metrics.count_request()
+        try:
+            request = parse_request(event, self.settings, received)
+        except RequestError as exc:
+            self._refuse(exc)
+            return
+        assert self._queue is not None
+        if not self._queue.put(request):
+            self.metrics.count_drop("queue_full")
+            self._answer_error(
+                request.uid,
+                request.node,
+                f"sidecar overloaded: {self._queue.capacity} requests queued",
+                received,
+            )
+            return
+        self.metrics.queue_depth = len(self._queue)
+
+    def _refuse(self, error: RequestError) -> None:
+        self._complain(error.kind, f"request {error.uid or '?'} from {error.node!r}: {error.reason}")
+        if error.uid is not None and error.node is not None:
+            self._answer_error(error.uid, error.node, error.reason, time.monotonic())
+
+    def _answer_error(self, uid: str, node: str, reason: str, received: float) -> None:
+        self._post(self._verdict(node, uid, ERROR_LABEL, ERROR_LABEL, 0.0, reason, received))
+
+    def _verdict(
+        self, node: str, uid: str, label: str, attack: str, score: float, explanation: str, received: float
+    ) -> Outgoing:
+        event = Event(
+            VERDICT_EVENT, [uid, label, attack, float(score), explanation, self.engine.model_version]
+        )
+        return Outgoing(event_text(verdict_topic(node), event), label, received)
+
+    def _post(self, item: Outgoing) -> None:
+        if len(self._outbox) >= self.settings.max_outbox:
+            self.metrics.count_drop("outbox_full")
+            self._complain("outbox_full", "outbox full: a message to Zeek was dropped")
+            return
+        self._outbox.append(item)
+        self.metrics.outbox_depth = len(self._outbox)
+        if self._outbox_ready is not None:
+            self._outbox_ready.set()
+
+    def _complain(self, kind: str, message: str) -> None:
+        self.metrics.count_error(kind)
+        seen = self._complaints.get(kind, 0) + 1
+        self._complaints[kind] = seen
+        if seen <= COMPLAIN_FIRST or seen % COMPLAIN_EVERY == 0:
+            log.warning("%s (%s #%d)", message, kind, seen)
+
+    # --- inference --------------------------------------------------------------------------------------------
+
+    async def _classify_loop(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._queue.get_batch(self.settings.batch_size)
+            self._inflight = len(batch)
+            self.metrics.queue_depth = len(self._queue)
+            outgoing, reloaded = await loop.run_in_executor(self._executor, self.classify_batch, batch)
+            if reloaded:
+                self._post(Outgoing(self._hello_text()))
+            for item in outgoing:
+                self._post(item)
+            self._inflight = 0
+            self.metrics.count_batch()
+
+    def classify_batch(self, batch: list[Request]) -> tuple[list[Outgoing], bool]:
+        """Verdict messages for a batch, in its order (runs in the inference thread); reloads first when the
+        store's activation changed."""
+        reloaded = self._reload_if_activated()
+        answers: list[Outgoing | None] = [None] * len(batch)
+        by_node: dict[str, list[tuple[int, Connection]]] = {}
+        for index, request in enumerate(batch):
+            connection = self._featurize(request)
+            if isinstance(connection, str):
+                answers[index] = self._verdict(
+                    request.node, request.uid, ERROR_LABEL, ERROR_LABEL, 0.0, connection, request.received
+                )
+            else:
+                by_node.setdefault(request.node, []).append((index, connection))
+        for node, rows in by_node.items():
+            try:
+                verdicts = self.engine.classify([connection for _, connection in rows], sensor=node)
+            except Exception as exc:  # one failing batch must not end the service: answer it and go on
+                log.exception("engine failed on a batch of %d from %s", len(rows), node)
+                self.metrics.count_error("engine_failed")
+                for index, _ in rows:
+                    request = batch[index]
+                    answers[index] = self._verdict(
+                        node,
+                        request.uid,
+                        ERROR_LABEL,
+                        ERROR_LABEL,
+                        0.0,
+                        f"engine failed: {exc}",
+                        request.received,
+                    )
+                continue
+            for (index, _), verdict in zip(rows, verdicts, strict=True):
+                request = batch[index]
+                answers[index] = self._verdict(
+                    node,
+                    request.uid,
+                    verdict.label,
+                    verdict.attack,
+                    verdict.score,
+                    verdict.explanation,
+                    request.received,
+                )
+        return [answer for answer in answers if answer is not None], reloaded
+
+    def _featurize(self, request: Request) -> Connection | str:
+        """The request's connection, or the reason there is none."""
+        stats = ParseStats()
+        try:
+            connection = featurize_frames(
+                request.link_type,
+                request.ts,
+                request.frames,
+                request.is_orig,
+                self.engine.featurizer_config,
+                stats,
+            )
+        except Exception as exc:  # the featurizer is fuzzed, but a sensor must outlive one unexpected frame
+            log.exception("featurizer failed on request %s", request.uid)
+            self.metrics.count_error("featurize_failed")
+            return f"featurizer failed: {exc}"
+        finally:
+            self.parse_stats.merge(stats)
+        if connection is None:
+            self.metrics.count_error("no_usable_frame")
+            return f"no usable frame (link type {request.link_type}): {_reasons(stats)}"
+        connection.uid = request.uid  # Zeek's uid names the connection in packetclip.log
+        return connection
+
+    def _reload_if_activated(self) -> bool:
+        if self.watcher is None or not self.watcher.changed():
+            return False
+        try:
+            path = self.watcher.active_bundle_path()
+            self.engine.reload(path)
+        except (BundleError, StoreError, OSError) as exc:
+            self.metrics.count_error("reload_failed")
+            log.error("model activation not applied, still serving %s: %s", self.engine.model_version, exc)
+            return False
+        self.metrics.set_gauges(model_reloads=self.metrics.model_reloads + 1)
+        self.metrics.model = self.engine.model_version
+        log.info("now serving model %s from %s", self.engine.model_version, path)
+        return True
+
+
+def _reasons(stats: ParseStats) -> str:
+    counts: Iterable[tuple[str, int]] = [*stats.malformed.items(), *stats.skipped.items()]
+    text = ", ".join(f"{reason} x{count}" for reason, count in sorted(counts))
+    return text or f"{stats.frames} frames, none of them IP"
+
+
+async def _wait_for(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return
+
+
+def run_sidecar(settings: ServeSettings, engine: Engine, watcher: ActiveModelWatcher | None,
+                install_signals: Callable[[asyncio.Event], None] | None = None) -> Sidecar:  # fmt: skip
+    """Serve until a signal (installed by `install_signals`) sets the stop event; returns the sidecar."""
+    sidecar_holder: list[Sidecar] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        if install_signals is not None:
+            install_signals(stop)
+        sidecar = Sidecar(settings, engine, watcher)
+        sidecar_holder.append(sidecar)
+        await sidecar.run(stop)
+
+    asyncio.run(main())
+    return sidecar_holder[0]

@@ -1,0 +1,127 @@
+"""Settings of the live Zeek sidecar (`packetclip serve`) and the `[serve]` table of the config file.
+
+Owns `ServeSettings` (every knob of the serve loop, with why it exists and its default) and reading the `[serve]`
+table of the TOML file `packetclip.config` finds. Model store, threads and batch size stay the runtime's settings
+(`packetclip.config`); only what is particular to the Zeek sidecar lives here. Precedence is the runtime's:
+command-line flag > config file > default. It does not connect anywhere or run anything.
+
+    [serve]
+    zeek = "ws://127.0.0.1:27759/v1/messages/json"
+    name = "packetclip-sidecar"
+    shard = 0                  # omit for the unsharded topic
+    max_queue = 10000
+    metrics_port = 9273
+    log_format = "json"        # or "text"
+
+An unknown key or a value of the wrong type is an error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from packetclip.config import ConfigError
+from packetclip.zeek.client import APPLICATION_NAME
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "ws://127.0.0.1:27759/v1/messages/json"
+TABLE = "serve"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything the serve loop needs besides the engine."""
+
+    zeek: str = DEFAULT_URL  # Zeek's WebSocket endpoint (8.1+ standalone default; 9997 before 7.2)
+    name: str = "packetclip-sidecar"  # sent in X-Application-Name and as hello's `sidecar` argument
+    shard: int | None = None  # None: the unsharded request topic; N: packetclip/request/N/
+    batch_size: int = 256  # most requests per engine call; fewer when fewer are waiting (no lingering)
+    max_queue: int = (
+        10_000  # requests waiting for the engine; above it the newest is refused (answered "error")
+    )
+    max_outbox: int = 50_000  # messages waiting for the socket (e.g. while Zeek restarts); above it dropped
+    max_frames: int = 256  # frames per request; Zeek sends max_packets (30): more is a broken or hostile peer
+    max_frame_bytes: int = 65_535  # decoded bytes per frame; Zeek sends snaplen bytes, never a jumbo frame
+    max_message_bytes: int = 4 * 1024 * 1024  # one WebSocket message; larger ones close the connection
+    reconnect_initial: float = 0.5  # seconds before the first reconnect attempt (then doubling, jittered)
+    reconnect_max: float = 30.0  # seconds; cap of the reconnect delay
+    ping_interval: float | None = 20.0  # our pings to Zeek; Zeek pings us too, websockets answers them
+    drain_timeout: float = 5.0  # seconds to finish queued requests and send their verdicts on shutdown
+    metrics_host: str = "127.0.0.1"  # Prometheus scrape address; metrics are not for the world
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port (tests)
+    log_format: str = "text"  # "json": one JSON object per log line, for journald/log shippers
+
+    def __post_init__(self) -> None:
+        for name in (
+            "batch_size",
+            "max_queue",
+            "max_outbox",
+            "max_frames",
+            "max_frame_bytes",
+            "max_message_bytes",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"serve setting {name} must be positive, got {getattr(self, name)}")
+        if self.shard is not None and self.shard < 0:
+            raise ConfigError(f"serve setting shard must be >= 0, got {self.shard}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"serve setting log_format must be 'text' or 'json', got {self.log_format!r}")
+        if not APPLICATION_NAME.match(self.name):
+            raise ConfigError(
+                f"serve setting name {self.name!r} must match {APPLICATION_NAME.pattern} (Zeek's rule)"
+            )
+        if not self.zeek.startswith(("ws://", "wss://")):
+            raise ConfigError(f"serve setting zeek must be a ws:// or wss:// URL, got {self.zeek!r}")
+
+    def updated(self, **values: Any) -> ServeSettings:
+        """A copy with the values that are not None (command-line flags not given are None)."""
+        return replace(self, **{key: value for key, value in values.items() if value is not None})
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    field.name: (
+        (int,)
+        if field.type in ("int", "int | None")
+        else (float, int)
+        if field.type in ("float", "float | None")
+        else (str,)
+    )
+    for field in fields(ServeSettings)
+}
+
+
+def read_serve_table(path: Path | None) -> dict[str, Any]:
+    """The checked `[serve]` table of the config file (empty when there is no file or no table)."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    table = data.get(TABLE, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{TABLE}] must be a table")
+    settings: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in _TYPES:
+            raise ConfigError(f"{path}: [{TABLE}] unknown key {key!r} (known: {', '.join(sorted(_TYPES))})")
+        expected = _TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(
+                f"{path}: [{TABLE}] key {key!r}: expected {expected[0].__name__}, got {type(value).__name__} "
+                f"{value!r}"
+            )
+        settings[key] = float(value) if expected[0] is float and isinstance(value, int) else value
+    return settings
+
+
+def serve_settings(config_file: Path | None, **flags: Any) -> ServeSettings:
+    """Defaults < the config file's `[serve]` table < flags (None = flag not given)."""
+    return ServeSettings(**read_serve_table(config_file)).updated(**flags)

@@ -1,0 +1,16 @@
+# @TEST-DOC: The offline path end to end with a sidecar played in Zeek: the capture waits for hello, every request gets its verdict row in packetclip.log (error verdicts included), notices are raised per class above threshold and suppressed per originator, and Zeek exits by itself once nothing is pending.
+# @TEST-PORT: ZEEK_WEBSOCKET_LISTEN_PORT
+# @TEST-EXEC: timeout 120 zeek -b -r $TRACES/packetclip-small.pcap $PACKAGE $SCRIPTS/fake-sidecar.zeek %INPUT >output
+# @TEST-EXEC: zeek-cut id.orig_h id.orig_p id.resp_h id.resp_p label attack model <packetclip.log | sort >verdicts
+# @TEST-EXEC: btest-diff verdicts
+# @TEST-EXEC: zeek-cut note src <notice.log | sort >notices
+# @TEST-EXEC: btest-diff notices
+# @TEST-EXEC: btest-diff output
+
+event zeek_done()
+	{
+	print fmt("published=%d logged=%d unmatched=%d pending=%d draining=%s",
+	    PacketCLIP::requests_published, PacketCLIP::verdicts_logged,
+	    PacketCLIP::verdicts_unmatched, |PacketCLIP::pending|,
+	    PacketCLIP::draining);
+	}

@@ -1,0 +1,409 @@
+"""`packetclip serve` against a Zeek-faithful WebSocket peer: verdicts equal `packetclip classify` on the same
+captures, with exact topics and argument types; hello after subscribe; bad input counted and survived; a Zeek
+restart loses no queued request; overload answered and counted; shards; metrics; hot reload wiring.
+
+Exactness: the peer's script emulation cuts connections with the featurizer's tracker (as `classify` does) and
+publishes them in the tracker's release order; both sides run the engine with batch size 1, so every connection
+sees the same originator context (the engine orders a micro-batch by first-packet time, and the order across
+batches is the release order on both sides). Larger batches are exercised by the other tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import json
+import sys
+import threading
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from packetclip.commands.classify import classify_captures
+from packetclip.commands.serve import serve
+from packetclip.config import ConfigError
+from packetclip.engine import Engine, Verdict
+from packetclip.zeek.client import open_session
+from packetclip.zeek.codec import Count, ErrorMessage, Event, Port, decode_message, encode_event_message
+from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
+from packetclip.zeek.settings import ServeSettings, read_serve_table
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "runtime"))
+from peer import PeerOptions, ScriptOptions, ZeekPeer, requests_from_capture, shard_of  # noqa: E402
+from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
+
+REAL_CAPTURES = (
+    "zeek/testing/btest/Traces/ssh/sshguess.pcap",
+    "zeek/testing/btest/Traces/nmap-vsn.pcap",
+    "zeek/testing/btest/Traces/ftp/bruteforce.pcap",
+    "nDPI/tests/cfgs/default/pcap/android.pcap",
+    "suricata-verify/tests/firewall/tcp-session-syn-flood-drop-precedence/input.pcap",
+)
+SCRIPT_TOPICS = ["packetclip/verdict/", "packetclip/control/"]  # what the Zeek scripts subscribe to
+
+
+@pytest.fixture(scope="module")
+def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return runtime_bundle(tmp_path_factory)
+
+
+class GatedEngine:
+    """The real engine behind a gate: classification waits until the test opens it (requests stay queued)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.gate = threading.Event()
+        self.reloads: list[Path] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def classify(self, connections: Any, sensor: str = "") -> list[Verdict]:
+        self.gate.wait(30)
+        return self.engine.classify(connections, sensor)
+
+    def reload(self, path: Path) -> None:
+        self.reloads.append(path)
+        self.engine.reload(path)
+
+
+def run_live(
+    engine: Any,
+    body: Callable[[ZeekPeer, Sidecar], Awaitable[None]],
+    options: PeerOptions | None = None,
+    watcher: Any = None,
+    **settings: Any,
+) -> Sidecar:
+    """Start the peer and a sidecar, wait for its hello, run `body`, stop the sidecar (it drains)."""
+
+    async def main() -> Sidecar:
+        async with ZeekPeer(options) as peer:
+            peer.script_subscriptions = list(SCRIPT_TOPICS)
+            config = ServeSettings(zeek=peer.url, reconnect_initial=0.05, reconnect_max=0.2, **settings)
+            sidecar = Sidecar(config, engine, watcher)
+            stop = asyncio.Event()
+            task = asyncio.create_task(sidecar.run(stop))
+            try:
+                await peer.wait_for(lambda received: any(r.event.name == HELLO_EVENT for r in received))
+                await body(peer, sidecar)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 20)
+            return sidecar
+
+    return asyncio.run(main())
+
+
+async def replay(peer: ZeekPeer, requests: list[Any], timeout: float = 60.0) -> dict[str, Event]:
+    """Publish the requests as Zeek does and wait for one verdict per uid."""
+    for request in requests:
+        await peer.publish(request.topic, request.event)
+    uids = {request.uid for request in requests}
+    await peer.wait_for(lambda received: uids <= _verdict_uids(received), timeout)
+    return {r.event.args[0]: r.event for r in peer.events(VERDICT_EVENT) if r.event.args[0] in uids}
+
+
+def _verdict_uids(received: list[Any]) -> set[str]:
+    return {r.event.args[0] for r in received if r.event.name == VERDICT_EVENT}
+
+
+def classify_reference(bundle: Path, capture: Path) -> dict[str, Verdict]:
+    verdicts: list[Verdict] = []
+    classify_captures(Engine(bundle, batch_size=1), [capture], verdicts.append)
+    return {v.uid: v for v in verdicts}
+
+
+def test_verdicts_equal_classify_on_lab_and_real_captures(bundle_path: Path, real_data: Path) -> None:
+    """Every connection of the lab capture and of five real captures gets exactly one verdict from the live path,
+    with the label, attack and score `packetclip classify` gives it, on `packetclip/verdict/<node>/`, with the
+    contract's argument types (the peer drops mistyped events, so a type error would lose verdicts); the hello
+    comes after the subscription was acknowledged."""
+    captures = [LAB_CAPTURE, *(real_data / name for name in REAL_CAPTURES)]
+    expected = {capture.name: classify_reference(bundle_path, capture) for capture in captures}
+    requests = {capture.name: list(requests_from_capture(capture)) for capture in captures}
+    answers: dict[str, dict[str, Event]] = {}
+    topics: dict[str, set[str]] = {}
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        assert peer.handshakes == ["packetclip-sidecar"]
+        assert peer.received[0].event.name == HELLO_EVENT and peer.received[0].topic == "packetclip/control/"
+        assert peer.received[0].event.args == ["packetclip-sidecar", sidecar.engine.model_version]
+        for name, batch in requests.items():
+            answers[name] = await replay(peer, batch)
+            topics[name] = {r.topic for r in peer.events(VERDICT_EVENT) if r.event.args[0] in answers[name]}
+        assert peer.type_errors == [] and peer.errors_sent == []
+
+    sidecar = run_live(Engine(bundle_path, batch_size=1), body, batch_size=1)
+    total = 0
+    for name, reference in expected.items():
+        assert len(requests[name]) == len(reference) > 0, name
+        assert topics[name] == {f"packetclip/verdict/{name}/"}
+        for uid, verdict in reference.items():
+            got = answers[name][uid].args
+            assert got[1:4] == [verdict.label, verdict.attack, verdict.score], (name, uid)
+            assert isinstance(got[3], float) and got[5] == verdict.model
+            total += 1
+    assert sidecar.metrics.verdicts.total() == total and sidecar.metrics.errors.total() == 0
+
+
+def test_zeek7_peer_three_element_events_and_no_unicode_escapes(bundle_path: Path) -> None:
+    """Three-element events (metadata vector) are read; non-ASCII text travels raw (Zeek <= 7 refuses \\uXXXX
+    escapes, so an escaped verdict would be answered with an error and never handled): here a node name."""
+    requests = list(requests_from_capture(LAB_CAPTURE, ScriptOptions(node="wörker-1")))[:40]
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        answers = await replay(peer, requests)
+        assert len(answers) == 40
+        assert peer.errors_sent == []
+        assert {r.topic for r in peer.events(VERDICT_EVENT)} == {"packetclip/verdict/wörker-1/"}
+
+    options = PeerOptions(version="7.0.5", metadata=True, reject_unicode_escapes=True)
+    run_live(Engine(bundle_path), body, options)
+
+
+def test_the_peer_mimicking_zeek7_refuses_unicode_escapes() -> None:
+    """The check above can fail: the same peer answers an ASCII-escaped message with Zeek's error."""
+
+    async def main() -> list[dict[str, str]]:
+        async with ZeekPeer(PeerOptions(reject_unicode_escapes=True)) as peer:
+            session = await open_session(peer.url, ["packetclip/verdict/"], "test")
+            escaped = json.dumps(encode_event_message("packetclip/control/", Event(HELLO_EVENT, ["é", "v"])))
+            await session.send_text(escaped)
+            message = decode_message(json.loads(await session.receive()))
+            await session.close()
+            assert message == ErrorMessage("deserialization_failed", "failed to decode JSON object")
+            return peer.errors_sent
+
+    assert len(asyncio.run(main())) >= 1
+
+
+def _request(uid: str, frames: list[str], node: str = "worker-1", **changes: Any) -> Event:
+    args: dict[str, Any] = {
+        "node": node,
+        "uid": uid,
+        "orig_h": ipaddress.ip_address("10.0.0.1"),
+        "orig_p": Port(40000, "tcp"),
+        "resp_h": ipaddress.ip_address("10.0.0.2"),
+        "resp_p": Port(22, "tcp"),
+        "link_type": Count(1),
+        "ts": [1.0 + i for i in range(len(frames))],
+        "is_orig": [True] * len(frames),
+        "frames": frames,
+    }
+    args.update(changes)
+    return Event("PacketCLIP::request", list(args.values()))
+
+
+def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_serving(bundle_path: Path) -> None:
+    """Invalid JSON (Zeek's raw \\v escape, non-UTF-8 bytes), a non-event, an unknown event, wrong argument types,
+    bad base64, an oversized frame, frames that carry no IP and an error message from Zeek are each counted by
+    kind; the requests with a readable uid and node get an "error" verdict with the reason; a good request sent
+    afterwards still gets its verdict."""
+    good = next(iter(requests_from_capture(LAB_CAPTURE, ScriptOptions(node="worker-1"))))
+    arp = base64.b64encode(bytes(12) + b"\x08\x06" + bytes(28)).decode()
+    topic = "packetclip/request/"
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        await peer.broadcast_raw(b'{"type":"data-message","topic":"x\x0b","@data-type":"none","data":{}}')
+        await peer.broadcast_raw(b'{"type":"error","code":"x","context":"\xff\xfe"}')
+        await peer.broadcast_raw(
+            b'{"type":"error","code":"deserialization_failed","context":"failed to create Zeek event"}'
+        )
+        await peer.send_raw(
+            topic, b'{"type":"data-message","topic":"packetclip/request/","@data-type":"count","data":1}'
+        )
+        await peer.publish(topic, Event("PacketCLIP::unknown", ["x"]))
+        await peer.publish(topic, _request("Cwrongtype", [arp], link_type=1))  # integer where count is due
+        await peer.publish(topic, _request("Cbadb64", ["not base64!"]))
+        await peer.publish(topic, _request("Coversized", [base64.b64encode(bytes(70_000)).decode()]))
+        await peer.publish(topic, _request("Cnoip", [arp]))
+        await peer.publish(topic, _request("Cbadnode", [arp], node="a/b"))
+        await peer.publish(good.topic, good.event)
+        await peer.wait_for(lambda received: good.uid in _verdict_uids(received))
+        await peer.wait_for(
+            lambda received: {"Cwrongtype", "Cbadb64", "Coversized", "Cnoip"} <= _verdict_uids(received)
+        )
+
+    sidecar = run_live(Engine(bundle_path), body)
+    errors = sidecar.metrics.errors
+    assert errors["invalid_json"] == 2
+    assert errors["peer_error"] == 1
+    assert errors["not_an_event"] == 1 and errors["unknown_event"] == 1
+    assert errors["wrong_type"] == 1 and errors["bad_base64"] == 1 and errors["oversized_frame"] == 1
+    assert errors["no_usable_frame"] == 1 and errors["bad_node"] == 1
+    assert sidecar.metrics.requests == 6
+    assert sidecar.metrics.verdicts["error"] == 4
+    assert sum(count for label, count in sidecar.metrics.verdicts.items() if label != "error") == 1
+
+
+def test_a_zeek_restart_loses_no_queued_request(bundle_path: Path) -> None:
+    """Requests received before Zeek went away are classified while it is down, and their verdicts are sent
+    after the sidecar has reconnected and re-subscribed (and said hello again)."""
+    engine = GatedEngine(Engine(bundle_path))
+    requests = list(requests_from_capture(LAB_CAPTURE))[:50]
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        for request in requests:
+            await peer.publish(request.topic, request.event)
+        while sidecar.metrics.requests < len(requests):
+            await asyncio.sleep(0.01)
+        await peer.stop()
+        engine.gate.set()
+        await asyncio.sleep(0.3)
+        await peer.start()
+        uids = {r.uid for r in requests}
+        await peer.wait_for(lambda received: uids <= _verdict_uids(received), 30)
+        assert len(peer.events(HELLO_EVENT)) == 2
+        assert peer.handshakes == ["packetclip-sidecar", "packetclip-sidecar"]
+
+    sidecar = run_live(engine, body)
+    assert sidecar.metrics.reconnects >= 1
+    assert sidecar.metrics.verdicts.total() == 50 and "error" not in sidecar.metrics.verdicts
+
+
+def test_above_capacity_the_newest_requests_are_refused_counted_and_answered(bundle_path: Path) -> None:
+    """With the engine held and a queue of 5, of 30 requests the first batch and the next 5 queued ones are
+    classified, every later one is answered at once with an "overloaded" error verdict and counted as dropped."""
+    engine = GatedEngine(Engine(bundle_path))
+    requests = list(requests_from_capture(LAB_CAPTURE))[:30]
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        await peer.publish(requests[0].topic, requests[0].event)
+        while sidecar.metrics.batches == 0 and not sidecar._inflight:
+            await asyncio.sleep(0.005)
+        for request in requests[1:]:
+            await peer.publish(request.topic, request.event)
+        uids = {r.uid for r in requests[6:]}
+        await peer.wait_for(lambda received: uids <= _verdict_uids(received))
+        engine.gate.set()
+        await peer.wait_for(lambda received: len(_verdict_uids(received)) == 30)
+        errors = [r.event.args for r in peer.events(VERDICT_EVENT) if r.event.args[1] == "error"]
+        assert {args[0] for args in errors} == uids
+        assert all("overloaded" in args[4] for args in errors)
+
+    sidecar = run_live(engine, body, max_queue=5)
+    assert sidecar.metrics.dropped["queue_full"] == 24
+    assert sidecar.metrics.verdicts.total() == 30 and sidecar.metrics.verdicts["error"] == 24
+
+
+def test_a_shard_sees_only_its_topic_and_metrics_are_served(bundle_path: Path) -> None:
+    """`--shard 1` subscribes to packetclip/request/1/: of a capture sharded in two by originator, only the
+    connections whose originator maps to shard 1 are answered. The metrics endpoint reports them."""
+    requests = list(requests_from_capture(LAB_CAPTURE, ScriptOptions(shards=2)))
+    mine = [r for r in requests if r.topic == "packetclip/request/1/"]
+    assert mine and len(mine) < len(requests)
+    assert all(shard_of(str(r.event.args[2]), 2) == 1 for r in mine)
+    scraped: list[str] = []
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        for request in requests:
+            await peer.publish(request.topic, request.event)
+        await peer.wait_for(lambda received: {r.uid for r in mine} <= _verdict_uids(received))
+        await asyncio.sleep(0.2)
+        url = f"http://127.0.0.1:{sidecar.metrics_port}/metrics"
+        scraped.append(
+            await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        )
+
+    sidecar = run_live(Engine(bundle_path), body, shard=1, metrics_port=0)
+    assert sidecar.metrics.requests == len(mine)
+    text = scraped[0]
+    assert f"packetclip_serve_requests_total {len(mine)}" in text
+    assert 'packetclip_serve_latency_seconds_bucket{le="+Inf"} ' + str(len(mine)) in text
+    assert "packetclip_serve_connected 1" in text
+
+
+class OneActivation:
+    """A store watcher whose activation changes once (to the same bundle folder)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.pending = True
+
+    def changed(self) -> bool:
+        changed, self.pending = self.pending, False
+        return changed
+
+    def active_bundle_path(self) -> Path:
+        return self.path
+
+
+def test_an_activation_reloads_between_batches_and_says_hello_again(bundle_path: Path) -> None:
+    engine = GatedEngine(Engine(bundle_path))
+    engine.gate.set()
+    request = next(iter(requests_from_capture(LAB_CAPTURE)))
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        await replay(peer, [request])
+        await peer.wait_for(lambda received: sum(r.event.name == HELLO_EVENT for r in received) == 2)
+
+    sidecar = run_live(engine, body, watcher=OneActivation(bundle_path))
+    assert engine.reloads == [bundle_path] and sidecar.metrics.model_reloads == 1
+
+
+def test_the_peer_refuses_a_wrong_path_and_the_sidecar_retries(bundle_path: Path) -> None:
+    """Zeek's endpoint answers another path with invalid_uri and close 1008; the sidecar counts a failed connect
+    and retries with backoff instead of giving up."""
+
+    async def main() -> tuple[list[dict[str, str]], int]:
+        async with ZeekPeer() as peer:
+            settings = ServeSettings(
+                zeek=peer.url.replace("/v1/messages/json", "/v1/other"), reconnect_initial=0.01
+            )
+            sidecar = Sidecar(settings, Engine(bundle_path))
+            stop = asyncio.Event()
+            task = asyncio.create_task(sidecar.run(stop))
+            while sidecar.metrics.errors["connect_failed"] < 2:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.wait_for(task, 5)
+            return peer.errors_sent, sidecar.metrics.errors["connect_failed"]
+
+    errors, failures = asyncio.run(main())
+    assert errors[0] == {
+        "type": "error",
+        "code": "invalid_uri",
+        "context": "Invalid URI - use /v1/messages/json",
+    }
+    assert failures >= 2
+
+
+def test_serve_table_of_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[serve]\nzeek = "ws://10.0.0.1:27759/v1/messages/json"\nshard = 2\nreconnect_max = 5\n'
+    )
+    assert read_serve_table(config) == {
+        "zeek": "ws://10.0.0.1:27759/v1/messages/json",
+        "shard": 2,
+        "reconnect_max": 5.0,
+    }
+    config.write_text("[serve]\nshards = 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'shards'"):
+        read_serve_table(config)
+    config.write_text('[serve]\nmax_queue = "big"\n')
+    with pytest.raises(ConfigError, match="max_queue"):
+        read_serve_table(config)
+
+
+def test_serve_command_refuses_a_bad_url(bundle_path: Path) -> None:
+    result = CliRunner().invoke(serve, ["--zeek", "http://127.0.0.1:1/", "--model", str(bundle_path)])
+    assert result.exit_code != 0 and "ws://" in result.output
+
+
+def test_request_json_from_the_emulation_is_what_zeek_would_send() -> None:
+    """The emulated scripts' requests carry the contract's types in order (count link type, ports with protocol,
+    vectors of double/bool/base64 string) and frames cut at snaplen."""
+    request = next(iter(requests_from_capture(LAB_CAPTURE, ScriptOptions(snaplen=64))))
+    args = request.event.args
+    assert isinstance(args[6], Count) and isinstance(args[3], Port)
+    assert all(isinstance(t, float) for t in args[7]) and all(isinstance(b, bool) for b in args[8])
+    assert all(len(base64.b64decode(f)) <= 64 for f in args[9])
+    assert args[0] == "capture.pcap" and request.topic == "packetclip/request/"

@@ -1,0 +1,253 @@
+"""CI checks of the Zeek package where no Zeek binary exists.
+
+What this owns: every `.zeek` file in the repository (the package in `zeek_scripts/`, the examples in
+`rules/zeek/`, the btest suite in `tests/zeek/`) must parse with `zeek-script parse` and be left unchanged by
+`zeek-format`; the package's wire declarations (events, argument names and types in order, topics) must equal the
+Zeek <-> sidecar contract in DESIGN.md; and the btest suite's capture and baselines must agree with each other.
+
+What it does not own: running Zeek. The btest suite (`zkg test`, or `cd tests/zeek && btest -d`) does that where
+Zeek is installed; `zeek-script` checks syntax only, so unknown identifiers and wrong types pass here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import dpkt
+import pytest
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DESIGN_DOC = Path(os.environ.get("PACKETCLIP_DESIGN_DOC", REPO_ROOT.parent / "shared" / "docs" / "DESIGN.md"))
+PACKAGE_DIR = REPO_ROOT / "zeek_scripts"
+MAIN_SCRIPT = PACKAGE_DIR / "main.zeek"
+BTEST_DIR = REPO_ROOT / "tests" / "zeek"
+SCRIPT_DIRS = (PACKAGE_DIR, REPO_ROOT / "rules" / "zeek", BTEST_DIR)
+
+# The suite's capture and the options its baselines assume (the package defaults).
+SMALL_CAPTURE = BTEST_DIR / "traces" / "packetclip-small.pcap"
+MAX_CAPTURE_BYTES = 8 * 1024  # committed captures stay a few kB
+MAX_PACKETS = 30
+SNAPLEN = 192
+
+TOOL_TIMEOUT_S = 60
+
+
+def zeek_files() -> list[Path]:
+    files = sorted(p for d in SCRIPT_DIRS for p in d.rglob("*.zeek") if ".tmp" not in p.parts)
+    return files
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not found: install the dev extra (pip install -e '.[dev]', package zeekscript)")
+    return path
+
+
+def test_every_package_part_has_scripts() -> None:
+    """The discovery below really finds the package, the examples and the btests (an empty glob would pass)."""
+    files = zeek_files()
+    for directory in SCRIPT_DIRS:
+        assert any(directory in f.parents for f in files), f"no .zeek files under {directory}"
+    assert (PACKAGE_DIR / "__load__.zeek").is_file()
+
+
+@pytest.mark.parametrize("script", zeek_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_script_parses(script: Path) -> None:
+    """zeek-script exits 0 only for a parse tree without erroneous nodes (1: hard error, 2: error nodes)."""
+    tool = require_tool("zeek-script")
+    result = subprocess.run(
+        [tool, "parse", "--quiet", str(script)], capture_output=True, text=True, timeout=TOOL_TIMEOUT_S
+    )
+    assert result.returncode == 0, f"{script}: zeek-script parse exit {result.returncode}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("script", zeek_files(), ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_script_is_zeek_format_clean(script: Path) -> None:
+    """zeek-format prints the formatted script on stdout; a clean script comes back byte for byte."""
+    tool = require_tool("zeek-format")
+    result = subprocess.run([tool, str(script)], capture_output=True, timeout=TOOL_TIMEOUT_S)
+    assert result.returncode == 0, f"{script}: zeek-format failed\n{result.stderr.decode(errors='replace')}"
+    assert result.stdout == script.read_bytes(), (
+        f"{script} is not zeek-format clean: run zeek-format -i on it"
+    )
+
+
+# --- the wire contract -------------------------------------------------------------------------------------------
+
+
+def split_params(params: str) -> list[tuple[str, str]]:
+    """'a: string, b: vector of double' -> [('a', 'string'), ('b', 'vector of double')], whitespace normalised."""
+    pairs = []
+    for part in " ".join(params.split()).split(","):
+        name, _, type_name = part.partition(":")
+        pairs.append((name.strip(), type_name.strip()))
+    return pairs
+
+
+def contract_signature(event: str) -> list[tuple[str, str]]:
+    if not DESIGN_DOC.is_file():
+        pytest.fail(f"DESIGN.md not found at {DESIGN_DOC} (set PACKETCLIP_DESIGN_DOC)")
+    match = re.search(rf"`PacketCLIP::{event}\(([^)]*)\)`", DESIGN_DOC.read_text(), re.DOTALL)
+    assert match, f"DESIGN.md has no PacketCLIP::{event}(...) signature"
+    return split_params(match.group(1))
+
+
+def declared_signature(event: str) -> list[tuple[str, str]]:
+    match = re.search(rf"global {event}: event\(([^)]*)\);", MAIN_SCRIPT.read_text(), re.DOTALL)
+    assert match, f"main.zeek declares no global {event}: event(...)"
+    return split_params(match.group(1))
+
+
+def handler_signature(event: str) -> list[tuple[str, str]]:
+    match = re.search(rf"^event {event}\(([^)]*)\)", MAIN_SCRIPT.read_text(), re.DOTALL | re.MULTILINE)
+    assert match, f"main.zeek has no handler of {event}"
+    return split_params(match.group(1))
+
+
+def record_fields(record: str) -> list[tuple[str, str]]:
+    match = re.search(rf"type {record}: record \{{(.*?)\n\t\}};", MAIN_SCRIPT.read_text(), re.DOTALL)
+    assert match, f"main.zeek has no type {record}: record"
+    fields = []
+    for line in match.group(1).splitlines():
+        code = line.split("#", 1)[0].strip()
+        if code:
+            name, _, type_name = code.rstrip(";").partition(":")
+            fields.append((name.strip(), " ".join(type_name.split())))
+    return fields
+
+
+def string_const(name: str) -> str:
+    match = re.search(rf'const {name} = "([^"]*)" &redef;', MAIN_SCRIPT.read_text())
+    assert match, f'main.zeek has no const {name} = "..." &redef'
+    return match.group(1)
+
+
+def test_contract_parser_reads_the_design_document() -> None:
+    """The contract is really read from DESIGN.md: ten request arguments, six verdict ones, two hello ones."""
+    assert len(contract_signature("request")) == 10
+    assert contract_signature("verdict")[3] == ("score", "double")
+    assert [name for name, _ in contract_signature("hello")] == ["sidecar", "model"]
+
+
+@pytest.mark.parametrize("event", ["request", "verdict", "hello"])
+def test_event_declaration_equals_contract(event: str) -> None:
+    """Names and types in order: the sidecar builds and decodes these positionally, with exact types."""
+    assert declared_signature(event) == contract_signature(event)
+
+
+def test_verdict_handler_matches_contract() -> None:
+    assert handler_signature("verdict") == contract_signature("verdict")
+
+
+def test_request_record_and_publish_calls_follow_contract() -> None:
+    """The Request record mirrors the event, and both publish calls spread it in the contract's order."""
+    contract = contract_signature("request")
+    assert record_fields("Request") == contract
+    calls = re.findall(
+        r"(?:Cluster|Broker)::publish\(topic, request,(.*?)\);", MAIN_SCRIPT.read_text(), re.DOTALL
+    )
+    assert len(calls) == 2, "expected one Cluster::publish (7.1+) and one Broker::publish (older) call"
+    expected = [f"req${name}" for name, _ in contract]
+    for call in calls:
+        assert [arg.strip() for arg in call.split(",")] == expected
+
+
+def test_topics_follow_contract() -> None:
+    doc = (
+        DESIGN_DOC.read_text()
+        if DESIGN_DOC.is_file()
+        else pytest.fail(f"DESIGN.md not found at {DESIGN_DOC}")
+    )
+    request_topic = string_const("request_topic")
+    verdict_prefix = string_const("verdict_topic_prefix")
+    control_topic = string_const("control_topic")
+    assert f"`{request_topic}`" in doc
+    assert f"`{request_topic}<shard>/`" in doc
+    assert f"`{verdict_prefix}<node>/`" in doc
+    assert f"`{control_topic}`" in doc
+    script = MAIN_SCRIPT.read_text()
+    # the node's topic ends in "/", so worker-1 does not also receive worker-10's verdicts
+    assert 'subscribe(fmt("%s%s/", verdict_topic_prefix, this_node()));' in script
+    assert 'return fmt("%s%d/", request_topic, last_word % num_shards);' in script
+    assert "subscribe(control_topic);" in script
+
+
+def test_log_stream_has_contract_fields() -> None:
+    """packetclip.log carries the contract's verdict fields plus ts and the conn id."""
+    fields = dict(record_fields("Info"))
+    assert fields == {
+        "ts": "time &log",
+        "uid": "string &log",
+        "id": "conn_id &log",
+        "label": "string &log",
+        "attack": "string &log",
+        "score": "double &log",
+        "explanation": "string &log",
+        "model": "string &log",
+    }
+    assert '$path="packetclip"' in MAIN_SCRIPT.read_text()
+
+
+# --- the btest suite's data --------------------------------------------------------------------------------------
+
+
+def expected_request_lines(capture: Path) -> list[str]:
+    """The request lines tests/zeek/tests/requests.zeek prints, computed with an independent reader (dpkt)."""
+    connections: dict[tuple, dict] = {}
+    with capture.open("rb") as handle:
+        for _, frame in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            src, dst = socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst)
+            transport = ip.data
+            if isinstance(transport, dpkt.icmp.ICMP):
+                proto, key = "icmp", (frozenset((src, dst)), "icmp")
+                src_port, dst_port = transport.type, 0
+            else:
+                proto = "tcp" if isinstance(transport, dpkt.tcp.TCP) else "udp"
+                src_port, dst_port = transport.sport, transport.dport
+                key = (frozenset(((src, src_port), (dst, dst_port))), proto)
+            conn = connections.setdefault(
+                key, {"orig": (src, src_port), "resp": (dst, dst_port), "frames": []}
+            )
+            conn["proto"] = proto
+            if len(conn["frames"]) < MAX_PACKETS:
+                conn["frames"].append((src == conn["orig"][0], min(len(frame), SNAPLEN)))
+    lines = []
+    for conn in connections.values():
+        (orig_h, orig_p), (resp_h, resp_p), proto = conn["orig"], conn["resp"], conn["proto"]
+        directions = "".join("T" if is_orig else "F" for is_orig, _ in conn["frames"])
+        sent = sum(size for _, size in conn["frames"])
+        lines.append(
+            f"zeek {orig_h}:{orig_p}/{proto} -> {resp_h}:{resp_p}/{proto} link=1 n={len(conn['frames'])} "
+            f"dirs={directions} bytes={sent} times=T topic=packetclip/request/"
+        )
+    return sorted(lines)
+
+
+def test_small_capture_is_small() -> None:
+    assert SMALL_CAPTURE.stat().st_size <= MAX_CAPTURE_BYTES
+
+
+def test_request_baseline_matches_capture() -> None:
+    """The btest baseline was written by reasoning, not by Zeek: recompute it from the capture itself."""
+    baseline = (BTEST_DIR / "Baseline" / "tests.requests" / "requests").read_text().splitlines()
+    assert baseline == expected_request_lines(SMALL_CAPTURE)
+    assert any("n=30 " in line for line in baseline), "the capture must exercise the max_packets cap"
+
+
+def test_every_btest_diff_has_a_baseline() -> None:
+    tests = sorted((BTEST_DIR / "tests").glob("*.zeek"))
+    assert tests
+    for test in tests:
+        for name in re.findall(r"@TEST-EXEC: btest-diff (\S+)", test.read_text()):
+            baseline = BTEST_DIR / "Baseline" / f"tests.{test.stem}" / name
+            assert baseline.is_file(), f"{test.name}: no baseline {baseline}"
