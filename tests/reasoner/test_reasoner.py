@@ -166,3 +166,21 @@ def test_onnx_export_matches_torch(sample_splits, tmp_path: Path) -> None:
     batch = {name: value[:3] for name, value in inputs.items()}  # another batch size than the export's
     for name, got in zip(expected, session.run(list(expected), batch), strict=True):
         assert np.abs(got - expected[name][:3]).max() < 1e-4, name
+
+
+def test_behaviour_dropout_hides_embeddings_of_some_rows_only() -> None:
+    from packetclip_training.reasoner import behaviour_dropout
+
+    rng = np.random.default_rng(0)
+    inputs = (
+        torch.ones(200, 4),
+        torch.ones(200, 3, 4),
+        torch.ones(200, 3, 5),
+        torch.ones(200, 3, dtype=torch.bool),
+    )
+    connection, context, features, valid = behaviour_dropout(inputs, 0.5, rng)
+    hidden = connection.sum(dim=1) == 0
+    assert 60 < int(hidden.sum()) < 140  # about half
+    assert (context[hidden] == 0).all() and (context[~hidden] == 1).all()
+    assert (features == 1).all() and valid.all()  # timing and responder features always stay
+    assert behaviour_dropout(inputs, 0.0, rng) is inputs
