@@ -6,7 +6,6 @@ committed sample dataset; the one test with the real MiniLM is marked slow.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -37,17 +36,9 @@ from packetclip_training.align_cli import (
 )
 from packetclip_training.models.encoder import PacketEncoder, load_config
 from packetclip_training.zeroshot import coarse_predictions, evaluate, topk_accuracy
+from support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
-
-
-def hashed_text_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
-    """Deterministic stand-in for the text encoder: a bag of hashed words, so shared words mean similar vectors."""
-    out = np.zeros((len(texts), dim), np.float32)
-    for row, text in enumerate(texts):
-        for word in text.lower().split():
-            out[row, int(hashlib.sha256(word.encode()).hexdigest(), 16) % dim] += 1.0
-    return out
 
 
 def test_loss_matches_hand_computed_value() -> None:

@@ -5,7 +5,6 @@ exported bundle against ET-BERT's architecture (a tiny one here; the report alwa
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,9 @@ from packetclip_training.models.etbert import EtBertConfig
 from packetclip_training.reasoner import TrainConfig, save_reasoner
 from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
 from packetclip_training.reasoner_data import embed_split
+from support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "align"))
-from test_align import hashed_text_vectors  # noqa: E402  (the deterministic stand-in text encoder)
 
 PARTS = ["zeroshot", "comparisons", "scarcity", "unseen", "embeddings"]
 

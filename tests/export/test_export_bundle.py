@@ -4,54 +4,25 @@ whose fixtures are real test connections and whose contents match what was train
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from packetclip.bundle import check_fixtures, load_bundle, load_concepts, load_descriptions
 from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_FEATURES
 from packetclip.missions import load_missions
-from packetclip_training.align import AlignmentHeads, save_heads
-from packetclip_training.export_cli import data_card_summary, export_bundle, fixture_rows
-from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
-from packetclip_training.reasoner import TrainConfig, save_reasoner
-from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
-from packetclip_training.reasoner_data import embed_split
+from packetclip_training.export_cli import data_card_summary, fixture_rows
+from packetclip_training.models.encoder import PacketEncoder, load_config
+from support import export_tiny_bundles, hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "align"))
-from test_align import hashed_text_vectors  # noqa: E402  (the deterministic stand-in text encoder)
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    work = tmp_path_factory.mktemp("export")
-    encoder = PacketEncoder(load_config("tiny")).eval()
-    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
-    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
-    save_heads(work / "align.pt", heads, {"test": True})
-    missions = load_missions()
-    train = embed_split(encoder, SAMPLE, "train")
-    concepts = concept_embeddings(missions, heads, hashed_text_vectors)
-    fit = fit_reasoner(
-        train, None, heads, missions, concepts, TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
-    )
-    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
-    return export_bundle(
-        SAMPLE,
-        work / "encoder.pt",
-        work / "align.pt",
-        work / "reasoner.pt",
-        work / "bundle",
-        metrics={"coarse_mauc": 0.5},
-        encode_texts=hashed_text_vectors,
-    )
+    return export_tiny_bundles(tmp_path_factory.mktemp("export"))[0]
 
 
 def test_the_runtime_loads_and_verifies_the_export(bundle: Path) -> None:

@@ -7,7 +7,6 @@ and exported the way `tests/export/test_export_bundle.py` does (built once per t
 
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip.classes import FINE_TO_COARSE
 from packetclip.engine import Engine, session_options
 from packetclip.featurizer import Connection, featurize_pcap
+from support import export_tiny_bundles
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "dataset-default"
@@ -29,46 +29,10 @@ def runtime_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded default bundle, else a tiny exported one (built once per session)."""
     if (default_bundle_path() / "manifest.json").is_file():
         return default_bundle_path()
-    built = tmp_path_factory.getbasetemp() / "runtime-bundle" / "bundle"
+    built = tmp_path_factory.getbasetemp() / "runtime-bundle" / "bundle-default"
     if (built / "manifest.json").is_file():
         return built
-    import torch
-
-    sys.path.insert(0, str(REPO / "tests" / "align"))
-    from test_align import hashed_text_vectors
-
-    from packetclip.missions import load_missions
-    from packetclip_training.align import AlignmentHeads, save_heads
-    from packetclip_training.export_cli import export_bundle
-    from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
-    from packetclip_training.reasoner import TrainConfig, save_reasoner
-    from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
-    from packetclip_training.reasoner_data import embed_split
-
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    work = built.parent
-    work.mkdir(parents=True, exist_ok=True)
-    encoder = PacketEncoder(load_config("tiny")).eval()
-    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
-    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
-    save_heads(work / "align.pt", heads, {"test": True})
-    missions = load_missions()
-    train = embed_split(encoder, SAMPLE, "train")
-    concepts = concept_embeddings(missions, heads, hashed_text_vectors)
-    fit = fit_reasoner(
-        train, None, heads, missions, concepts, TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
-    )
-    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
-    return export_bundle(
-        SAMPLE,
-        work / "encoder.pt",
-        work / "align.pt",
-        work / "reasoner.pt",
-        built,
-        metrics={"coarse_mauc": 0.5},
-        encode_texts=hashed_text_vectors,
-    )
+    return export_tiny_bundles(built.parent)[0]
 
 
 @pytest.fixture(scope="module")

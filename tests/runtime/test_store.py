@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tarfile
 import threading
 import time
@@ -31,6 +30,7 @@ from packetclip.store import (
     ModelStore,
     StoreError,
 )
+from support import export_tiny_bundles, hashed_text_vectors
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "dataset-default"
@@ -53,58 +53,13 @@ TAMPER_TARGETS = (
 )
 
 
-def hashed_text_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
-    """The deterministic stand-in text encoder of the factory's tests (shared words → similar vectors)."""
-    sys.path.insert(0, str(REPO / "tests" / "align"))
-    from test_align import hashed_text_vectors as stand_in
-
-    return np.asarray(stand_in(texts, dim))
-
-
 def export_test_bundles(
     work: Path,
     versions: tuple[str, ...] = VERSIONS,
     encode_texts: Callable[[list[str]], np.ndarray] | None = None,
 ) -> list[Path]:
-    """Export one bundle per version from the same tiny checkpoints (a few seconds each)."""
-    import torch
-
-    from packetclip.missions import load_missions
-    from packetclip_training.align import AlignmentHeads, save_heads
-    from packetclip_training.export_cli import export_bundle
-    from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
-    from packetclip_training.reasoner import TrainConfig, save_reasoner
-    from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
-    from packetclip_training.reasoner_data import embed_split
-
-    encode = encode_texts or hashed_text_vectors
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    encoder = PacketEncoder(load_config("tiny")).eval()
-    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
-    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
-    save_heads(work / "align.pt", heads, {"test": True})
-    missions = load_missions()
-    train = embed_split(encoder, SAMPLE, "train")
-    concepts = concept_embeddings(missions, heads, encode)
-    config = TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
-    fit = fit_reasoner(train, None, heads, missions, concepts, config)
-    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
-    return [
-        export_bundle(
-            SAMPLE,
-            work / "encoder.pt",
-            work / "align.pt",
-            work / "reasoner.pt",
-            work / f"bundle-{version}",
-            name=BUNDLE_NAME,
-            version=version,
-            metrics={"coarse_mauc": 0.5},
-            cache=work / "cache",
-            encode_texts=encode,
-        )
-        for version in versions
-    ]
+    """One bundle per version from the same tiny checkpoints (a few seconds each)."""
+    return export_tiny_bundles(work, versions, encode_texts or hashed_text_vectors, name=BUNDLE_NAME)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,13 @@ from packetclip_training.align import load_heads
 from packetclip_training.evaluate import EvaluateConfig, Inputs, efficiency, run_evaluation
 from packetclip_training.evaluation import figures
 from packetclip_training.evaluation.report import format_score, markdown_table, render_markdown, write_json
+from packetclip_training.model_options import (
+    align_option,
+    cache_option,
+    dataset_option,
+    encoder_option,
+    reasoner_option,
+)
 from packetclip_training.models.encoder import load_checkpoint
 from packetclip_training.reasoner import TrainConfig, load_reasoner
 from packetclip_training.reasoner_cli import concept_embeddings
@@ -221,16 +228,10 @@ def write_report(
 
 
 @click.command("evaluate")
-@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--encoder", "encoder_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--align", "align_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--reasoner", "reasoner_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@dataset_option
+@encoder_option
+@align_option
+@reasoner_option
 @click.option(
     "--bundle",
     "bundle_path",
@@ -238,7 +239,7 @@ def write_report(
     help="An exported bundle: its ONNX models are timed against ET-BERT's architecture.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="Embedding cache directory.")
+@cache_option
 @click.option(
     "--work",
     type=click.Path(file_okay=False, path_type=Path),

@@ -34,6 +34,13 @@ from packetclip_training.export_encoder import (
     OUTPUT_NAMES,
     export_encoder,
 )
+from packetclip_training.model_options import (
+    align_option,
+    cache_option,
+    dataset_option,
+    encoder_option,
+    reasoner_option,
+)
 from packetclip_training.models.encoder import load_checkpoint, parameter_count
 from packetclip_training.models.flops import encoder_cost
 from packetclip_training.reasoner import REASONER_INPUTS, export_reasoner, load_reasoner
@@ -179,16 +186,10 @@ def _plain(value: object) -> object:
 
 
 @click.command("export")
-@click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--encoder", "encoder_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--align", "align_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-@click.option(
-    "--reasoner", "reasoner_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
+@dataset_option
+@encoder_option
+@align_option
+@reasoner_option
 @click.option(
     "--metrics",
     "metrics_path",
@@ -200,7 +201,7 @@ def _plain(value: object) -> object:
 )
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
 @click.option("--version", "version", help="Bundle version (default: the UTC time of the export).")
-@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="Embedding cache directory.")
+@cache_option
 def export(
     dataset: Path,
     encoder_path: Path,

@@ -23,6 +23,7 @@ from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import Mission, load_missions
 from packetclip_training.align import AlignmentHeads, load_heads
 from packetclip_training.baselines.scoring import mean_auc, one_vs_rest_auc
+from packetclip_training.model_options import align_option, cache_option, dataset_option, encoder_option
 from packetclip_training.models.encoder import load_checkpoint
 from packetclip_training.reasoner import (
     MissionGraphs,
@@ -152,26 +153,9 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
 
 
 @click.command("reasoner")
-@click.option(
-    "--dataset",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="A built dataset directory.",
-)
-@click.option(
-    "--encoder",
-    "encoder_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Packet encoder checkpoint (encoder.pt), frozen.",
-)
-@click.option(
-    "--align",
-    "align_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Alignment heads (align.pt, trained with --heads both), frozen.",
-)
+@dataset_option
+@encoder_option
+@align_option
 @click.option(
     "--missions",
     "missions_dir",
@@ -179,11 +163,7 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
     help="Mission KG directory (default: the shipped rules/missions).",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--cache",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for cached embeddings and contexts (reused when the encoder and data match).",
-)
+@cache_option
 @click.option("--epochs", type=click.IntRange(min=1), default=TrainConfig.epochs, show_default=True)
 @click.option(
     "--max-per-class", type=click.IntRange(min=1), default=TrainConfig.max_per_class, show_default=True

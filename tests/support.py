@@ -1,0 +1,75 @@
+"""Helpers several test folders share (not a test module): a stand-in text encoder and tiny trained bundles.
+
+Importable as `support` from any test: pytest puts this folder on `sys.path` because `conftest.py` lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATASET = REPO / "samples" / "dataset-default"
+
+
+def hashed_text_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
+    """Deterministic stand-in for the text encoder: a bag of hashed words, so shared words mean similar vectors."""
+    out = np.zeros((len(texts), dim), np.float32)
+    for row, text in enumerate(texts):
+        for word in text.lower().split():
+            out[row, int(hashlib.sha256(word.encode()).hexdigest(), 16) % dim] += 1.0
+    return out
+
+
+def train_tiny_checkpoints(
+    work: Path, encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors
+) -> Path:
+    """encoder.pt, align.pt and reasoner.pt in `work`: a tiny random encoder, untrained heads and a reasoner
+    trained one short epoch on the committed dataset sample. Their verdicts mean little; their files are real."""
+    import torch
+
+    from packetclip.missions import load_missions
+    from packetclip_training.align import AlignmentHeads, save_heads
+    from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
+    from packetclip_training.reasoner import TrainConfig, save_reasoner
+    from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
+    from packetclip_training.reasoner_data import embed_split
+
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
+    heads = AlignmentHeads(encoder.config.embed_dim, 384, "both")
+    save_heads(work / "align.pt", heads, {"test": True})
+    missions = load_missions()
+    train = embed_split(encoder, SAMPLE_DATASET, "train")
+    concepts = concept_embeddings(missions, heads, encode)
+    fit = fit_reasoner(
+        train, None, heads, missions, concepts, TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
+    )
+    save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
+    return work
+
+
+def export_tiny_bundles(
+    work: Path,
+    versions: Sequence[str | None] = (None,),
+    encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
+    **export_options: Any,
+) -> list[Path]:
+    """One bundle per version (`work/bundle-<version>`) from the same tiny checkpoints."""
+    from packetclip_training.export_cli import export_bundle
+
+    if not (work / "reasoner.pt").is_file():
+        train_tiny_checkpoints(work, encode)
+    options = {"metrics": {"coarse_mauc": 0.5}, "cache": work / "cache", **export_options}
+    return [
+        export_bundle(SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",
+                      work / f"bundle-{version or 'default'}", version=version, encode_texts=encode, **options)
+        for version in versions
+    ]  # fmt: skip
