@@ -127,6 +127,9 @@ def test_live_verdicts_feedback_expiry_and_restart(bundle_path: Path, capture: P
         flagged = {r["src_ip"] for r in first if r["packetclip"]["label"] != "benign"}
         assert flagged and set(feedback.expires) == flagged
         suricata.replay(capture)
+        flows_pass2 = len(eve_records(suricata.eve, "flow"))
+        # pass 2's own verdicts re-flag hosts: let them all land before the clock moves past the TTL
+        wait_for(lambda: sidecar.counts.flows_classified >= flows_pass2)
         alerts = [r for r in eve_records(suricata.eve, "alert") if r["alert"]["signature_id"] == FLAG_SID]
         assert {r["src_ip"] for r in alerts} == flagged
 
