@@ -4,13 +4,14 @@ and the ET-BERT comparison runs in the same process when the factory is importab
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from packetclip.commands.bench import bench, etbert_comparison, run_pass
+from packetclip.commands.bench import bench, run_pass
 from packetclip.engine import Engine
 from packetclip.featurizer import ParseStats, featurize_pcap
 
@@ -61,23 +62,33 @@ def test_a_missing_capture_is_an_error(bundle_path: Path, tmp_path: Path) -> Non
     assert result.exit_code != 0 and "none.pcap" in result.output
 
 
-def test_etbert_is_measured_in_the_same_run(bundle_path: Path) -> None:
-    """A small ET-BERT-shaped model (the full one is 530 MB) through the same comparison path the command uses."""
-    pytest.importorskip("packetclip_training")
-    from packetclip_training.models.etbert import EtBertConfig
+def test_etbert_is_measured_in_the_same_run(bundle_path: Path, tmp_path: Path) -> None:
+    """A small ET-BERT-shaped model (the full one is 530 MB), exported by the factory's own command in another
+    process as `bench` does, then timed by the command next to the pipeline."""
+    from packetclip.commands.models import factory_command
 
-    engine = Engine(bundle_path)
-    connections = run_pass(engine, [LAB_CAPTURE]).connections
-    small = EtBertConfig(vocab_size=1000, hidden=64, layers=2, heads=2, ffn=128)
-    result = etbert_comparison(
-        lambda: run_pass(engine, [LAB_CAPTURE], measure_latency=False).connections,
-        connections,
-        round_seconds=0.3,
-        rounds=2,
-        etbert_config=small,
-    )
-    assert result["available"] is True
-    ours, theirs = result["packetclip_connections_per_second"], result["etbert_connections_per_second"]
+    command = factory_command()
+    if command is None:
+        pytest.skip("the factory (packetclip-train) is not installed")
+    small = ["--layers", "2", "--hidden", "64", "--heads", "2", "--ffn", "128", "--vocab-size", "1000"]
+    subprocess.run([*command, "etbert", "--out", str(tmp_path / "etbert"), *small], check=True)
+    result = CliRunner().invoke(
+        bench,
+        ["--model", str(bundle_path), "--seconds", "0.3", "--etbert-model", str(tmp_path / "etbert"),
+         "--etbert-rounds", "2", "--etbert-round-seconds", "0.3"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)["etbert"]
+    assert report["available"] is True and report["config"]["hidden"] == 64
+    ours, theirs = report["packetclip_connections_per_second"], report["etbert_connections_per_second"]
     assert ours > 0 and theirs > 0
-    assert result["ratio"] == pytest.approx(ours / theirs)
-    assert len(result["measured"]["packetclip end-to-end"]["connections_per_second_rounds"]) == 2
+    assert report["ratio"] == pytest.approx(ours / theirs)
+    assert len(report["measured"]["packetclip end-to-end"]["connections_per_second_rounds"]) == 2
+
+
+def test_without_the_factory_the_comparison_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from packetclip.commands import bench as bench_module
+
+    monkeypatch.setattr(bench_module, "factory_command", lambda: None)
+    with pytest.raises(bench_module.EtBertUnavailable, match="not installed"):
+        bench_module.export_etbert(tmp_path)

@@ -11,6 +11,7 @@ from packetclip_training.all_cli import all_stages
 from packetclip_training.baselines.cli import baseline
 from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
+from packetclip_training.etbert_cli import etbert
 from packetclip_training.evaluate_cli import evaluate
 from packetclip_training.export_cli import export
 from packetclip_training.knowledge.cli import kg
@@ -40,6 +41,7 @@ cli.add_command(reasoner)
 cli.add_command(export)
 cli.add_command(evaluate)
 cli.add_command(all_stages)
+cli.add_command(etbert)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,10 @@ state so that a pass never hits the cache with connections of the pass before. I
 - peak RSS of the process (`resource.getrusage`, so it covers everything the run did, model loading included);
 - the embedding cache's hit rate with its exact key, the hit rate a key with iat rounded to 1 ms would have had
   (measured only), and the end-to-end rate of one pass without the cache (the cache's measured effect);
-- with the factory (`packetclip_training`, the `train` extras) importable: ET-BERT's architecture measured in the
-  same run by `packetclip_training.efficiency.measure`, interleaved round by round with the end-to-end pipeline,
-  and the ratio of connections/s. ET-BERT gets the reading most favourable to it: model time only, one sample
+- ET-BERT's architecture measured in the same run (`packetclip.timing.measure`), interleaved round by round with
+  the end-to-end pipeline, and the ratio of connections/s. Its ONNX comes from `--etbert-model`, or from running
+  the factory's `packetclip-train etbert` in a separate process (the `train` extras; the runtime never imports
+  the factory or torch); without either the JSON says why it was skipped. ET-BERT gets the reading most favourable to it: model time only, one sample
   per connection, whereas packetclip's number includes reading and featurizing the capture.
 
 It does not own the pipeline (`commands.classify.classify_captures`) or the ET-BERT model (the factory).
@@ -27,6 +28,7 @@ import json
 import logging
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +40,16 @@ import click
 import numpy as np
 
 from packetclip.commands.classify import StreamSummary, classify_captures, open_engine
+from packetclip.commands.models import FACTORY_COMMAND, factory_command
 from packetclip.engine import Engine
 from packetclip.output import ZeekWriter
+from packetclip.timing import Candidate, measure, single_thread_session
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPTURE = Path(__file__).resolve().parents[3] / "samples" / "lab-quick" / "capture.pcap"
 ROUNDED_IAT_MS = 1.0  # the rounding whose hit rate is reported next to the exact key's
+ETBERT_DESCRIPTION = "etbert.json"  # written beside etbert.onnx by `packetclip-train etbert`
 ETBERT_BATCH = 4  # samples per ET-BERT call: one call of BERT-base on one core already takes about a second
 
 
@@ -122,16 +127,23 @@ def etbert_comparison(
     connections: int,
     round_seconds: float,
     rounds: int,
-    etbert_config: Any = None,
+    etbert_dir: Path,
 ) -> dict[str, Any]:
-    """ET-BERT's architecture against `run_once` (one end-to-end pass of `connections` connections), measured in
-    interleaved rounds by the factory's `efficiency.measure`. Raises ImportError without the factory."""
-    from packetclip_training.efficiency import Candidate, etbert_candidate, measure
-
+    """ET-BERT's architecture, as exported by `packetclip-train etbert` into `etbert_dir`, against `run_once` (one
+    end-to-end pass of `connections` connections), measured in interleaved rounds."""
+    description = json.loads((etbert_dir / ETBERT_DESCRIPTION).read_text())
+    config = description["config"]
+    session = single_thread_session(etbert_dir / description["onnx"])
+    rng = np.random.default_rng(0)
+    shape = (ETBERT_BATCH, int(config["seq_length"]))
+    tokens = {
+        "input_ids": rng.integers(0, int(config["vocab_size"]), size=shape, dtype=np.int64),
+        "attention_mask": np.ones(shape, dtype=np.int64),  # every position a real token, as in a long flow
+    }
+    outputs = description["outputs"]
     pipeline = Candidate("packetclip end-to-end", lambda _batch: run_once(), [{}], [max(1, connections)])
-    with tempfile.TemporaryDirectory(prefix="packetclip-bench-") as workdir:
-        etbert = etbert_candidate(workdir, etbert_config, batch_size=ETBERT_BATCH, batches=1)
-        measured = measure([pipeline, etbert], round_seconds=round_seconds, rounds=rounds, warmup_batches=1)
+    etbert = Candidate("ET-BERT", lambda batch: session.run(outputs, dict(batch)), [tokens], [ETBERT_BATCH])
+    measured = measure([pipeline, etbert], round_seconds=round_seconds, rounds=rounds, warmup_batches=1)
     ours = measured[pipeline.name]["connections_per_second_median"]
     theirs = measured[etbert.name]["connections_per_second_median"]
     paired = [
@@ -144,15 +156,42 @@ def etbert_comparison(
     ]
     return {
         "available": True,
-        "what": "ET-BERT's architecture (BERT-base, random weights), model time only, one sample per connection, "
+        "what": "ET-BERT's architecture (random weights), model time only, one sample per connection, "
         f"batch of {ETBERT_BATCH}, onnxruntime with one thread, interleaved rounds with the end-to-end pipeline",
-        "config": etbert_config.to_dict() if etbert_config is not None else "default (BERT-base)",
+        "config": config,
+        "parameters": description["parameters"],
+        "flops_per_sample": description["flops_per_sample"],
         "packetclip_connections_per_second": ours,
         "etbert_connections_per_second": theirs,
         "ratio": ours / theirs if theirs else None,
         "ratio_paired_rounds_median": statistics.median(paired) if paired else None,
         "measured": measured,
     }
+
+
+def export_etbert(out: Path) -> None:
+    """Run the factory's `packetclip-train etbert --out OUT` (the runtime never imports the factory or torch).
+    Raises EtBertUnavailable with the reason when it cannot."""
+    command = factory_command()
+    if command is None:
+        raise EtBertUnavailable(
+            f"the factory ({FACTORY_COMMAND}) is not installed; install the train extras to compare, or pass "
+            "--etbert-model with a folder written by `packetclip-train etbert`"
+        )
+    argv = [*command, "etbert", "--out", str(out)]
+    log.info("running %s", " ".join(argv))
+    try:
+        finished = subprocess.run(argv, check=False, capture_output=True, text=True)
+    except OSError as exc:
+        raise EtBertUnavailable(f"cannot run {argv[0]}: {exc}") from exc
+    if finished.returncode != 0 or not (out / ETBERT_DESCRIPTION).is_file():
+        raise EtBertUnavailable(
+            f"{' '.join(argv)} failed ({finished.returncode}): {finished.stderr.strip()[-500:]}"
+        )
+
+
+class EtBertUnavailable(RuntimeError):
+    """ET-BERT's architecture could not be exported for the comparison; the message says why."""
 
 
 @click.command("bench")
@@ -166,6 +205,8 @@ def etbert_comparison(
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
 @click.option("--etbert/--no-etbert", default=True, show_default=True,
               help="Measure ET-BERT's architecture side by side (needs the train extras).")  # fmt: skip
+@click.option("--etbert-model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A folder written by `packetclip-train etbert` (default: export one for this run).")  # fmt: skip
 @click.option("--etbert-rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--etbert-round-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 def bench(
@@ -175,6 +216,7 @@ def bench(
     batch_size: int | None,
     threads: int | None,
     etbert: bool,
+    etbert_model: Path | None,
     etbert_rounds: int,
     etbert_round_seconds: float,
 ) -> None:
@@ -197,7 +239,9 @@ def bench(
     result["cache_effect"] = cache_effect(engine, captures, result["end_to_end"]["connections_per_second"])
     result["peak_rss_mb"] = peak_rss_mb()
     if etbert:
-        result["etbert"] = _etbert_or_reason(engine, captures, result, etbert_round_seconds, etbert_rounds)
+        result["etbert"] = _etbert_or_reason(
+            engine, captures, result, etbert_round_seconds, etbert_rounds, etbert_model
+        )
     else:
         result["etbert"] = {"available": False, "reason": "skipped (--no-etbert)"}
     result["peak_rss_mb_after_etbert"] = peak_rss_mb()
@@ -225,18 +269,23 @@ def cache_effect(engine: Engine, captures: Sequence[str | Path], with_cache: flo
 
 
 def _etbert_or_reason(
-    engine: Engine, captures: Sequence[str | Path], result: dict[str, Any], round_seconds: float, rounds: int
+    engine: Engine,
+    captures: Sequence[str | Path],
+    result: dict[str, Any],
+    round_seconds: float,
+    rounds: int,
+    etbert_model: Path | None,
 ) -> dict[str, Any]:
     connections = result["end_to_end"]["connections"] // result["end_to_end"]["passes"]
+
+    def run_once() -> int:
+        return run_pass(engine, captures, measure_latency=False).connections
+
     try:
-        return etbert_comparison(
-            lambda: run_pass(engine, captures, measure_latency=False).connections,
-            connections,
-            round_seconds,
-            rounds,
-        )
-    except ImportError as exc:
-        return {
-            "available": False,
-            "reason": f"packetclip_training is not installed ({exc}); install the train extras to compare",
-        }
+        if etbert_model is not None:
+            return etbert_comparison(run_once, connections, round_seconds, rounds, etbert_model)
+        with tempfile.TemporaryDirectory(prefix="packetclip-bench-") as workdir:
+            export_etbert(Path(workdir))
+            return etbert_comparison(run_once, connections, round_seconds, rounds, Path(workdir))
+    except EtBertUnavailable as exc:
+        return {"available": False, "reason": str(exc)}

@@ -9,7 +9,8 @@ cost can be counted and measured next to ours on the same onnxruntime build and 
 Weights are random (seeded): efficiency is a property of the architecture, not of trained weights — the same
 matmuls run whatever their values, so no pretrained checkpoint is needed or used. This module is therefore never a
 detector: it owns the architecture (`EtBertConfig`, `EtBert`), its analytic parameter and FLOP counts, and its ONNX
-export. It does not own the throughput measurement (`packetclip_training.efficiency`).
+export (`write_etbert` also describes it in `etbert.json` for torch-free timing). It does not own the
+throughput measurement (`packetclip.timing`, `packetclip_training.efficiency`).
 
 FLOPs are counted as in `models/flops.py`: one multiply-add is 2 FLOPs, matrix products (linear layers and the two
 attention products) are counted, elementwise work (embedding lookups, softmax, LayerNorm, GELU, additions) is not.
@@ -18,6 +19,7 @@ At the full config that is 22.35 GFLOPs per 128-token sample and 132.1 M paramet
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -183,4 +185,26 @@ def export_etbert(model: EtBert, out_dir: str | Path) -> Path:
             dynamo=False,
         )
     log.info("exported %s (%.0f MB)", path, path.stat().st_size / 1e6)
+    return path
+
+
+DESCRIPTION_NAME = "etbert.json"
+
+
+def write_etbert(out_dir: str | Path, config: EtBertConfig | None = None, seed: int = 0) -> Path:
+    """`etbert.onnx` plus `etbert.json` (config, analytic parameters and FLOPs, input names) in `out_dir`.
+
+    What a torch-free process needs to time the architecture: `packetclip bench` runs `packetclip-train etbert`
+    and reads these two files."""
+    config = config or EtBertConfig()
+    path = export_etbert(build_etbert(config, seed), out_dir)
+    description = {
+        "config": config.to_dict(),
+        "parameters": parameter_count(config),
+        "flops_per_sample": flops_per_sample(config),
+        "onnx": path.name,
+        "inputs": INPUT_NAMES,
+        "outputs": OUTPUT_NAMES,
+    }
+    (Path(out_dir) / DESCRIPTION_NAME).write_text(json.dumps(description, indent=1) + "\n")
     return path
