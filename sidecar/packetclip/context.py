@@ -133,6 +133,22 @@ class OriginatorHistory:
         ]
         ring.connections += 1
 
+    def step(
+        self,
+        key: str,
+        ts: float,
+        responder: str,
+        port: int,
+        packet_ts: np.ndarray,
+        from_originator: np.ndarray,
+        payload: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The rule training and the sensor share, for one connection in turn: its context, THEN its own packets
+        join the history (a connection never sees itself)."""
+        before = self.context(key, ts, responder, port)
+        self.add(key, responder, port, packet_ts, from_originator, payload)
+        return before
+
     def _new_ring(self, key: str) -> _Ring:
         while len(self._rings) >= self.max_originators:
             self._rings.popitem(last=False)

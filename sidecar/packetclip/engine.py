@@ -370,18 +370,11 @@ class Engine:
         activities = []
         for row, conn in enumerate(connections):
             key = f"{sensor}|{conn.orig_h}"
-            context[row], features[row], valid[row] = self.history.context(
-                key, conn.ts, conn.resp_h, conn.resp_p
-            )
             n = counts[row]
-            self.history.add(
-                key,
-                conn.resp_h,
-                conn.resp_p,
-                conn.pkt_ts[:n],
-                conn.pkt_dir[:n] == 1,
+            context[row], features[row], valid[row] = self.history.step(
+                key, conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], conn.pkt_dir[:n] == 1,
                 packet_embeddings[row, :n],
-            )
+            )  # fmt: skip
             self.activity.observe(sensor, conn)
             activities.append(self.activity.summary(sensor, conn.orig_h, conn.last_ts))
         outputs: dict[str, np.ndarray] = {}

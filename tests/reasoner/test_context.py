@@ -69,3 +69,11 @@ def test_mismatched_payload_is_refused() -> None:
     history = OriginatorHistory(2, slots=2)
     with pytest.raises(ValueError, match="do not match"):
         history.add("a", "r", 1, np.asarray([1.0, 2.0]), np.ones(2, bool), np.zeros((3, 2)))
+
+
+def test_step_gives_the_context_before_the_connection_joins() -> None:
+    history = OriginatorHistory(1, np.int64, slots=3)
+    _add(history, "a", "r", 1, [1.0], [7])
+    payload, _, valid = history.step("a", 2.0, "r", 1, np.asarray([2.0]), np.ones(1, bool), np.asarray([[8]]))
+    assert valid.tolist() == [True, False, False] and payload[0, 0] == 7  # not itself
+    assert history.context("a", 3.0, "r", 1)[0][:2, 0].tolist() == [8, 7]  # then it joined

@@ -111,17 +111,15 @@ def build_contexts(
     for row in order:
         key = f"{columns['source_file'][row]}|{columns['orig_h'][row]}"
         responder, port = str(columns["resp_h"][row]), int(columns["resp_p"][row])
-        payload, slot_features, slot_valid = history.context(key, float(columns["ts"][row]), responder, port)
-        index[row] = payload[:, 0]
-        features[row] = slot_features
-        valid[row] = slot_valid
-        previous[row] = last_of.get(key, -1)
-        last_of[key] = row
         packets = int(offsets[row + 1] - offsets[row])
         rows_in_table = 1 + offsets[row] + np.arange(packets, dtype=np.int64)
-        history.add(
-            key, responder, port, times[row, :packets], direction[row, :packets] == 1, rows_in_table[:, None]
-        )
+        payload, features[row], valid[row] = history.step(
+            key, float(columns["ts"][row]), responder, port, times[row, :packets],
+            direction[row, :packets] == 1, rows_in_table[:, None],
+        )  # fmt: skip
+        index[row] = payload[:, 0]
+        previous[row] = last_of.get(key, -1)
+        last_of[key] = row
     return index, features, valid, previous
 
 
