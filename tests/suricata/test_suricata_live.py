@@ -167,3 +167,32 @@ def test_live_verdicts_feedback_expiry_and_restart(bundle_path: Path, capture: P
     print(json.dumps(stats))
     assert stats["eve"]["malformed"] == {"not_json": 1}
     assert stats["sidecar"]["classify_errors"] == 0
+
+
+def test_the_run_command_classifies_a_finished_eve_file(
+    bundle_path: Path, capture: Path, tmp_path: Path
+) -> None:
+    """`packetclip suricata run` as an operator runs it, over the eve.json a real Suricata wrote for the capture:
+    one eve-style verdict record per sampled flow, then it exits once the stream stays idle."""
+    from click.testing import CliRunner
+
+    from packetclip.commands.suricata import suricata as suricata_group
+
+    process = SuricataProcess(tmp_path / "suricata")
+    process.start()
+    try:
+        process.replay(capture)
+    finally:
+        process.stop()
+    flows = {r["flow_id"] for r in eve_records(process.eve, "flow")}
+    verdicts = tmp_path / "verdicts.json"
+    result = CliRunner().invoke(
+        suricata_group,
+        ["run", "--eve", str(process.eve), "--verdicts", str(verdicts), "--model", str(bundle_path),
+         "--stop-after-idle", "1", "--sensor", capture.name],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    written = records(verdicts)
+    assert {r["flow_id"] for r in written} == flows and len(written) == len(flows)
+    assert {r["event_type"] for r in written} == {"packetclip"}
+    assert attackers() <= {r["src_ip"] for r in written if r["packetclip"]["label"] != "benign"}
