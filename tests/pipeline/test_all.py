@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,24 @@ def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest
     assert main([*args[:6], str(tmp_path / "bundle2"), *args[7:]]) == 0
     out = capsys.readouterr().out
     assert "[pretrain] reusing" in out and "[align] reusing" in out and "[reasoner] reusing" in out
+
+
+@pytest.mark.slow
+def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
+    """`packetclip-train evaluate` through its CLI on checkpoints `all` made from the sample (the heavy parts —
+    retraining for data scarcity and unseen classes, comparisons, timing — are skipped here and covered by
+    tests/evaluation): the report folder holds README.md, results.json, headline.json and the figures."""
+    work = tmp_path / "work"
+    assert main(["all", "--dataset", str(SAMPLE), "--work", str(work), "--bundle", str(tmp_path / "bundle"),
+                 "--pretrain-steps", "2", "--reasoner-epochs", "1", "--skip-evaluate"]) == 0  # fmt: skip
+    reports = tmp_path / "reports"
+    skips = [arg for part in ("comparisons", "scarcity", "unseen", "efficiency") for arg in ("--skip", part)]
+    assert main(["evaluate", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
+                 "--align", str(work / "align" / "align.pt"), "--reasoner", str(work / "reasoner" / "reasoner.pt"),
+                 "--out", str(reports), "--cache", str(work / "cache"), *skips]) == 0  # fmt: skip
+    headline = json.loads((reports / "headline.json").read_text())
+    assert 0.0 <= headline["4-class mAUC (coarse)"] <= 1.0
+    text = (reports / "README.md").read_text()
+    assert "## Headline" in text and "Zero-shot classification" in text
+    for figure in ("roc_coarse.png", "confusion_fine.png", "embeddings.png"):
+        assert (reports / figure).is_file()
