@@ -1,8 +1,8 @@
 """Masking: site-identifying fields never reach `pkt_bytes`, behaviour does.
 
 The property test rewrites a real TCP connection (handshake, request, FIN exchange, with TCP timestamps) the way
-another site would have produced it — other addresses, IP IDs, TTLs, checksums, initial sequence numbers and
-timestamp clocks — and requires identical features; changing TCP flags or a payload byte must change them.
+another site or another packet tool would have produced it — other addresses, type of service, DF flags, IP IDs,
+TTLs, checksums, initial sequence numbers and timestamp clocks — and requires identical features; changing TCP flags or a payload byte must change them.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def _rewrite(frame: bytes, orig_addr: bytes, new_addrs: dict, shifts: dict, draw
     l4 = _l4(frame)
     src, dst = bytes(out[IP + 12 : IP + 16]), bytes(out[IP + 16 : IP + 20])
     sent_by_orig = src == orig_addr
+    out[IP + 1] = draw(st.integers(0, 255))  # type of service (DSCP, ECN)
+    out[IP + 6] = (out[IP + 6] & 0xBF) | draw(st.sampled_from([0, 0x40]))  # don't fragment
     struct.pack_into("!H", out, IP + 4, draw(st.integers(0, 0xFFFF)))  # IP ID
     out[IP + 8] = draw(st.integers(1, 255))  # TTL
     struct.pack_into("!H", out, IP + 10, draw(st.integers(0, 0xFFFF)))  # header checksum
@@ -118,7 +120,22 @@ def test_sequence_numbers_are_relative_and_addresses_zero(real_data):
     assert struct.unpack_from("!I", syn, tcp + 4)[0] == 0  # first SYN: relative seq 0
     assert struct.unpack_from("!II", syn_ack, tcp + 4) == (0, 1)  # SYN-ACK: seq 0, acknowledges the SYN
     assert not conn.pkt_bytes[:, 12:20].any()  # addresses
-    assert not conn.pkt_bytes[:, [4, 5, 8, 10, 11]].any()  # IP ID, TTL, checksum
+    assert not conn.pkt_bytes[:, [1, 4, 5, 8, 10, 11]].any()  # TOS, IP ID, TTL, checksum
+    assert not (conn.pkt_bytes[:, 6] & 0x40).any()  # don't fragment
+
+
+def test_tool_stamps_are_masked_but_fragmentation_stays():
+    """TOS and DF (what t50 stamps on all it sends) go; the reserved flag and MF/offset of a fragment stay."""
+    header = bytes([0x45, 0x40, 0, 28, 0x12, 0x34, 0x40, 0, 255, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2])
+    udp = bytes([0x13, 0x88, 0, 53, 0, 8, 0xAB, 0xCD])
+    masked = mask_packet(header + udp, 64)
+    assert masked[1] == 0 and masked[6] == 0
+    fragment = bytearray(header + udp)
+    fragment[6:8] = bytes([0xA0, 0x00])  # reserved + more fragments, offset 0
+    assert mask_packet(bytes(fragment), 64)[6:8] == bytes([0xA0, 0x00])
+    v6 = bytes([0x6B, 0x8F, 0xFF, 0xFF, 0, 8, 17, 64]) + bytes(32) + udp
+    masked6 = mask_packet(v6, 64)
+    assert masked6[:4] == bytes([0x60, 0, 0, 0])  # version kept; traffic class and flow label gone
 
 
 def test_icmp_error_quote_is_masked():

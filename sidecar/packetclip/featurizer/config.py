@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FEATURIZER_VERSION = "1"
+FEATURIZER_VERSION = "2"
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 Owns `mask_packet`: it takes the bytes from the IP header on and returns exactly `snaplen` bytes with the
 following zeroed or made relative (the list is the model's contract; bump FEATURIZER_VERSION when it changes):
 
-- IPv4: identification, TTL, header checksum, source and destination address, option bytes (record-route and
-  timestamp options carry addresses and clocks).
-- IPv6: flow label, hop limit, source and destination address; hop-by-hop and destination option data; routing
+- IPv4: type of service (DSCP and ECN), the don't-fragment flag, identification, TTL, header checksum, source and
+  destination address, option bytes (record-route and timestamp options carry addresses and clocks). The
+  reserved flag, more-fragments and the fragment offset stay.
+- IPv6: traffic class, flow label, hop limit, source and destination address; hop-by-hop and destination option data; routing
   header addresses; fragment identification; AH SPI, sequence and ICV.
 - TCP: checksum; sequence number relative to the sender's initial sequence number (the first SYN is 0);
   acknowledgement number relative to the peer's (zero when the ACK flag is clear or the peer is not yet known);
@@ -13,6 +14,10 @@ following zeroed or made relative (the list is the model's contract; bump FEATUR
 - UDP, ICMP, ICMPv6: checksum. ICMP redirect gateway. ICMP/ICMPv6 errors: the quoted IP header is masked as above
   and the quoted TCP sequence numbers are zeroed (the quoted connection's initial numbers are unknown here).
   ICMPv6 neighbour discovery and MLD: target, group and option data (addresses and MAC addresses).
+
+Type of service, DF, TTL and the IP identification are what an operating system or a packet tool stamps on
+everything it sends, whatever the traffic does: a model that reads them learns "this tool" instead of
+"this behaviour" (the lab's t50 sets TOS 0x40 and DF on every packet of every attack it crafts).
 
 It does not parse link layers (its input starts at the IP header) and keeps no state: the tracker passes the
 initial sequence numbers. Reads past the end of the input see zero padding, so a truncated capture is masked
@@ -34,6 +39,7 @@ _ZERO_10 = bytes(10)
 _ICMP4_ERRORS = frozenset((3, 4, 5, 11, 12))
 _ICMP6_ERRORS = frozenset((1, 2, 3, 4))
 _TCP_ACK_FLAG = 0x10
+_NOT_DF = 0xBF  # clears the don't-fragment bit of the IPv4 flags byte
 
 
 def mask_packet(
@@ -86,7 +92,8 @@ def _mask_common_ipv4(buf: bytearray, snaplen: int, own_isn: int | None, peer_is
             return False
     elif proto != 17 or header_len + 8 > snaplen:
         return False
-    buf[4] = buf[5] = buf[8] = 0  # identification, TTL
+    buf[1] = buf[4] = buf[5] = buf[8] = 0  # type of service, identification, TTL
+    buf[6] &= _NOT_DF
     buf[10:20] = _ZERO_10  # checksum, source, destination
     if header_len > 20:
         buf[20:header_len] = bytes(header_len - 20)  # options (inside the snaplen: tested above)
@@ -131,7 +138,10 @@ def _mask_ip(buf: bytearray, ip: int, own_isn: int | None, peer_isn: int | None,
         header_len = (_byte(buf, ip) & 0x0F) * 4
         proto = _byte(buf, ip + 9)
         later_fragment = ip + 8 <= len(buf) and _u16(buf, ip + 6)[0] & 0x1FFF
+        _zero(buf, ip + 1, ip + 2)  # type of service
         _zero(buf, ip + 4, ip + 6)  # identification
+        if ip + 6 < len(buf):
+            buf[ip + 6] &= _NOT_DF
         _zero(buf, ip + 8, ip + 9)  # TTL
         _zero(buf, ip + 10, ip + 20)  # checksum, source, destination
         if header_len < 20:
@@ -141,9 +151,8 @@ def _mask_ip(buf: bytearray, ip: int, own_isn: int | None, peer_isn: int | None,
             return
         l4 = ip + header_len
     elif version == 6:
-        if ip + 1 < len(buf):
-            buf[ip + 1] &= 0xF0  # the flow label's top nibble shares a byte with the traffic class
-        _zero(buf, ip + 2, ip + 4)
+        buf[ip] &= 0xF0  # version stays; the traffic class's top nibble goes
+        _zero(buf, ip + 1, ip + 4)  # the traffic class's low nibble and the flow label
         _zero(buf, ip + 7, ip + 40)  # hop limit, source, destination
         next_proto, l4 = _mask_ipv6_extensions(buf, ip + 40, _byte(buf, ip + 6))
         if next_proto is None:
