@@ -268,11 +268,12 @@ def dnsperf(kind: str, *options: str, queries: int) -> Builder:
     return build
 
 
-def dig_batch(queries: int) -> Builder:
-    """dig in batch mode: one query per line of a file, each from a fresh socket (a new UDP connection)."""
+def dig_batch(kind: str, queries: int) -> Builder:
+    """dig in batch mode: one query per line of a file (`kind` names, as for dnsperf), each from a fresh socket
+    (a new UDP connection)."""
 
     def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
-        path = dns_query_file(lab, "nonexistent", scaled(queries, scale, 30), f"dig-batch-x{scale:g}")
+        path = dns_query_file(lab, kind, scaled(queries, scale, 30), f"dig-batch-{kind}-x{scale:g}")
         server = lab.servers["dns"]
         return ["dig", f"@{server}", "-f", str(path), "+tries=1", "+time=1", "+noall", "+answer"]
 
@@ -790,10 +791,19 @@ _DNS_AND_SLOW: list[Variant] = [
         "dns_flood",
         "dig-batch-nxdomain",
         "dig",
-        dig_batch(queries=3000),
+        dig_batch("nonexistent", queries=3000),
         60,
         "many",
         "dig batch of random non-existent names, one socket per query",
+    ),
+    _v(
+        "dns_flood",
+        "dig-batch-existing",
+        "dig",
+        dig_batch("existing", queries=8000),
+        60,
+        "many",
+        "dig batch of names the zone holds (answers, not NXDOMAIN), one socket per query, back to back",
     ),
     _v(
         "dns_flood",
