@@ -709,15 +709,6 @@ _FLOODS: list[Variant] = [
     ),
     _v(
         "syn_flood",
-        "hping3-443-unanswered",
-        "hping3",
-        hping3("-S", "-p", "443", "--badcksum", "-i", "u200", count=20000, target=_server("web2")),
-        30,
-        "many",
-        "SYNs apache2's kernel drops unanswered (bad checksums): what a sensor sees of a spoofed-source flood",
-    ),
-    _v(
-        "syn_flood",
         "t50-syn-8080",
         "t50",
         t50("TCP", "--syn", "--dport", "8080", count=20000, target=_server("web")),
