@@ -13,7 +13,11 @@ DEFAULT = Path(__file__).resolve().parents[2] / "training/packetclip_training/da
 
 def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
     recipe = load_recipe(DEFAULT)
-    assert recipe.lab_runs == [Path("lab-runs/full-seed1"), Path("lab-runs/full-seed2-vulnerability_scan")]
+    assert recipe.lab_runs == [
+        Path("lab-runs/full-seed1"),
+        Path("lab-runs/full-seed2-vulnerability_scan"),
+        Path("lab-runs/full-seed3-dns_flood"),
+    ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.featurizer == {"max_packets": 30, "snaplen": 128}
     assert recipe.split.train == 0.7 and recipe.split.real_test_share == 0.2

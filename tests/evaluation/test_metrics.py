@@ -196,14 +196,16 @@ def test_per_file_and_heldout_subsets_say_when_numbers_are_thin(sample_test_labe
     per_file = grouped_metrics(truth, scores, FINE_CLASSES, sample_test_labels["source_file"])
     assert sum(subset["rows"] for subset in per_file.values()) == len(truth)
     largest = next(iter(per_file.values()))
-    assert largest["rows"] == 277 and largest["status"] == "ok"
+    _, counts = np.unique(np.asarray(sample_test_labels["source_file"], dtype=str), return_counts=True)
+    assert largest["rows"] == counts.max() > 100 and largest["status"] == "ok"
     single_rows = [s for s in per_file.values() if s["rows"] == 1]
     assert single_rows and all(s["status"] == "too_few_rows" for s in single_rows)
     for subset in per_file.values():
         assert sum(subset["truth_distribution"].values()) == subset["rows"]
         assert sum(subset["predicted_distribution"].values()) == subset["rows"]
-    heldout = subset_metrics(truth, scores, FINE_CLASSES, sample_test_labels["heldout"].astype(bool))
-    assert heldout["rows"] == 136 and heldout["metrics"]["rows"] == 136
+    mask = sample_test_labels["heldout"].astype(bool)
+    heldout = subset_metrics(truth, scores, FINE_CLASSES, mask)
+    assert 0 < heldout["rows"] == heldout["metrics"]["rows"] == int(mask.sum()) < len(truth)
 
 
 def test_subset_of_one_class_is_flagged_and_an_empty_subset_has_no_metrics():

@@ -26,7 +26,7 @@ import pytest
 from packetclip.bundle import load_bundle, load_concepts, load_descriptions, sha256_file
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.explain import Activity, ActivityTracker, Explainer, class_headline
-from packetclip.featurizer import Connection, featurize_pcap
+from packetclip.featurizer import FEATURIZER_VERSION, Connection, featurize_pcap
 from packetclip.missions import load_missions
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "name": "explain-test",
         "version": "1.0",
         "created": "2026-01-01T00:00:00Z",
-        "featurizer_version": "1",
+        "featurizer_version": FEATURIZER_VERSION,
         "featurizer": {"max_packets": 30, "snaplen": 128},
         "context": {"slots": 30, "features": []},
         "classes": {
