@@ -15,8 +15,9 @@ state so that a pass never hits the cache with connections of the pass before. I
 - ET-BERT's architecture measured in the same run (`packetclip.timing.measure`), interleaved round by round with
   the end-to-end pipeline, and the ratio of connections/s. Its ONNX comes from `--etbert-model`, or from running
   the factory's `packetclip-train etbert` in a separate process (the `train` extras; the runtime never imports
-  the factory or torch); without either the JSON says why it was skipped. ET-BERT gets the reading most favourable to it: model time only, one sample
-  per connection, whereas packetclip's number includes reading and featurizing the capture.
+  the factory or torch); without either the JSON says why it was skipped. ET-BERT gets the reading most
+  favourable to it: model time only, one sample per connection, whereas packetclip's number includes reading
+  and featurizing the capture.
 
 It does not own the pipeline (`commands.classify.classify_captures`) or the ET-BERT model (the factory).
 """

@@ -6,8 +6,8 @@ following zeroed or made relative (the list is the model's contract; bump FEATUR
 - IPv4: type of service (DSCP and ECN), the don't-fragment flag, identification, TTL, header checksum, source and
   destination address, option bytes (record-route and timestamp options carry addresses and clocks). The
   reserved flag, more-fragments and the fragment offset stay.
-- IPv6: traffic class, flow label, hop limit, source and destination address; hop-by-hop and destination option data; routing
-  header addresses; fragment identification; AH SPI, sequence and ICV.
+- IPv6: traffic class, flow label, hop limit, source and destination address; hop-by-hop and destination option
+  data; routing header addresses; fragment identification; AH SPI, sequence and ICV.
 - TCP: checksum; sequence number relative to the sender's initial sequence number (the first SYN is 0);
   acknowledgement number relative to the peer's (zero when the ACK flag is clear or the peer is not yet known);
   SACK block edges relative to the peer's; timestamp option TSval and TSecr.
