@@ -17,6 +17,7 @@ def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
         Path("lab-runs/full-seed1"),
         Path("lab-runs/full-seed2-vulnerability_scan"),
         Path("lab-runs/full-seed3-dns_flood"),
+        Path("lab-runs/full-seed4-syn_flood-hping3-80-data120"),
     ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.featurizer == {"max_packets": 30, "snaplen": 128}
@@ -57,10 +58,12 @@ def test_lab_runs_restricted_to_classes_have_their_own_directory(tmp_path):
     recipe_file.write_text(
         "lab:\n  runs_dir: runs\n  runs:\n    - {profile: full, seeds: [1]}\n"
         "    - {profile: full, seeds: [2, 3], only: [vulnerability_scan, os_scan]}\n"
+        "    - {profile: full, seeds: [4], only: [syn_flood/hping3-80-data120]}\n"
     )
     recipe = load_recipe(recipe_file)
     assert [str(p) for p in recipe.lab_runs] == [
         "runs/full-seed1",
         "runs/full-seed2-os_scan-vulnerability_scan",
         "runs/full-seed3-os_scan-vulnerability_scan",
+        "runs/full-seed4-syn_flood-hping3-80-data120",
     ]

@@ -70,8 +70,9 @@ def _mapping(value: object, where: str) -> dict:
 
 
 def lab_run_dir(runs_dir: Path, profile: str, seed: int, only: list[str] | None = None) -> Path:
-    """Where a recipe expects the run of a lab profile and seed (restricted to some fine classes with `only`)."""
-    suffix = "".join(f"-{fine}" for fine in sorted(only or []))
+    """Where a recipe expects the run of a lab profile and seed (restricted to some fine classes or variants with
+    `only`; a variant's "/" becomes "-" in the directory name)."""
+    suffix = "".join(f"-{name.replace('/', '-')}" for name in sorted(only or []))
     return runs_dir / f"{profile}-seed{seed}{suffix}"
 
 
@@ -94,7 +95,7 @@ def load_recipe(path: Path) -> Recipe:
         seeds = entry.get("seeds", [entry["seed"]] if "seed" in entry else None)
         if "profile" not in entry or not seeds:
             raise RecipeError(f"{path}: lab.runs entries need a profile and seeds")
-        only = [str(fine) for fine in entry.get("only", []) or []]
+        only = [str(name) for name in entry.get("only", []) or []]
         recipe.lab_runs += [lab_run_dir(runs_dir, str(entry["profile"]), int(seed), only) for seed in seeds]
     recipe.lab_runs += [Path(p) for p in lab.get("run_dirs", []) or []]
     real = _mapping(data.get("real"), f"{path}: real")

@@ -709,6 +709,15 @@ _FLOODS: list[Variant] = [
     ),
     _v(
         "syn_flood",
+        "hping3-80-data120",
+        "hping3",
+        hping3("-S", "-p", "80", "-d", "120", "-w", "64", "-i", "u400", count=20000, target=_server("web2")),
+        30,
+        "many",
+        "SYNs carrying 120 bytes of data to apache2 at ~2,500/s (the common hping3 flood recipe `-S -d 120 -w 64`)",
+    ),
+    _v(
+        "syn_flood",
         "t50-syn-8080",
         "t50",
         t50("TCP", "--syn", "--dport", "8080", count=20000, target=_server("web")),

@@ -33,18 +33,24 @@ def lab() -> None:
 @click.option(
     "--seed", type=int, default=1, show_default=True, help="Randomises benign traffic, passwords, order."
 )
-@click.option("--only", default=None, help="Comma-separated fine classes to attack with (default: all).")
+@click.option(
+    "--only",
+    default=None,
+    help="Comma-separated fine classes or variant names (syn_flood/hping3-80-2kpps) to attack with (default: all).",
+)
 def run(profile_name: str, out_dir: Path, seed: int, only: str | None) -> None:
     """Build the lab, run the profile's episodes, write capture.pcap, labels.tsv, hosts.tsv and run.json."""
+    from packetclip_training.lab.attacks import CATALOGUE
     from packetclip_training.lab.runner import run_lab
 
     only_set = None
     if only:
         only_set = {name.strip() for name in only.split(",") if name.strip()}
-        unknown = only_set - set(FINE_CLASSES)
+        unknown = only_set - set(FINE_CLASSES) - {variant.name for variant in CATALOGUE}
         if unknown:
             raise click.BadParameter(
-                f"unknown fine classes {sorted(unknown)}; known: {', '.join(FINE_CLASSES)}"
+                f"unknown fine classes or variants {sorted(unknown)}; classes: {', '.join(FINE_CLASSES)}; "
+                "variants: packetclip-train lab variants"
             )
     try:
         document = run_lab(PROFILES[profile_name], out_dir, seed=seed, only=only_set)

@@ -109,14 +109,15 @@ class Episode:
 def choose_variants(
     catalogue: Sequence[VariantLike], profile: Profile, only: set[str] | None
 ) -> list[VariantLike]:
-    """The profile's variants: all, or the first `variants_per_fine` of each fine class; `only` filters classes."""
+    """The profile's variants: all, or the first `variants_per_fine` of each fine class; `only` keeps the variants
+    whose fine class or whose own name ("<fine>/<tool>-...") it names."""
     unknown = {v.fine for v in catalogue} - set(FINE_CLASSES)
     if unknown:
         raise ValueError(f"catalogue names unknown fine classes: {sorted(unknown)}")
     chosen: list[VariantLike] = []
     per_fine: dict[str, int] = {}
     for variant in catalogue:
-        if only is not None and variant.fine not in only:
+        if only is not None and variant.fine not in only and variant.name not in only:
             continue
         if (
             profile.variants_per_fine is not None
@@ -138,8 +139,20 @@ def describe_target(addresses: list[str], attacker_ip: str) -> str:
     return ",".join(targets)
 
 
+def next_startable(pending: Sequence[VariantLike], running_fines: set[str]) -> int | None:
+    """Index of the first pending variant whose fine class is not running already, or None.
+
+    Two episodes of one class at once would overlap in time, and the dataset's split drops an episode that runs
+    when the next split's first episode of its class starts; attackers run different classes side by side."""
+    for index, variant in enumerate(pending):
+        if variant.fine not in running_fines:
+            return index
+    return None
+
+
 class EpisodeScheduler:
-    """Runs episodes with at most one per attacker and `concurrent_attackers` at once, each bounded in time."""
+    """Runs episodes with at most one per attacker, `concurrent_attackers` at once and one per fine class at once,
+    each bounded in time."""
 
     def __init__(self, lab: LabSession, profile: Profile, run_id: str, seed: int, capture: Capture) -> None:
         self.lab = lab
@@ -175,12 +188,11 @@ class EpisodeScheduler:
                     self.skipped.extend(v.name for v in pending)
                     pending = []
                 for attacker in self.attackers:
-                    if (
-                        pending
-                        and attacker.name not in self._running
-                        and time.monotonic() >= self._free_at[attacker.name]
-                    ):
-                        self._start(pending.pop(0), attacker.name, attacker.ip)
+                    if attacker.name in self._running or time.monotonic() < self._free_at[attacker.name]:
+                        continue
+                    index = next_startable(pending, {e.fine for e, _, _ in self._running.values()})
+                    if index is not None:
+                        self._start(pending.pop(index), attacker.name, attacker.ip)
                 time.sleep(0.05)
         finally:
             self._kill_all()
