@@ -38,7 +38,7 @@ from packetclip.commands.classify import classify_captures, resolve_model
 from packetclip.engine import Engine
 from packetclip.featurizer import read_frames
 from packetclip.output import verdict_record
-from packetclip.suricata.agreement import compare
+from packetclip.suricata.agreement import compare, whole_frames_capture
 from packetclip.suricata.eve import parse_timestamp
 from packetclip.suricata.follow import EveFileFollower, EveSocketListener
 from packetclip.suricata.sidecar import SidecarSettings, SuricataSidecar
@@ -161,7 +161,11 @@ def sidecar_speed(eve: Path, bundle: Path) -> dict[str, Any]:
 
 
 def agreement_on(capture: Path, bundle: Path, workdir: Path) -> dict[str, Any]:
-    """Sidecar (via `suricata -r` and its eve) against `packetclip classify` on one capture."""
+    """Sidecar (via `suricata -r` and its eve) against `packetclip classify` on one capture, both reading it
+    without the frames its snaplen cut short (Suricata's decoder rejects those; the featurizer keeps them)."""
+    whole = workdir / f"whole-{capture.name}"
+    cut_frames = whole_frames_capture(capture, whole)
+    capture = whole
     run_suricata("sampling-eve-file", capture, workdir)
     out = io.StringIO()
     engine = Engine(bundle, threads=1)
@@ -176,7 +180,7 @@ def agreement_on(capture: Path, bundle: Path, workdir: Path) -> dict[str, Any]:
     reference: list[dict[str, Any]] = []
     classify_captures(Engine(bundle, threads=1), [capture], lambda v: reference.append(verdict_record(v)))
     result = compare(reference, ours).as_dict()
-    result.update(classify_flows=len(reference), sidecar_flows=len(ours))
+    result.update(classify_flows=len(reference), sidecar_flows=len(ours), cut_frames_left_out=cut_frames)
     return result
 
 

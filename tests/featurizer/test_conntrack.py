@@ -127,3 +127,30 @@ def test_pack_shapes_padding_and_inter_arrival_times(real_data):
         np.testing.assert_array_equal(batch["bytes"][row, :n], conn.pkt_bytes[:n])
         assert not batch["bytes"][row, n:].any() and not batch["length"][row, n:].any()
     assert pack([], config)["bytes"].shape == (0, 8, 128)
+
+
+def test_oldest_open_ts_follows_connections_that_have_not_been_returned(real_data):
+    ntp = next(iter(read_frames(real_data / NTP_ONE_PACKET)))
+    sf = list(read_frames(real_data / SF_HTTP))
+    tracker = ConnectionTracker()
+    assert tracker.oldest_open_ts() == float("inf")
+    start = sf[0][0]
+    tracker.add(start, *ntp[1:])  # a UDP connection opens first ...
+    for ts, link_type, frame in sf:  # ... then a TCP one that closes
+        tracker.add(ts, link_type, frame)
+    assert tracker.oldest_open_ts() == start
+    ended = tracker.add(
+        start + 61.0, *sf[0][1:]
+    )  # the UDP one times out, the TCP one is past its close delay
+    assert {c.proto for c in ended} == {"udp", "tcp"}
+    assert tracker.oldest_open_ts() == start + 61.0  # only the new SYN's connection is open
+    tracker.flush()
+    assert tracker.oldest_open_ts() == float("inf")
+
+
+def test_oldest_open_ts_skips_connections_released_at_max_packets(real_data):
+    frames = list(read_frames(real_data / SF_HTTP))
+    tracker = ConnectionTracker(FeaturizerConfig(max_packets=3), release_full=True)
+    released = [c for ts, lt, f in frames[:3] for c in tracker.add(ts, lt, f)]
+    assert len(released) == 1 and len(tracker) == 1  # still followed, but its record is out
+    assert tracker.oldest_open_ts() == float("inf")

@@ -8,12 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import struct
 import subprocess
 import time
 from pathlib import Path
 
-from packetclip.featurizer import read_frames
 from packetclip.suricata.control import ControlError, SuricataControl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,32 +19,6 @@ RULES = REPO / "rules" / "suricata"
 CONFIG = RULES / "suricata-packetclip.yaml"
 LAB = REPO / "samples" / "lab-quick"
 SURICATA = shutil.which("suricata")
-
-
-def whole_frames_capture(source: Path, target: Path) -> int:
-    """Write `source` without the frames its snaplen cut short of their IP length (Suricata's decoder drops
-    those as ipv4.trunc_pkt; the featurizer keeps them); returns the frames dropped."""
-    dropped = 0
-    with target.open("wb") as out:
-        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for ts, link_type, frame in read_frames(source):
-            assert link_type == 1, "the lab captures are Ethernet"
-            if ip_length(frame) > len(frame):
-                dropped += 1
-                continue
-            sec = int(ts)
-            out.write(struct.pack("<IIII", sec, round((ts - sec) * 1e6), len(frame), len(frame)) + frame)
-    return dropped
-
-
-def ip_length(frame: bytes) -> int:
-    """Bytes the Ethernet frame's IP header says it carries, plus the Ethernet header (0 for non-IP)."""
-    ethertype = int.from_bytes(frame[12:14], "big")
-    if ethertype == 0x0800:
-        return 14 + int.from_bytes(frame[16:18], "big")
-    if ethertype == 0x86DD:
-        return 14 + 40 + int.from_bytes(frame[18:20], "big")
-    return 0
 
 
 class SuricataProcess:

@@ -133,3 +133,21 @@ def test_flows_leave_at_n_packets_at_their_end_or_after_max_wait() -> None:
     assert [f.flow_id for f in assembler.expire(wall_now=50.5, idle=False)] == [3]
     assert [f.flow_id for f in assembler.expire(wall_now=53.0, idle=True)] == [4]  # idle: wall time counts
     assert assembler.end(99) is None and assembler.counts.flow_ends_unknown == 1
+
+
+def test_oldest_open_flow_is_what_ready_flows_wait_for() -> None:
+    parser = EveParser()
+    assembler = FlowAssembler(max_packets=2, max_wait=5.0)
+
+    def add(flow_id: int, ts: float):  # type: ignore[no-untyped-def]
+        item = parser.parse(packet_line(flow_id, ts, frame=FRAME[: 40 + flow_id]))
+        assert isinstance(item, EvePacket)
+        return assembler.add(item, 0.0)
+
+    assert assembler.oldest_open_ts() == float("inf")
+    add(1, 10.0)  # a slow flow opens first
+    add(2, 11.0)
+    assert [f.flow_id for f in add(2, 11.1)] == [2]  # the second is ready first
+    assert assembler.oldest_open_ts() == 10.0  # so it must wait for flow 1
+    assert assembler.end(1) is not None
+    assert assembler.oldest_open_ts() == float("inf")

@@ -112,6 +112,7 @@ def end_to_end(engine: Engine, captures: Sequence[str | Path], seconds: float) -
         },
         "labels": dict(first.labels),
         "released_at_max_packets": first.released_early,
+        "reordered_forced": first.reordered_forced,
         "parse": first.stats.as_dict(),
         "file_errors": first.file_errors,
     }

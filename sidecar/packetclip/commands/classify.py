@@ -1,8 +1,9 @@
 """`packetclip classify`: verdicts for every connection of one or more captures.
 
 Owns the capture-to-verdict stream (`classify_captures`, which `packetclip bench` times as well): frames are read
-and tracked one file at a time with bounded memory, finished connections are gathered into micro-batches for the
-engine, and each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
+and tracked one file at a time with bounded memory, finished connections are put back in first-packet order (the
+order training replays a capture in; `packetclip.ordering`) and gathered into micro-batches for the engine, and
+each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
 each gets its own connection table and its file name as the originator-context key, so two captures never share
 a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one)
 and the summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
@@ -40,6 +41,7 @@ from packetclip.featurizer import (
     PcapError,
     read_frames,
 )
+from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder
 from packetclip.output import FORMATS, open_writer
 from packetclip.store import ModelStore
 
@@ -60,6 +62,7 @@ class StreamSummary:
     labels: Counter[str] = field(default_factory=Counter)
     attacks: Counter[str] = field(default_factory=Counter)
     released_early: int = 0
+    reordered_forced: int = 0  # connections that could not wait for an earlier, still open one (max_held)
     file_errors: list[str] = field(default_factory=list)  # one message per capture that could not be read
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from release by the tracker to verdict
@@ -71,21 +74,29 @@ def classify_captures(
     sink: Callable[[Verdict], None],
     progress: Callable[[int], None] | None = None,
     measure_latency: bool = False,
+    max_held: int = DEFAULT_MAX_HELD,
 ) -> StreamSummary:
     """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
-    in the summary and skipped; the others are still processed."""
+    in the summary and skipped; the others are still processed. Finished connections reach the engine in
+    first-packet order (`packetclip.ordering`; at most `max_held` wait for an earlier one still open)."""
     summary = StreamSummary()
     started = time.perf_counter()
     for path in paths:
         file_stats = ParseStats()
         try:
-            _classify_capture(engine, Path(path), sink, file_stats, summary, progress, measure_latency)
+            _classify_capture(
+                engine, Path(path), sink, file_stats, summary, progress, measure_latency, max_held
+            )
         except PcapError as exc:
             summary.file_errors.append(str(exc))
             log.info("%s", exc)  # the summary reports it once, after the run
         summary.stats.merge(file_stats)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _first_ts(item: tuple[Connection, float]) -> float:
+    return item[0].ts
 
 
 def _classify_capture(
@@ -96,26 +107,33 @@ def _classify_capture(
     summary: StreamSummary,
     progress: Callable[[int], None] | None,
     measure_latency: bool,
+    max_held: int,
 ) -> None:
     sensor = path.name
     tracker = ConnectionTracker(engine.featurizer_config, stats, release_full=True)
+    # (connection, when the tracker released it) in first-packet order, as training replays a capture
+    order: FirstPacketOrder[tuple[Connection, float]] = FirstPacketOrder(_first_ts, max_held)
     batch_size = engine.batch_size
-    pending: list[Connection] = []
-    released_at: list[float] = []
+    pending: list[tuple[Connection, float]] = []
     clock = time.perf_counter
 
     def run_batch() -> None:
-        verdicts = engine.classify(pending, sensor)
+        verdicts = engine.classify([conn for conn, _ in pending], sensor)
         if measure_latency:
             done = clock()
-            summary.latencies.extend(done - at for at in released_at)
+            summary.latencies.extend(done - at for _, at in pending)
         for verdict in verdicts:
             summary.labels[verdict.label] += 1
             summary.attacks[verdict.attack] += 1
             sink(verdict)
         summary.connections += len(verdicts)
         pending.clear()
-        released_at.clear()
+
+    def take(ready: list[tuple[Connection, float]]) -> None:
+        for item in ready:
+            pending.append(item)
+            if len(pending) >= batch_size:
+                run_batch()
 
     consumed = 0
     frames = 0
@@ -124,11 +142,10 @@ def _classify_capture(
         for ts, link_type, frame in read_frames(path, stats):
             finished = add(ts, link_type, frame)
             if finished:
-                pending.extend(finished)
-                if measure_latency:
-                    released_at.extend([clock()] * len(finished))
-                if len(pending) >= batch_size:
-                    run_batch()
+                # the oldest open connection only changes when a record comes out, so only then look
+                at = clock() if measure_latency else 0.0
+                order.push([(conn, at) for conn in finished])
+                take(order.pop_ready(tracker.oldest_open_ts()))
             if progress is not None:
                 consumed += len(frame) + _PCAP_RECORD_HEADER
                 frames += 1
@@ -137,12 +154,12 @@ def _classify_capture(
                     consumed = 0
     finally:
         # a damaged file still yields verdicts for everything read before the damage
-        finished = tracker.flush()
-        pending.extend(finished)
-        if measure_latency:
-            released_at.extend([clock()] * len(finished))
+        at = clock() if measure_latency else 0.0
+        order.push([(conn, at) for conn in tracker.flush()])
+        take(order.drain())
         if pending:
             run_batch()
+        summary.reordered_forced += order.forced
         summary.released_early += tracker.released_early
         if progress is not None and consumed:
             progress(consumed)
@@ -194,6 +211,11 @@ def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None)
         f"frames: {stats.frames}  parsed: {stats.parsed}  non-IP: {stats.non_ip}  truncated: {stats.truncated}  "
         f"malformed: {stats.malformed_total}  skipped: {stats.skipped_total}"
     )
+    if summary.reordered_forced:
+        say(
+            f"{summary.reordered_forced} connections classified before an earlier one still open "
+            "(more were waiting for it than the reorder bound)"
+        )
     for title, counts in (
         ("malformed", stats.malformed),
         ("skipped", stats.skipped),

@@ -127,6 +127,7 @@ class ConnectionTracker:
         self.stats = stats if stats is not None else ParseStats()
         self._table: dict[tuple, _Tracked] = {}
         self._deadlines: list[tuple[float, int, _Tracked]] = []  # heap of (deadline, tiebreak, connection)
+        self._starts: list[tuple[float, int, _Tracked]] = []  # heap of (first packet, tiebreak, connection)
         self._tiebreak = itertools.count()
         self._fragments: dict[tuple, tuple[_Tracked, bool]] = {}  # first fragment's key -> (conn, is_orig)
         self._now = float("-inf")
@@ -175,11 +176,20 @@ class ConnectionTracker:
             self._ready.clear()
         return finished
 
+    def oldest_open_ts(self) -> float:
+        """First-packet time of the oldest connection whose record is not out yet (+inf when there is none):
+        every connection that started earlier has been returned already."""
+        starts = self._starts
+        while starts and (starts[0][2].finished or starts[0][2].released):
+            heapq.heappop(starts)
+        return starts[0][0] if starts else float("inf")
+
     def flush(self) -> list[Connection]:
         """End every open connection (end of input), in order of their last packet."""
         open_conns = sorted(self._table.values(), key=_LAST_TS)
         self._table.clear()
         self._deadlines.clear()
+        self._starts.clear()
         self._fragments.clear()
         return [record for record in map(self._finish, open_conns) if record is not None]
 
@@ -203,6 +213,11 @@ class ConnectionTracker:
         conn = _Tracked(reverse if flipped else packet[2:7], ts, packet[1], packet[13], flipped)
         self._table[conn.key] = conn
         self._push(ts + self._inactivity[proto], conn)
+        starts = self._starts
+        heapq.heappush(starts, (ts, next(self._tiebreak), conn))
+        if len(starts) > 2 * len(self._table) + 1024:  # entries of ended connections wait deep in the heap
+            starts[:] = [entry for entry in starts if not (entry[2].finished or entry[2].released)]
+            heapq.heapify(starts)
         return conn, not flipped
 
     def _remember_fragment(self, frag_key: tuple, conn: _Tracked, is_orig: bool) -> None:

@@ -8,20 +8,26 @@ one side has are listed by protocol. Where the two can differ, and why:
 - flow boundaries: Suricata decides what a flow is (its timeouts, its handling of ICMP errors, which it attaches
   to the flow they answer), the featurizer decides for `classify` (Zeek-like);
 - frames Suricata's decoder rejects (a frame cut by the capture's snaplen shorter than its IP length is
-  ``ipv4.trunc_pkt``) never reach eve, so their flows are missing on the sidecar's side;
+  ``ipv4.trunc_pkt``) never reach eve, so their flows are missing or shorter on the sidecar's side;
 - originator context: the engine gives each connection the recent packets of its originator's *earlier*
-  connections; the sidecar hands flows to the engine in the order Suricata ends them, `classify` in the order
-  its tracker releases them, so a connection can see a slightly different context.
+  connections; both sides hand connections over in first-packet order (`packetclip.ordering`), so the histories
+  match unless more connections waited for an earlier, still open one than the reorder bound allows.
+
+`whole_frames_capture` writes the capture both sides can read alike: without the frames Suricata would reject.
 
 It does not run either side.
 """
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from packetclip.featurizer import read_frames
 
 FlowKey = tuple[str, str, int, str, int, float]
 
@@ -88,3 +94,34 @@ def compare(
             result.label_changes[f"{theirs['label']}->{mine['label']}"] += 1
         result.max_score_difference = max(result.max_score_difference, abs(theirs["score"] - mine["score"]))
     return result
+
+
+def whole_frames_capture(source: Path, target: Path) -> int:
+    """Write Ethernet capture `source` to `target` (classic pcap) without the frames its snaplen cut short of their
+    IP length: Suricata's decoder drops those (ipv4.trunc_pkt), the featurizer keeps them. Returns the frames
+    left out."""
+    dropped = 0
+    with Path(target).open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        for ts, link_type, frame in read_frames(Path(source)):
+            if link_type != 1:
+                raise ValueError(f"{source}: link type {link_type}; only Ethernet captures are supported")
+            if _ip_length(frame) > len(frame):
+                dropped += 1
+                continue
+            seconds = int(ts)
+            micros = round((ts - seconds) * 1e6)
+            if micros == 1_000_000:
+                seconds, micros = seconds + 1, 0
+            out.write(struct.pack("<IIII", seconds, micros, len(frame), len(frame)) + frame)
+    return dropped
+
+
+def _ip_length(frame: bytes) -> int:
+    """Bytes the Ethernet frame's IP header says it carries, plus the Ethernet header (0 for non-IP)."""
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype == 0x0800:
+        return 14 + int.from_bytes(frame[16:18], "big")
+    if ethertype == 0x86DD:
+        return 14 + 40 + int.from_bytes(frame[18:20], "big")
+    return 0

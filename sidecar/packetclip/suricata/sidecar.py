@@ -1,7 +1,9 @@
 """The Suricata sidecar's loop: eve lines in, flows assembled, verdicts out, flagged originators back in.
 
 Owns the order of work in one step — read what the eve stream has, parse it, hand packets and flow ends to the
-assembler, expire flows that waited too long, featurize the ready flows with `featurize_frames` (directions from
+assembler, expire flows that waited too long, hold ready flows until every flow that started earlier is ready
+too (`packetclip.ordering`: the engine then sees them in first-packet order, as training and `packetclip classify`
+do, so their originator histories match), featurize the ready flows with `featurize_frames` (directions from
 the addresses and ports relative to each flow's first packet, with the featurizer's rule for a flow first seen
 from its responder side, so a flow is cut exactly as `packetclip classify` cuts the same packets), classify them
 with the shared `Engine` in one batch, write the eve-style records and pass the verdicts to the dataset feedback
@@ -24,6 +26,7 @@ from typing import Any
 
 from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import Connection, ParseStats, featurize_frames
+from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder
 from packetclip.store import ActiveModelWatcher
 from packetclip.suricata.datasets import DatasetFeedback
 from packetclip.suricata.eve import EveFlowEnd, EveParser
@@ -34,6 +37,10 @@ from packetclip.suricata.verdicts import RecordSink, eve_record
 log = logging.getLogger(__name__)
 
 
+def _first_ts(flow: FlowFrames) -> float:
+    return flow.ts[0]
+
+
 @dataclass
 class SidecarSettings:
     sensor: str = "suricata"  # originator-context key prefix: one sensor's hosts share a history
@@ -41,6 +48,7 @@ class SidecarSettings:
     poll_timeout: float = 0.2  # seconds one read of an idle stream waits
     expire_every: float = 0.25  # seconds between passes over open flows and flagged addresses
     max_open_flows: int = 100_000  # bounds the assembler under a flood of one-packet flows
+    max_held: int = DEFAULT_MAX_HELD  # ready flows waiting for an earlier open one (packetclip.ordering)
 
 
 @dataclass
@@ -84,6 +92,8 @@ class SuricataSidecar:
         )
         self.frame_stats = ParseStats()
         self.counts = SidecarCounts()
+        # ready flows wait for every flow that started earlier, so the engine sees them in first-packet order
+        self.order: FirstPacketOrder[FlowFrames] = FirstPacketOrder(_first_ts, self.settings.max_held)
         self.verdicts: list[tuple[FlowFrames, Verdict]] = []  # kept only when `keep_verdicts` (tests, bench)
         self.keep_verdicts = False
         self._last_expire = 0.0
@@ -123,13 +133,17 @@ class SuricataSidecar:
             if self.feedback is not None:
                 self.feedback.expire()
             self._last_expire = now
-        self.classify(ready)
+        if ready:
+            self.order.push(ready)
+        if len(self.order):
+            self.classify(self.order.pop_ready(self.assembler.oldest_open_ts()))
         return len(lines)
 
     def finish(self) -> None:
         """Classify every open flow; close the source and the sink."""
         try:
-            self.classify(self.assembler.flush())
+            self.order.push(self.assembler.flush())
+            self.classify(self.order.drain())
         finally:
             self.source.close()
             self.sink.close()
@@ -189,6 +203,11 @@ class SuricataSidecar:
             "stream": self.source.counts.as_dict(),
             "eve": self.parser.counts.as_dict(),
             "flows": self.assembler.counts.as_dict(),
+            "order": {
+                "waiting": len(self.order),
+                "held_peak": self.order.held_peak,
+                "forced": self.order.forced,
+            },
             "frames": self.frame_stats.as_dict(),
             "sidecar": self.counts.as_dict(),
             "verdicts_written": self.sink.written,

@@ -1,0 +1,66 @@
+"""Connections handed to the engine in first-packet order, as training replays a capture.
+
+The reasoner's input for a connection includes its originator's earlier connections (`packetclip.context`), and
+training builds that history by replaying each dataset in first-packet order. A sensor finishes connections in
+another order: a flood's connections end at their 30th packet while a slow connection that started earlier is
+still open, and a sidecar reads Suricata's or Zeek's flows in the order the sensor logs them. Two runs over the
+same traffic that finish connections in different orders would give some connections different histories, and
+so different verdicts.
+
+`FirstPacketOrder` restores the order: finished connections wait here until no connection that started earlier
+is still open (the caller says when that is: the first-packet time of its oldest open connection), then leave
+sorted by first-packet time. Memory is bounded: beyond `max_held` waiting connections the earliest leave anyway,
+still in order among themselves, and are counted as `forced` (a SYN flood's half-open connections stay open until
+their inactivity timeout; nothing would leave for minutes otherwise).
+
+It does not track connections or run models.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_MAX_HELD = 20_000  # connections; at most ~4 KB of packet bytes each, so ~80 MB in the worst case
+
+
+class FirstPacketOrder(Generic[T]):
+    """Finished connections in, the same connections out in first-packet order; see the module docstring."""
+
+    def __init__(self, first_ts: Callable[[T], float], max_held: int = DEFAULT_MAX_HELD) -> None:
+        if max_held < 1:
+            raise ValueError("max_held must be positive")
+        self.first_ts = first_ts
+        self.max_held = max_held
+        self.forced = 0  # left before every earlier connection was finished, to stay within max_held
+        self.held_peak = 0
+        self._heap: list[tuple[float, int, T]] = []
+        self._tiebreak = itertools.count()  # equal times leave in arrival order
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, items: Iterable[T]) -> None:
+        heap = self._heap
+        for item in items:
+            heapq.heappush(heap, (self.first_ts(item), next(self._tiebreak), item))
+        self.held_peak = max(self.held_peak, len(heap))
+
+    def pop_ready(self, open_since: float) -> list[T]:
+        """The waiting connections that started no later than `open_since` (the first-packet time of the oldest
+        connection still open; +inf when none is), plus the earliest beyond `max_held`, in first-packet order."""
+        heap = self._heap
+        ready: list[T] = []
+        while heap and (heap[0][0] <= open_since or len(heap) > self.max_held):
+            if heap[0][0] > open_since:
+                self.forced += 1
+            ready.append(heapq.heappop(heap)[2])
+        return ready
+
+    def drain(self) -> list[T]:
+        """Everything still waiting (end of input), in first-packet order."""
+        return self.pop_ready(float("inf"))

@@ -1,0 +1,46 @@
+"""First-packet order for the engine: what waits, what leaves, in which order, and the bound on waiting."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from packetclip.ordering import FirstPacketOrder
+
+
+def _order(max_held: int = 100) -> FirstPacketOrder[tuple[float, str]]:
+    return FirstPacketOrder(lambda item: item[0], max_held)
+
+
+def test_connections_wait_for_every_earlier_open_one_then_leave_sorted():
+    order = _order()
+    order.push([(5.0, "e"), (2.0, "b"), (4.0, "d")])
+    assert order.pop_ready(open_since=1.0) == []  # a connection from t=1 is still open
+    assert order.pop_ready(open_since=4.0) == [(2.0, "b"), (4.0, "d")]  # ties leave with the earlier ones
+    order.push([(3.0, "c")])
+    assert order.pop_ready(open_since=4.5) == [(3.0, "c")]
+    assert order.drain() == [(5.0, "e")] and len(order) == 0
+    assert order.forced == 0
+
+
+def test_equal_first_packet_times_keep_arrival_order():
+    order = _order()
+    order.push([(1.0, "first"), (1.0, "second"), (1.0, "third")])
+    assert [name for _, name in order.drain()] == ["first", "second", "third"]
+
+
+def test_the_bound_forces_the_earliest_out_in_order_and_counts_them():
+    order = _order(max_held=3)
+    items = [(float(t), str(t)) for t in range(10)]
+    random.Random(0).shuffle(items)
+    order.push(items)
+    assert order.held_peak == 10
+    forced = order.pop_ready(open_since=-1.0)
+    assert forced == sorted(items)[:7] and order.forced == 7 and len(order) == 3
+    assert order.drain() == sorted(items)[7:]
+
+
+def test_max_held_must_be_positive():
+    with pytest.raises(ValueError):
+        _order(max_held=0)
