@@ -151,3 +151,15 @@ def test_oldest_open_flow_is_what_ready_flows_wait_for() -> None:
     assert assembler.oldest_open_ts() == 10.0  # so it must wait for flow 1
     assert assembler.end(1) is not None
     assert assembler.oldest_open_ts() == float("inf")
+
+
+def test_a_flows_packets_are_handed_out_in_time_order() -> None:
+    parser = EveParser()
+    assembler = FlowAssembler(max_packets=3, max_wait=5.0)
+    for ts, size in ((1.0, 40), (1.2, 44), (1.1, 48)):  # the third packet's record was written late
+        item = parser.parse(packet_line(7, ts, frame=FRAME[:size]))
+        assert isinstance(item, EvePacket)
+        ready = assembler.add(item, 0.0)
+    (flow,) = ready
+    assert flow.ts == [1.0, 1.1, 1.2] and [len(f) for f in flow.frames] == [40, 48, 44]
+    assert assembler.counts.reordered_flows == 1

@@ -10,6 +10,9 @@ packets of a connection it has released at `max_packets`.
 
 The same packet can reach eve twice (an `alert` record per matching signature, plus the tagged-packet record);
 duplicates — same flow, same timestamp, same bytes — are counted and dropped.
+Suricata writes eve from several threads, so a flow's packets can also arrive slightly out of time order; a flow
+is handed out with its packets sorted by time (counted as `reordered_flows`). `oldest_open_ts` tells the sidecar
+which ready flows may go to the engine without overtaking an earlier flow (`packetclip.ordering`).
 
 It does not parse eve (`packetclip.suricata.eve`) or featurize frames (`packetclip.featurizer`).
 """
@@ -63,6 +66,7 @@ class FlowCounts:
     late_packets: int = 0  # packets of flows already handed out
     other_link_type: int = 0  # a frame whose link type differs from its flow's first frame (skipped)
     flow_ends_unknown: int = 0  # flow records of flows with no packet here (e.g. sampling started later)
+    reordered_flows: int = 0  # flows whose packets arrived out of time order (put back in order)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -72,6 +76,7 @@ class FlowCounts:
             "late_packets": self.late_packets,
             "other_link_type": self.other_link_type,
             "flow_ends_unknown": self.flow_ends_unknown,
+            "reordered_flows": self.reordered_flows,
         }
 
 
@@ -173,6 +178,13 @@ class FlowAssembler:
     def _hand_out(self, flow_id: int, reason: str) -> FlowFrames:
         flow = self._open.pop(flow_id)
         flow.reason = reason
+        if any(later < earlier for earlier, later in zip(flow.ts, flow.ts[1:], strict=False)):
+            # eve is written by several threads: a flow's packets can arrive slightly out of order
+            order = sorted(range(len(flow.ts)), key=flow.ts.__getitem__)
+            flow.ts = [flow.ts[i] for i in order]
+            flow.frames = [flow.frames[i] for i in order]
+            flow.sources = [flow.sources[i] for i in order]
+            self.counts.reordered_flows += 1
         flow._seen.clear()
         self.counts.flushed[reason] += 1
         self._done[flow_id] = None

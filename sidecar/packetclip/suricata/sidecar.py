@@ -49,6 +49,9 @@ class SidecarSettings:
     expire_every: float = 0.25  # seconds between passes over open flows and flagged addresses
     max_open_flows: int = 100_000  # bounds the assembler under a flood of one-packet flows
     max_held: int = DEFAULT_MAX_HELD  # ready flows waiting for an earlier open one (packetclip.ordering)
+    reorder_slack: float = (
+        1.0  # seconds (packet time, and wall time once idle) a ready flow waits for late starts
+    )
 
 
 @dataclass
@@ -97,6 +100,7 @@ class SuricataSidecar:
         self.verdicts: list[tuple[FlowFrames, Verdict]] = []  # kept only when `keep_verdicts` (tests, bench)
         self.keep_verdicts = False
         self._last_expire = 0.0
+        self._last_line = float("-inf")  # monotonic time the stream last had lines
 
     # --- the loop -----------------------------------------------------------------------------------------
 
@@ -133,11 +137,22 @@ class SuricataSidecar:
             if self.feedback is not None:
                 self.feedback.expire()
             self._last_expire = now
+        if lines:
+            self._last_line = now
         if ready:
             self.order.push(ready)
         if len(self.order):
-            self.classify(self.order.pop_ready(self.assembler.oldest_open_ts()))
+            self.classify(self.order.pop_ready(self._release_bound(now)))
         return len(lines)
+
+    def _release_bound(self, now: float) -> float:
+        """Ready flows that started up to this time may go to the engine: none may start before the oldest open
+        flow, and while records arrive none within `reorder_slack` of the newest packet — Suricata writes eve from
+        several threads, so a flow's first packet can reach the file a little after later flows' ends."""
+        bound = self.assembler.oldest_open_ts()
+        if now - self._last_line < self.settings.reorder_slack:
+            bound = min(bound, self.assembler.packet_clock - self.settings.reorder_slack)
+        return bound
 
     def finish(self) -> None:
         """Classify every open flow; close the source and the sink."""
@@ -173,7 +188,6 @@ class SuricataSidecar:
             log.exception("engine failed on a batch of %d flows", len(usable))
             return []
         self.counts.classify_seconds += time.perf_counter() - started
-        self.counts.flows_classified += len(verdicts)
         records: list[dict[str, Any]] = []
         for (flow, conn), verdict in zip(usable, verdicts, strict=True):
             self.counts.labels[verdict.label] += 1
@@ -187,6 +201,9 @@ class SuricataSidecar:
             log.warning("verdict records not written: %s", exc)
         if self.feedback is not None:
             self.feedback.observe(verdicts)
+        self.counts.flows_classified += len(
+            verdicts
+        )  # last: a flow counts once its record and feedback are out
         return verdicts
 
     def _maybe_reload(self) -> None:
