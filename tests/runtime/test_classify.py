@@ -122,3 +122,19 @@ def test_every_real_capture_classifies_and_malformed_frames_are_counted(
     assert expected.malformed_total > 0  # the real captures do hold damaged frames
     for reason, count in expected.malformed.items():
         assert f"  malformed: {reason}: {count}" in result.stderr
+
+
+def test_first_packet_order_is_the_default_and_release_order_is_a_choice(bundle_path: Path) -> None:
+    """Both orders give every connection one verdict; in first-packet order the engine sees them sorted by first
+    packet, in release order as the tracker finished them (some later-starting ones first on this capture)."""
+    seen: dict[str, list[float]] = {}
+    for order in ("first-packet", "release"):
+        engine = Engine(bundle_path, batch_size=1)
+        times: list[float] = []
+        summary = classify_captures(engine, [LAB_CAPTURE], lambda v, t=times: t.append(v.ts), order=order)
+        assert summary.connections == len(times) > 300 and summary.reordered_forced == 0
+        seen[order] = times
+    assert seen["first-packet"] == sorted(seen["first-packet"])
+    assert seen["release"] != sorted(seen["release"]) and sorted(seen["release"]) == seen["first-packet"]
+    with pytest.raises(ValueError, match="order"):
+        classify_captures(Engine(bundle_path), [LAB_CAPTURE], lambda v: None, order="arrival")

@@ -47,6 +47,7 @@ from packetclip.store import ModelStore
 
 log = logging.getLogger(__name__)
 
+ORDERS = ("first-packet", "release")  # the order connections reach the engine in (see classify_captures)
 _PCAP_RECORD_HEADER = 16  # bytes of a pcap record header: progress counts them with each frame
 _PROGRESS_EVERY = (
     2048  # frames between progress-bar updates: redrawing per frame would cost more than parsing
@@ -75,18 +76,24 @@ def classify_captures(
     progress: Callable[[int], None] | None = None,
     measure_latency: bool = False,
     max_held: int = DEFAULT_MAX_HELD,
+    order: str = "first-packet",
 ) -> StreamSummary:
     """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
     in the summary and skipped; the others are still processed. Finished connections reach the engine in
-    first-packet order (`packetclip.ordering`; at most `max_held` wait for an earlier one still open)."""
+    first-packet order (`packetclip.ordering`; at most `max_held` wait for an earlier one still open), or with
+    `order="release"` in the order the connection table releases them (what a Zeek sensor hands over: at
+    `max_packets`, at the connection's end)."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     summary = StreamSummary()
     started = time.perf_counter()
     for path in paths:
         file_stats = ParseStats()
         try:
             _classify_capture(
-                engine, Path(path), sink, file_stats, summary, progress, measure_latency, max_held
-            )
+                engine, Path(path), sink, file_stats, summary, progress, measure_latency,
+                max_held if order == "first-packet" else 0,
+            )  # fmt: skip
         except PcapError as exc:
             summary.file_errors.append(str(exc))
             log.info("%s", exc)  # the summary reports it once, after the run
@@ -109,10 +116,12 @@ def _classify_capture(
     measure_latency: bool,
     max_held: int,
 ) -> None:
+    """`max_held` 0: no reordering, connections go on as the tracker releases them."""
     sensor = path.name
     tracker = ConnectionTracker(engine.featurizer_config, stats, release_full=True)
     # (connection, when the tracker released it) in first-packet order, as training replays a capture
-    order: FirstPacketOrder[tuple[Connection, float]] = FirstPacketOrder(_first_ts, max_held)
+    order: FirstPacketOrder[tuple[Connection, float]] = FirstPacketOrder(_first_ts, max(max_held, 1))
+    release_bound = float("inf") if max_held == 0 else None  # None: wait for the oldest open connection
     batch_size = engine.batch_size
     pending: list[tuple[Connection, float]] = []
     clock = time.perf_counter
@@ -145,7 +154,7 @@ def _classify_capture(
                 # the oldest open connection only changes when a record comes out, so only then look
                 at = clock() if measure_latency else 0.0
                 order.push([(conn, at) for conn in finished])
-                take(order.pop_ready(tracker.oldest_open_ts()))
+                take(order.pop_ready(release_bound or tracker.oldest_open_ts()))
             if progress is not None:
                 consumed += len(frame) + _PCAP_RECORD_HEADER
                 frames += 1
@@ -249,6 +258,9 @@ def _total_bytes(paths: Iterable[str]) -> int:
               help="Connections per inference call (default: config, else 256).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
+@click.option("--order", type=click.Choice(ORDERS), default="first-packet", show_default=True,
+              help="first-packet: as training replays captures (and the Suricata sidecar classifies); "
+              "release: as the connection table releases them (as the Zeek scripts hand them over).")  # fmt: skip
 def classify(
     pcaps: tuple[str, ...],
     model: str | None,
@@ -256,6 +268,7 @@ def classify(
     output: str | None,
     batch_size: int | None,
     threads: int | None,
+    order: str,
 ) -> None:
     """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd)."""
     engine = open_engine(model, threads, batch_size)
@@ -264,9 +277,9 @@ def classify(
     try:
         if _stderr_is_terminal():
             with click.progressbar(length=_total_bytes(pcaps), label="classifying", file=sys.stderr) as bar:
-                summary = classify_captures(engine, pcaps, writer.write, progress=bar.update)
+                summary = classify_captures(engine, pcaps, writer.write, progress=bar.update, order=order)
         else:
-            summary = classify_captures(engine, pcaps, writer.write)
+            summary = classify_captures(engine, pcaps, writer.write, order=order)
     finally:
         writer.close()
         if output is not None:
