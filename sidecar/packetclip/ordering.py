@@ -13,6 +13,9 @@ sorted by first-packet time. Memory is bounded: beyond `max_held` waiting connec
 still in order among themselves, and are counted as `forced` (a SYN flood's half-open connections stay open until
 their inactivity timeout; nothing would leave for minutes otherwise).
 
+`OpenStarts` is the other half: the first-packet time of the oldest connection a tracker still holds, for the
+tracker (`packetclip.featurizer.conntrack`) and the Suricata flow assembler alike.
+
 It does not track connections or run models.
 """
 
@@ -64,3 +67,32 @@ class FirstPacketOrder(Generic[T]):
     def drain(self) -> list[T]:
         """Everything still waiting (end of input), in first-packet order."""
         return self.pop_ready(float("inf"))
+
+
+class OpenStarts(Generic[T]):
+    """First-packet times of open connections; `oldest()` is the earliest of those not `done` yet.
+
+    Ended connections are dropped lazily when they reach the top; `add` compacts the heap when ended ones
+    outnumber the open ones (`open_count`), so memory follows the open connections."""
+
+    def __init__(self, done: Callable[[T], bool]) -> None:
+        self.done = done
+        self._heap: list[tuple[float, int, T]] = []
+        self._tiebreak = itertools.count()
+
+    def add(self, ts: float, item: T, open_count: int) -> None:
+        heap = self._heap
+        heapq.heappush(heap, (ts, next(self._tiebreak), item))
+        if len(heap) > 2 * open_count + 1024:
+            heap[:] = [entry for entry in heap if not self.done(entry[2])]
+            heapq.heapify(heap)
+
+    def oldest(self) -> float:
+        """The earliest first-packet time still open, +inf when none is."""
+        heap = self._heap
+        while heap and self.done(heap[0][2]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else float("inf")
+
+    def clear(self) -> None:
+        self._heap.clear()

@@ -138,3 +138,19 @@ def test_first_packet_order_is_the_default_and_release_order_is_a_choice(bundle_
     assert seen["release"] != sorted(seen["release"]) and sorted(seen["release"]) == seen["first-packet"]
     with pytest.raises(ValueError, match="order"):
         classify_captures(Engine(bundle_path), [LAB_CAPTURE], lambda v: None, order="arrival")
+
+
+def test_order_flag_reaches_the_stream_and_refuses_unknown_orders(bundle_path: Path, tmp_path: Path) -> None:
+    times: dict[str, list[float]] = {}
+    for order in ("first-packet", "release"):
+        out = tmp_path / f"{order}.json"
+        result = runner().invoke(
+            classify,
+            [str(LAB_CAPTURE), "--model", str(bundle_path), "--format", "json", "-o", str(out),
+             "--batch-size", "1", "--order", order],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        times[order] = [json.loads(line)["ts"] for line in out.read_text().splitlines()]
+    assert times["first-packet"] == sorted(times["release"]) != times["release"]
+    bad = runner().invoke(classify, [str(LAB_CAPTURE), "--model", str(bundle_path), "--order", "arrival"])
+    assert bad.exit_code == 2 and "arrival" in bad.output + bad.stderr

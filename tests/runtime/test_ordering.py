@@ -44,3 +44,22 @@ def test_the_bound_forces_the_earliest_out_in_order_and_counts_them():
 def test_max_held_must_be_positive():
     with pytest.raises(ValueError):
         _order(max_held=0)
+
+
+def test_open_starts_skip_ended_connections_and_compact():
+    from packetclip.ordering import OpenStarts
+
+    ended: set[str] = set()
+    starts: OpenStarts[str] = OpenStarts(lambda name: name in ended)
+    assert starts.oldest() == float("inf")
+    for ts, name in ((3.0, "c"), (1.0, "a"), (2.0, "b")):
+        starts.add(ts, name, open_count=3)
+    assert starts.oldest() == 1.0
+    ended.update({"a", "b"})
+    assert starts.oldest() == 3.0
+    for i in range(2000):  # many short-lived connections, each ended before the next opens
+        starts.add(10.0 + i, f"x{i}", open_count=1)
+        ended.add(f"x{i}")
+    assert len(starts._heap) <= 2 * 1 + 1024 + 1 and starts.oldest() == 3.0
+    starts.clear()
+    assert starts.oldest() == float("inf")

@@ -81,8 +81,8 @@ def classify_captures(
     """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
     in the summary and skipped; the others are still processed. Finished connections reach the engine in
     first-packet order (`packetclip.ordering`; at most `max_held` wait for an earlier one still open), or with
-    `order="release"` in the order the connection table releases them (what a Zeek sensor hands over: at
-    `max_packets`, at the connection's end)."""
+    `order="release"` in the order the connection table releases them, those one frame releases together in
+    first-packet order (what a Zeek sensor hands over: at `max_packets`, at the connection's end)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     summary = StreamSummary()
@@ -90,10 +90,10 @@ def classify_captures(
     for path in paths:
         file_stats = ParseStats()
         try:
+            reorder = FirstPacketOrder(_first_ts, max_held) if order == "first-packet" else None
             _classify_capture(
-                engine, Path(path), sink, file_stats, summary, progress, measure_latency,
-                max_held if order == "first-packet" else 0,
-            )  # fmt: skip
+                engine, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
+            )
         except PcapError as exc:
             summary.file_errors.append(str(exc))
             log.info("%s", exc)  # the summary reports it once, after the run
@@ -114,14 +114,12 @@ def _classify_capture(
     summary: StreamSummary,
     progress: Callable[[int], None] | None,
     measure_latency: bool,
-    max_held: int,
+    reorder: FirstPacketOrder[tuple[Connection, float]] | None,
 ) -> None:
-    """`max_held` 0: no reordering, connections go on as the tracker releases them."""
+    """`reorder` holds (connection, when the tracker released it) for first-packet order; None: connections go
+    on as the tracker releases them."""
     sensor = path.name
     tracker = ConnectionTracker(engine.featurizer_config, stats, release_full=True)
-    # (connection, when the tracker released it) in first-packet order, as training replays a capture
-    order: FirstPacketOrder[tuple[Connection, float]] = FirstPacketOrder(_first_ts, max(max_held, 1))
-    release_bound = float("inf") if max_held == 0 else None  # None: wait for the oldest open connection
     batch_size = engine.batch_size
     pending: list[tuple[Connection, float]] = []
     clock = time.perf_counter
@@ -153,8 +151,13 @@ def _classify_capture(
             if finished:
                 # the oldest open connection only changes when a record comes out, so only then look
                 at = clock() if measure_latency else 0.0
-                order.push([(conn, at) for conn in finished])
-                take(order.pop_ready(release_bound or tracker.oldest_open_ts()))
+                released = [(conn, at) for conn in finished]
+                if reorder is None:
+                    # connections one frame ends together go in first-packet order, as Zeek's do
+                    take(sorted(released, key=_first_ts))
+                else:
+                    reorder.push(released)
+                    take(reorder.pop_ready(tracker.oldest_open_ts()))
             if progress is not None:
                 consumed += len(frame) + _PCAP_RECORD_HEADER
                 frames += 1
@@ -164,11 +167,14 @@ def _classify_capture(
     finally:
         # a damaged file still yields verdicts for everything read before the damage
         at = clock() if measure_latency else 0.0
-        order.push([(conn, at) for conn in tracker.flush()])
-        take(order.drain())
+        released = [(conn, at) for conn in tracker.flush()]
+        if reorder is not None:
+            reorder.push(released)
+            released = reorder.drain()
+            summary.reordered_forced += reorder.forced
+        pending.extend(released)  # one last call: the engine takes it in first-packet order, batch by batch
         if pending:
             run_batch()
-        summary.reordered_forced += order.forced
         summary.released_early += tracker.released_early
         if progress is not None and consumed:
             progress(consumed)

@@ -50,6 +50,7 @@ from packetclip.featurizer.masking import masked_packet
 from packetclip.featurizer.services import is_likely_server, service_name
 from packetclip.featurizer.stats import ParseStats
 from packetclip.featurizer.tcp_state import ACK, CLOSED, RST, SYN, tcp_history_letters, tcp_transition
+from packetclip.ordering import OpenStarts
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class ConnectionTracker:
         self.stats = stats if stats is not None else ParseStats()
         self._table: dict[tuple, _Tracked] = {}
         self._deadlines: list[tuple[float, int, _Tracked]] = []  # heap of (deadline, tiebreak, connection)
-        self._starts: list[tuple[float, int, _Tracked]] = []  # heap of (first packet, tiebreak, connection)
+        self._starts: OpenStarts[_Tracked] = OpenStarts(_record_is_out)
         self._tiebreak = itertools.count()
         self._fragments: dict[tuple, tuple[_Tracked, bool]] = {}  # first fragment's key -> (conn, is_orig)
         self._now = float("-inf")
@@ -179,10 +180,7 @@ class ConnectionTracker:
     def oldest_open_ts(self) -> float:
         """First-packet time of the oldest connection whose record is not out yet (+inf when there is none):
         every connection that started earlier has been returned already."""
-        starts = self._starts
-        while starts and (starts[0][2].finished or starts[0][2].released):
-            heapq.heappop(starts)
-        return starts[0][0] if starts else float("inf")
+        return self._starts.oldest()
 
     def flush(self) -> list[Connection]:
         """End every open connection (end of input), in order of their last packet."""
@@ -213,11 +211,7 @@ class ConnectionTracker:
         conn = _Tracked(reverse if flipped else packet[2:7], ts, packet[1], packet[13], flipped)
         self._table[conn.key] = conn
         self._push(ts + self._inactivity[proto], conn)
-        starts = self._starts
-        heapq.heappush(starts, (ts, next(self._tiebreak), conn))
-        if len(starts) > 2 * len(self._table) + 1024:  # entries of ended connections wait deep in the heap
-            starts[:] = [entry for entry in starts if not (entry[2].finished or entry[2].released)]
-            heapq.heapify(starts)
+        self._starts.add(ts, conn, len(self._table))
         return conn, not flipped
 
     def _remember_fragment(self, frag_key: tuple, conn: _Tracked, is_orig: bool) -> None:
@@ -307,6 +301,10 @@ class ConnectionTracker:
         """The connection's record, or None when it was released early (its record is out already)."""
         conn.finished = True
         return None if conn.released else build_connection(conn, self.config.snaplen)
+
+
+def _record_is_out(conn: _Tracked) -> bool:
+    return conn.finished or conn.released
 
 
 def _should_flip(proto: int, sport: int, dport: int, flags: int) -> bool:

@@ -19,12 +19,11 @@ It does not parse eve (`packetclip.suricata.eve`) or featurize frames (`packetcl
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from packetclip.ordering import OpenStarts
 from packetclip.suricata.eve import EvePacket
 
 log = logging.getLogger(__name__)
@@ -80,6 +79,10 @@ class FlowCounts:
         }
 
 
+def _handed_out(flow: FlowFrames) -> bool:
+    return bool(flow.reason)
+
+
 class FlowAssembler:
     """Packets in, ready flows out; see the module docstring."""
 
@@ -99,8 +102,7 @@ class FlowAssembler:
         self.counts = FlowCounts()
         self.packet_clock = 0.0  # newest packet time seen
         self._open: OrderedDict[int, FlowFrames] = OrderedDict()  # by first packet arrival
-        self._starts: list[tuple[float, int, FlowFrames]] = []  # heap of (first packet time, tiebreak, flow)
-        self._tiebreak = itertools.count()
+        self._starts: OpenStarts[FlowFrames] = OpenStarts(_handed_out)
         self._done: OrderedDict[int, None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -118,7 +120,7 @@ class FlowAssembler:
             flow = FlowFrames(packet.flow_id, packet.link_type, packet, first_seen_wall=wall_now)
             self._open[packet.flow_id] = flow
             self.counts.flows += 1
-            self._remember_start(packet.ts, flow)
+            self._starts.add(packet.ts, flow, len(self._open))
             if len(self._open) > self.max_open_flows:
                 ready.append(self._hand_out(next(iter(self._open)), "evicted"))
         if packet.link_type != flow.link_type:
@@ -138,17 +140,7 @@ class FlowAssembler:
 
     def oldest_open_ts(self) -> float:
         """First-packet time of the oldest flow not handed out yet (+inf when none is open)."""
-        starts = self._starts
-        while starts and starts[0][2].reason:
-            heapq.heappop(starts)
-        return starts[0][0] if starts else float("inf")
-
-    def _remember_start(self, ts: float, flow: FlowFrames) -> None:
-        starts = self._starts
-        heapq.heappush(starts, (ts, next(self._tiebreak), flow))
-        if len(starts) > 2 * len(self._open) + 1024:  # entries of handed-out flows wait deep in the heap
-            starts[:] = [entry for entry in starts if not entry[2].reason]
-            heapq.heapify(starts)
+        return self._starts.oldest()
 
     def end(self, flow_id: int) -> FlowFrames | None:
         """Suricata ended the flow: hand it out now (None when it was never seen or already handed out)."""

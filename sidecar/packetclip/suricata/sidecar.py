@@ -49,9 +49,8 @@ class SidecarSettings:
     expire_every: float = 0.25  # seconds between passes over open flows and flagged addresses
     max_open_flows: int = 100_000  # bounds the assembler under a flood of one-packet flows
     max_held: int = DEFAULT_MAX_HELD  # ready flows waiting for an earlier open one (packetclip.ordering)
-    reorder_slack: float = (
-        1.0  # seconds (packet time, and wall time once idle) a ready flow waits for late starts
-    )
+    # seconds (packet time, and wall time once idle) a ready flow waits for flows that start late
+    reorder_slack: float = 1.0
 
 
 @dataclass
@@ -201,9 +200,8 @@ class SuricataSidecar:
             log.warning("verdict records not written: %s", exc)
         if self.feedback is not None:
             self.feedback.observe(verdicts)
-        self.counts.flows_classified += len(
-            verdicts
-        )  # last: a flow counts once its record and feedback are out
+        # last: a flow counts as classified once its record and its feedback are out
+        self.counts.flows_classified += len(verdicts)
         return verdicts
 
     def _maybe_reload(self) -> None:
