@@ -26,7 +26,9 @@ def hashed_text_vectors(texts: list[str], dim: int = 384) -> np.ndarray:
 
 
 def train_tiny_checkpoints(
-    work: Path, encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors
+    work: Path,
+    encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
+    context_payload: bool = False,
 ) -> Path:
     """encoder.pt, align.pt and reasoner.pt in `work`: a tiny random encoder, untrained heads and a reasoner
     trained one short epoch on the committed dataset sample. Their verdicts mean little; their files are real."""
@@ -35,7 +37,7 @@ def train_tiny_checkpoints(
     from packetclip.missions import load_missions
     from packetclip_training.align import AlignmentHeads, save_heads
     from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
-    from packetclip_training.reasoner import TrainConfig, save_reasoner
+    from packetclip_training.reasoner import ReasonerConfig, TrainConfig, save_reasoner
     from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
     from packetclip_training.reasoner_data import embed_split
 
@@ -49,9 +51,13 @@ def train_tiny_checkpoints(
     missions = load_missions()
     train = embed_split(encoder, SAMPLE_DATASET, "train")
     concepts = concept_embeddings(missions, heads, encode)
-    fit = fit_reasoner(
-        train, None, heads, missions, concepts, TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
+    settings = TrainConfig(epochs=1, min_per_class=20, max_per_class=40)
+    config = ReasonerConfig(
+        embed_dim=encoder.config.embed_dim,
+        aligned_dim=heads.packet_head.out_features,
+        context_payload=context_payload,
     )
+    fit = fit_reasoner(train, None, heads, missions, concepts, settings, config)
     save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
     return work
 
@@ -60,13 +66,14 @@ def export_tiny_bundles(
     work: Path,
     versions: Sequence[str | None] = (None,),
     encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
+    context_payload: bool = False,
     **export_options: Any,
 ) -> list[Path]:
     """One bundle per version (`work/bundle-<version>`) from the same tiny checkpoints."""
     from packetclip_training.export_cli import export_bundle
 
     if not (work / "reasoner.pt").is_file():
-        train_tiny_checkpoints(work, encode)
+        train_tiny_checkpoints(work, encode, context_payload)
     options = {"metrics": {"coarse_mauc": 0.5}, "cache": work / "cache", **export_options}
     return [
         export_bundle(SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",

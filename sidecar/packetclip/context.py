@@ -63,8 +63,8 @@ class OriginatorHistory:
         slots: int = CONTEXT_SLOTS,
         max_originators: int = 10_000,
     ):
-        if slots < 1 or payload_width < 1 or max_originators < 1:
-            raise ValueError("slots, payload_width and max_originators must be positive")
+        if slots < 1 or payload_width < 0 or max_originators < 1:
+            raise ValueError("slots and max_originators must be positive, payload_width not negative")
         self.slots = slots
         self.payload_width = payload_width
         self.payload_dtype = np.dtype(payload_dtype)

@@ -6,7 +6,8 @@ Owns turning finished connections into verdicts with one model bundle:
    has not seen (floods repeat the same masked packets, so identical inputs are embedded once);
 2. build each connection's originator context with `packetclip.context.OriginatorHistory`, following the rule
    training replays: walk the batch in order of first-packet time; for each connection take its context, THEN add
-   its own packets (payload = their packet embeddings) under the key ``f"{sensor}|{orig_h}"``;
+   its own packets under the key ``f"{sensor}|{orig_h}"`` (payload = their packet embeddings, kept only for a
+   reasoner that reads them: one whose ONNX graph has the `context` input);
 3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
    coarse class, `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
    winning mission, and `explanation` comes from `packetclip.explain.Explainer` over the facts the
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ENCODER_INPUTS = ("bytes", "direction", "iat", "length", "valid")
 ENCODER_OUTPUTS = ("packet_embeddings", "connection_embedding")
+# what a reasoner may take; `context` (the context packets' embeddings) only when it reads them
+REASONER_INPUTS = ("connection", "context", "context_features", "context_valid")
 REASONER_OUTPUTS = ("coarse", "fine", "concepts", "aligned")
 DEFAULT_CACHE_SIZE = 4096  # connections; ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
 TOP_CONCEPTS = 3  # concepts of the winning mission reported per verdict
@@ -190,6 +193,9 @@ class _Models:
     reasoner: Any
     encoder_digest: str  # sha256 of encoder.onnx from the manifest: same digest, same embedding space
     embed_dim: int
+    reads_context: (
+        bool  # the reasoner takes the context packets' embeddings (input `context`), not only features
+    )
     featurizer: FeaturizerConfig
     concepts: list[dict[str, str]]
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
@@ -212,6 +218,12 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
             f"bundle {bundle.source}: context features {list(bundle.context_features)} differ from this "
             f"runtime's {list(CONTEXT_FEATURES)}"
         )
+    reasoner_inputs = {i.name for i in reasoner.get_inputs()}
+    unknown = reasoner_inputs - set(REASONER_INPUTS)
+    if unknown or not {"connection", "context_features", "context_valid"} <= reasoner_inputs:
+        raise BundleError(
+            f"bundle {bundle.source}: {paths['reasoner'].name}: inputs {sorted(reasoner_inputs)}"
+        )
     connection_input = next(i for i in reasoner.get_inputs() if i.name == "connection")
     embed_dim = int(connection_input.shape[-1])
     concepts = bundle.concepts
@@ -224,6 +236,7 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
         reasoner=reasoner,
         encoder_digest=str(bundle.manifest["files"].get(paths["encoder"].name, "")),
         embed_dim=embed_dim,
+        reads_context="context" in reasoner_inputs,
         featurizer=FeaturizerConfig(
             max_packets=int(manifest_featurizer.get("max_packets", FeaturizerConfig.max_packets)),
             snaplen=int(manifest_featurizer.get("snaplen", FeaturizerConfig.snaplen)),
@@ -250,7 +263,9 @@ class BatchInference:
     connections: list[Connection]
     packet_embeddings: np.ndarray  # float32 (B, N, E)
     connection_embedding: np.ndarray  # float32 (B, E)
-    context: np.ndarray  # float32 (B, A, E)
+    context: (
+        np.ndarray
+    )  # float32 (B, A, E) context packets' embeddings; (B, A, 0) for a reasoner without them
     context_features: np.ndarray  # float32 (B, A, F)
     context_valid: np.ndarray  # bool (B, A)
     activities: list[Activity]
@@ -290,7 +305,7 @@ class Engine:
     def _reset_encoder_state(self) -> None:
         """History and cache hold encoder outputs: they belong to one embedding space."""
         self.history = OriginatorHistory(
-            self._models.embed_dim,
+            self._models.embed_dim if self._models.reads_context else 0,  # no payload kept when none is read
             np.float32,
             slots=self._models.bundle.context_slots,
             max_originators=self.max_originators,
@@ -325,8 +340,9 @@ class Engine:
         models = _load_models(self._open(bundle), self.threads)
         with self._lock:
             same_encoder = models.encoder_digest == self._models.encoder_digest and models.encoder_digest
+            same_context = models.reads_context == self._models.reads_context
             self._models = models
-            if not same_encoder:
+            if not (same_encoder and same_context):
                 self._reset_encoder_state()
         log.info("engine now serves %s %s", models.bundle.name, models.bundle.version)
 
@@ -363,8 +379,8 @@ class Engine:
         arrays = pack(connections, models.featurizer)
         packet_embeddings, connection_embedding = self._embed(models, arrays)
         counts = arrays["valid"].sum(axis=1).tolist()
-        batch, slots = len(connections), self.history.slots
-        context = np.zeros((batch, slots, models.embed_dim), np.float32)
+        batch, slots, width = len(connections), self.history.slots, self.history.payload_width
+        context = np.zeros((batch, slots, width), np.float32)
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
         valid = np.zeros((batch, slots), bool)
         activities = []
@@ -373,18 +389,15 @@ class Engine:
             n = counts[row]
             context[row], features[row], valid[row] = self.history.step(
                 key, conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], conn.pkt_dir[:n] == 1,
-                packet_embeddings[row, :n],
+                packet_embeddings[row, :n, :width],
             )  # fmt: skip
             self.activity.observe(sensor, conn)
             activities.append(self.activity.summary(sensor, conn.orig_h, conn.last_ts))
         outputs: dict[str, np.ndarray] = {}
         if batch:
-            feed = {
-                "connection": connection_embedding,
-                "context": context,
-                "context_features": features,
-                "context_valid": valid,
-            }
+            feed = {"connection": connection_embedding, "context_features": features, "context_valid": valid}
+            if models.reads_context:
+                feed["context"] = context
             outputs = dict(
                 zip(REASONER_OUTPUTS, models.reasoner.run(list(REASONER_OUTPUTS), feed), strict=True)
             )

@@ -21,7 +21,7 @@ from packetclip_training.models.encoder import PacketEncoder, load_config, save_
 from packetclip_training.models.etbert import EtBertConfig
 from packetclip_training.reasoner import TrainConfig, save_reasoner
 from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
-from packetclip_training.reasoner_data import embed_split
+from packetclip_training.reasoner_data import embed_split, reasoner_training_split
 from support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
@@ -43,10 +43,11 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         return concept_embeddings(missions, h, hashed_text_vectors)
 
     settings = TrainConfig(epochs=1, min_per_class=20, max_per_class=60)
-    fit = fit_reasoner(splits["train"], splits["val"], heads, missions, concepts(heads), settings)
-    inputs = Inputs(
-        SAMPLE, encoder, heads, fit.model, missions, splits, hashed_text_vectors, concepts, work / "w"
-    )
+    # with the training split's originator-only view, as the reasoner command trains by default
+    reasoner_train = reasoner_training_split(encoder, work / "unused", SAMPLE, splits["train"], None, True)
+    fit = fit_reasoner(reasoner_train, splits["val"], heads, missions, concepts(heads), settings)
+    inputs = Inputs(SAMPLE, encoder, heads, fit.model, missions, splits, reasoner_train, hashed_text_vectors,
+                    concepts, work / "w")  # fmt: skip
     config = EvaluateConfig(fractions=(1.0, 0.3), unseen=("os_scan",), reasoner=settings,
                             comparison_models=("xgboost", "linear"), flow_models=("xgboost",), align_per_class=60)  # fmt: skip
     results = run_evaluation(inputs, config, PARTS)

@@ -119,13 +119,14 @@ def sample_splits():
     return {split: embed_split(encoder, SAMPLE, split) for split in ("train", "val", "test")}
 
 
-def _fit(splits, classes=FINE_CLASSES, epochs: int = 3):
+def _fit(splits, classes=FINE_CLASSES, epochs: int = 3, context_payload: bool = False):
     missions = load_missions()
     concepts = sum(len(m.concepts()) for m in missions)
     heads = AlignmentHeads(32, 384, "both")
     config = TrainConfig(epochs=epochs, max_per_class=200, min_per_class=60, learning_rate=3e-3)
+    architecture = ReasonerConfig(embed_dim=32, aligned_dim=256, context_payload=context_payload)
     return fit_reasoner(
-        splits["train"], splits["val"], heads, missions, _unit(concepts, 256), config, classes=classes
+        splits["train"], splits["val"], heads, missions, _unit(concepts, 256), config, architecture, classes
     )
 
 
@@ -153,17 +154,20 @@ def test_an_unseen_class_is_never_a_training_target(sample_splits) -> None:
     assert result.train_rows == int((~port_scan).sum())
 
 
-def test_onnx_export_matches_torch(sample_splits, tmp_path: Path) -> None:
+@pytest.mark.parametrize("context_payload", [False, True])
+def test_onnx_export_matches_torch(sample_splits, tmp_path: Path, context_payload: bool) -> None:
     import onnxruntime as ort
 
-    result = _fit(sample_splits, epochs=1)
+    result = _fit(sample_splits, epochs=1, context_payload=context_payload)
     arrays = training_arrays(sample_splits["test"], FINE_CLASSES)
     rows = np.arange(6)
     context, features, valid = arrays.context(rows)
     inputs = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
     expected = export_reasoner(result.model, tmp_path / "reasoner.onnx", inputs)
     session = ort.InferenceSession(str(tmp_path / "reasoner.onnx"), providers=["CPUExecutionProvider"])
-    batch = {name: value[:3] for name, value in inputs.items()}  # another batch size than the export's
+    names = [i.name for i in session.get_inputs()]
+    assert names == [n for n in REASONER_INPUTS if context_payload or n != "context"]
+    batch = {name: inputs[name][:3] for name in names}  # another batch size than the export's
     for name, got in zip(expected, session.run(list(expected), batch), strict=True):
         assert np.abs(got - expected[name][:3]).max() < 1e-4, name
 
@@ -184,3 +188,18 @@ def test_behaviour_dropout_hides_embeddings_of_some_rows_only() -> None:
     assert (context[hidden] == 0).all() and (context[~hidden] == 1).all()
     assert (features == 1).all() and valid.all()  # timing and responder features always stay
     assert behaviour_dropout(inputs, 0.0, rng) is inputs
+
+
+def test_a_block_computing_only_its_first_tokens_matches_the_full_block() -> None:
+    from packetclip_training.models.encoder import Block
+
+    torch.manual_seed(3)
+    block = Block(32, 4, 64).eval()
+    tokens = torch.randn(6, 9, 32)
+    key_bias = torch.zeros(6, 1, 1, 9)
+    key_bias[:3, ..., 5:] = -1.0e9  # some rows with padding keys
+    full = block(tokens, key_bias)
+    for queries in (1, 4):
+        part = block(tokens, key_bias, queries=queries)
+        assert part.shape == (6, queries, 32)
+        torch.testing.assert_close(part, full[:, :queries], rtol=0, atol=1e-5)

@@ -41,6 +41,12 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def payload_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bundle whose reasoner also reads the context packets' embeddings (the `context` input)."""
+    return export_tiny_bundles(tmp_path_factory.mktemp("payload-bundle"), context_payload=True)[0]
+
+
+@pytest.fixture(scope="module")
 def lab_connections() -> list[Connection]:
     return list(featurize_pcap(LAB_CAPTURE))
 
@@ -78,16 +84,22 @@ def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarra
     return connections, columns, arrays
 
 
-def test_contexts_match_the_training_replay_of_a_split(bundle_path: Path) -> None:
-    """The runtime, fed a split file by file in micro-batches, builds the contexts `build_contexts` builds."""
+@pytest.mark.parametrize("which", ["runtime", "payload"])
+def test_contexts_match_the_training_replay_of_a_split(which: str, request: pytest.FixtureRequest) -> None:
+    """The runtime, fed a split file by file in micro-batches, builds the contexts `build_contexts` builds
+    (with the context packets' embeddings when the reasoner reads them)."""
     from packetclip_training.reasoner_data import build_contexts, packet_times
 
     connections, columns, arrays = split_connections("test")
-    engine = Engine(bundle_path, cache_size=0)
+    engine = Engine(request.getfixturevalue("bundle_path" if which == "runtime" else "payload_bundle_path"),
+                    cache_size=0)  # fmt: skip
+    if which == "payload":
+        assert engine._models.reads_context
     sources = columns["source_file"]
     embed_dim = engine._models.embed_dim
-    slots = engine.history.slots
-    runtime_context = np.zeros((len(connections), slots, embed_dim), np.float32)
+    slots, width = engine.history.slots, engine.history.payload_width
+    assert width == (embed_dim if engine._models.reads_context else 0)
+    runtime_context = np.zeros((len(connections), slots, width), np.float32)
     runtime_features = np.zeros((len(connections), slots, 5), np.float32)
     runtime_valid = np.zeros((len(connections), slots), bool)
     packet_rows = np.zeros((len(connections), arrays["valid"].shape[1], embed_dim), np.float32)
@@ -113,7 +125,7 @@ def test_contexts_match_the_training_replay_of_a_split(bundle_path: Path) -> Non
     )
     assert valid.sum() > len(connections)  # the split really has originators with history
     np.testing.assert_array_equal(runtime_valid, valid)
-    np.testing.assert_array_equal(runtime_context, table[index])
+    np.testing.assert_array_equal(runtime_context, table[index][..., :width])
     np.testing.assert_array_equal(runtime_features.astype(np.float16), features)
 
 

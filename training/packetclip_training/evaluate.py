@@ -80,6 +80,7 @@ class Inputs:
     reasoner: Reasoner
     missions: list[Mission]
     splits: dict[str, SplitEmbeddings]
+    reasoner_train: SplitEmbeddings  # what retrained reasoners fit: the train split, with its one-sided view
     encode_texts: Callable[[list[str]], np.ndarray]
     concept_text: Callable[[AlignmentHeads], np.ndarray]  # concept embeddings through a given g_T
     work: Path  # scratch directory for the unseen-class alignment runs
@@ -197,7 +198,7 @@ def scarcity(inputs: Inputs, config: EvaluateConfig, full: tuple[np.ndarray, np.
             coarse = full[0]
         else:
             fit = fit_reasoner(
-                inputs.splits["train"],
+                inputs.reasoner_train,
                 None,
                 inputs.heads,
                 inputs.missions,
@@ -243,7 +244,7 @@ def unseen(inputs: Inputs, config: EvaluateConfig, name: str) -> dict[str, Any]:
     result: dict[str, Any] = {"class": name, "zero_shot": unseen_class_metrics(truth, probability, name)}
     classes = [c for c in FINE_CLASSES if c != name]
     fit = fit_reasoner(
-        inputs.splits["train"],
+        inputs.reasoner_train,
         None,
         heads,
         inputs.missions,

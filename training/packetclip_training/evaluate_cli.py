@@ -33,7 +33,7 @@ from packetclip_training.model_options import (
 from packetclip_training.models.encoder import load_checkpoint
 from packetclip_training.reasoner import TrainConfig, load_reasoner
 from packetclip_training.reasoner_cli import concept_embeddings
-from packetclip_training.reasoner_data import cached_split
+from packetclip_training.reasoner_data import cached_split, reasoner_training_split
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +301,9 @@ def evaluate(
     train_settings.epochs, train_settings.max_per_class = epochs, max_per_class
     config = EvaluateConfig(reasoner=train_settings, **({"unseen": unseen_classes} if unseen_classes else {}))
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
+    reasoner_train = reasoner_training_split(
+        encoder, encoder_path, dataset, splits["train"], cache, train_settings.one_sided
+    )
     concept_text: Callable[[Any], np.ndarray] = lambda h: concept_embeddings(missions, h, encode)  # noqa: E731
     inputs = Inputs(
         dataset,
@@ -309,6 +312,7 @@ def evaluate(
         reasoner,
         list(missions) or load_missions(),
         splits,
+        reasoner_train,
         encode,
         concept_text,
         work or out / "work",

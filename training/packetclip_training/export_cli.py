@@ -108,9 +108,8 @@ def export_bundle(
     encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
     arrays = training_arrays(test, FINE_CLASSES)
     context, features, valid = arrays.context(rows)
-    reasoner_inputs = dict(
-        zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True)
-    )
+    everything = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
+    reasoner_inputs = {name: everything[name] for name in reasoner.config.input_names}
     bank = build_bank(dataset, heads, encode_texts)
     cost = encoder_cost(encoder.config)
     with tempfile.TemporaryDirectory(prefix="packetclip-export-") as scratch:

@@ -36,7 +36,13 @@ from packetclip_training.reasoner import (
     save_reasoner,
     train_reasoner,
 )
-from packetclip_training.reasoner_data import SplitEmbeddings, cached_split
+from packetclip_training.reasoner_data import (
+    SplitEmbeddings,
+    cached_split,
+    captured_part,
+    mirrored_rows,
+    reasoner_training_split,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +109,10 @@ def fit_reasoner(
     started = time.monotonic()
     classes = list(classes)
     labels = np.asarray([str(v) for v in train.columns["fine"]])
-    rows = fraction_rows(labels, fraction, train_config.seed) if fraction < 1.0 else None
+    rows = None
+    if fraction < 1.0:  # a share of the connections, each with all of its views
+        captured = captured_part(train)
+        rows = mirrored_rows(train, fraction_rows(labels[captured], fraction, train_config.seed))
     arrays = training_arrays(train, classes, rows)
     if not (arrays.fine >= 0).any():
         raise ValueError("no training connection of the requested classes")
@@ -168,6 +177,19 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
 @click.option(
     "--max-per-class", type=click.IntRange(min=1), default=TrainConfig.max_per_class, show_default=True
 )
+@click.option(
+    "--one-sided/--two-sided-only",
+    default=TrainConfig.one_sided,
+    show_default=True,
+    help="Also train on the originator-only view of every training connection (replies missing).",
+)
+@click.option(
+    "--behaviour-dropout",
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.behaviour_dropout,
+    show_default=True,
+    help="Share of training rows whose packet embeddings are hidden (behaviour features only).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
 def reasoner(
@@ -179,6 +201,8 @@ def reasoner(
     cache: Path | None,
     epochs: int,
     max_per_class: int,
+    one_sided: bool,
+    behaviour_dropout: float,
     seed: int,
     threads: int | None,
 ) -> None:
@@ -194,8 +218,15 @@ def reasoner(
     missions = load_missions(missions_dir)
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     concept_text = concept_embeddings(missions, heads, TextEncoder().encode)
-    settings = TrainConfig(epochs=epochs, max_per_class=max_per_class, seed=seed)
-    result = fit_reasoner(splits["train"], splits["val"], heads, missions, concept_text, settings)
+    settings = TrainConfig(
+        epochs=epochs,
+        max_per_class=max_per_class,
+        one_sided=one_sided,
+        behaviour_dropout=behaviour_dropout,
+        seed=seed,
+    )
+    train = reasoner_training_split(encoder, encoder_path, dataset, splits["train"], cache, one_sided)
+    result = fit_reasoner(train, splits["val"], heads, missions, concept_text, settings)
     test = splits["test"]
     coarse, fine, _, _ = predict(result.model, training_arrays(test, FINE_CLASSES))
     metrics = {

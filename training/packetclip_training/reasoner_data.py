@@ -29,12 +29,14 @@ import torch
 from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
+from packetclip_training.one_sided import originator_view
 
 log = logging.getLogger(__name__)
 
 CONTEXT_COLUMNS = ("source_file", "orig_h", "resp_h", "resp_p", "ts")
 LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "uid", "source_kind")
 CACHE_FORMAT = "packetclip-reasoner-cache/1"
+VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
 
 
 @dataclass
@@ -123,9 +125,16 @@ def build_contexts(
     return index, features, valid, previous
 
 
-def embed_split(encoder: PacketEncoder, dataset: Path, split: str, batch_size: int = 512) -> SplitEmbeddings:
-    """Embed and contextualise one split of a built dataset."""
+def embed_split(
+    encoder: PacketEncoder, dataset: Path, split: str, batch_size: int = 512, view: str = "both"
+) -> SplitEmbeddings:
+    """Embed and contextualise one split of a built dataset, as captured (`view` "both") or as a sensor seeing
+    only the originators' packets would have featurized it (`view` "originator", see `one_sided`)."""
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
     arrays = load_split(dataset, split, columns=(*LABEL_COLUMNS, *CONTEXT_COLUMNS))
+    if view == "originator":
+        arrays = originator_view(arrays)
     columns = {name: arrays.pop(name) for name in (*LABEL_COLUMNS, *CONTEXT_COLUMNS)}
     log.info("%s: embedding %d connections", split, len(columns["ts"]))
     connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
@@ -139,9 +148,11 @@ def embed_split(encoder: PacketEncoder, dataset: Path, split: str, batch_size: i
     return SplitEmbeddings(connection, packets, offsets, index, features, valid, previous, columns)
 
 
-def _cache_key(encoder_path: Path, dataset: Path, split: str) -> str:
+def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str) -> str:
     digest = hashlib.sha256()
     digest.update(CACHE_FORMAT.encode())
+    if view != "both":  # the two-sided view keeps the keys of caches written before views existed
+        digest.update(view.encode())
     digest.update(hashlib.sha256(encoder_path.read_bytes()).digest())
     digest.update(str((dataset / f"{split}.parquet").stat().st_size).encode())
     manifest = dataset / "manifest.json"
@@ -150,13 +161,19 @@ def _cache_key(encoder_path: Path, dataset: Path, split: str) -> str:
 
 
 def cached_split(
-    encoder: PacketEncoder, encoder_path: Path, dataset: Path, split: str, cache: Path | None
+    encoder: PacketEncoder,
+    encoder_path: Path,
+    dataset: Path,
+    split: str,
+    cache: Path | None,
+    view: str = "both",
 ) -> SplitEmbeddings:
     """`embed_split`, reusing a cache file keyed by the encoder checkpoint and the dataset when one exists."""
     if cache is None:
-        return embed_split(encoder, dataset, split)
+        return embed_split(encoder, dataset, split, view=view)
     cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{split}-{_cache_key(encoder_path, dataset, split)}.npz"
+    prefix = split if view == "both" else f"{split}-{view}"
+    path = cache / f"{prefix}-{_cache_key(encoder_path, dataset, split, view)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=True) as stored:
             columns = json.loads(str(stored["column_names"]))
@@ -171,7 +188,7 @@ def cached_split(
                 stored["previous"],
                 {name: stored[f"column_{name}"] for name in columns},
             )
-    result = embed_split(encoder, dataset, split)
+    result = embed_split(encoder, dataset, split, view=view)
     np.savez(
         path,
         connection=result.connection,
@@ -185,3 +202,66 @@ def cached_split(
         **{f"column_{name}": values for name, values in result.columns.items()},
     )
     return result
+
+
+def concatenate_splits(first: SplitEmbeddings, second: SplitEmbeddings) -> SplitEmbeddings:
+    """One split of `first`'s rows then `second`'s, each keeping its own contexts and predecessors.
+
+    Context slots index the packet table, so the second table's rows are shifted past the first's (both share
+    the all-zero row 0); `previous` links never cross from one part to the other. Only the columns both carry stay.
+    """
+    shift = len(first.packets) - 1
+    second_index = np.where(second.context_index > 0, second.context_index + shift, 0).astype(np.int32)
+    return SplitEmbeddings(
+        np.concatenate([first.connection, second.connection]),
+        np.concatenate([first.packets, second.packets[1:]]),
+        np.concatenate([first.offsets, second.offsets[1:] + first.offsets[-1]]),
+        np.concatenate([first.context_index, second_index]),
+        np.concatenate([first.context_features, second.context_features]),
+        np.concatenate([first.context_valid, second.context_valid]),
+        np.concatenate([first.previous, np.where(second.previous >= 0, second.previous + len(first), -1)]),
+        {
+            name: np.concatenate([first.columns[name], second.columns[name]])
+            for name in first.columns
+            if name in second.columns
+        },
+    )
+
+
+def reasoner_training_split(
+    encoder: PacketEncoder,
+    encoder_path: Path,
+    dataset: Path,
+    train: SplitEmbeddings,
+    cache: Path | None,
+    one_sided: bool,
+) -> SplitEmbeddings:
+    """What the reasoner trains on: the train split, and with `one_sided` also its originator-only view.
+
+    The combined split holds the train rows as captured, then the same rows in the same order one-sided; its
+    `view` column says which (`mirrored_rows` relies on that order).
+    """
+    if not one_sided:
+        return train
+    combined = concatenate_splits(
+        train, cached_split(encoder, encoder_path, dataset, "train", cache, "originator")
+    )
+    combined.columns["view"] = np.repeat(np.asarray(VIEWS, dtype=object), len(train))
+    return combined
+
+
+def mirrored_rows(split: SplitEmbeddings, rows: np.ndarray) -> np.ndarray:
+    """`rows` of the captured part of a `reasoner_training_split`, with the same connections' one-sided rows.
+
+    For a split without views, `rows` unchanged: choosing a share of the connections picks both of their views.
+    """
+    views = split.columns.get("view")
+    if views is None:
+        return rows
+    return np.concatenate([rows, rows + len(split) // 2])
+
+
+def captured_part(split: SplitEmbeddings) -> np.ndarray:
+    """Row numbers of the split as captured (all rows of a split without views)."""
+    views = split.columns.get("view")
+    return np.arange(len(split) if views is None else len(split) // 2)

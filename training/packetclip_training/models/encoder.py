@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -119,16 +120,34 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Linear(ffn, dim))
 
-    def forward(self, x: torch.Tensor, key_bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, key_bias: torch.Tensor | None = None, queries: int | None = None
+    ) -> torch.Tensor:
+        """(B, L, D) → (B, L, D); with `queries`, only the first `queries` tokens are computed and returned
+        (they still attend to all L): the exact result for a last layer whose other outputs nobody reads, at
+        the cost of the keys and values alone for the rest."""
         length, dim = x.shape[1], x.shape[2]  # fixed by the config; only the batch axis is dynamic
-        qkv = self.qkv(self.attn_norm(x))  # (B, L, 3D)
-        qkv = qkv.reshape(-1, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
-        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, L, L)
+        normed = self.attn_norm(x)
+        if queries is None:
+            qkv = self.qkv(normed)  # (B, L, 3D)
+            qkv = qkv.reshape(-1, length, 3, self.heads, self.head_dim).permute(
+                2, 0, 3, 1, 4
+            )  # (3, B, H, L, Dh)
+            q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh)
+        else:
+            x = x[:, :queries]
+            q = F.linear(normed[:, :queries], self.qkv.weight[:dim], self.qkv.bias[:dim])  # (B, Q, D)
+            q = q.reshape(-1, queries, self.heads, self.head_dim).transpose(1, 2)  # (B, H, Q, Dh)
+            kv = F.linear(normed, self.qkv.weight[dim:], self.qkv.bias[dim:])  # (B, L, 2D)
+            kv = kv.reshape(-1, length, 2, self.heads, self.head_dim).permute(
+                2, 0, 3, 1, 4
+            )  # (2, B, H, L, Dh)
+            k, v = kv[0], kv[1]
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, Q, L)
         if key_bias is not None:
             scores = scores + key_bias  # (B, 1, 1, L) hides padding keys
-        mixed = torch.matmul(scores.softmax(dim=-1), v)  # (B, H, L, Dh)
-        mixed = mixed.transpose(1, 2).reshape(-1, length, dim)  # (B, L, D)
+        mixed = torch.matmul(scores.softmax(dim=-1), v)  # (B, H, Q, Dh)
+        mixed = mixed.transpose(1, 2).reshape(-1, x.shape[1], dim)  # (B, Q, D)
         x = x + self.attn_out(mixed)
         return x + self.ffn(self.ffn_norm(x))
 
