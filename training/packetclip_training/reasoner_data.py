@@ -8,6 +8,10 @@ Owns two steps and their cache:
    them: per connection the indices of its context packets in the packet table, the slot features, the validity
    mask, and the previous connection of the same originator (for the temporal-smoothing loss).
 
+A split can also be embedded as the originator-only view (`one_sided`): the reasoner trains on the train split
+both ways (`reasoner_training_split`: captured rows, then the same rows one-sided, each part with its own
+contexts), cached separately.
+
 Originators are keyed by capture file and address: two captures never share a history, as two sensors would not.
 Connections are replayed in order of their first packet; the sensor classifies them as they finish, which for the
 many short connections of scans, floods and brute force is the same order.
