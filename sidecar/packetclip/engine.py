@@ -193,9 +193,8 @@ class _Models:
     reasoner: Any
     encoder_digest: str  # sha256 of encoder.onnx from the manifest: same digest, same embedding space
     embed_dim: int
-    reads_context: (
-        bool  # the reasoner takes the context packets' embeddings (input `context`), not only features
-    )
+    # the reasoner takes the context packets' embeddings (input `context`), not only their features
+    reads_context: bool
     featurizer: FeaturizerConfig
     concepts: list[dict[str, str]]
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
@@ -263,9 +262,8 @@ class BatchInference:
     connections: list[Connection]
     packet_embeddings: np.ndarray  # float32 (B, N, E)
     connection_embedding: np.ndarray  # float32 (B, E)
-    context: (
-        np.ndarray
-    )  # float32 (B, A, E) context packets' embeddings; (B, A, 0) for a reasoner without them
+    # float32 (B, A, E) the context packets' embeddings; (B, A, 0) for a reasoner that does not read them
+    context: np.ndarray
     context_features: np.ndarray  # float32 (B, A, F)
     context_valid: np.ndarray  # bool (B, A)
     activities: list[Activity]

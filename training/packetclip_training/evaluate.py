@@ -341,7 +341,9 @@ def efficiency(
     packed = load_split(inputs.dataset, "test", columns=())
     arrays = {name: np.ascontiguousarray(values[rows]) for name, values in packed.items()}
     del packed
-    context, features, valid = training_arrays(test, FINE_CLASSES).context(rows)
+    context, features, valid = training_arrays(test, FINE_CLASSES).context(
+        rows, inputs.reasoner.config.context_payload
+    )
     arrays.update(context=context, context_features=features, context_valid=valid)
     paths = bundle.model_paths
     candidate = timing.pipeline_candidate(

@@ -107,7 +107,7 @@ def export_bundle(
     packed = load_split(dataset, "test", columns=())
     encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
     arrays = training_arrays(test, FINE_CLASSES)
-    context, features, valid = arrays.context(rows)
+    context, features, valid = arrays.context(rows, reasoner.config.context_payload)
     everything = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
     reasoner_inputs = {name: everything[name] for name in reasoner.config.input_names}
     bank = build_bank(dataset, heads, encode_texts)

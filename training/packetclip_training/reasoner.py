@@ -70,9 +70,7 @@ class ReasonerConfig:
     temporal_ffn: int = 256
     hidden: int = 128  # width of the classification MLP
     dropout: float = 0.1  # on the MLP input: the temporal state is wide next to the 8-wide mission embeddings
-    context_payload: bool = (
-        False  # context slots carry the earlier packets' embeddings too (module docstring)
-    )
+    context_payload: bool = False  # context slots also carry the earlier packets' embeddings (docstring)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ReasonerConfig:
@@ -226,11 +224,9 @@ class Reasoner(nn.Module):
     ) -> torch.Tensor:
         """(B, d): the connection token after attending over the originator's recent packets."""
         first = self.connection_token(connection).unsqueeze(1)  # (B, 1, d)
-        slot = (
-            torch.cat([context, context_features], dim=-1)
-            if self.config.context_payload
-            else context_features
-        )
+        slot = context_features
+        if self.config.context_payload:
+            slot = torch.cat([context, context_features], dim=-1)
         rest = self.context_token(slot)  # (B, A, d)
         tokens = torch.cat([first, rest], dim=1) + self.slot_position  # (B, A + 1, d)
         present = torch.cat([torch.ones_like(context_valid[:, :1]), context_valid], dim=1).to(tokens.dtype)
@@ -276,7 +272,8 @@ class TrainingArrays:
     """What one split contributes to training: inputs by row plus targets."""
 
     connection: np.ndarray  # float32 (n, E)
-    context: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]  # rows → context arrays
+    # (rows, payload) → context arrays; without payload the context packets' embeddings are left out
+    context: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
     fine: np.ndarray  # int64 (n,) index into the fine classes trained on (-1: not trained on)
     previous: np.ndarray  # int64 (n,) previous connection of the same originator, -1 none
     previous_age: np.ndarray  # float64 (n,) seconds since that previous connection started
@@ -310,8 +307,8 @@ def epoch_rows(fine: np.ndarray, config: TrainConfig, rng: np.random.Generator) 
     return rng.permutation(order)
 
 
-def _tensors(data: TrainingArrays, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-    context, features, valid = data.context(rows)
+def _tensors(model: Reasoner, data: TrainingArrays, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
+    context, features, valid = data.context(rows, model.config.context_payload)
     return (
         torch.from_numpy(data.connection[rows]),
         torch.from_numpy(context),
@@ -364,7 +361,7 @@ def train_reasoner(
                 break
             batch = rows[start : start + config.batch_size]
             label = torch.from_numpy(train.fine[batch])
-            inputs = behaviour_dropout(_tensors(train, batch), config.behaviour_dropout, rng)
+            inputs = behaviour_dropout(_tensors(model, train, batch), config.behaviour_dropout, rng)
             coarse, fine, activations, _ = model(*inputs)
             coarse_loss = F.cross_entropy(coarse, coarse_index[label])
             # fine logits of classes not trained on (an unseen class) are left out of the softmax
@@ -412,7 +409,7 @@ def _smoothing(
     if not usable.any():
         return torch.zeros(())
     with torch.no_grad():  # the predecessor is a fixed anchor; gradients flow through the current connection
-        anchor = model(*_tensors(data, previous[usable]))[0].softmax(dim=-1)
+        anchor = model(*_tensors(model, data, previous[usable]))[0].softmax(dim=-1)
     current = coarse[torch.from_numpy(np.flatnonzero(usable))].softmax(dim=-1)
     return ((current - anchor) ** 2).sum(dim=-1).mean()
 
@@ -425,7 +422,7 @@ def predict(model: Reasoner, data: TrainingArrays, rows: np.ndarray | None = Non
     rows = np.arange(len(data.connection)) if rows is None else rows
     parts: list[list[np.ndarray]] = [[], [], [], []]
     for start in range(0, len(rows), batch_size):
-        outputs = surface(*_tensors(data, rows[start : start + batch_size]))
+        outputs = surface(*_tensors(model, data, rows[start : start + batch_size]))
         for part, output in zip(parts, outputs, strict=True):
             part.append(output.numpy())
     return tuple(np.concatenate(p) if p else np.zeros((0, 0), np.float32) for p in parts)

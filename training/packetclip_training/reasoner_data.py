@@ -61,14 +61,14 @@ class SplitEmbeddings:
     def __len__(self) -> int:
         return len(self.connection)
 
-    def context(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(context float32 (k, A, E), features float32 (k, A, F), valid bool (k, A)) for some rows."""
+    def context(self, rows: np.ndarray, payload: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(context float32 (k, A, E), features float32 (k, A, F), valid bool (k, A)) for some rows; without
+        `payload` the context is (k, A, 0): the packet table is not gathered for a model that does not read it."""
         index = self.context_index[rows]
-        return (
-            self.packets[index].astype(np.float32),
-            self.context_features[rows].astype(np.float32),
-            self.context_valid[rows],
+        context = (
+            self.packets[index].astype(np.float32) if payload else np.zeros((*index.shape, 0), np.float32)
         )
+        return context, self.context_features[rows].astype(np.float32), self.context_valid[rows]
 
 
 @torch.inference_mode()

@@ -129,20 +129,17 @@ class Block(nn.Module):
         length, dim = x.shape[1], x.shape[2]  # fixed by the config; only the batch axis is dynamic
         normed = self.attn_norm(x)
         if queries is None:
-            qkv = self.qkv(normed)  # (B, L, 3D)
-            qkv = qkv.reshape(-1, length, 3, self.heads, self.head_dim).permute(
-                2, 0, 3, 1, 4
-            )  # (3, B, H, L, Dh)
+            qkv = self.qkv(normed).reshape(-1, length, 3, self.heads, self.head_dim)
+            qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
             q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh)
         else:
             x = x[:, :queries]
             q = F.linear(normed[:, :queries], self.qkv.weight[:dim], self.qkv.bias[:dim])  # (B, Q, D)
             q = q.reshape(-1, queries, self.heads, self.head_dim).transpose(1, 2)  # (B, H, Q, Dh)
             kv = F.linear(normed, self.qkv.weight[dim:], self.qkv.bias[dim:])  # (B, L, 2D)
-            kv = kv.reshape(-1, length, 2, self.heads, self.head_dim).permute(
-                2, 0, 3, 1, 4
-            )  # (2, B, H, L, Dh)
-            k, v = kv[0], kv[1]
+            kv = kv.reshape(-1, length, 2, self.heads, self.head_dim)
+            kv = kv.permute(2, 0, 3, 1, 4)  # (2, B, H, L, Dh)
+            k, v = kv[0], kv[1]  # (B, H, L, Dh)
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, Q, L)
         if key_bias is not None:
             scores = scores + key_bias  # (B, 1, 1, L) hides padding keys
