@@ -14,6 +14,12 @@ from packetclip_training.cli import main
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 
 
+def _train_rows() -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(SAMPLE / "train.parquet").num_rows
+
+
 @pytest.mark.slow
 def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     work, bundle = tmp_path / "work", tmp_path / "bundle"
@@ -26,6 +32,9 @@ def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest
     assert loaded.manifest["training"]["encoder"]["steps"] == 3
     for stage in ("encoder/encoder.pt", "align/align.pt", "reasoner/reasoner.pt"):
         assert (work / stage).is_file(), stage
+    record = json.loads((work / "reasoner" / "reasoner_metrics.json").read_text())
+    assert record["train_config"]["one_sided"] and record["train_config"]["behaviour_dropout"] == 0.3
+    assert record["train_rows"] == 2 * _train_rows()  # every connection as captured and one-sided
     capsys.readouterr()
     assert main([*args[:6], str(tmp_path / "bundle2"), *args[7:]]) == 0
     out = capsys.readouterr().out
@@ -45,6 +54,13 @@ def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
     assert main(["evaluate", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
                  "--align", str(work / "align" / "align.pt"), "--reasoner", str(work / "reasoner" / "reasoner.pt"),
                  "--out", str(reports), "--cache", str(work / "cache"), *skips]) == 0  # fmt: skip
+    two_sided = tmp_path / "two-sided"
+    assert main(["reasoner", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
+                 "--align", str(work / "align" / "align.pt"), "--out", str(two_sided), "--cache", str(work / "cache"),
+                 "--epochs", "1", "--two-sided-only", "--behaviour-dropout", "0"]) == 0  # fmt: skip
+    record = json.loads((two_sided / "reasoner_metrics.json").read_text())
+    assert not record["train_config"]["one_sided"] and record["train_config"]["behaviour_dropout"] == 0.0
+    assert record["train_rows"] == _train_rows()
     headline = json.loads((reports / "headline.json").read_text())
     assert 0.0 <= headline["4-class mAUC (coarse)"] <= 1.0
     text = (reports / "README.md").read_text()
