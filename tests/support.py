@@ -29,9 +29,12 @@ def train_tiny_checkpoints(
     work: Path,
     encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
     context_payload: bool = False,
+    context_features: int | None = None,
 ) -> Path:
     """encoder.pt, align.pt and reasoner.pt in `work`: a tiny random encoder, untrained heads and a reasoner
-    trained one short epoch on the committed dataset sample. Their verdicts mean little; their files are real."""
+    trained one short epoch on the committed dataset sample. Their verdicts mean little; their files are real.
+    `context_payload` and `context_features` (the first so many `CONTEXT_FEATURES`) make a reasoner like older
+    bundles'."""
     import torch
 
     from packetclip.missions import load_missions
@@ -56,6 +59,7 @@ def train_tiny_checkpoints(
         embed_dim=encoder.config.embed_dim,
         aligned_dim=heads.packet_head.out_features,
         context_payload=context_payload,
+        **({} if context_features is None else {"context_features": context_features}),
     )
     fit = fit_reasoner(train, None, heads, missions, concepts, settings, config)
     save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
@@ -67,13 +71,14 @@ def export_tiny_bundles(
     versions: Sequence[str | None] = (None,),
     encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
     context_payload: bool = False,
+    context_features: int | None = None,
     **export_options: Any,
 ) -> list[Path]:
-    """One bundle per version (`work/bundle-<version>`) from the same tiny checkpoints."""
+    """One bundle per version (`work/bundle-<version>`) from the same tiny checkpoints (`train_tiny_checkpoints`)."""
     from packetclip_training.export_cli import export_bundle
 
     if not (work / "reasoner.pt").is_file():
-        train_tiny_checkpoints(work, encode, context_payload)
+        train_tiny_checkpoints(work, encode, context_payload, context_features)
     options = {"metrics": {"coarse_mauc": 0.5}, "cache": work / "cache", **export_options}
     return [
         export_bundle(SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",

@@ -10,7 +10,8 @@ finish) build the same input:
   their time, direction, the connection's responder address and port, and a payload row per packet (the packet's
   embedding at run time; training stores an index into its embedding table instead).
 - `context()` returns, for a new connection, the payload rows of those packets, most recent first, a per-slot
-  feature matrix (`CONTEXT_FEATURES`) and a validity mask. Nothing of the new connection itself is in its context:
+  feature matrix (`CONTEXT_FEATURES`: where and when the packet went, then what it was — `PACKET_FACTS`, read from
+  its masked header bytes by `packet_facts`) and a validity mask. Nothing of the new connection itself is in its context:
   the reasoner sees the connection through its own embedding.
 
 Memory is bounded: at most `max_originators` keys (least recently used leave first), each `slots` rows.
@@ -29,15 +30,87 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 CONTEXT_SLOTS = 30  # A: packets of the originator's recent activity the temporal model attends over
-# Per-slot features, in this order; changing them changes the reasoner's input, so bundles record the list.
-CONTEXT_FEATURES = (
+# Per-slot features, in this order; changing them changes the reasoner's input, so bundles record the list
+# (and the engine feeds a bundle the ones it names).
+_WHERE_AND_WHEN = (
     "log_age",  # log1p of seconds from the packet to the new connection's first packet (negative: after it)
     "same_responder",  # 1 when the packet's connection went to the new connection's responder address
     "same_port",  # 1 when it went to the same responder port
     "from_originator",  # 1 when the originator sent the packet, 0 for the responder's replies
     "log_connections_back",  # log1p of how many connections ago (0: the latest classified connection)
 )
+# What the packet itself was, from its masked bytes (`packet_facts`): which protocol, which TCP flags, how much
+# payload. Protocol and flags tell a SYN flood from a UDP flood when the timing alone says only "flood".
+PACKET_FACTS = (
+    "tcp",
+    "udp",
+    "icmp",  # ICMP or ICMPv6
+    "syn",
+    "ack",
+    "fin",
+    "rst",
+    "psh",
+    "log_payload",  # log1p of the transport payload bytes, / log1p(65535)
+)
+CONTEXT_FEATURES = (*_WHERE_AND_WHEN, *PACKET_FACTS)
 _CONNECTIONS_SCALE = math.log1p(CONTEXT_SLOTS)  # keeps log_connections_back within [0, 1]
+_PAYLOAD_SCALE = math.log1p(65535)
+_TCP, _UDP, _ICMP, _ICMP6 = 6, 17, 1, 58
+_IPV6_EXTENSIONS = (0, 43, 60)  # hop-by-hop, routing, destination options: (length + 1) * 8 bytes
+_IPV6_FRAGMENT = 44  # 8 bytes
+_FLAG_BITS = (0x02, 0x10, 0x01, 0x04, 0x08)  # syn, ack, fin, rst, psh: PACKET_FACTS' order
+
+
+def packet_facts(packet_bytes: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """`PACKET_FACTS` (…, 9) float32 of packets given as masked bytes from the IP header on (…, S) uint8 and IP
+    total lengths (…). Masking keeps protocol numbers, header lengths and TCP flags, so these are the packet's
+    own. Zero rows (padding) give zero facts; a later fragment or a header cut by the snap length gives its
+    protocol without flags, and its whole IP payload as payload."""
+    shape = packet_bytes.shape[:-1]
+    data = packet_bytes.reshape(-1, packet_bytes.shape[-1])
+    snaplen = data.shape[1]
+    total = np.asarray(length, np.int64).reshape(-1)
+    count = len(data)
+    facts = np.zeros((count, len(PACKET_FACTS)), np.float32)
+    if not count:
+        return facts.reshape(*shape, len(PACKET_FACTS))
+    rows = np.arange(count)
+
+    def at(
+        offset: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:  # byte at a per-row offset, and whether it was captured
+        inside = offset < snaplen
+        return data[rows, np.minimum(offset, snaplen - 1)].astype(np.int64) * inside, inside
+
+    version = data[:, 0] >> 4
+    ipv4, ipv6 = version == 4, version == 6
+    offset = np.where(ipv4, (data[:, 0] & 0x0F).astype(np.int64) * 4, 40)
+    protocol = np.where(ipv4, data[:, 9], np.where(ipv6, data[:, 6], 0)).astype(np.int64)
+    later_fragment = ipv4 & (((data[:, 6].astype(np.int64) & 0x1F) << 8 | data[:, 7]) > 0)
+    for _ in range(3):  # IPv6 extension headers before the transport header (three cover real traffic)
+        extension = ipv6 & np.isin(protocol, _IPV6_EXTENSIONS)
+        fragment = ipv6 & (protocol == _IPV6_FRAGMENT)
+        following, captured = at(offset)
+        size, _ = at(offset + 1)
+        later_fragment |= fragment & (((at(offset + 2)[0] << 8 | at(offset + 3)[0]) & 0xFFF8) > 0)
+        protocol = np.where(
+            (extension | fragment) & captured, following, np.where(extension | fragment, -1, protocol)
+        )
+        offset = offset + np.where(extension, (size + 1) * 8, 0) + np.where(fragment, 8, 0)
+    tcp, udp = protocol == _TCP, protocol == _UDP
+    icmp = (protocol == _ICMP) | (protocol == _ICMP6)
+    flags, flags_captured = at(offset + 13)
+    flags = np.where(tcp & ~later_fragment & flags_captured, flags, 0)
+    data_offset, data_captured = at(offset + 12)
+    tcp_header = np.where(data_captured, (data_offset >> 4) * 4, 20)
+    header = np.where(later_fragment, 0, np.where(tcp, tcp_header, np.where(udp | icmp, 8, 0)))
+    payload = np.clip(total - offset - header, 0, 65535)
+    facts[:, 0], facts[:, 1], facts[:, 2] = tcp, udp, icmp
+    for column, bit in enumerate(_FLAG_BITS, start=3):
+        facts[:, column] = (flags & bit) > 0
+    facts[:, 8] = np.log1p(payload) / _PAYLOAD_SCALE
+    facts[~(ipv4 | ipv6)] = 0.0  # padding rows (and anything that is not IP)
+    return facts.reshape(*shape, len(PACKET_FACTS))
 
 
 @dataclass
@@ -49,6 +122,7 @@ class _Ring:
     responder: list[str]  # per packet, its connection's responder address
     port: np.ndarray  # int32 (k,) its connection's responder port
     serial: np.ndarray  # int64 (k,) the originator's connection counter when the packet was added
+    facts: np.ndarray  # float32 (k, len(PACKET_FACTS))
     payload: np.ndarray  # (k, width)
     connections: int = 0  # connections added so far
 
@@ -95,6 +169,7 @@ class OriginatorHistory:
         features[:count, 3] = ring.from_originator[order]
         back = (ring.connections - 1) - ring.serial[order]
         features[:count, 4] = np.log1p(back) / _CONNECTIONS_SCALE
+        features[:count, len(_WHERE_AND_WHEN) :] = ring.facts[order]
         payload[:count] = ring.payload[order]
         valid[:count] = True
         return payload, features, valid
@@ -107,12 +182,19 @@ class OriginatorHistory:
         packet_ts: np.ndarray,
         from_originator: np.ndarray,
         payload: np.ndarray,
+        facts: np.ndarray,
     ) -> None:
-        """Remember a classified connection's packets (time order); only the newest `slots` of the key stay."""
+        """Remember a classified connection's packets (time order) with their payload rows and `packet_facts`;
+        only the newest `slots` of the key stay."""
         count = len(packet_ts)
-        if payload.shape != (count, self.payload_width) or len(from_originator) != count:
+        if (
+            payload.shape != (count, self.payload_width)
+            or len(from_originator) != count
+            or facts.shape != (count, len(PACKET_FACTS))
+        ):
             raise ValueError(
-                f"payload {payload.shape} and {len(from_originator)} directions do not match {count} packets"
+                f"payload {payload.shape}, {len(from_originator)} directions and facts {facts.shape} do not match "
+                f"{count} packets"
             )
         ring = self._rings.get(key)
         if ring is None:
@@ -128,6 +210,7 @@ class OriginatorHistory:
         ring.responder = (ring.responder + [responder] * keep)[-self.slots :]
         ring.port = np.concatenate([ring.port, np.full(keep, port, np.int32)])[-self.slots :]
         ring.serial = np.concatenate([ring.serial, np.full(keep, ring.connections, np.int64)])[-self.slots :]
+        ring.facts = np.concatenate([ring.facts, np.asarray(facts[take], np.float32)])[-self.slots :]
         ring.payload = np.concatenate([ring.payload, np.asarray(payload[take], self.payload_dtype)])[
             -self.slots :
         ]
@@ -142,11 +225,12 @@ class OriginatorHistory:
         packet_ts: np.ndarray,
         from_originator: np.ndarray,
         payload: np.ndarray,
+        facts: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The rule training and the sensor share, for one connection in turn: its context, THEN its own packets
         join the history (a connection never sees itself)."""
         before = self.context(key, ts, responder, port)
-        self.add(key, responder, port, packet_ts, from_originator, payload)
+        self.add(key, responder, port, packet_ts, from_originator, payload, facts)
         return before
 
     def _new_ring(self, key: str) -> _Ring:
@@ -159,6 +243,7 @@ class OriginatorHistory:
             responder=[],
             port=np.zeros(0, np.int32),
             serial=np.zeros(0, np.int64),
+            facts=np.zeros((0, len(PACKET_FACTS)), np.float32),
             payload=np.zeros((0, self.payload_width), self.payload_dtype),
         )
         self._rings[key] = ring

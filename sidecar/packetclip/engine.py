@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from packetclip.bundle import Bundle, BundleError, load_bundle
-from packetclip.context import CONTEXT_FEATURES, OriginatorHistory
+from packetclip.context import CONTEXT_FEATURES, OriginatorHistory, packet_facts
 from packetclip.explain import Activity, ActivityTracker, Explainer
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
 
@@ -195,6 +195,8 @@ class _Models:
     embed_dim: int
     # the reasoner takes the context packets' embeddings (input `context`), not only their features
     reads_context: bool
+    # the columns of `CONTEXT_FEATURES` the bundle's reasoner takes, in its order (bundles name theirs)
+    context_columns: np.ndarray
     featurizer: FeaturizerConfig
     concepts: list[dict[str, str]]
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
@@ -212,10 +214,11 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
     missing = [name for name in ENCODER_INPUTS if name not in {i.name for i in encoder.get_inputs()}]
     if missing:
         raise BundleError(f"bundle {bundle.source}: {paths['encoder'].name}: missing inputs {missing}")
-    if bundle.context_features != CONTEXT_FEATURES:
+    unknown_features = [name for name in bundle.context_features if name not in CONTEXT_FEATURES]
+    if unknown_features or not bundle.context_features:
         raise BundleError(
-            f"bundle {bundle.source}: context features {list(bundle.context_features)} differ from this "
-            f"runtime's {list(CONTEXT_FEATURES)}"
+            f"bundle {bundle.source}: context features {list(bundle.context_features)}: this runtime knows "
+            f"{list(CONTEXT_FEATURES)}"
         )
     reasoner_inputs = {i.name for i in reasoner.get_inputs()}
     unknown = reasoner_inputs - set(REASONER_INPUTS)
@@ -236,6 +239,9 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
         encoder_digest=str(bundle.manifest["files"].get(paths["encoder"].name, "")),
         embed_dim=embed_dim,
         reads_context="context" in reasoner_inputs,
+        context_columns=np.array(
+            [CONTEXT_FEATURES.index(name) for name in bundle.context_features], np.int64
+        ),
         featurizer=FeaturizerConfig(
             max_packets=int(manifest_featurizer.get("max_packets", FeaturizerConfig.max_packets)),
             snaplen=int(manifest_featurizer.get("snaplen", FeaturizerConfig.snaplen)),
@@ -264,7 +270,9 @@ class BatchInference:
     connection_embedding: np.ndarray  # float32 (B, E)
     # float32 (B, A, E) the context packets' embeddings; (B, A, 0) for a reasoner that does not read them
     context: np.ndarray
-    context_features: np.ndarray  # float32 (B, A, F)
+    context_features: (
+        np.ndarray
+    )  # float32 (B, A, F) the bundle's context features (`_Models.context_columns`)
     context_valid: np.ndarray  # bool (B, A)
     activities: list[Activity]
     outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
@@ -377,6 +385,7 @@ class Engine:
         arrays = pack(connections, models.featurizer)
         packet_embeddings, connection_embedding = self._embed(models, arrays)
         counts = arrays["valid"].sum(axis=1).tolist()
+        facts = packet_facts(arrays["bytes"], arrays["length"])
         batch, slots, width = len(connections), self.history.slots, self.history.payload_width
         context = np.zeros((batch, slots, width), np.float32)
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
@@ -387,10 +396,11 @@ class Engine:
             n = counts[row]
             context[row], features[row], valid[row] = self.history.step(
                 key, conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], conn.pkt_dir[:n] == 1,
-                packet_embeddings[row, :n, :width],
+                packet_embeddings[row, :n, :width], facts[row, :n],
             )  # fmt: skip
             self.activity.observe(sensor, conn)
             activities.append(self.activity.summary(sensor, conn.orig_h, conn.last_ts))
+        features = features[:, :, models.context_columns]
         outputs: dict[str, np.ndarray] = {}
         if batch:
             feed = {"connection": connection_embedding, "context_features": features, "context_valid": valid}

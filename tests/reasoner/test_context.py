@@ -8,11 +8,18 @@ import math
 import numpy as np
 import pytest
 
-from packetclip.context import CONTEXT_FEATURES, OriginatorHistory
+from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory
+
+
+def _facts(count: int, first: float = 0.0) -> np.ndarray:
+    """Distinct fact rows per packet, so the tests can see which packet's facts went to which slot."""
+    return first + np.arange(count * len(PACKET_FACTS), dtype=np.float32).reshape(count, len(PACKET_FACTS))
 
 
 def _add(history: OriginatorHistory, key: str, responder: str, port: int, times: list[float], ids: list[int]):
-    history.add(key, responder, port, np.asarray(times), np.ones(len(times), bool), np.asarray(ids)[:, None])
+    ids_array = np.asarray(ids)
+    history.add(key, responder, port, np.asarray(times), np.ones(len(times), bool), ids_array[:, None],
+                np.repeat(ids_array[:, None], len(PACKET_FACTS), axis=1).astype(np.float32))  # fmt: skip
 
 
 def test_empty_history_gives_an_all_invalid_context() -> None:
@@ -29,7 +36,12 @@ def test_context_is_most_recent_first_with_true_features() -> None:
     payload, features, valid = history.context("a", 12.0, "10.0.0.9", 22)
     assert valid.tolist() == [True, True, True, False]
     assert payload[:3, 0].tolist() == [3, 2, 1]  # newest packet first
-    age, same_responder, same_port, from_orig, back = features[:3].T
+    age, same_responder, same_port, from_orig, back = features[:3, :5].T
+    assert features[:3, 5:].tolist() == [
+        [3.0] * len(PACKET_FACTS),
+        [2.0] * len(PACKET_FACTS),
+        [1.0] * len(PACKET_FACTS),
+    ]
     assert np.allclose(age, [math.log1p(1.0), math.log1p(1.5), math.log1p(2.0)])
     assert same_responder.tolist() == [0.0, 1.0, 1.0]
     assert same_port.tolist() == [0.0, 1.0, 1.0]
@@ -68,12 +80,16 @@ def test_packets_after_the_new_connection_get_a_negative_age() -> None:
 def test_mismatched_payload_is_refused() -> None:
     history = OriginatorHistory(2, slots=2)
     with pytest.raises(ValueError, match="do not match"):
-        history.add("a", "r", 1, np.asarray([1.0, 2.0]), np.ones(2, bool), np.zeros((3, 2)))
+        history.add("a", "r", 1, np.asarray([1.0, 2.0]), np.ones(2, bool), np.zeros((3, 2)), _facts(2))
+    with pytest.raises(ValueError, match="do not match"):
+        history.add("a", "r", 1, np.asarray([1.0, 2.0]), np.ones(2, bool), np.zeros((2, 2)), _facts(1))
 
 
 def test_step_gives_the_context_before_the_connection_joins() -> None:
     history = OriginatorHistory(1, np.int64, slots=3)
     _add(history, "a", "r", 1, [1.0], [7])
-    payload, _, valid = history.step("a", 2.0, "r", 1, np.asarray([2.0]), np.ones(1, bool), np.asarray([[8]]))
+    payload, _, valid = history.step(
+        "a", 2.0, "r", 1, np.asarray([2.0]), np.ones(1, bool), np.asarray([[8]]), _facts(1)
+    )
     assert valid.tolist() == [True, False, False] and payload[0, 0] == 7  # not itself
     assert history.context("a", 3.0, "r", 1)[0][:2, 0].tolist() == [8, 7]  # then it joined

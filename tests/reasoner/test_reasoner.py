@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
+from packetclip.context import PACKET_FACTS
 from packetclip.missions import load_missions, parse_mission
 from packetclip_training.align import AlignmentHeads
 from packetclip_training.models.encoder import PacketEncoder, load_config
@@ -98,11 +99,13 @@ def test_contexts_hold_only_earlier_connections_of_the_same_originator() -> None
     offsets = np.asarray([0, 2, 3, 4, 5])  # row 0 has two packets
     times = np.asarray([[3.0, 3.1], [1.0, 0.0], [2.0, 0.0], [0.5, 0.0]])
     direction = np.asarray([[1, 0], [1, 0], [1, 0], [1, 0]], np.int8)
-    index, features, valid, previous = build_contexts(columns, offsets, times, direction, slots=3)
+    facts = np.arange(5 * len(PACKET_FACTS), dtype=np.float32).reshape(5, len(PACKET_FACTS))
+    index, features, valid, previous = build_contexts(columns, offsets, times, direction, facts, slots=3)
     assert previous.tolist() == [2, -1, -1, -1]  # x in f: row 2 came before row 0; g is another capture
     assert valid.sum(axis=1).tolist() == [1, 0, 0, 0]
     assert index[0, 0] == 1 + offsets[2]  # row 2's packet (table row 0 is the empty slot)
     assert features[0, 0, 1] == 0.0 and features[0, 0, 2] == 0.0  # other responder, other port
+    assert features[0, 0, 5:].tolist() == facts[offsets[2]].tolist()  # and row 2's packet's own facts
 
 
 def test_fraction_rows_is_stratified() -> None:

@@ -7,6 +7,8 @@ and exported the way `tests/export/test_export_bundle.py` does (built once per t
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -42,8 +44,11 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def payload_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny bundle whose reasoner also reads the context packets' embeddings (the `context` input)."""
-    return export_tiny_bundles(tmp_path_factory.mktemp("payload-bundle"), context_payload=True)[0]
+    """A tiny bundle like those before 2026.11.28: its reasoner also reads the context packets' embeddings (the
+    `context` input) and only the five where-and-when context features, none of the packet facts."""
+    return export_tiny_bundles(
+        tmp_path_factory.mktemp("payload-bundle"), context_payload=True, context_features=5
+    )[0]
 
 
 @pytest.fixture(scope="module")
@@ -88,19 +93,19 @@ def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarra
 def test_contexts_match_the_training_replay_of_a_split(which: str, request: pytest.FixtureRequest) -> None:
     """The runtime, fed a split file by file in micro-batches, builds the contexts `build_contexts` builds
     (with the context packets' embeddings when the reasoner reads them)."""
-    from packetclip_training.reasoner_data import build_contexts, packet_times
+    from packetclip_training.reasoner_data import build_contexts, packet_times, valid_packet_facts
 
     connections, columns, arrays = split_connections("test")
     engine = Engine(request.getfixturevalue("bundle_path" if which == "runtime" else "payload_bundle_path"),
                     cache_size=0)  # fmt: skip
     if which == "payload":
-        assert engine._models.reads_context
+        assert engine._models.reads_context and engine._models.context_columns.tolist() == [0, 1, 2, 3, 4]
     sources = columns["source_file"]
     embed_dim = engine._models.embed_dim
     slots, width = engine.history.slots, engine.history.payload_width
     assert width == (embed_dim if engine._models.reads_context else 0)
     runtime_context = np.zeros((len(connections), slots, width), np.float32)
-    runtime_features = np.zeros((len(connections), slots, 5), np.float32)
+    runtime_features = np.zeros((len(connections), slots, len(engine.bundle.context_features)), np.float32)
     runtime_valid = np.zeros((len(connections), slots), bool)
     packet_rows = np.zeros((len(connections), arrays["valid"].shape[1], embed_dim), np.float32)
     row_of = {conn.uid: row for row, conn in enumerate(connections)}
@@ -121,12 +126,15 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     offsets = np.concatenate([[0], np.cumsum(counts)])
     table = np.concatenate([np.zeros((1, embed_dim), np.float32), packet_rows[arrays["valid"]]])
     index, features, valid, _ = build_contexts(
-        columns, offsets, packet_times(columns["ts"], arrays["iat"]), arrays["direction"], slots
-    )
+        columns, offsets, packet_times(columns["ts"], arrays["iat"]), arrays["direction"],
+        valid_packet_facts(arrays), slots,
+    )  # fmt: skip
     assert valid.sum() > len(connections)  # the split really has originators with history
     np.testing.assert_array_equal(runtime_valid, valid)
     np.testing.assert_array_equal(runtime_context, table[index][..., :width])
-    np.testing.assert_array_equal(runtime_features.astype(np.float16), features)
+    np.testing.assert_array_equal(
+        runtime_features.astype(np.float16), features[..., engine._models.context_columns]
+    )
 
 
 def test_verdicts_follow_the_contract(bundle_path: Path, lab_connections: list[Connection]) -> None:
@@ -230,3 +238,17 @@ def test_sessions_run_with_explicit_threads() -> None:
     assert options.intra_op_num_threads == 3
     assert options.inter_op_num_threads == 1
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+
+
+def test_a_bundle_naming_context_features_this_runtime_lacks_is_refused(
+    bundle_path: Path, tmp_path: Path
+) -> None:
+    """A bundle from a newer trainer whose reasoner reads a context feature this runtime cannot compute fails to
+    load with the names, instead of being fed something else."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["context"]["features"] = [*manifest["context"]["features"][:-1], "ttl"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"ttl.*this runtime knows"):
+        Engine(copy)

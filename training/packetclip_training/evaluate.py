@@ -344,6 +344,7 @@ def efficiency(
     context, features, valid = training_arrays(test, FINE_CLASSES).context(
         rows, inputs.reasoner.config.context_payload
     )
+    features = features[..., : inputs.reasoner.config.context_features]  # as wide as the ONNX input
     arrays.update(context=context, context_features=features, context_valid=valid)
     paths = bundle.model_paths
     candidate = timing.pipeline_candidate(

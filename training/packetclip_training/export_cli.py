@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from packetclip.classes import FINE_CLASSES
-from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS
+from packetclip.context import CONTEXT_SLOTS
 from packetclip.featurizer import FEATURIZER_VERSION
 from packetclip.missions import dump_mission, load_missions
 from packetclip_training.align import load_heads
@@ -108,6 +108,7 @@ def export_bundle(
     encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
     arrays = training_arrays(test, FINE_CLASSES)
     context, features, valid = arrays.context(rows, reasoner.config.context_payload)
+    features = features[..., : reasoner.config.context_features]  # the ONNX input is as wide as the model reads
     everything = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
     reasoner_inputs = {name: everything[name] for name in reasoner.config.input_names}
     bank = build_bank(dataset, heads, encode_texts)
@@ -166,7 +167,7 @@ def export_bundle(
                 "max_packets": encoder.config.max_packets,
                 "snaplen": encoder.config.snaplen,
             },
-            context={"slots": CONTEXT_SLOTS, "features": list(CONTEXT_FEATURES)},
+            context={"slots": CONTEXT_SLOTS, "features": reasoner.config.feature_names},
             created=created,
             text_head={
                 "weight": heads.text_head.weight.detach().numpy(),

@@ -62,7 +62,7 @@ class ReasonerConfig:
     embed_dim: int = 128  # E: the packet encoder's embedding width
     aligned_dim: int = 256  # D: width of the language-aligned space (g_P's output)
     slots: int = CONTEXT_SLOTS  # A: context packets per connection
-    context_features: int = len(CONTEXT_FEATURES)
+    context_features: int = len(CONTEXT_FEATURES)  # the first this many of CONTEXT_FEATURES (older models: 5)
     gnn_width: int = 8  # node width of the mission graphs, as PacketCLIP's reasoner
     temporal_dim: int = 128  # d of the temporal Transformer
     temporal_heads: int = 8
@@ -82,6 +82,11 @@ class ReasonerConfig:
     def input_names(self) -> list[str]:
         """The inputs the exported reasoner takes (a reasoner that reads no payload has no `context`)."""
         return [name for name in REASONER_INPUTS if self.context_payload or name != "context"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The context features the reasoner reads, as its bundle's manifest names them."""
+        return list(CONTEXT_FEATURES[: self.context_features])
 
 
 @dataclass
@@ -224,9 +229,9 @@ class Reasoner(nn.Module):
     ) -> torch.Tensor:
         """(B, d): the connection token after attending over the originator's recent packets."""
         first = self.connection_token(connection).unsqueeze(1)  # (B, 1, d)
-        slot = context_features
+        slot = context_features[..., : self.config.context_features]  # a model from before PACKET_FACTS: 5
         if self.config.context_payload:
-            slot = torch.cat([context, context_features], dim=-1)
+            slot = torch.cat([context, slot], dim=-1)
         rest = self.context_token(slot)  # (B, A, d)
         tokens = torch.cat([first, rest], dim=1) + self.slot_position  # (B, A + 1, d)
         present = torch.cat([torch.ones_like(context_valid[:, :1]), context_valid], dim=1).to(tokens.dtype)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory
+from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory, packet_facts
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 from packetclip_training.one_sided import originator_view
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 CONTEXT_COLUMNS = ("source_file", "orig_h", "resp_h", "resp_p", "ts")
 LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "uid", "source_kind")
-CACHE_FORMAT = "packetclip-reasoner-cache/1"
+CACHE_FORMAT = "packetclip-reasoner-cache/2"  # 2: context slots carry packet facts
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
 
 
@@ -98,14 +98,23 @@ def packet_times(ts: np.ndarray, iat: np.ndarray) -> np.ndarray:
     return ts[:, None].astype(np.float64) + np.cumsum(iat.astype(np.float64), axis=1)
 
 
+def valid_packet_facts(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """`packet_facts` of packed connections' valid packets, in the packet table's order (row-major)."""
+    valid = arrays["valid"]
+    return packet_facts(arrays["bytes"][valid], arrays["length"][valid])
+
+
 def build_contexts(
     columns: dict[str, np.ndarray],
     offsets: np.ndarray,
     times: np.ndarray,
     direction: np.ndarray,
+    facts: np.ndarray,
     slots: int = CONTEXT_SLOTS,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Replay connections in first-packet order; see the module docstring. Returns index, features, valid, previous."""
+    """Replay connections in first-packet order; see the module docstring. `facts` (P, len(PACKET_FACTS)) are the
+    valid packets' `packet_facts` in packet-table order (`valid_packet_facts`). Returns index, features, valid,
+    previous."""
     count = len(offsets) - 1
     history = OriginatorHistory(1, np.int64, slots=slots, max_originators=max(1, count))
     index = np.zeros((count, slots), np.int32)
@@ -121,7 +130,7 @@ def build_contexts(
         rows_in_table = 1 + offsets[row] + np.arange(packets, dtype=np.int64)
         payload, features[row], valid[row] = history.step(
             key, float(columns["ts"][row]), responder, port, times[row, :packets],
-            direction[row, :packets] == 1, rows_in_table[:, None],
+            direction[row, :packets] == 1, rows_in_table[:, None], facts[rows_in_table - 1],
         )  # fmt: skip
         index[row] = payload[:, 0]
         previous[row] = last_of.get(key, -1)
@@ -143,7 +152,9 @@ def embed_split(
     log.info("%s: embedding %d connections", split, len(columns["ts"]))
     connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
     times = packet_times(columns["ts"], arrays["iat"])
-    index, features, valid, previous = build_contexts(columns, offsets, times, arrays["direction"])
+    index, features, valid, previous = build_contexts(
+        columns, offsets, times, arrays["direction"], valid_packet_facts(arrays)
+    )
     log.info(
         "%s: contexts built (%.1f context packets per connection)",
         split,
