@@ -3,7 +3,9 @@
 Owns turning finished connections into verdicts with one model bundle:
 
 1. pack the connections (`packetclip.featurizer.pack`) and run `encoder.onnx` on the ones the embedding cache
-   has not seen (floods repeat the same masked packets, so identical inputs are embedded once);
+   has not seen (floods repeat the same masked packets, so identical inputs are embedded once); an encoder with a
+   dynamic packet axis gets them grouped by packet count (`PACKET_BUCKETS`), each group cut to its longest, so
+   short connections do not pay for the packet layer's padding (padding is masked: the result is the same);
 2. build each connection's originator context with `packetclip.context.OriginatorHistory`, following the rule
    training replays: walk the batch in order of first-packet time; for each connection take its context, THEN add
    its own packets under the key ``f"{sensor}|{orig_h}"`` (payload = their packet embeddings, kept only for a
@@ -47,6 +49,8 @@ REASONER_INPUTS = ("connection", "context", "context_features", "context_valid")
 REASONER_OUTPUTS = ("coarse", "fine", "concepts", "aligned")
 DEFAULT_CACHE_SIZE = 4096  # connections; ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
 TOP_CONCEPTS = 3  # concepts of the winning mission reported per verdict
+# encoder calls group connections of at most this many packets (the last group: up to max_packets)
+PACKET_BUCKETS = (2, 4, 8, 16)
 
 
 @dataclass
@@ -195,6 +199,8 @@ class _Models:
     embed_dim: int
     # the reasoner takes the context packets' embeddings (input `context`), not only their features
     reads_context: bool
+    # the encoder's packet axis is dynamic: a batch may be cut to its longest connection (older bundles: fixed)
+    cuts_packets: bool
     # the columns of `CONTEXT_FEATURES` the bundle's reasoner takes, in its order (bundles name theirs)
     context_columns: np.ndarray
     featurizer: FeaturizerConfig
@@ -239,6 +245,7 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
         encoder_digest=str(bundle.manifest["files"].get(paths["encoder"].name, "")),
         embed_dim=embed_dim,
         reads_context="context" in reasoner_inputs,
+        cuts_packets=not isinstance(next(i for i in encoder.get_inputs() if i.name == "valid").shape[1], int),
         context_columns=np.array(
             [CONTEXT_FEATURES.index(name) for name in bundle.context_features], np.int64
         ),
@@ -444,10 +451,18 @@ class Engine:
                 first_of[key] = row
                 missing.append(row)
         if missing:
-            feed = {name: arrays[name][missing] for name in ENCODER_INPUTS}
-            per_packet, per_connection = models.encoder.run(list(ENCODER_OUTPUTS), feed)
-            packet_embeddings[missing] = per_packet
-            connection_embedding[missing] = per_connection
+            rows = np.asarray(missing)
+            limits = [n for n in PACKET_BUCKETS if n < max_packets] if models.cuts_packets else []
+            limits.append(max_packets)
+            bucket = np.searchsorted(limits, arrays["valid"][rows].sum(axis=1))  # the first limit ≥ the count
+            for index, limit in enumerate(limits):
+                group = rows[bucket == index]
+                if not len(group):
+                    continue
+                feed = {name: arrays[name][group, :limit] for name in ENCODER_INPUTS}
+                per_packet, per_connection = models.encoder.run(list(ENCODER_OUTPUTS), feed)
+                packet_embeddings[group, :limit] = per_packet
+                connection_embedding[group] = per_connection
             if use_cache:
                 for row in missing:
                     self.cache.put(keys[row], packet_embeddings[row].copy(), connection_embedding[row].copy())

@@ -65,6 +65,27 @@ def test_onnxruntime_matches_torch_on_real_packets_at_other_batch_sizes(exported
     assert np.all(got[0][~inputs["valid"]] == 0), "padding packets have zero embeddings"
 
 
+@pytest.mark.parametrize("packets", [1, 3, 8])
+def test_a_batch_cut_to_its_longest_connection_gives_the_same_embeddings(exported, real_packets, packets):
+    """The packet axis is dynamic: short connections fed without their padding packets (as the engine groups
+    them) get what they get padded to max_packets, in onnxruntime as in torch."""
+    folder, _ = exported
+    arrays = load_split(real_packets, "train", columns=())
+    rows = np.flatnonzero(arrays["valid"].sum(axis=1) <= packets)[:40]
+    assert len(rows) >= 2
+    full = {name: np.ascontiguousarray(arrays[name][rows]) for name in INPUT_NAMES}
+    cut = {name: np.ascontiguousarray(value[:, :packets]) for name, value in full.items()}
+    session = ort.InferenceSession(str(folder / "onnx" / ONNX_NAME), providers=["CPUExecutionProvider"])
+    padded, short = session.run(OUTPUT_NAMES, full), session.run(OUTPUT_NAMES, cut)
+    assert short[0].shape[1] == packets
+    np.testing.assert_allclose(short[0], padded[0][:, :packets], atol=1e-5)
+    np.testing.assert_allclose(short[1], padded[1], atol=1e-5)
+    encoder, _ = load_checkpoint(folder / "train" / CHECKPOINT_NAME)
+    with torch.no_grad():
+        torch_short = encoder(*batch_tensors(cut))
+    np.testing.assert_allclose(torch_short[1].numpy(), padded[1], atol=PARITY_TOLERANCE)
+
+
 def test_runtime_checks_the_fixture_without_torch(exported):
     folder, _ = exported
     script = textwrap.dedent(

@@ -196,6 +196,25 @@ def test_cached_and_uncached_engines_agree(bundle_path: Path, lab_connections: l
         assert a.label == b.label and abs(a.score - b.score) < 1e-5
 
 
+def test_grouping_connections_by_packet_count_changes_no_embedding(
+    payload_bundle_path: Path, lab_connections: list[Connection]
+) -> None:
+    """An encoder with a dynamic packet axis is run on groups of connections cut to their longest; the
+    embeddings are those of the whole padded batch (the lab capture has connections of 1 to 30 packets)."""
+    grouped = Engine(payload_bundle_path, cache_size=0)
+    assert grouped._models.cuts_packets
+    whole = Engine(payload_bundle_path, cache_size=0)
+    whole._models = replace(whole._models, cuts_packets=False)
+    batch = lab_connections[:256]
+    counts = {min(len(c.pkt_ts), 30) for c in batch}
+    assert min(counts) <= 2 and max(counts) > 16  # every group is used
+    a, b = grouped.infer_batch(batch), whole.infer_batch(batch)
+    np.testing.assert_allclose(a.packet_embeddings, b.packet_embeddings, atol=1e-5)
+    np.testing.assert_allclose(a.connection_embedding, b.connection_embedding, atol=1e-5)
+    for name, value in a.outputs.items():
+        np.testing.assert_allclose(value, b.outputs[name], atol=1e-5)
+
+
 def test_cache_is_a_bounded_lru(bundle_path: Path, lab_connections: list[Connection]) -> None:
     engine = Engine(bundle_path, cache_size=8)
     engine.classify(lab_connections[:40], "s")

@@ -1,13 +1,15 @@
 """ONNX export of a pretrained packet encoder, with the parity fixture the runtime checks it against.
 
-Owns `export_encoder`: it rebuilds the encoder from its checkpoint, exports it with a dynamic batch axis (traced at
-batch ≥ 2, so no batch size is baked in), runs onnxruntime on real packets and refuses to write a model whose
-outputs differ from torch's by more than `PARITY_TOLERANCE`. It also owns `embedding_throughput`, the one-thread
+Owns `export_encoder`: it rebuilds the encoder from its checkpoint, exports it with dynamic batch and packet axes
+(traced at batch ≥ 2, so no batch size is baked in; a runtime may cut a batch of short connections to its longest,
+padding packets being masked out), runs onnxruntime on real packets, whole and cut, and refuses to write a model
+whose outputs differ from torch's by more than `PARITY_TOLERANCE`. It also owns `embedding_throughput`, the one-thread
 speed measurement reports quote. It does not assemble model bundles or manifests of a whole release.
 
 Files written into the output folder:
 - `packet_encoder.onnx`: inputs `bytes` uint8 (B, N, S), `direction` int8 (B, N), `iat` float32 (B, N),
-  `length` int32 (B, N), `valid` bool (B, N) — exactly `packetclip.featurizer.pack`'s arrays; outputs
+  `length` int32 (B, N), `valid` bool (B, N) — exactly `packetclip.featurizer.pack`'s arrays, N up to the config's
+  max_packets; outputs
   `packet_embeddings` float32 (B, N, E) and `connection_embedding` float32 (B, E).
 - `encoder_fixture.npz`: those inputs for a few real connections and torch's outputs for them.
 - `packet_encoder.json`: names, shapes, config, sha256 of the two files above, the checkpoint's training summary.
@@ -98,7 +100,8 @@ def export_encoder(
     with torch.no_grad():
         expected = [t.numpy() for t in surface(*tensors)]
     onnx_path = out / ONNX_NAME
-    dynamic = {name: {0: "batch"} for name in INPUT_NAMES + OUTPUT_NAMES}
+    dynamic = {name: {0: "batch", 1: "packets"} for name in INPUT_NAMES + OUTPUT_NAMES[:1]}
+    dynamic[OUTPUT_NAMES[1]] = {0: "batch"}
     with warnings.catch_warnings():
         # the TorchScript exporter is chosen on purpose (see below); its deprecation notice is noise here
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -115,6 +118,15 @@ def export_encoder(
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(OUTPUT_NAMES, inputs)
     differences = [float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)]
+    counts = inputs["valid"].sum(axis=1)
+    short = np.flatnonzero(counts < counts.max())  # these connections cut to the longest of them
+    if len(short) >= 2:
+        longest = max(1, int(counts[short].max()))
+        cut = session.run(OUTPUT_NAMES, {name: value[short, :longest] for name, value in inputs.items()})
+        differences += [
+            float(np.abs(cut[0] - expected[0][short, :longest]).max()),
+            float(np.abs(cut[1] - expected[1][short]).max()),
+        ]
     if max(differences) > PARITY_TOLERANCE:
         raise ExportError(f"onnxruntime differs from torch by {max(differences):.2e} > {PARITY_TOLERANCE}")
     fixture_path = out / FIXTURE_NAME

@@ -126,7 +126,7 @@ class Block(nn.Module):
         """(B, L, D) → (B, L, D); with `queries`, only the first `queries` tokens are computed and returned
         (they still attend to all L): the exact result for a last layer whose other outputs nobody reads, at
         the cost of the keys and values alone for the rest."""
-        length, dim = x.shape[1], x.shape[2]  # fixed by the config; only the batch axis is dynamic
+        length, dim = x.shape[1], x.shape[2]  # tokens of a packet, or packets of a connection (may vary)
         normed = self.attn_norm(x)
         if queries is None:
             qkv = self.qkv(normed).reshape(-1, length, 3, self.heads, self.head_dim)
@@ -225,17 +225,19 @@ class PacketEncoder(nn.Module):
         scatter_index = rows.unsqueeze(1).expand(-1, c.packet_dim)  # (P, packet_dim)
         slots = torch.zeros(flat_valid.shape[0], c.packet_dim, dtype=vectors.dtype, device=vectors.device)
         slots = slots.scatter(0, scatter_index, vectors)  # (B*N, packet_dim), zero rows for padding
-        h = slots.reshape(-1, c.max_packets, c.packet_dim)  # (B, N, packet_dim)
-        h = h + self.side_projection(side_features(direction, iat, length)) + self.packet_position
+        packets = valid.shape[1]  # N ≤ max_packets: a batch of short connections may come cut to its longest
+        h = slots.reshape(-1, packets, c.packet_dim)  # (B, N, packet_dim)
+        position = self.packet_position[:, :packets]
+        h = h + self.side_projection(side_features(direction, iat, length)) + position
         mask = valid.to(h.dtype)  # (B, N)
-        key_bias = ((1.0 - mask) * _NEG).reshape(-1, 1, 1, c.max_packets)  # (B, 1, 1, N)
+        key_bias = ((1.0 - mask) * _NEG).reshape(-1, 1, 1, packets)  # (B, 1, 1, N)
         for block in self.packet_blocks:
             h = block(h, key_bias)
         h = self.packet_norm(h)  # (B, N, packet_dim)
         packet_embeddings = self.packet_output(h) * mask.unsqueeze(-1)  # (B, N, E)
         counts = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, 1)
         mean = (h * mask.unsqueeze(-1)).sum(dim=1) / counts  # (B, packet_dim)
-        scores = self.pool_score(h).squeeze(-1) + key_bias.reshape(-1, c.max_packets)  # (B, N)
+        scores = self.pool_score(h).squeeze(-1) + key_bias.reshape(-1, packets)  # (B, N)
         attended = (h * scores.softmax(dim=1).unsqueeze(-1)).sum(dim=1)  # (B, packet_dim)
         pooled = torch.cat([mean, attended], dim=-1)  # (B, 2*packet_dim)
         connection = self.connection_norm(self.connection_output(pooled))  # (B, E)
