@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from packetclip.bundle import Bundle, BundleError, load_bundle
-from packetclip.context import CONTEXT_FEATURES, OriginatorHistory, packet_facts
+from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory, packet_facts
 from packetclip.explain import Activity, ActivityTracker, Explainer
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
 
@@ -392,7 +392,10 @@ class Engine:
         arrays = pack(connections, models.featurizer)
         packet_embeddings, connection_embedding = self._embed(models, arrays)
         counts = arrays["valid"].sum(axis=1).tolist()
-        facts = packet_facts(arrays["bytes"], arrays["length"])
+        facts = np.zeros((*arrays["valid"].shape, len(PACKET_FACTS)), np.float32)
+        facts[arrays["valid"]] = packet_facts(
+            arrays["bytes"][arrays["valid"]], arrays["length"][arrays["valid"]]
+        )
         batch, slots, width = len(connections), self.history.slots, self.history.payload_width
         context = np.zeros((batch, slots, width), np.float32)
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
@@ -477,20 +480,23 @@ class Engine:
         fine_names = models.bundle.fine_classes
         if not inference.connections:
             return []
-        coarse = inference.outputs["coarse"].astype(np.float64)
-        fine = inference.outputs["fine"].astype(np.float64)
+        coarse = _normalised(inference.outputs["coarse"].astype(np.float64))  # (B, C)
+        fine = _normalised(inference.outputs["fine"].astype(np.float64))  # (B, F)
         concepts = inference.outputs["concepts"]
         aligned = inference.outputs["aligned"]
+        labels = coarse.argmax(axis=1)
+        # the attack is the most likely fine class of the label (the label itself when it has none)
+        member = np.zeros((len(coarse_names), len(fine_names)), bool)
+        for index, name in enumerate(coarse_names):
+            member[index, models.fine_of_coarse[name]] = True
+        attacks = np.where(member[labels], fine, -np.inf).argmax(axis=1)
+        top = self._top_concepts(models, [coarse_names[i] for i in labels.tolist()], concepts)
+        coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
         verdicts = []
         for row, conn in enumerate(inference.connections):
-            probabilities = _normalised(coarse[row])
-            label_index = int(np.argmax(probabilities))
+            label_index = int(labels[row])
             label = coarse_names[label_index]
-            candidates = models.fine_of_coarse[label]
-            attack = (
-                fine_names[int(candidates[np.argmax(fine[row, candidates])])] if len(candidates) else label
-            )
-            top = self._top_concepts(models, label, concepts[row])
+            attack = fine_names[int(attacks[row])] if member[label_index].any() else label
             explanation = models.explainer.explain(
                 conn, inference.activities[row], label, attack, concepts[row], aligned[row]
             )
@@ -506,32 +512,40 @@ class Engine:
                     community_id=conn.community_id,
                     label=label,
                     attack=attack,
-                    score=float(probabilities[label_index]),
-                    scores={name: float(p) for name, p in zip(coarse_names, probabilities, strict=True)},
-                    fine_scores={
-                        name: float(p) for name, p in zip(fine_names, _normalised(fine[row]), strict=True)
-                    },
+                    score=coarse_rows[row][label_index],
+                    scores=dict(zip(coarse_names, coarse_rows[row], strict=True)),
+                    fine_scores=dict(zip(fine_names, fine_rows[row], strict=True)),
                     explanation=explanation,
                     model=models.bundle.version,
-                    concepts=top,
+                    concepts=top[row],
                 )
             )
         return verdicts
 
     @staticmethod
-    def _top_concepts(models: _Models, mission: str, activations: np.ndarray) -> list[tuple[str, str, float]]:
-        indices = models.mission_concepts.get(mission)
-        if indices is None or not len(indices):
-            return []
-        best = indices[np.argsort(-activations[indices], kind="stable")[:TOP_CONCEPTS]]
-        return [(mission, models.concepts[i]["concept"], float(activations[i])) for i in best.tolist()]
+    def _top_concepts(
+        models: _Models, missions: list[str], activations: np.ndarray
+    ) -> list[list[tuple[str, str, float]]]:
+        """Per row, the `TOP_CONCEPTS` most active concepts of the row's mission (its label), strongest first."""
+        top: list[list[tuple[str, str, float]]] = [[] for _ in missions]
+        for mission in set(missions):
+            indices = models.mission_concepts.get(mission)
+            if indices is None or not len(indices):
+                continue
+            rows = np.array([row for row, name in enumerate(missions) if name == mission])
+            chosen = activations[rows][:, indices]  # (k, concepts of the mission)
+            order = np.argsort(-chosen, axis=1, kind="stable")[:, :TOP_CONCEPTS]
+            for row, best in zip(rows.tolist(), indices[order].tolist(), strict=True):
+                top[row] = [
+                    (mission, models.concepts[i]["concept"], float(activations[row, i])) for i in best
+                ]
+        return top
 
 
 def _normalised(probabilities: np.ndarray) -> np.ndarray:
-    """Probabilities in float64 that sum to 1 (the model's float32 softmax is off by a few ulps; a broken row of
-    zeros or NaNs becomes uniform rather than a division by zero)."""
+    """Rows of probabilities in float64 that sum to 1 (the model's float32 softmax is off by a few ulps; a broken
+    row of zeros or NaNs becomes uniform rather than a division by zero)."""
     clean = np.where(np.isfinite(probabilities) & (probabilities > 0), probabilities, 0.0)
-    total = clean.sum()
-    if total <= 0:
-        return np.full(len(probabilities), 1.0 / len(probabilities))
-    return clean / total
+    total = clean.sum(axis=-1, keepdims=True)
+    uniform = np.full_like(clean, 1.0 / clean.shape[-1])
+    return np.where(total > 0, clean / np.where(total > 0, total, 1.0), uniform)
