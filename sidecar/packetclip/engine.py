@@ -139,10 +139,10 @@ class EmbeddingCache:
         for row, n in enumerate(counts):
             digest = hashlib.blake2b(digest_size=32)
             digest.update(n.to_bytes(2, "little"))
-            digest.update(data[row, :n].tobytes())
-            digest.update(direction[row, :n].tobytes())
-            digest.update(length[row, :n].tobytes())
-            digest.update(iat[row, :n].tobytes())
+            digest.update(data[row, :n])  # contiguous rows: hashed in place, not copied
+            digest.update(direction[row, :n])
+            digest.update(length[row, :n])
+            digest.update(iat[row, :n])
             keys.append(digest.digest())
         if self.rounded_iat_ms is not None:
             self._count_rounded(arrays, counts)
@@ -438,6 +438,7 @@ class Engine:
         if not batch:
             return packet_embeddings, connection_embedding
         keys = self.cache.keys(arrays) if self.cache.capacity else [b""] * batch
+        counts = arrays["valid"].sum(axis=1).tolist()
         missing: list[int] = []
         first_of: dict[bytes, int] = {}  # a batch often holds the same flood connection many times
         duplicates: list[tuple[int, int]] = []
@@ -449,7 +450,8 @@ class Engine:
                 continue
             cached = self.cache.get(key) if use_cache else None
             if cached is not None:
-                packet_embeddings[row], connection_embedding[row] = cached
+                packets, connection_embedding[row] = cached
+                packet_embeddings[row, : len(packets)] = packets  # the rest stays zero: padding
             else:
                 first_of[key] = row
                 missing.append(row)
@@ -468,7 +470,8 @@ class Engine:
                 connection_embedding[group] = per_connection
             if use_cache:
                 for row in missing:
-                    self.cache.put(keys[row], packet_embeddings[row].copy(), connection_embedding[row].copy())
+                    kept = packet_embeddings[row, : counts[row]].copy()  # valid packets only: padding is zero
+                    self.cache.put(keys[row], kept, connection_embedding[row].copy())
         for row, source in duplicates:
             packet_embeddings[row] = packet_embeddings[source]
             connection_embedding[row] = connection_embedding[source]
