@@ -113,17 +113,21 @@ def packet_facts(packet_bytes: np.ndarray, length: np.ndarray) -> np.ndarray:
     return facts.reshape(*shape, len(PACKET_FACTS))
 
 
+# columns of a ring's numeric rows: time, direction, responder port, connection serial, then the packet facts
+_TS, _FROM_ORIGINATOR, _PORT, _SERIAL, _FACTS = 0, 1, 2, 3, 4
+
+
 @dataclass
 class _Ring:
-    """One originator's last packets, oldest first (at most `slots`)."""
+    """One originator's last packets in a circular buffer of `slots` rows; `head` is the next row written."""
 
-    ts: np.ndarray  # float64 (k,)
-    from_originator: np.ndarray  # float32 (k,)
-    responder: list[str]  # per packet, its connection's responder address
-    port: np.ndarray  # int32 (k,) its connection's responder port
-    serial: np.ndarray  # int64 (k,) the originator's connection counter when the packet was added
-    facts: np.ndarray  # float32 (k, len(PACKET_FACTS))
-    payload: np.ndarray  # (k, width)
+    rows: (
+        np.ndarray
+    )  # float64 (slots, 4 + len(PACKET_FACTS)): the _TS.._FACTS columns (ports and serials exact)
+    responder: list[str]  # per row, its connection's responder address
+    payload: np.ndarray  # (slots, width)
+    head: int = 0
+    count: int = 0  # rows filled (at most slots)
     connections: int = 0  # connections added so far
 
 
@@ -145,6 +149,7 @@ class OriginatorHistory:
         self.max_originators = max_originators
         self.evicted = 0  # originators forgotten to stay within max_originators
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
+        self._steps = np.arange(slots)
 
     def __len__(self) -> int:
         return len(self._rings)
@@ -157,20 +162,22 @@ class OriginatorHistory:
         features = np.zeros((self.slots, len(CONTEXT_FEATURES)), np.float32)
         valid = np.zeros(self.slots, bool)
         ring = self._rings.get(key)
-        if ring is None or len(ring.ts) == 0:
+        if ring is None or not ring.count:
             return payload, features, valid
         self._rings.move_to_end(key)
-        count = len(ring.ts)
-        order = np.arange(count - 1, -1, -1)  # newest first
-        age = ts - ring.ts[order]
+        count = ring.count
+        order = (ring.head - 1 - self._steps[:count]) % self.slots  # newest first
+        rows = ring.rows[order]
+        age = ts - rows[:, _TS]
         features[:count, 0] = np.sign(age) * np.log1p(np.abs(age))
-        features[:count, 1] = [1.0 if ring.responder[i] == responder else 0.0 for i in order]
-        features[:count, 2] = ring.port[order] == port
-        features[:count, 3] = ring.from_originator[order]
-        back = (ring.connections - 1) - ring.serial[order]
-        features[:count, 4] = np.log1p(back) / _CONNECTIONS_SCALE
-        features[:count, len(_WHERE_AND_WHEN) :] = ring.facts[order]
-        payload[:count] = ring.payload[order]
+        responders = ring.responder
+        features[:count, 1] = [1.0 if responders[i] == responder else 0.0 for i in order.tolist()]
+        features[:count, 2] = rows[:, _PORT] == port
+        features[:count, 3] = rows[:, _FROM_ORIGINATOR]
+        features[:count, 4] = np.log1p((ring.connections - 1) - rows[:, _SERIAL]) / _CONNECTIONS_SCALE
+        features[:count, len(_WHERE_AND_WHEN) :] = rows[:, _FACTS:]
+        if self.payload_width:
+            payload[:count] = ring.payload[order]
         valid[:count] = True
         return payload, features, valid
 
@@ -202,18 +209,21 @@ class OriginatorHistory:
         else:
             self._rings.move_to_end(key)
         keep = min(count, self.slots)
-        take = slice(count - keep, count)
-        ring.ts = np.concatenate([ring.ts, np.asarray(packet_ts[take], np.float64)])[-self.slots :]
-        ring.from_originator = np.concatenate(
-            [ring.from_originator, np.asarray(from_originator[take], np.float32)]
-        )[-self.slots :]
-        ring.responder = (ring.responder + [responder] * keep)[-self.slots :]
-        ring.port = np.concatenate([ring.port, np.full(keep, port, np.int32)])[-self.slots :]
-        ring.serial = np.concatenate([ring.serial, np.full(keep, ring.connections, np.int64)])[-self.slots :]
-        ring.facts = np.concatenate([ring.facts, np.asarray(facts[take], np.float32)])[-self.slots :]
-        ring.payload = np.concatenate([ring.payload, np.asarray(payload[take], self.payload_dtype)])[
-            -self.slots :
-        ]
+        if keep:
+            where = (ring.head + self._steps[:keep]) % self.slots
+            block = ring.rows[where]
+            block[:, _TS] = packet_ts[count - keep :]
+            block[:, _FROM_ORIGINATOR] = from_originator[count - keep :]
+            block[:, _PORT] = port
+            block[:, _SERIAL] = ring.connections
+            block[:, _FACTS:] = facts[count - keep :]
+            ring.rows[where] = block
+            if self.payload_width:
+                ring.payload[where] = payload[count - keep :]
+            for row in where.tolist():
+                ring.responder[row] = responder
+            ring.head = (ring.head + keep) % self.slots
+            ring.count = min(ring.count + keep, self.slots)
         ring.connections += 1
 
     def step(
@@ -238,13 +248,9 @@ class OriginatorHistory:
             self._rings.popitem(last=False)
             self.evicted += 1
         ring = _Ring(
-            ts=np.zeros(0, np.float64),
-            from_originator=np.zeros(0, np.float32),
-            responder=[],
-            port=np.zeros(0, np.int32),
-            serial=np.zeros(0, np.int64),
-            facts=np.zeros((0, len(PACKET_FACTS)), np.float32),
-            payload=np.zeros((0, self.payload_width), self.payload_dtype),
+            rows=np.zeros((self.slots, _FACTS + len(PACKET_FACTS)), np.float64),
+            responder=[""] * self.slots,
+            payload=np.zeros((self.slots, self.payload_width), self.payload_dtype),
         )
         self._rings[key] = ring
         return ring

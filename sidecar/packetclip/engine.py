@@ -139,10 +139,10 @@ class EmbeddingCache:
         for row, n in enumerate(counts):
             digest = hashlib.blake2b(digest_size=32)
             digest.update(n.to_bytes(2, "little"))
-            digest.update(data[row, :n])  # contiguous rows: hashed in place, not copied
-            digest.update(direction[row, :n])
-            digest.update(length[row, :n])
-            digest.update(iat[row, :n])
+            digest.update(data[row, :n].data)  # contiguous rows: hashed in place, not copied
+            digest.update(direction[row, :n].data)
+            digest.update(length[row, :n].data)
+            digest.update(iat[row, :n].data)
             keys.append(digest.digest())
         if self.rounded_iat_ms is not None:
             self._count_rounded(arrays, counts)
