@@ -155,12 +155,22 @@ class OriginatorHistory:
         return len(self._rings)
 
     def context(
-        self, key: str, ts: float, responder: str, port: int
+        self,
+        key: str,
+        ts: float,
+        responder: str,
+        port: int,
+        out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(payload (slots, width), features (slots, F) float32, valid (slots,) bool), most recent packet first."""
-        payload = np.zeros((self.slots, self.payload_width), self.payload_dtype)
-        features = np.zeros((self.slots, len(CONTEXT_FEATURES)), np.float32)
-        valid = np.zeros(self.slots, bool)
+        """(payload (slots, width), features (slots, F) float32, valid (slots,) bool), most recent packet first;
+        written into `out` (three zero-filled arrays of those shapes, e.g. rows of a batch) when given."""
+        if out is None:
+            out = (
+                np.zeros((self.slots, self.payload_width), self.payload_dtype),
+                np.zeros((self.slots, len(CONTEXT_FEATURES)), np.float32),
+                np.zeros(self.slots, bool),
+            )
+        payload, features, valid = out
         ring = self._rings.get(key)
         if ring is None or not ring.count:
             return payload, features, valid
@@ -236,10 +246,11 @@ class OriginatorHistory:
         from_originator: np.ndarray,
         payload: np.ndarray,
         facts: np.ndarray,
+        out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The rule training and the sensor share, for one connection in turn: its context, THEN its own packets
-        join the history (a connection never sees itself)."""
-        before = self.context(key, ts, responder, port)
+        """The rule training and the sensor share, for one connection in turn: its context (into `out` when
+        given), THEN its own packets join the history (a connection never sees itself)."""
+        before = self.context(key, ts, responder, port, out)
         self.add(key, responder, port, packet_ts, from_originator, payload, facts)
         return before
 

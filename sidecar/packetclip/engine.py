@@ -104,15 +104,28 @@ class EmbeddingCache:
     so two connections share a cache entry only when the encoder would see the same input. A 256-bit digest makes
     a collision (a cached embedding for a different input) practically impossible, even for crafted traffic.
 
+    Hashing costs a few percent of the pipeline, and most traffic never repeats an input exactly (a flood tool
+    that varies its source port already defeats it). So the cache steps aside when it does not pay: after
+    `TRIAL_LOOKUPS` lookups with fewer than `MIN_HIT_RATE` hits it turns dormant and looks up only one micro-batch
+    in `PROBE_EVERY`; a probe that hits that often wakes it. Answers never depend on this (a skipped lookup runs the
+    encoder, which computes what the cache would have returned).
+
     `rounded_iat_ms`, when set, also counts how often a cache keyed on iat rounded to that many milliseconds would
     have hit (a measurement for the benchmark: such a cache would return embeddings of inputs that differ, so it is
-    never used to answer).
+    never used to answer); the cache then never turns dormant.
     """
+
+    TRIAL_LOOKUPS = 256  # one default micro-batch: a flood that repeats inputs shows it within one
+    MIN_HIT_RATE = 0.01
+    PROBE_EVERY = 16
 
     def __init__(self, capacity: int = DEFAULT_CACHE_SIZE, rounded_iat_ms: float | None = None) -> None:
         self.capacity = max(0, capacity)
         self.hits = 0
         self.misses = 0
+        self.skipped = 0  # connections embedded without a lookup while the cache was dormant
+        self.dormant = False
+        self._trial_lookups = self._trial_hits = self._batches_skipped = 0
         self._entries: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.rounded_iat_ms = rounded_iat_ms
         self.rounded_hits = 0
@@ -130,6 +143,33 @@ class EmbeddingCache:
     def rounded_hit_rate(self) -> float:
         lookups = self.hits + self.misses
         return self.rounded_hits / lookups if lookups else 0.0
+
+    def use_for_batch(self, rows: int) -> bool:
+        """Whether the next micro-batch of `rows` connections is looked up (see the class docstring)."""
+        if not self.capacity:
+            return False
+        if not self.dormant or self.rounded_iat_ms is not None:
+            return True
+        self._batches_skipped += 1
+        if self._batches_skipped >= self.PROBE_EVERY:
+            self._batches_skipped = 0
+            return True
+        self.skipped += rows
+        return False
+
+    def account(self, lookups: int, hits: int) -> None:
+        """After a looked-up micro-batch: stay awake, turn dormant or wake from a probe."""
+        if self.dormant:
+            if hits and hits >= self.MIN_HIT_RATE * lookups:
+                self.dormant = False
+                self._trial_lookups = self._trial_hits = 0
+            return
+        self._trial_lookups += lookups
+        self._trial_hits += hits
+        if self._trial_lookups >= self.TRIAL_LOOKUPS:
+            rate = self._trial_hits / self._trial_lookups
+            self.dormant = rate < self.MIN_HIT_RATE and self.rounded_iat_ms is None
+            self._trial_lookups = self._trial_hits = 0
 
     def keys(self, arrays: dict[str, np.ndarray]) -> list[bytes]:
         """One key per packed connection (row of `arrays`)."""
@@ -201,8 +241,9 @@ class _Models:
     reads_context: bool
     # the encoder's packet axis is dynamic: a batch may be cut to its longest connection (older bundles: fixed)
     cuts_packets: bool
-    # the columns of `CONTEXT_FEATURES` the bundle's reasoner takes, in its order (bundles name theirs)
-    context_columns: np.ndarray
+    # the columns of `CONTEXT_FEATURES` the bundle's reasoner takes, in its order (bundles name theirs); None
+    # when it takes them all, as they are
+    context_columns: np.ndarray | None
     featurizer: FeaturizerConfig
     concepts: list[dict[str, str]]
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
@@ -246,8 +287,10 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
         embed_dim=embed_dim,
         reads_context="context" in reasoner_inputs,
         cuts_packets=not isinstance(next(i for i in encoder.get_inputs() if i.name == "valid").shape[1], int),
-        context_columns=np.array(
-            [CONTEXT_FEATURES.index(name) for name in bundle.context_features], np.int64
+        context_columns=(
+            None
+            if bundle.context_features == CONTEXT_FEATURES
+            else np.array([CONTEXT_FEATURES.index(name) for name in bundle.context_features], np.int64)
         ),
         featurizer=FeaturizerConfig(
             max_packets=int(manifest_featurizer.get("max_packets", FeaturizerConfig.max_packets)),
@@ -277,9 +320,8 @@ class BatchInference:
     connection_embedding: np.ndarray  # float32 (B, E)
     # float32 (B, A, E) the context packets' embeddings; (B, A, 0) for a reasoner that does not read them
     context: np.ndarray
-    context_features: (
-        np.ndarray
-    )  # float32 (B, A, F) the bundle's context features (`_Models.context_columns`)
+    # float32 (B, A, F): the context features the bundle's reasoner reads (`_Models.context_columns`)
+    context_features: np.ndarray
     context_valid: np.ndarray  # bool (B, A)
     activities: list[Activity]
     outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
@@ -404,13 +446,14 @@ class Engine:
         for row, conn in enumerate(connections):
             key = f"{sensor}|{conn.orig_h}"
             n = counts[row]
-            context[row], features[row], valid[row] = self.history.step(
+            self.history.step(
                 key, conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], conn.pkt_dir[:n] == 1,
-                packet_embeddings[row, :n, :width], facts[row, :n],
+                packet_embeddings[row, :n, :width], facts[row, :n], out=(context[row], features[row], valid[row]),
             )  # fmt: skip
             self.activity.observe(sensor, conn)
             activities.append(self.activity.summary(sensor, conn.orig_h, conn.last_ts))
-        features = features[:, :, models.context_columns]
+        if models.context_columns is not None:  # a bundle that reads fewer features, or in another order
+            features = features[:, :, models.context_columns]
         outputs: dict[str, np.ndarray] = {}
         if batch:
             feed = {"connection": connection_embedding, "context_features": features, "context_valid": valid}
@@ -437,12 +480,13 @@ class Engine:
         connection_embedding = np.zeros((batch, models.embed_dim), np.float32)
         if not batch:
             return packet_embeddings, connection_embedding
-        keys = self.cache.keys(arrays) if self.cache.capacity else [b""] * batch
+        use_cache = self.cache.use_for_batch(batch)
+        keys = self.cache.keys(arrays) if use_cache else [b""] * batch
         counts = arrays["valid"].sum(axis=1).tolist()
         missing: list[int] = []
         first_of: dict[bytes, int] = {}  # a batch often holds the same flood connection many times
         duplicates: list[tuple[int, int]] = []
-        use_cache = self.cache.capacity > 0
+        hits_before = self.cache.hits
         for row, key in enumerate(keys):
             if use_cache and key in first_of:
                 duplicates.append((row, first_of[key]))
@@ -472,6 +516,8 @@ class Engine:
                 for row in missing:
                     kept = packet_embeddings[row, : counts[row]].copy()  # valid packets only: padding is zero
                     self.cache.put(keys[row], kept, connection_embedding[row].copy())
+        if use_cache:
+            self.cache.account(batch, self.cache.hits - hits_before)
         for row, source in duplicates:
             packet_embeddings[row] = packet_embeddings[source]
             connection_embedding[row] = connection_embedding[source]

@@ -18,7 +18,7 @@ import pytest
 
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip.classes import FINE_TO_COARSE
-from packetclip.engine import Engine, session_options
+from packetclip.engine import EmbeddingCache, Engine, session_options
 from packetclip.featurizer import Connection, featurize_pcap
 from support import export_tiny_bundles
 
@@ -99,7 +99,8 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     engine = Engine(request.getfixturevalue("bundle_path" if which == "runtime" else "payload_bundle_path"),
                     cache_size=0)  # fmt: skip
     if which == "payload":
-        assert engine._models.reads_context and engine._models.context_columns.tolist() == [0, 1, 2, 3, 4]
+        read = engine._models.context_columns
+        assert engine._models.reads_context and read is not None and read.tolist() == [0, 1, 2, 3, 4]
     sources = columns["source_file"]
     embed_dim = engine._models.embed_dim
     slots, width = engine.history.slots, engine.history.payload_width
@@ -133,7 +134,8 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     np.testing.assert_array_equal(runtime_valid, valid)
     np.testing.assert_array_equal(runtime_context, table[index][..., :width])
     np.testing.assert_array_equal(
-        runtime_features.astype(np.float16), features[..., engine._models.context_columns]
+        runtime_features.astype(np.float16),
+        features if engine._models.context_columns is None else features[..., engine._models.context_columns],
     )
 
 
@@ -271,3 +273,33 @@ def test_a_bundle_naming_context_features_this_runtime_lacks_is_refused(
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"ttl.*this runtime knows"):
         Engine(copy)
+
+
+def test_a_cache_that_does_not_pay_turns_dormant_and_a_probe_that_hits_wakes_it() -> None:
+    cache = EmbeddingCache(capacity=64)
+    cache.TRIAL_LOOKUPS = 100
+    for _ in range(4):  # 100 lookups, no hit
+        assert cache.use_for_batch(25)
+        cache.account(25, 0)
+    assert cache.dormant
+    looked_up = [cache.use_for_batch(25) for _ in range(2 * cache.PROBE_EVERY)]
+    assert looked_up.count(True) == 2 and looked_up[cache.PROBE_EVERY - 1]  # one probe batch in PROBE_EVERY
+    assert cache.skipped == 2 * (cache.PROBE_EVERY - 1) * 25
+    cache.account(25, 1)  # a probe with 4 % hits
+    assert not cache.dormant and cache.use_for_batch(25)
+    measuring = EmbeddingCache(capacity=64, rounded_iat_ms=1.0)  # the benchmark's counter never sleeps
+    measuring.TRIAL_LOOKUPS = 10
+    measuring.account(10, 0)
+    assert not measuring.dormant and measuring.use_for_batch(10)
+    assert not EmbeddingCache(capacity=0).use_for_batch(10)
+
+
+def test_a_dormant_cache_changes_no_verdict(bundle_path: Path, lab_connections: list[Connection]) -> None:
+    dormant = Engine(bundle_path, cache_size=4096)
+    dormant.cache.TRIAL_LOOKUPS = 1
+    dormant.cache.PROBE_EVERY = 3
+    verdicts = dormant.classify(lab_connections, "s")
+    assert dormant.cache.skipped > 0
+    without = Engine(bundle_path, cache_size=0).classify(lab_connections, "s")
+    for a, b in zip(verdicts, without, strict=True):
+        assert a.label == b.label and a.attack == b.attack and abs(a.score - b.score) < 1e-5
