@@ -108,9 +108,8 @@ def export_bundle(
     encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
     arrays = training_arrays(test, FINE_CLASSES)
     context, features, valid = arrays.context(rows, reasoner.config.context_payload)
-    features = features[
-        ..., : reasoner.config.context_features
-    ]  # the ONNX input is as wide as the model reads
+    # the ONNX input is as wide as the model reads (older reasoners: the first five features)
+    features = features[..., : reasoner.config.context_features]
     everything = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
     reasoner_inputs = {name: everything[name] for name in reasoner.config.input_names}
     bank = build_bank(dataset, heads, encode_texts)
