@@ -113,6 +113,13 @@ def packet_facts(packet_bytes: np.ndarray, length: np.ndarray) -> np.ndarray:
     return facts.reshape(*shape, len(PACKET_FACTS))
 
 
+def valid_packet_facts(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """`packet_facts` (P, len(PACKET_FACTS)) of packed connections' valid packets (`pack`'s arrays), row-major:
+    the order of training's packet table, and of `arrays["valid"]` as a boolean index."""
+    valid = arrays["valid"]
+    return packet_facts(arrays["bytes"][valid], arrays["length"][valid])
+
+
 # columns of a ring's numeric rows: time, direction, responder port, connection serial, then the packet facts
 _TS, _FROM_ORIGINATOR, _PORT, _SERIAL, _FACTS = 0, 1, 2, 3, 4
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from packetclip.bundle import Bundle, BundleError, load_bundle
-from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory, packet_facts
+from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory, valid_packet_facts
 from packetclip.explain import Activity, ActivityTracker, Explainer
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
 
@@ -247,7 +247,7 @@ class _Models:
     featurizer: FeaturizerConfig
     concepts: list[dict[str, str]]
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
-    fine_of_coarse: dict[str, np.ndarray]  # coarse class -> indices of its fine classes
+    fine_of_coarse: np.ndarray  # bool (coarse classes, fine classes): which fine classes each coarse one has
     explainer: Explainer
 
 
@@ -301,12 +301,10 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
             mission: np.array([i for i, c in enumerate(concepts) if c["mission"] == mission], np.int64)
             for mission in missions
         },
-        fine_of_coarse={
-            coarse: np.array(
-                [i for i, name in enumerate(fine) if bundle.fine_to_coarse[name] == coarse], np.int64
-            )
-            for coarse in bundle.coarse_classes
-        },
+        fine_of_coarse=np.array(
+            [[bundle.fine_to_coarse[name] == coarse for name in fine] for coarse in bundle.coarse_classes],
+            bool,
+        ).reshape(len(bundle.coarse_classes), len(fine)),
         explainer=Explainer(bundle),
     )
 
@@ -435,9 +433,7 @@ class Engine:
         packet_embeddings, connection_embedding = self._embed(models, arrays)
         counts = arrays["valid"].sum(axis=1).tolist()
         facts = np.zeros((*arrays["valid"].shape, len(PACKET_FACTS)), np.float32)
-        facts[arrays["valid"]] = packet_facts(
-            arrays["bytes"][arrays["valid"]], arrays["length"][arrays["valid"]]
-        )
+        facts[arrays["valid"]] = valid_packet_facts(arrays)
         batch, slots, width = len(connections), self.history.slots, self.history.payload_width
         context = np.zeros((batch, slots, width), np.float32)
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
@@ -503,7 +499,7 @@ class Engine:
             rows = np.asarray(missing)
             limits = [n for n in PACKET_BUCKETS if n < max_packets] if models.cuts_packets else []
             limits.append(max_packets)
-            bucket = np.searchsorted(limits, arrays["valid"][rows].sum(axis=1))  # the first limit ≥ the count
+            bucket = np.searchsorted(limits, np.asarray(counts)[rows])  # the first limit ≥ the packet count
             for index, limit in enumerate(limits):
                 group = rows[bucket == index]
                 if not len(group):
@@ -535,9 +531,7 @@ class Engine:
         aligned = inference.outputs["aligned"]
         labels = coarse.argmax(axis=1)
         # the attack is the most likely fine class of the label (the label itself when it has none)
-        member = np.zeros((len(coarse_names), len(fine_names)), bool)
-        for index, name in enumerate(coarse_names):
-            member[index, models.fine_of_coarse[name]] = True
+        member = models.fine_of_coarse
         attacks = np.where(member[labels], fine, -np.inf).argmax(axis=1)
         top = self._top_concepts(models, [coarse_names[i] for i in labels.tolist()], concepts)
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()

@@ -93,7 +93,8 @@ def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarra
 def test_contexts_match_the_training_replay_of_a_split(which: str, request: pytest.FixtureRequest) -> None:
     """The runtime, fed a split file by file in micro-batches, builds the contexts `build_contexts` builds
     (with the context packets' embeddings when the reasoner reads them)."""
-    from packetclip_training.reasoner_data import build_contexts, packet_times, valid_packet_facts
+    from packetclip.context import valid_packet_facts
+    from packetclip_training.reasoner_data import build_contexts, packet_times
 
     connections, columns, arrays = split_connections("test")
     engine = Engine(request.getfixturevalue("bundle_path" if which == "runtime" else "payload_bundle_path"),

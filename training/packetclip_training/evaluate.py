@@ -341,11 +341,10 @@ def efficiency(
     packed = load_split(inputs.dataset, "test", columns=())
     arrays = {name: np.ascontiguousarray(values[rows]) for name, values in packed.items()}
     del packed
-    context, features, valid = training_arrays(test, FINE_CLASSES).context(
-        rows, inputs.reasoner.config.context_payload
+    config = inputs.reasoner.config
+    arrays.update(
+        config.context_inputs(*training_arrays(test, FINE_CLASSES).context(rows, config.context_payload))
     )
-    features = features[..., : inputs.reasoner.config.context_features]  # as wide as the ONNX input
-    arrays.update(context=context, context_features=features, context_valid=valid)
     paths = bundle.model_paths
     candidate = timing.pipeline_candidate(
         "PacketCLIP (encoder + reasoner)",

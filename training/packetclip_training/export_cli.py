@@ -43,7 +43,7 @@ from packetclip_training.model_options import (
 )
 from packetclip_training.models.encoder import load_checkpoint, parameter_count
 from packetclip_training.models.flops import encoder_cost
-from packetclip_training.reasoner import REASONER_INPUTS, export_reasoner, load_reasoner
+from packetclip_training.reasoner import export_reasoner, load_reasoner
 from packetclip_training.reasoner_cli import training_arrays
 from packetclip_training.reasoner_data import cached_split
 
@@ -107,11 +107,10 @@ def export_bundle(
     packed = load_split(dataset, "test", columns=())
     encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
     arrays = training_arrays(test, FINE_CLASSES)
-    context, features, valid = arrays.context(rows, reasoner.config.context_payload)
-    # the ONNX input is as wide as the model reads (older reasoners: the first five features)
-    features = features[..., : reasoner.config.context_features]
-    everything = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
-    reasoner_inputs = {name: everything[name] for name in reasoner.config.input_names}
+    reasoner_inputs = {
+        "connection": arrays.connection[rows],
+        **reasoner.config.context_inputs(*arrays.context(rows, reasoner.config.context_payload)),
+    }
     bank = build_bank(dataset, heads, encode_texts)
     cost = encoder_cost(encoder.config)
     with tempfile.TemporaryDirectory(prefix="packetclip-export-") as scratch:

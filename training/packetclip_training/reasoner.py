@@ -87,6 +87,18 @@ class ReasonerConfig:
         """The inputs the exported reasoner takes (a reasoner that reads no payload has no `context`)."""
         return [name for name in REASONER_INPUTS if self.context_payload or name != "context"]
 
+    def context_inputs(
+        self, context: np.ndarray, features: np.ndarray, valid: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The exported reasoner's context inputs by name (`SplitEmbeddings.context`'s three arrays): `context`
+        only when it reads payloads, the features as wide as it reads (older reasoners: the first five)."""
+        named = {
+            "context": context,
+            "context_features": features[..., : self.context_features],
+            "context_valid": valid,
+        }
+        return {name: value for name, value in named.items() if name in self.input_names}
+
     @property
     def feature_names(self) -> list[str]:
         """The context features the reasoner reads, as its bundle's manifest names them."""

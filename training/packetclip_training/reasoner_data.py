@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory, packet_facts
+from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory, valid_packet_facts
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 from packetclip_training.one_sided import originator_view
@@ -96,12 +96,6 @@ def embed_arrays(
 def packet_times(ts: np.ndarray, iat: np.ndarray) -> np.ndarray:
     """(n, N) absolute packet times from each connection's first-packet time and inter-arrival times."""
     return ts[:, None].astype(np.float64) + np.cumsum(iat.astype(np.float64), axis=1)
-
-
-def valid_packet_facts(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """`packet_facts` of packed connections' valid packets, in the packet table's order (row-major)."""
-    valid = arrays["valid"]
-    return packet_facts(arrays["bytes"][valid], arrays["length"][valid])
 
 
 def build_contexts(
