@@ -76,9 +76,8 @@ def packet_facts(packet_bytes: np.ndarray, length: np.ndarray) -> np.ndarray:
         return facts.reshape(*shape, len(PACKET_FACTS))
     rows = np.arange(count)
 
-    def at(
-        offset: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:  # byte at a per-row offset, and whether it was captured
+    def at(offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The byte at a per-row offset (0 past the snap length), and whether it was captured."""
         inside = offset < snaplen
         return data[rows, np.minimum(offset, snaplen - 1)].astype(np.int64) * inside, inside
 
@@ -128,9 +127,8 @@ _TS, _FROM_ORIGINATOR, _PORT, _SERIAL, _FACTS = 0, 1, 2, 3, 4
 class _Ring:
     """One originator's last packets in a circular buffer of `slots` rows; `head` is the next row written."""
 
-    rows: (
-        np.ndarray
-    )  # float64 (slots, 4 + len(PACKET_FACTS)): the _TS.._FACTS columns (ports and serials exact)
+    # float64 (slots, 4 + len(PACKET_FACTS)): the _TS.._FACTS columns (ports and serials are exact in float64)
+    rows: np.ndarray
     responder: list[str]  # per row, its connection's responder address
     payload: np.ndarray  # (slots, width)
     head: int = 0

@@ -41,9 +41,8 @@ def test_bench_reports_consistent_figures(bundle_path: Path) -> None:
     assert 0 <= latency["p50"] <= latency["p99"] <= latency["max"]
     cache = e2e["cache"]
     assert 0.0 <= cache["hit_rate"] <= 1.0
-    assert (
-        cache["lookups"] + cache["skipped_while_dormant"] == e2e["connections"]
-    )  # each looked up or skipped
+    looked_up_or_skipped = cache["lookups"] + cache["skipped_while_dormant"]
+    assert looked_up_or_skipped == e2e["connections"]
     assert report["cache_effect"]["connections_per_second_without_cache"] > 0
     assert report["peak_rss_mb"] > 10
     assert report["etbert"] == {"available": False, "reason": "skipped (--no-etbert)"}
