@@ -47,7 +47,7 @@ ENCODER_OUTPUTS = ("packet_embeddings", "connection_embedding")
 # what a reasoner may take; `context` (the context packets' embeddings) only when it reads them
 REASONER_INPUTS = ("connection", "context", "context_features", "context_valid")
 REASONER_OUTPUTS = ("coarse", "fine", "concepts", "aligned")
-DEFAULT_CACHE_SIZE = 4096  # connections; ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
+DEFAULT_CACHE_SIZE = 4096  # connections; at most ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
 TOP_CONCEPTS = 3  # concepts of the winning mission reported per verdict
 # encoder calls group connections of at most this many packets (the last group: up to max_packets)
 PACKET_BUCKETS = (2, 4, 8, 16)
