@@ -220,19 +220,25 @@ class Reasoner(nn.Module):
         )
 
     def missions(self, aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, D) aligned vectors → (mission embeddings (B, M·w), concept activations (B, K))."""
-        sensor = torch.tanh(self.sensor_projection(aligned)).unsqueeze(1)  # (B, 1, w)
+        """(B, D) aligned vectors → (mission embeddings (B, M·w), concept activations (B, K)).
+
+        Node states are held as (B, w, k), concepts last, so that every product with a graph matrix has a
+        constant 2-D right operand: one matrix product over all B·w rows, where (k, k+1) @ (B, k+1, w) would be
+        B small products (and a product with a 1-D vector B·k of them) in onnxruntime.
+        """
+        sensor = torch.tanh(self.sensor_projection(aligned)).unsqueeze(2)  # (B, w, 1)
         initial = torch.tanh(self.concept_projection(self.graphs.concept_text))  # (K, w)
+        weights = self.activation_vector.unsqueeze(1)  # (w, 1)
         embeddings, activations, start = [], [], 0
         for i, size in enumerate(self.graphs.sizes):
-            h0 = initial[start : start + size].unsqueeze(0)  # (1, k, w)
-            parents = self.graphs.parents(i)  # (k, k + 1)
+            h0 = initial[start : start + size].t().unsqueeze(0)  # (1, w, k)
+            parents = self.graphs.parents(i).t()  # (k + 1, k)
             h = sensor * h0  # any start; depth rounds reach the DAG's fixpoint
             for _ in range(self.graphs.depth):
-                nodes = torch.cat([sensor, h], dim=1)  # (B, k + 1, w)
-                h = torch.matmul(parents, nodes) * h0  # mean over parents of h_u ⊙ h⁰_v
-            activations.append(torch.sigmoid(h @ self.activation_vector + self.activation_bias))  # (B, k)
-            embeddings.append(torch.matmul(self.graphs.leaves(i), h))  # (B, w): the embedding node
+                nodes = torch.cat([sensor, h], dim=2)  # (B, w, k + 1)
+                h = torch.matmul(nodes, parents) * h0  # mean over parents of h_u ⊙ h⁰_v
+            activations.append(torch.sigmoid((h * weights).sum(dim=1) + self.activation_bias))  # (B, k)
+            embeddings.append(torch.matmul(h, self.graphs.leaves(i).unsqueeze(1)).squeeze(2))  # (B, w)
             start += size
         return torch.cat(embeddings, dim=-1), torch.cat(activations, dim=-1)
 

@@ -124,28 +124,49 @@ class Block(nn.Module):
         self, x: torch.Tensor, key_bias: torch.Tensor | None = None, queries: int | None = None
     ) -> torch.Tensor:
         """(B, L, D) → (B, L, D); with `queries`, only the first `queries` tokens are computed and returned
-        (they still attend to all L): the exact result for a last layer whose other outputs nobody reads, at
-        the cost of the keys and values alone for the rest."""
+        (they still attend to all L): the exact result for a last layer whose other outputs nobody reads."""
+        if queries is not None:
+            return self._first_tokens(x, key_bias, queries)
         length, dim = x.shape[1], x.shape[2]  # tokens of a packet, or packets of a connection (may vary)
-        normed = self.attn_norm(x)
-        if queries is None:
-            qkv = self.qkv(normed).reshape(-1, length, 3, self.heads, self.head_dim)
-            qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
-            q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh)
-        else:
-            x = x[:, :queries]
-            q = F.linear(normed[:, :queries], self.qkv.weight[:dim], self.qkv.bias[:dim])  # (B, Q, D)
-            q = q.reshape(-1, queries, self.heads, self.head_dim).transpose(1, 2)  # (B, H, Q, Dh)
-            kv = F.linear(normed, self.qkv.weight[dim:], self.qkv.bias[dim:])  # (B, L, 2D)
-            kv = kv.reshape(-1, length, 2, self.heads, self.head_dim)
-            kv = kv.permute(2, 0, 3, 1, 4)  # (2, B, H, L, Dh)
-            k, v = kv[0], kv[1]  # (B, H, L, Dh)
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, Q, L)
+        qkv = self.qkv(self.attn_norm(x)).reshape(-1, length, 3, self.heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, L, L)
         if key_bias is not None:
             scores = scores + key_bias  # (B, 1, 1, L) hides padding keys
-        mixed = torch.matmul(scores.softmax(dim=-1), v)  # (B, H, Q, Dh)
-        mixed = mixed.transpose(1, 2).reshape(-1, x.shape[1], dim)  # (B, Q, D)
+        mixed = torch.matmul(scores.softmax(dim=-1), v)  # (B, H, L, Dh)
+        mixed = mixed.transpose(1, 2).reshape(-1, length, dim)  # (B, L, D)
         x = x + self.attn_out(mixed)
+        return x + self.ffn(self.ffn_norm(x))
+
+    def _first_tokens(self, x: torch.Tensor, key_bias: torch.Tensor | None, queries: int) -> torch.Tensor:
+        """The first `queries` tokens of `forward` with the key and value projections folded into the queries
+        and the attention weights, so that no key or value of the L tokens is ever formed.
+
+        Per head h, with n_j the normed tokens: q_h·(W_k,h n_j + b_k,h) = (W_k,hᵀ q_h)·n_j + q_h·b_k,h, and the
+        last term is the same for every key j, which softmax ignores; Σ_j p_hj (W_v,h n_j + b_v,h) =
+        W_v,h (Σ_j p_hj n_j) + b_v,h, as the weights p_hj sum to 1. Instead of 2·L·D² multiply-adds for the keys
+        and values: 2·Q·H·D² for the folded projections and 2·Q·H·L·D for the scores and the weighted sum.
+        """
+        length, dim = x.shape[1], x.shape[2]
+        heads, head_dim = self.heads, self.head_dim
+        normed = self.attn_norm(x)  # (B, L, D)
+        x = x[:, :queries]
+        q = F.linear(normed[:, :queries], self.qkv.weight[:dim], self.qkv.bias[:dim])  # (B, Q, D)
+        # block-diagonal weights: head h's rows of W_k (resp. W_v) meet only head h's slice of q (resp. of the
+        # weighted sums), so each fold is one matrix product over all heads
+        per_head = torch.eye(heads, dtype=x.dtype, device=x.device).reshape(heads, 1, heads, 1)
+        w_k = self.qkv.weight[dim : 2 * dim].reshape(heads, head_dim, 1, dim)  # (H, Dh, 1, D)
+        fold_k = (w_k * per_head).reshape(dim, heads * dim)  # (H·Dh, H·D)
+        w_v = self.qkv.weight[2 * dim :].reshape(heads, head_dim, dim).transpose(1, 2)  # (H, D, Dh)
+        fold_v = (w_v.reshape(heads, dim, 1, head_dim) * per_head).reshape(heads * dim, dim)  # (H·D, H·Dh)
+        probes = torch.matmul(q, fold_k).reshape(-1, queries * heads, dim)  # (B, Q·H, D)
+        scores = torch.matmul(probes, normed.transpose(1, 2)) / math.sqrt(head_dim)  # (B, Q·H, L)
+        if key_bias is not None:
+            scores = scores + key_bias.reshape(-1, 1, length)  # (B, 1, L) hides padding keys
+        pooled = torch.matmul(scores.softmax(dim=-1), normed)  # (B, Q·H, D): Σ_j p_hj n_j
+        mixed = torch.matmul(pooled.reshape(-1, queries, heads * dim), fold_v) + self.qkv.bias[2 * dim :]
+        x = x + self.attn_out(mixed)  # (B, Q, D)
         return x + self.ffn(self.ffn_norm(x))
 
 
