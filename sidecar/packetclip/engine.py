@@ -321,8 +321,8 @@ class BatchInference:
     # float32 (B, A, F): the context features the bundle's reasoner reads (`_Models.context_columns`)
     context_features: np.ndarray
     context_valid: np.ndarray  # bool (B, A)
-    activities: list[Activity]
     outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
+    sensor: str  # whose connections these are (the originator context and activity key)
 
 
 class Engine:
@@ -438,7 +438,6 @@ class Engine:
         context = np.zeros((batch, slots, width), np.float32)
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
         valid = np.zeros((batch, slots), bool)
-        activities = []
         for row, conn in enumerate(connections):
             key = f"{sensor}|{conn.orig_h}"
             n = counts[row]
@@ -446,8 +445,6 @@ class Engine:
                 key, conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], conn.pkt_dir[:n] == 1,
                 packet_embeddings[row, :n, :width], facts[row, :n], out=(context[row], features[row], valid[row]),
             )  # fmt: skip
-            self.activity.observe(sensor, conn)
-            activities.append(self.activity.summary(sensor, conn.orig_h, conn.last_ts))
         if models.context_columns is not None:  # a bundle that reads fewer features, or in another order
             features = features[:, :, models.context_columns]
         outputs: dict[str, np.ndarray] = {}
@@ -465,8 +462,8 @@ class Engine:
             context,
             features,
             valid,
-            activities,
             outputs,
+            sensor,
         )
 
     def _embed(self, models: _Models, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -533,16 +530,20 @@ class Engine:
         # the attack is the most likely fine class of the label (the label itself when it has none)
         member = models.fine_of_coarse
         attacks = np.where(member[labels], fine, -np.inf).argmax(axis=1)
-        top = self._top_concepts(models, [coarse_names[i] for i in labels.tolist()], concepts)
+        label_names = [coarse_names[i] for i in labels.tolist()]
+        attack_names = [
+            fine_names[attack] if member[label].any() else coarse_names[label]
+            for label, attack in zip(labels.tolist(), attacks.tolist(), strict=True)
+        ]
+        top = self._top_concepts(models, label_names, concepts)
+        activities = self._activities(inference, label_names, attack_names)
+        explanations = models.explainer.explain_batch(
+            inference.connections, activities, label_names, attack_names, concepts, aligned
+        )
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
         verdicts = []
         for row, conn in enumerate(inference.connections):
             label_index = int(labels[row])
-            label = coarse_names[label_index]
-            attack = fine_names[int(attacks[row])] if member[label_index].any() else label
-            explanation = models.explainer.explain(
-                conn, inference.activities[row], label, attack, concepts[row], aligned[row]
-            )
             verdicts.append(
                 Verdict(
                     ts=conn.ts,
@@ -553,17 +554,30 @@ class Engine:
                     resp_p=conn.resp_p,
                     proto=conn.proto,
                     community_id=conn.community_id,
-                    label=label,
-                    attack=attack,
+                    label=label_names[row],
+                    attack=attack_names[row],
                     score=coarse_rows[row][label_index],
                     scores=dict(zip(coarse_names, coarse_rows[row], strict=True)),
                     fine_scores=dict(zip(fine_names, fine_rows[row], strict=True)),
-                    explanation=explanation,
+                    explanation=explanations[row],
                     model=models.bundle.version,
                     concepts=top[row],
                 )
             )
         return verdicts
+
+    def _activities(
+        self, inference: BatchInference, labels: list[str], attacks: list[str]
+    ) -> list[Activity | None]:
+        """Observe the batch's connections in order, each row's originator summary taken right after its own
+        connection (what its explanation reports); None where the explanation does not report it."""
+        tracker, sensor, reads = self.activity, inference.sensor, self._models.explainer.reads_activity
+        activities: list[Activity | None] = []
+        for conn, label, attack in zip(inference.connections, labels, attacks, strict=True):
+            tracker.observe(sensor, conn)
+            read = reads(label, attack)
+            activities.append(tracker.summary(sensor, conn.orig_h, conn.last_ts) if read else None)
+        return activities
 
     @staticmethod
     def _top_concepts(

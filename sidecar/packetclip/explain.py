@@ -441,52 +441,121 @@ class Explainer:
         self, attack: str, concepts_row: np.ndarray, k: int = _TOP_CONCEPTS
     ) -> list[tuple[str, str, float]]:
         """The `k` most activated concepts of the mission that maps `attack`: (mission, concept, activation)."""
-        mission = self.mission_of_class.get(attack)
-        columns = self._mission_columns.get(mission or "")
-        row = np.asarray(concepts_row, dtype=np.float32).reshape(-1)
-        if columns is None or not len(columns):
+        row = np.asarray(concepts_row, dtype=np.float32).reshape(1, -1)
+        if not self._fits(row, len(self.concepts), "concepts"):
             return []
-        if len(row) != len(self.concepts):
-            self.stats["malformed_rows"] += 1
-            log.warning("explanations: concepts row of length %d, expected %d", len(row), len(self.concepts))
-            return []
-        values = row[columns]
-        order = np.argsort(-values, kind="stable")[:k]
-        return [(self.concepts[columns[i]][0], self.concepts[columns[i]][1], float(values[i])) for i in order]
+        return self._top_concepts(attack, row, k)[0]
 
     def nearest_description(self, fine: str, aligned_row: np.ndarray) -> tuple[int, str]:
         """The bank row of class `fine` closest to `aligned_row` by dot product: (row index, quotable part)."""
-        matrix = self._class_matrix.get(fine)
-        row = np.asarray(aligned_row, dtype=np.float32).reshape(-1)
-        if matrix is None or not len(matrix):
+        row = np.asarray(aligned_row, dtype=np.float32).reshape(1, -1)
+        if not self._fits(row, self.bank_dim, "aligned"):
             return -1, ""
-        if len(row) != self.bank_dim:
-            self.stats["malformed_rows"] += 1
-            log.warning("explanations: aligned row of length %d, expected %d", len(row), self.bank_dim)
-            return -1, ""
-        best = int(self._class_rows[fine][int(np.argmax(matrix @ row))])
-        return best, self._quotable[best]
+        return self._nearest(fine, row)[0]
+
+    @staticmethod
+    def reads_activity(label: str, attack: str) -> bool:
+        """Whether the explanation of such a verdict reports the originator's activity (benign ones do not)."""
+        return not (attack == "benign" or label == "benign")
 
     def explain(
         self,
         conn: Connection,
-        activity: Activity,
+        activity: Activity | None,
         label: str,
         attack: str,
         concepts_row: np.ndarray,
         aligned_row: np.ndarray,
     ) -> str:
+        """One verdict's explanation; `activity` may be None when `reads_activity` says it is not read."""
+        concepts = np.asarray(concepts_row, dtype=np.float32).reshape(1, -1)
+        aligned = np.asarray(aligned_row, dtype=np.float32).reshape(1, -1)
+        return self.explain_batch([conn], [activity], [label], [attack], concepts, aligned)[0]
+
+    def explain_batch(
+        self,
+        connections: Sequence[Connection],
+        activities: Sequence[Activity | None],
+        labels: Sequence[str],
+        attacks: Sequence[str],
+        concepts: np.ndarray,
+        aligned: np.ndarray,
+    ) -> list[str]:
+        """`explain` for a micro-batch: row i of `concepts` (B, K) and `aligned` (B, D) belongs to connection i.
+        Concepts and nearest descriptions are ranked once per predicted class rather than once per row."""
+        judged = [row for row, (label, attack) in enumerate(zip(labels, attacks, strict=True))
+                  if self.reads_activity(label, attack)]  # fmt: skip
+        tops: list[list[tuple[str, str, float]]] = [[] for _ in connections]
+        quotes = [""] * len(connections)
+        by_class: dict[str, list[int]] = {}
+        for row in judged:
+            by_class.setdefault(attacks[row], []).append(row)
+        rank_concepts = self._fits(concepts, len(self.concepts), "concepts", len(judged))
+        rank_descriptions = self._fits(aligned, self.bank_dim, "aligned", len(judged))
+        for attack, rows in by_class.items():
+            if rank_concepts:
+                for row, top in zip(rows, self._top_concepts(attack, concepts[rows]), strict=True):
+                    tops[row] = top
+            if rank_descriptions:
+                for row, (_, quote) in zip(rows, self._nearest(attack, aligned[rows]), strict=True):
+                    quotes[row] = quote
+        return [
+            self._sentence(conn, activity, label, attack, top, quote)
+            for conn, activity, label, attack, top, quote in zip(
+                connections, activities, labels, attacks, tops, quotes, strict=True
+            )
+        ]
+
+    def _fits(self, matrix: np.ndarray, width: int, what: str, rows: int = 1) -> bool:
+        """Whether model output rows have the width the bundle's banks expect; `rows` is what a mismatch costs."""
+        if matrix.ndim == 2 and matrix.shape[1] == width:
+            return True
+        if rows:
+            self.stats["malformed_rows"] += rows
+            log.warning("explanations: %s rows of shape %s, expected width %d", what, matrix.shape[1:], width)
+        return False
+
+    def _top_concepts(
+        self, attack: str, activations: np.ndarray, k: int = _TOP_CONCEPTS
+    ) -> list[list[tuple[str, str, float]]]:
+        """Per row of `activations` (n, K), the `k` strongest printable concepts of `attack`'s mission."""
+        columns = self._mission_columns.get(self.mission_of_class.get(attack) or "")
+        if columns is None or not len(columns):
+            return [[] for _ in range(len(activations))]
+        values = activations[:, columns]  # (n, concepts of the mission)
+        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+        concepts = self.concepts
+        return [
+            [(*concepts[columns[i]], float(value)) for i, value in zip(best, row[best].tolist(), strict=True)]
+            for best, row in zip(order.tolist(), values, strict=True)
+        ]
+
+    def _nearest(self, fine: str, aligned: np.ndarray) -> list[tuple[int, str]]:
+        """Per row of `aligned` (n, D), the closest bank row of class `fine`: (row index, quotable part)."""
+        matrix = self._class_matrix.get(fine)
+        if matrix is None or not len(matrix):
+            return [(-1, "")] * len(aligned)
+        best = self._class_rows[fine][np.argmax(aligned @ matrix.T, axis=1)].tolist()
+        return [(row, self._quotable[row]) for row in best]
+
+    def _sentence(
+        self,
+        conn: Connection,
+        activity: Activity | None,
+        label: str,
+        attack: str,
+        concepts: list[tuple[str, str, float]],
+        quote: str,
+    ) -> str:
         facts = connection_facts(conn)
-        if attack == "benign" or label == "benign":
+        if not self.reads_activity(label, attack):
             return f"{facts}; judged benign."
-        recent = activity_facts(activity, label)
+        recent = activity_facts(activity, label) if activity is not None else ""
         first = f"{facts}; {recent}." if recent else f"{facts}."
         judged = f"Judged {class_headline(attack)}"
-        concepts = self.top_concepts(attack, concepts_row)
         if concepts:
             names = [concept for _, concept, _ in concepts]
             judged += f": the {concepts[0][0]} concepts most activated were {_join(names)}"
-        _, quote = self.nearest_description(attack, aligned_row)
         if quote:
             judged += f'; closest description: "{quote.rstrip(".")}"'
         return f"{first} {judged}."
