@@ -58,6 +58,31 @@ def test_only_the_newest_slots_stay() -> None:
     assert valid.all() and payload[:, 0].tolist() == [8, 7, 6]
 
 
+def test_the_context_is_always_the_newest_slots_packets_of_everything_added() -> None:
+    """Against a plain list of every packet ever added: connections of 0 to 2·slots packets, so the buffer
+    refills, slides its rows to the front and takes more packets than it holds, at every offset."""
+    rng = np.random.default_rng(7)
+    slots = 6
+    history = OriginatorHistory(1, np.int64, slots=slots)
+    added: dict[str, list[tuple[int, str, int]]] = {"a": [], "b": []}  # (packet id, responder, port)
+    next_id = 0
+    for _ in range(300):
+        key = str(rng.choice(["a", "b"]))
+        responder, port = str(rng.choice(["r1", "r2"])), int(rng.integers(1, 3))
+        _, features, valid = history.context(key, 1.0e6, responder, port)
+        newest = added[key][::-1][:slots]
+        count = len(newest)
+        assert valid.tolist() == [True] * count + [False] * (slots - count)
+        assert features[:count, 5].tolist() == [float(i) for i, _, _ in newest]  # facts carry the packet id
+        assert features[:count, 1].tolist() == [float(r == responder) for _, r, _ in newest]
+        assert features[:count, 2].tolist() == [float(p == port) for _, _, p in newest]
+        packets = int(rng.integers(0, 2 * slots + 1))
+        ids = list(range(next_id, next_id + packets))
+        next_id += packets
+        _add(history, key, responder, port, [float(i) for i in ids], ids)
+        added[key].extend((i, responder, port) for i in ids)
+
+
 def test_originators_do_not_share_history_and_memory_is_bounded() -> None:
     history = OriginatorHistory(1, np.int64, slots=2, max_originators=2)
     _add(history, "a", "r", 1, [1.0], [1])
