@@ -77,6 +77,13 @@ JSON_FIELDS: tuple[str, ...] = (
 )
 FORMATS = ("zeek", "json")
 
+# the Verdict attribute behind each record field whose name differs from it
+_ATTRIBUTES = {"id.orig_h": "orig_h", "id.orig_p": "orig_p", "id.resp_h": "resp_h", "id.resp_p": "resp_p"}
+# Zeek types whose values repeat across records (addresses, protocol, labels, model): their escaped text is kept
+_REPEATING = frozenset(("addr", "enum"))
+_REPEATING_FIELDS = frozenset(("label", "attack", "model"))
+_MEMO_SIZE = 4096  # distinct values remembered per repeating field (emptied when full)
+
 _ASCII_ESCAPED = re.compile(r"[\x00-\x1f\x7f\\]")
 _NON_ASCII_OR_ESCAPED = re.compile(r"[\x00-\x1f\x7f\\]|[^\x00-\x7f]")
 
@@ -165,13 +172,39 @@ class ZeekWriter:
             f"#fields{SEPARATOR}{names}\n"
             f"#types{SEPARATOR}{types}\n"
         )
+        # per field: the Verdict attribute and how its value is rendered
+        fields = []
+        for name, kind in ZEEK_FIELDS:
+            repeats = kind in _REPEATING or name in _REPEATING_FIELDS
+            fields.append((_ATTRIBUTES.get(name, name), self._renderer(kind, repeats)))
+        self._fields = tuple(fields)
 
     def write(self, verdict: Verdict) -> None:
-        record = verdict_record(verdict)
-        self.stream.write(
-            SEPARATOR.join(zeek_value(record[name], kind, self.utf8) for name, kind in ZEEK_FIELDS) + "\n"
-        )
+        values = [render(getattr(verdict, attribute)) for attribute, render in self._fields]
+        self.stream.write(SEPARATOR.join(values) + "\n")
         self.records += 1
+
+    def _renderer(self, kind: str, repeats: bool) -> Callable[[Any], str]:
+        """`zeek_value` for one field; for values that repeat from record to record (addresses, protocol,
+        labels, model) the rendered text is remembered, up to `_MEMO_SIZE` values per field."""
+        utf8 = self.utf8
+
+        def render(value: Any) -> str:
+            return zeek_value(value, kind, utf8)
+
+        if not repeats:
+            return render
+        memo: dict[Any, str] = {}
+
+        def remembered(value: Any) -> str:
+            text = memo.get(value)
+            if text is None:
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                text = memo[value] = render(value)
+            return text
+
+        return remembered
 
     def close(self) -> None:
         if not self.closed:
