@@ -242,9 +242,6 @@ class ActivityTracker:
             return Activity(sensor, orig_h, float(now_ts), self.window_seconds)
         start = now_ts - self.window_seconds
         complete = state.newest_lost <= start
-        empty = Activity(sensor, orig_h, float(now_ts), self.window_seconds, complete=complete)
-        if not state.records:
-            return empty
         records = state.records
         # connections outside the window are left out of the running totals (usually none or a few)
         before = 0
@@ -254,18 +251,23 @@ class ActivityTracker:
         while after > before and records[after - 1].ts > now_ts:
             after -= 1
         if after == before:
-            return empty
-        outside = [records[i] for i in range(before)] + [records[i] for i in range(after, len(records))]
+            return Activity(sensor, orig_h, float(now_ts), self.window_seconds, complete=complete)
         connections = after - before
-        outside_ports = [r.port for r in outside if r.port is not None]
-        ports = len(state.port_counts) - _emptied(state.port_counts, outside_ports)
-        responders = len(state.responder_counts) - _emptied(
-            state.responder_counts, (r.responder for r in outside)
-        )
+        if connections == len(records):  # the usual case: every kept connection is in the window
+            outside: list[_Observed] = []
+            ports, responders = len(state.port_counts), len(state.responder_counts)
+        else:
+            outside = [records[i] for i in range(before)] + [records[i] for i in range(after, len(records))]
+            ports = len(state.port_counts) - _emptied(
+                state.port_counts, [r.port for r in outside if r.port is not None]
+            )
+            responders = len(state.responder_counts) - _emptied(
+                state.responder_counts, (r.responder for r in outside)
+            )
         observed_seconds = min(self.window_seconds, now_ts - state.first_seen)
         top_ports: tuple[tuple[int, int], ...] = ()
         if ports <= self.top_port_limit:
-            top_ports = _top_ports(state.port_counts, outside_ports)
+            top_ports = _top_ports(state.port_counts, [r.port for r in outside if r.port is not None])
         return Activity(
             sensor=sensor,
             orig_h=orig_h,
@@ -288,11 +290,13 @@ class ActivityTracker:
         )
 
 
-def _top_ports(counts: Mapping[int, int], outside: Iterable[int]) -> tuple[tuple[int, int], ...]:
+def _top_ports(counts: Mapping[int, int], outside: Sequence[int]) -> tuple[tuple[int, int], ...]:
     """The three most used ports of the window: the totals less the ports of connections outside it."""
-    window = dict(counts)
-    for port in outside:
-        _bump(window, port, -1)
+    window = counts
+    if outside:  # copied only when the window leaves some connections out
+        window = dict(counts)
+        for port in outside:
+            _bump(window, port, -1)
     return tuple(sorted(window.items(), key=lambda item: (-item[1], item[0]))[:3])
 
 
