@@ -12,13 +12,15 @@ import shutil
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+import packetclip.engine as engine_module
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip.classes import FINE_TO_COARSE
-from packetclip.engine import EmbeddingCache, Engine, session_options
+from packetclip.engine import PACKET_BUCKETS, EmbeddingCache, Engine, session_options
 from packetclip.featurizer import Connection, featurize_pcap
 from support import export_tiny_bundles
 
@@ -199,19 +201,40 @@ def test_cached_and_uncached_engines_agree(bundle_path: Path, lab_connections: l
         assert a.label == b.label and abs(a.score - b.score) < 1e-5
 
 
-def test_grouping_connections_by_packet_count_changes_no_embedding(
-    payload_bundle_path: Path, lab_connections: list[Connection]
+class _RecordingSession:
+    """An onnxruntime session that notes the batch shape of every call."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, outputs: list[str], feed: dict[str, np.ndarray]) -> Any:
+        self.shapes.append(feed["bytes"].shape[:2])
+        return self.session.run(outputs, feed)
+
+
+def test_grouping_and_splitting_encoder_calls_changes_no_embedding(
+    payload_bundle_path: Path, lab_connections: list[Connection], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An encoder with a dynamic packet axis is run on groups of connections cut to their longest; the
-    embeddings are those of the whole padded batch (the lab capture has connections of 1 to 30 packets)."""
+    """An encoder with a dynamic packet axis is run on groups of connections cut to their longest, each group in
+    calls of at most ENCODER_CALL_SLOTS packet slots; the embeddings are those of the whole padded batch in one
+    call (the lab capture has connections of 1 to 30 packets)."""
     grouped = Engine(payload_bundle_path, cache_size=0)
     assert grouped._models.cuts_packets
+    recorder = _RecordingSession(grouped._models.encoder)
+    grouped._models = replace(grouped._models, encoder=recorder)
     whole = Engine(payload_bundle_path, cache_size=0)
     whole._models = replace(whole._models, cuts_packets=False)
     batch = lab_connections[:256]
     counts = {min(len(c.pkt_ts), 30) for c in batch}
     assert min(counts) <= 2 and max(counts) > 16  # every group is used
-    a, b = grouped.infer_batch(batch), whole.infer_batch(batch)
+    monkeypatch.setattr(engine_module, "ENCODER_CALL_SLOTS", 64)
+    a = grouped.infer_batch(batch)
+    assert len(recorder.shapes) > len(PACKET_BUCKETS) + 1  # groups were split
+    assert all(rows * packets <= 64 or rows == 1 for rows, packets in recorder.shapes)
+    assert sum(rows for rows, _ in recorder.shapes) == len(batch)
+    monkeypatch.setattr(engine_module, "ENCODER_CALL_SLOTS", 1 << 30)
+    b = whole.infer_batch(batch)
     np.testing.assert_allclose(a.packet_embeddings, b.packet_embeddings, atol=1e-5)
     np.testing.assert_allclose(a.connection_embedding, b.connection_embedding, atol=1e-5)
     for name, value in a.outputs.items():
