@@ -24,6 +24,7 @@ or decide where bundles come from (`packetclip.store`, the commands).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from packetclip.bundle import Bundle, BundleError, load_bundle
 from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory, valid_packet_facts
@@ -89,6 +91,19 @@ def session_options(threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """numpy's BLAS libraries, found once (on first use, not at import), not on every micro-batch."""
+    return ThreadpoolController()
+
+
+def _blas_threads(threads: int) -> Any:
+    """Context in which numpy's BLAS (explanations rank the description bank with a matrix product) uses at most
+    `threads` threads, like onnxruntime: left alone, OpenBLAS takes every core for products of a few million
+    multiply-adds and keeps them spinning afterwards, a cost the sensor pays without any gain in throughput."""
+    return _blas().limit(limits=threads, user_api="blas")
 
 
 def open_session(model_path: Path, threads: int) -> Any:
@@ -416,7 +431,7 @@ class Engine:
         verdicts: list[Verdict | None] = [None] * len(connections)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            with self._lock:
+            with self._lock, _blas_threads(self.threads):
                 batch_verdicts = self._verdicts(
                     self._infer(self._models, [connections[i] for i in rows], sensor)
                 )
@@ -426,7 +441,7 @@ class Engine:
 
     def infer_batch(self, connections: Sequence[Connection], sensor: str = "") -> BatchInference:
         """One micro-batch through encoder, context and reasoner (no verdicts); for inspection and tests."""
-        with self._lock:
+        with self._lock, _blas_threads(self.threads):
             return self._infer(self._models, list(connections), sensor)
 
     # --- one micro-batch ------------------------------------------------------------------------------------

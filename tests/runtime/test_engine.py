@@ -327,3 +327,29 @@ def test_a_dormant_cache_changes_no_verdict(bundle_path: Path, lab_connections: 
     without = Engine(bundle_path, cache_size=0).classify(lab_connections, "s")
     for a, b in zip(verdicts, without, strict=True):
         assert a.label == b.label and a.attack == b.attack and abs(a.score - b.score) < 1e-5
+
+
+def test_numpy_blas_keeps_to_the_engines_thread_count(
+    bundle_path: Path, lab_connections: list[Connection]
+) -> None:
+    """Explanations rank descriptions with numpy matrix products: BLAS must not take more cores than the engine
+    was given (OpenBLAS would use every core and leave them spinning)."""
+    from threadpoolctl import threadpool_info
+
+    engine = Engine(bundle_path, threads=1)
+    seen: list[int] = []
+    explainer = engine._models.explainer
+    explain_batch = explainer.explain_batch
+
+    def watched(*args: Any) -> list[str]:
+        seen.extend(blas_threads())
+        return explain_batch(*args)
+
+    def blas_threads() -> list[int]:
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    explainer.explain_batch = watched  # type: ignore[method-assign]
+    before = blas_threads()
+    engine.classify(lab_connections[:64], "s")
+    assert seen and set(seen) == {1}
+    assert blas_threads() == before  # the host's setting is back
