@@ -5,18 +5,20 @@ Owns turning finished connections into verdicts with one model bundle:
 1. pack the connections (`packetclip.featurizer.pack`) and run `encoder.onnx` on the ones the embedding cache
    has not seen (floods repeat the same masked packets, so identical inputs are embedded once); an encoder with a
    dynamic packet axis gets them grouped by packet count (`PACKET_BUCKETS`), each group cut to its longest, so
-   short connections do not pay for the packet layer's padding (padding is masked: the result is the same);
+   short connections do not pay for the packet layer's padding (padding is masked: the result is the same), in
+   calls of at most `ENCODER_CALL_SLOTS` packet slots;
 2. build each connection's originator context with `packetclip.context.OriginatorHistory`, following the rule
    training replays: walk the batch in order of first-packet time; for each connection take its context, THEN add
    its own packets under the key ``f"{sensor}|{orig_h}"`` (payload = their packet embeddings, kept only for a
    reasoner that reads them: one whose ONNX graph has the `context` input);
 3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
    coarse class, `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
-   winning mission, and `explanation` comes from `packetclip.explain.Explainer` over the facts the
-   `ActivityTracker` observed.
+   winning mission, and `explanation` comes from `packetclip.explain.Explainer` (for the whole batch) over the
+   facts the `ActivityTracker` observed: each connection is observed in batch order and its originator's summary
+   taken right after, for the verdicts whose explanation reports it.
 
 One onnxruntime session per model, with explicit intra-/inter-op thread counts and sequential execution (a
-sensor shares its cores with Zeek). `Engine.reload` swaps the bundle atomically between micro-batches.
+sensor shares its cores with Zeek); numpy's BLAS is held to the same thread count while a batch runs. `Engine.reload` swaps the bundle atomically between micro-batches.
 
 It does not read captures or track connections (`packetclip.featurizer`), format records (`packetclip.output`)
 or decide where bundles come from (`packetclip.store`, the commands).
