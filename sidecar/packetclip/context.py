@@ -11,10 +11,11 @@ finish) build the same input:
   embedding at run time; training stores an index into its embedding table instead).
 - `context()` returns, for a new connection, the payload rows of those packets, most recent first, a per-slot
   feature matrix (`CONTEXT_FEATURES`: where and when the packet went, then what it was — `PACKET_FACTS`, read from
-  its masked header bytes by `packet_facts`) and a validity mask. Nothing of the new connection itself is in its context:
-  the reasoner sees the connection through its own embedding.
+  its masked header bytes by `packet_facts`) and a validity mask. Nothing of the new connection itself is in its
+  context: the reasoner sees the connection through its own embedding.
 
-Memory is bounded: at most `max_originators` keys (least recently used leave first), each `slots` rows.
+Memory is bounded: at most `max_originators` keys (least recently used leave first), each 1.5 × `slots` rows
+(`_SPARE_FRACTION`).
 It does not own the model, embeddings or connection tracking.
 """
 

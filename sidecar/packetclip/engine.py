@@ -18,7 +18,8 @@ Owns turning finished connections into verdicts with one model bundle:
    taken right after, for the verdicts whose explanation reports it.
 
 One onnxruntime session per model, with explicit intra-/inter-op thread counts and sequential execution (a
-sensor shares its cores with Zeek); numpy's BLAS is held to the same thread count while a batch runs. `Engine.reload` swaps the bundle atomically between micro-batches.
+sensor shares its cores with Zeek); numpy's BLAS is held to the same thread count while a batch runs.
+`Engine.reload` swaps the bundle atomically between micro-batches.
 
 It does not read captures or track connections (`packetclip.featurizer`), format records (`packetclip.output`)
 or decide where bundles come from (`packetclip.store`, the commands).
