@@ -42,7 +42,7 @@ from threadpoolctl import ThreadpoolController
 
 from packetclip.bundle import Bundle, BundleError, load_bundle
 from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory, valid_packet_facts
-from packetclip.explain import Activity, ActivityTracker, Explainer
+from packetclip.explain import Activity, ActivityTracker, Explainer, strongest
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
 
 log = logging.getLogger(__name__)
@@ -612,13 +612,9 @@ class Engine:
             indices = models.mission_concepts.get(mission)
             if indices is None or not len(indices):
                 continue
-            rows = np.array([row for row, name in enumerate(missions) if name == mission])
-            chosen = activations[rows][:, indices]  # (k, concepts of the mission)
-            order = np.argsort(-chosen, axis=1, kind="stable")[:, :TOP_CONCEPTS]
-            for row, best in zip(rows.tolist(), indices[order].tolist(), strict=True):
-                top[row] = [
-                    (mission, models.concepts[i]["concept"], float(activations[row, i])) for i in best
-                ]
+            rows = [row for row, name in enumerate(missions) if name == mission]
+            for row, best in zip(rows, strongest(activations[rows], indices, TOP_CONCEPTS), strict=True):
+                top[row] = [(mission, models.concepts[i]["concept"], value) for i, value in best]
         return top
 
 

@@ -329,6 +329,16 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TOP_CONCEPTS = 3
 
 
+def strongest(activations: np.ndarray, columns: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
+    """Per row of `activations` (n, K), the `k` of `columns` most activated, strongest first (ties: column
+    order), as (column, activation)."""
+    values = activations[:, columns]  # (n, len(columns))
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    best = columns[order].tolist()
+    chosen = np.take_along_axis(values, order, axis=1).tolist()
+    return [list(zip(row, value, strict=True)) for row, value in zip(best, chosen, strict=True)]
+
+
 def class_headline(fine: str) -> str:
     return CLASS_HEADLINES.get(fine, f"{fine.replace('_', ' ')} activity")
 
@@ -526,13 +536,8 @@ class Explainer:
         columns = self._mission_columns.get(self.mission_of_class.get(attack) or "")
         if columns is None or not len(columns):
             return [[] for _ in range(len(activations))]
-        values = activations[:, columns]  # (n, concepts of the mission)
-        order = np.argsort(-values, axis=1, kind="stable")[:, :k]
         concepts = self.concepts
-        return [
-            [(*concepts[columns[i]], float(value)) for i, value in zip(best, row[best].tolist(), strict=True)]
-            for best, row in zip(order.tolist(), values, strict=True)
-        ]
+        return [[(*concepts[i], value) for i, value in row] for row in strongest(activations, columns, k)]
 
     def _nearest(self, fine: str, aligned: np.ndarray) -> list[tuple[int, str]]:
         """Per row of `aligned` (n, D), the closest bank row of class `fine`: (row index, quotable part)."""
