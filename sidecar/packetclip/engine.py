@@ -27,7 +27,6 @@ or decide where bundles come from (`packetclip.store`, the commands).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import threading
@@ -94,19 +93,6 @@ def session_options(threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    """numpy's BLAS libraries, found once (on first use, not at import), not on every micro-batch."""
-    return ThreadpoolController()
-
-
-def _blas_threads(threads: int) -> Any:
-    """Context in which numpy's BLAS (explanations rank the description bank with a matrix product) uses at most
-    `threads` threads, like onnxruntime: left alone, OpenBLAS takes every core for products of a few million
-    multiply-adds and keeps them spinning afterwards, a cost the sensor pays without any gain in throughput."""
-    return _blas().limit(limits=threads, user_api="blas")
 
 
 def open_session(model_path: Path, threads: int) -> Any:
@@ -368,6 +354,10 @@ class Engine:
         self.cache_size = cache_size  # embedding-cache entries; 0 disables the cache
         self.rounded_iat_ms = rounded_iat_ms  # benchmark only: also count hits of an iat-rounded key
         self._lock = threading.Lock()  # held for one micro-batch; reload swaps under it
+        # the BLAS libraries loaded so far, found once: numpy's (explanations rank the description bank with a
+        # matrix product) is held to `threads` while a batch runs, like onnxruntime — left alone, OpenBLAS takes
+        # every core for products of a few million multiply-adds and keeps them spinning afterwards
+        self._blas = ThreadpoolController()
         self._models = _load_models(self._open(bundle), threads)
         self.activity = ActivityTracker(max_originators=max_originators, window_seconds=activity_window)
         self._reset_encoder_state()
@@ -434,7 +424,7 @@ class Engine:
         verdicts: list[Verdict | None] = [None] * len(connections)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            with self._lock, _blas_threads(self.threads):
+            with self._lock, self._blas.limit(limits=self.threads, user_api="blas"):
                 batch_verdicts = self._verdicts(
                     self._infer(self._models, [connections[i] for i in rows], sensor)
                 )
@@ -444,7 +434,7 @@ class Engine:
 
     def infer_batch(self, connections: Sequence[Connection], sensor: str = "") -> BatchInference:
         """One micro-batch through encoder, context and reasoner (no verdicts); for inspection and tests."""
-        with self._lock, _blas_threads(self.threads):
+        with self._lock, self._blas.limit(limits=self.threads, user_api="blas"):
             return self._infer(self._models, list(connections), sensor)
 
     # --- one micro-batch ------------------------------------------------------------------------------------
