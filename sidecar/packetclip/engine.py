@@ -442,8 +442,8 @@ class Engine:
     def _infer(self, models: _Models, connections: list[Connection], sensor: str) -> BatchInference:
         connections = sorted(connections, key=lambda c: c.ts)
         arrays = pack(connections, models.featurizer)
-        packet_embeddings, connection_embedding = self._embed(models, arrays)
-        counts = arrays["valid"].sum(axis=1).tolist()
+        counts = arrays["valid"].sum(axis=1).tolist()  # valid packets per connection
+        packet_embeddings, connection_embedding = self._embed(models, arrays, counts)
         facts = np.zeros((*arrays["valid"].shape, len(PACKET_FACTS)), np.float32)
         facts[arrays["valid"]] = valid_packet_facts(arrays)
         batch, slots, width = len(connections), self.history.slots, self.history.payload_width
@@ -478,8 +478,11 @@ class Engine:
             sensor,
         )
 
-    def _embed(self, models: _Models, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Encoder outputs for a packed batch; rows the cache knows are not recomputed."""
+    def _embed(
+        self, models: _Models, arrays: dict[str, np.ndarray], counts: list[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Encoder outputs for a packed batch (`counts`: its valid packets per row); rows the cache knows are not
+        recomputed."""
         batch, max_packets = arrays["valid"].shape
         packet_embeddings = np.zeros((batch, max_packets, models.embed_dim), np.float32)
         connection_embedding = np.zeros((batch, models.embed_dim), np.float32)
@@ -487,7 +490,6 @@ class Engine:
             return packet_embeddings, connection_embedding
         use_cache = self.cache.use_for_batch(batch)
         keys = self.cache.keys(arrays) if use_cache else [b""] * batch
-        counts = arrays["valid"].sum(axis=1).tolist()
         missing: list[int] = []
         first_of: dict[bytes, int] = {}  # a batch often holds the same flood connection many times
         duplicates: list[tuple[int, int]] = []
