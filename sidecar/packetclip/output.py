@@ -90,22 +90,9 @@ _NON_ASCII_OR_ESCAPED = re.compile(r"[\x00-\x1f\x7f\\]|[^\x00-\x7f]")
 
 def verdict_record(verdict: Verdict) -> dict[str, Any]:
     """The contract's record of one verdict (JSON field names and order)."""
-    return {
-        "ts": verdict.ts,
-        "uid": verdict.uid,
-        "id.orig_h": verdict.orig_h,
-        "id.orig_p": verdict.orig_p,
-        "id.resp_h": verdict.resp_h,
-        "id.resp_p": verdict.resp_p,
-        "proto": verdict.proto,
-        "community_id": verdict.community_id,
-        "label": verdict.label,
-        "attack": verdict.attack,
-        "score": verdict.score,
-        "scores": dict(verdict.scores),
-        "explanation": verdict.explanation,
-        "model": verdict.model,
-    }
+    record = {name: getattr(verdict, _ATTRIBUTES.get(name, name)) for name in JSON_FIELDS}
+    record["scores"] = dict(verdict.scores)  # a copy: the record is the caller's to change
+    return record
 
 
 def _hex_bytes(match: re.Match[str]) -> str:
