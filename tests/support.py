@@ -30,11 +30,12 @@ def train_tiny_checkpoints(
     encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
     context_payload: bool = False,
     context_features: int | None = None,
+    responder_features: int | None = None,
 ) -> Path:
     """encoder.pt, align.pt and reasoner.pt in `work`: a tiny random encoder, untrained heads and a reasoner
     trained one short epoch on the committed dataset sample. Their verdicts mean little; their files are real.
-    `context_payload` and `context_features` (the first so many `CONTEXT_FEATURES`) make a reasoner like older
-    bundles'."""
+    `context_payload`, `context_features` (the first so many `CONTEXT_FEATURES`) and `responder_features` (0: none)
+    make a reasoner like older bundles'."""
     import torch
 
     from packetclip.missions import load_missions
@@ -60,6 +61,7 @@ def train_tiny_checkpoints(
         aligned_dim=heads.packet_head.out_features,
         context_payload=context_payload,
         **({} if context_features is None else {"context_features": context_features}),
+        **({} if responder_features is None else {"responder_features": responder_features}),
     )
     fit = fit_reasoner(train, None, heads, missions, concepts, settings, config)
     save_reasoner(work / "reasoner.pt", fit.model, missions, {"test": True})
@@ -72,13 +74,14 @@ def export_tiny_bundles(
     encode: Callable[[list[str]], np.ndarray] = hashed_text_vectors,
     context_payload: bool = False,
     context_features: int | None = None,
+    responder_features: int | None = None,
     **export_options: Any,
 ) -> list[Path]:
     """One bundle per version (`work/bundle-<version>`) from the same tiny checkpoints (`train_tiny_checkpoints`)."""
     from packetclip_training.export_cli import export_bundle
 
     if not (work / "reasoner.pt").is_file():
-        train_tiny_checkpoints(work, encode, context_payload, context_features)
+        train_tiny_checkpoints(work, encode, context_payload, context_features, responder_features)
     options = {"metrics": {"coarse_mauc": 0.5}, "cache": work / "cache", **export_options}
     return [
         export_bundle(SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
+from packetclip.context import RESPONDER_CONNECTIONS, RESPONDER_WINDOW
 from packetclip.featurizer import FEATURIZER_VERSION
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,20 @@ class Bundle:
     def context_features(self) -> tuple[str, ...]:
         return tuple(self.manifest["context"]["features"])
 
+    @property
+    def responder_features(self) -> tuple[str, ...]:
+        """The responder features its reasoner reads, in order; () for a bundle from before them."""
+        return tuple(self.manifest["context"].get("responder_features", ()))
+
+    @property
+    def responder_window(self) -> tuple[float, int]:
+        """(seconds, connections kept per responder) of the responder window its reasoner was trained with."""
+        context = self.manifest["context"]
+        return (
+            float(context.get("responder_window", RESPONDER_WINDOW)),
+            int(context.get("responder_connections", RESPONDER_CONNECTIONS)),
+        )
+
     def model_io(self, role: str) -> dict[str, dict[str, Any]]:
         """{"inputs": {name: {"dtype", "shape"}}, "outputs": {...}} of one model, as the manifest lists them."""
         spec = self._model(role)
@@ -252,6 +267,13 @@ def manifest_problems(manifest: object) -> list[str]:
     problems += [f"classes: missing key {k!r}" for k in CLASS_KEYS if k not in manifest["classes"]]
     if not isinstance(manifest["context"].get("slots"), int) or "features" not in manifest["context"]:
         problems.append("context must hold an integer 'slots' and a 'features' list")
+    responder = manifest["context"].get("responder_features", [])
+    if not isinstance(responder, list) or not all(isinstance(name, str) for name in responder):
+        problems.append("context: responder_features must be a list of names")
+    for key in ("responder_window", "responder_connections"):
+        value = manifest["context"].get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            problems.append(f"context: {key} must be a positive number")
     if not isinstance(manifest["missions"], list) or not all(
         isinstance(m, str) for m in manifest["missions"]
     ):

@@ -1,4 +1,5 @@
-"""What the temporal reasoner sees besides the connection itself: the originator's recent packets.
+"""What the temporal reasoner sees besides the connection itself: the originator's recent packets, and the
+responder's recent inbound connections.
 
 Scans, floods and brute force are many small connections from one source; one connection alone rarely tells them
 from benign traffic, its neighbours in time do. This module owns that memory and the exact features derived from
@@ -13,9 +14,18 @@ finish) build the same input:
   feature matrix (`CONTEXT_FEATURES`: where and when the packet went, then what it was — `PACKET_FACTS`, read from
   its masked header bytes by `packet_facts`) and a validity mask. Nothing of the new connection itself is in its
   context: the reasoner sees the connection through its own embedding.
+- `ResponderActivity` is the victim's side of the same picture. A spoofed or reflected flood arrives from
+  thousands of sources, each new, so every originator history is empty and every connection looks alone; the
+  attack is visible only at the responder. It keeps, per responder key (sensor and responder address), the
+  connections towards it that started in the last `RESPONDER_WINDOW` seconds (at most `RESPONDER_CONNECTIONS`), and
+  gives a new connection `RESPONDER_FEATURES`: how many connections and distinct sources reached the responder,
+  how fast, the shares unanswered, single-packet, to the same port and protocol, and from the same originator.
+  "Responder" means the host the connection's first packet went to (`receiving_side`): a reflected flood's
+  answers come from well-known ports, so Zeek's port rules (and the featurizer's) make the victim the originator
+  of each connection, and the victim is then the host that received the first packet, not the responder.
 
 Memory is bounded: at most `max_originators` keys (least recently used leave first), each 1.5 × `slots` rows
-(`_SPARE_FRACTION`).
+(`_SPARE_FRACTION`); at most `max_responders` responders of at most `RESPONDER_CONNECTIONS` connections each.
 It does not own the model, embeddings or connection tracking.
 """
 
@@ -23,12 +33,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CONTEXT_SLOTS = 30  # A: packets of the originator's recent activity the temporal model attends over
 # Per-slot features, in this order; changing them changes the reasoner's input, so bundles record the list
@@ -281,3 +293,220 @@ class OriginatorHistory:
         )
         self._rings[key] = ring
         return ring
+
+
+# --- the responder's side -------------------------------------------------------------------------------------
+
+RESPONDER_WINDOW = (
+    10.0  # seconds of a responder's inbound connections that a new connection is judged against
+)
+# the most recent connections kept per responder: a flood fills it well within the window, and the rate then
+# comes from how quickly they arrived
+RESPONDER_CONNECTIONS = 128
+_RATE_SCALE = math.log1p(
+    100_000.0
+)  # connections per second: log1p(rate) / this stays within [0, 1] below 100k/s
+# Per-connection features of the responder's recent inbound activity, in this order (bundles record the list).
+# Counts and rates are multiplied by the number of shards a sensor's connections are split over (see
+# `ResponderActivity`); shares are left as seen, since a shard sees a sample of every source but its own.
+RESPONDER_FEATURES = (
+    "victim_log_connections",  # log1p(connections towards the responder in the window) / log1p(kept at most)
+    "victim_log_rate",  # log1p(those connections per second) / log1p(100,000)
+    "victim_log_sources",  # log1p(distinct originators among them) / log1p(kept at most)
+    "victim_source_share",  # distinct originators / connections: near 1 for a spoofed flood, small for one host
+    "victim_unanswered",  # share of them in which the responder sent nothing back (among the packets seen)
+    "victim_single_packet",  # share of one-packet connections
+    "victim_same_port",  # share that went to this connection's responder port
+    "victim_log_ports",  # log1p(distinct responder ports among them) / log1p(kept at most)
+    "victim_same_protocol",  # share in this connection's protocol
+    "victim_same_originator",  # share from this connection's originator
+)
+
+
+def receiving_side(
+    first_from_originator: bool, orig_h: str, orig_p: int, resp_h: str, resp_p: int
+) -> tuple[str, int, str]:
+    """(receiving host, its port, sending host) of a connection by who sent its first packet: the responder and
+    the originator as tracked, unless the first packet came from the responder's side (a reflection's answers,
+    turned around by port rules), when the originator is the one receiving."""
+    if first_from_originator:
+        return resp_h, resp_p, orig_h
+    return orig_h, orig_p, resp_h
+
+
+@dataclass
+class _Inbound:
+    """One responder's recent inbound connections (oldest first) and running counts over them."""
+
+    # (first-packet time, originator, responder port, protocol, answered, packets seen)
+    records: deque[tuple[float, str, int, str, bool, int]]
+    sources: Counter[str]
+    ports: Counter[int]
+    protocols: Counter[str]
+    unanswered: int = 0
+    single: int = 0
+    capped: bool = False  # connections of the window were dropped to stay within RESPONDER_CONNECTIONS
+
+
+class ResponderActivity:
+    """Bounded per-responder memory of recent inbound connections; see the module docstring.
+
+    The same rule as `OriginatorHistory.step`: a connection's features describe the connections towards its
+    responder that were added before it (never itself), then it is added. Connections leave a responder's window
+    when they started more than `window` seconds before the connection being judged, or when more than
+    `max_connections` are held (the oldest first). Counts are kept as the window moves, so a connection costs a
+    few dictionary updates, not a pass over the window.
+
+    `shards`: a Zeek cluster that shards requests by originator hands each sidecar about 1/N of a responder's
+    sources; counts and rates are multiplied by N so that a model sees a victim-wide estimate on every shard
+    (shares need no correction, except `victim_same_originator`, which a shard sees N times too high).
+    """
+
+    def __init__(
+        self,
+        window: float = RESPONDER_WINDOW,
+        max_connections: int = RESPONDER_CONNECTIONS,
+        max_responders: int = 10_000,
+        shards: int = 1,
+    ):
+        if window <= 0 or max_connections < 1 or max_responders < 1 or shards < 1:
+            raise ValueError("window, max_connections, max_responders and shards must be positive")
+        self.window = window
+        self.max_connections = max_connections
+        self.max_responders = max_responders
+        self.shards = shards
+        self.evicted = 0  # responders forgotten to stay within max_responders
+        self._count_scale = math.log1p(max_connections)
+        self._inbound: OrderedDict[str, _Inbound] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._inbound)
+
+    def features(
+        self, key: str, ts: float, originator: str, port: int, protocol: str, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """`RESPONDER_FEATURES` (float32) for a connection starting at `ts` towards the responder `key`; written
+        into `out` (a zero-filled row, e.g. of a batch) when given."""
+        if out is None:
+            out = np.zeros(len(RESPONDER_FEATURES), np.float32)
+        inbound = self._inbound.get(key)
+        if inbound is None:
+            return out
+        self._inbound.move_to_end(key)
+        self._expire(inbound, ts)
+        count = len(inbound.records)
+        if not count:
+            return out
+        shards = self.shards
+        oldest = inbound.records[0][0]
+        span = max(ts - oldest, 1e-3) if inbound.capped else self.window
+        out[0] = math.log1p(count * shards) / self._count_scale
+        out[1] = math.log1p(count * shards / span) / _RATE_SCALE
+        out[2] = math.log1p(len(inbound.sources) * shards) / self._count_scale
+        out[3] = len(inbound.sources) / count
+        out[4] = inbound.unanswered / count
+        out[5] = inbound.single / count
+        out[6] = inbound.ports.get(port, 0) / count
+        out[7] = math.log1p(len(inbound.ports)) / self._count_scale
+        out[8] = inbound.protocols.get(protocol, 0) / count
+        out[9] = inbound.sources.get(originator, 0) / count
+        return out
+
+    def add(
+        self, key: str, ts: float, originator: str, port: int, protocol: str, answered: bool, packets: int
+    ) -> None:
+        """Remember a connection towards the responder `key` (`packets` seen, `answered`: any from the
+        responder among them)."""
+        inbound = self._inbound.get(key)
+        if inbound is None:
+            while len(self._inbound) >= self.max_responders:
+                self._inbound.popitem(last=False)
+                self.evicted += 1
+            inbound = _Inbound(deque(), Counter(), Counter(), Counter())
+            self._inbound[key] = inbound
+        else:
+            self._inbound.move_to_end(key)
+        inbound.records.append((ts, originator, port, protocol, answered, packets))
+        inbound.sources[originator] += 1
+        inbound.ports[port] += 1
+        inbound.protocols[protocol] += 1
+        inbound.unanswered += not answered
+        inbound.single += packets == 1
+        if len(inbound.records) > self.max_connections:
+            self._drop_oldest(inbound)
+            inbound.capped = True
+
+    def step(
+        self,
+        key: str,
+        ts: float,
+        originator: str,
+        port: int,
+        protocol: str,
+        answered: bool,
+        packets: int,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The rule training and the sensor share: the connection's features, THEN it joins the window."""
+        before = self.features(key, ts, originator, port, protocol, out)
+        self.add(key, ts, originator, port, protocol, answered, packets)
+        return before
+
+    def _expire(self, inbound: _Inbound, ts: float) -> None:
+        """Drop the connections that started more than `window` seconds before `ts`."""
+        horizon = ts - self.window
+        records = inbound.records
+        while records and records[0][0] < horizon:
+            self._drop_oldest(inbound)
+        if len(records) < self.max_connections:
+            inbound.capped = False
+
+    @staticmethod
+    def _drop_oldest(inbound: _Inbound) -> None:
+        _, originator, port, protocol, answered, packets = inbound.records.popleft()
+        _forget_one(inbound.sources, originator)
+        _forget_one(inbound.ports, port)
+        _forget_one(inbound.protocols, protocol)
+        inbound.unanswered -= not answered
+        inbound.single -= packets == 1
+
+
+def _forget_one(counts: Counter[_T], value: _T) -> None:
+    """One fewer `value`; a value that is no longer there leaves the counter (its length counts distinct ones)."""
+    left = counts[value] - 1
+    if left:
+        counts[value] = left
+    else:
+        del counts[value]
+
+
+@dataclass(frozen=True)
+class ResponderSummary:
+    """A responder's recent inbound activity in plain numbers, as one sidecar saw it (for explanations)."""
+
+    connections: int  # towards the responder in the window, before the judged connection
+    sources: int  # distinct originators among them
+    rate: float  # connections per second
+    unanswered_share: float
+    window_seconds: float
+    complete: bool  # False when the window held more than it keeps (`connections` is then a floor)
+
+
+def responder_summary(
+    row: np.ndarray,
+    window: float = RESPONDER_WINDOW,
+    max_connections: int = RESPONDER_CONNECTIONS,
+    shards: int = 1,
+) -> ResponderSummary:
+    """The numbers behind one `RESPONDER_FEATURES` row of `ResponderActivity(window, max_connections, shards)`:
+    its log-scaled counts undone (exactly, up to float32 rounding) and the shard scaling taken back out."""
+    count_scale = math.log1p(max_connections)
+    connections = round(math.expm1(float(row[0]) * count_scale) / shards)
+    return ResponderSummary(
+        connections=connections,
+        sources=round(math.expm1(float(row[2]) * count_scale) / shards),
+        rate=math.expm1(float(row[1]) * _RATE_SCALE) / shards,
+        unanswered_share=float(row[4]),
+        window_seconds=window,
+        complete=connections < max_connections,
+    )

@@ -10,7 +10,10 @@ Owns turning finished connections into verdicts with one model bundle:
 2. build each connection's originator context with `packetclip.context.OriginatorHistory`, following the rule
    training replays: walk the batch in order of first-packet time; for each connection take its context, THEN add
    its own packets under the key ``f"{sensor}|{orig_h}"`` (payload = their packet embeddings, kept only for a
-   reasoner that reads them: one whose ONNX graph has the `context` input);
+   reasoner that reads them: one whose ONNX graph has the `context` input); in the same walk, the responder's
+   recent inbound activity with `packetclip.context.ResponderActivity` under ``f"{sensor}|{host}"``, the host its
+   first packet went to (`receiving_side`), with the window the bundle's manifest names (read by a reasoner
+   with the `responder_features` input, and by the explanations);
 3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
    coarse class, `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
    winning mission, and `explanation` comes from `packetclip.explain.Explainer` (for the whole batch) over the
@@ -40,7 +43,17 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from packetclip.bundle import Bundle, BundleError, load_bundle
-from packetclip.context import CONTEXT_FEATURES, PACKET_FACTS, OriginatorHistory, valid_packet_facts
+from packetclip.context import (
+    CONTEXT_FEATURES,
+    PACKET_FACTS,
+    RESPONDER_FEATURES,
+    OriginatorHistory,
+    ResponderActivity,
+    ResponderSummary,
+    receiving_side,
+    responder_summary,
+    valid_packet_facts,
+)
 from packetclip.explain import Activity, ActivityTracker, Explainer, strongest
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
 
@@ -48,8 +61,9 @@ log = logging.getLogger(__name__)
 
 ENCODER_INPUTS = ("bytes", "direction", "iat", "length", "valid")
 ENCODER_OUTPUTS = ("packet_embeddings", "connection_embedding")
-# what a reasoner may take; `context` (the context packets' embeddings) only when it reads them
-REASONER_INPUTS = ("connection", "context", "context_features", "context_valid")
+# what a reasoner may take; `context` (the context packets' embeddings) only when it reads them,
+# `responder_features` only from bundles that have them
+REASONER_INPUTS = ("connection", "context", "context_features", "context_valid", "responder_features")
 REASONER_OUTPUTS = ("coarse", "fine", "concepts", "aligned")
 DEFAULT_CACHE_SIZE = 4096  # connections; at most ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
 TOP_CONCEPTS = 3  # concepts of the winning mission reported per verdict
@@ -252,6 +266,8 @@ class _Models:
     # the columns of `CONTEXT_FEATURES` the bundle's reasoner takes, in its order (bundles name theirs); None
     # when it takes them all, as they are
     context_columns: np.ndarray | None
+    # the columns of `RESPONDER_FEATURES` the reasoner takes, in its order; None when it takes none
+    responder_columns: np.ndarray | None
     featurizer: FeaturizerConfig
     concepts: list[dict[str, str]]
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
@@ -281,6 +297,13 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
         raise BundleError(
             f"bundle {bundle.source}: {paths['reasoner'].name}: inputs {sorted(reasoner_inputs)}"
         )
+    reads_responder = "responder_features" in reasoner_inputs
+    responder_names = bundle.responder_features
+    if reads_responder != bool(responder_names) or any(n not in RESPONDER_FEATURES for n in responder_names):
+        raise BundleError(
+            f"bundle {bundle.source}: responder features {list(responder_names)} (reasoner input "
+            f"{'present' if reads_responder else 'absent'}): this runtime knows {list(RESPONDER_FEATURES)}"
+        )
     connection_input = next(i for i in reasoner.get_inputs() if i.name == "connection")
     embed_dim = int(connection_input.shape[-1])
     concepts = bundle.concepts
@@ -299,6 +322,11 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
             None
             if bundle.context_features == CONTEXT_FEATURES
             else np.array([CONTEXT_FEATURES.index(name) for name in bundle.context_features], np.int64)
+        ),
+        responder_columns=(
+            np.array([RESPONDER_FEATURES.index(name) for name in responder_names], np.int64)
+            if reads_responder
+            else None
         ),
         featurizer=FeaturizerConfig(
             max_packets=int(manifest_featurizer.get("max_packets", FeaturizerConfig.max_packets)),
@@ -329,6 +357,8 @@ class BatchInference:
     # float32 (B, A, F): the context features the bundle's reasoner reads (`_Models.context_columns`)
     context_features: np.ndarray
     context_valid: np.ndarray  # bool (B, A)
+    # float32 (B, V): every `RESPONDER_FEATURES` column of the responder's recent inbound activity
+    responder_features: np.ndarray
     outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
     sensor: str  # whose connections these are (the originator context and activity key)
 
@@ -345,14 +375,17 @@ class Engine:
         cache_size: int = DEFAULT_CACHE_SIZE,
         activity_window: float = 60.0,
         rounded_iat_ms: float | None = None,
+        shards: int = 1,
     ) -> None:
-        if threads < 1 or batch_size < 1:
-            raise ValueError("threads and batch_size must be positive")
+        if threads < 1 or batch_size < 1 or shards < 1:
+            raise ValueError("threads, batch_size and shards must be positive")
         self.threads = threads  # intra-op threads per session: a sensor decides how many cores inference gets
         self.batch_size = batch_size  # connections per onnxruntime call: amortises call overhead
         self.max_originators = max_originators  # bounds the context memory (least recently seen leave first)
         self.cache_size = cache_size  # embedding-cache entries; 0 disables the cache
         self.rounded_iat_ms = rounded_iat_ms  # benchmark only: also count hits of an iat-rounded key
+        # how many sidecars share the sensor's connections, split by originator: responder counts are scaled by it
+        self.shards = shards
         self._lock = threading.Lock()  # held for one micro-batch; reload swaps under it
         # the BLAS libraries loaded so far, found once: numpy's (explanations rank the description bank with a
         # matrix product) is held to `threads` while a batch runs, like onnxruntime — left alone, OpenBLAS takes
@@ -360,8 +393,14 @@ class Engine:
         self._blas = ThreadpoolController()
         self._models = _load_models(self._open(bundle), threads)
         self.activity = ActivityTracker(max_originators=max_originators, window_seconds=activity_window)
+        self.inbound = self._new_inbound(self._models)
         self._reset_encoder_state()
         self.closed = False
+
+    def _new_inbound(self, models: _Models) -> ResponderActivity:
+        """Responder windows as the bundle's reasoner was trained with (they hold no encoder output)."""
+        window, kept = models.bundle.responder_window
+        return ResponderActivity(window, kept, max_responders=self.max_originators, shards=self.shards)
 
     @staticmethod
     def _open(bundle: Bundle | str | Path) -> Bundle:
@@ -396,6 +435,7 @@ class Engine:
             self.activity = ActivityTracker(
                 max_originators=self.max_originators, window_seconds=self.activity.window_seconds
             )
+            self.inbound = self._new_inbound(self._models)
             self._reset_encoder_state()
 
     def reload(self, bundle: Bundle | str | Path) -> None:
@@ -406,6 +446,8 @@ class Engine:
         with self._lock:
             same_encoder = models.encoder_digest == self._models.encoder_digest and models.encoder_digest
             same_context = models.reads_context == self._models.reads_context
+            if models.bundle.responder_window != self._models.bundle.responder_window:
+                self.inbound = self._new_inbound(models)
             self._models = models
             if not (same_encoder and same_context):
                 self._reset_encoder_state()
@@ -450,12 +492,19 @@ class Engine:
         context = np.zeros((batch, slots, width), np.float32)
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
         valid = np.zeros((batch, slots), bool)
+        responder = np.zeros((batch, len(RESPONDER_FEATURES)), np.float32)
         for row, conn in enumerate(connections):
-            key = f"{sensor}|{conn.orig_h}"
             n = counts[row]
+            from_originator = conn.pkt_dir[:n] == 1
             self.history.step(
-                key, conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], conn.pkt_dir[:n] == 1,
+                f"{sensor}|{conn.orig_h}", conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], from_originator,
                 packet_embeddings[row, :n, :width], facts[row, :n], out=(context[row], features[row], valid[row]),
+            )  # fmt: skip
+            first_out = bool(from_originator[0]) if n else True
+            host, port, source = receiving_side(first_out, conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p)
+            self.inbound.step(
+                f"{sensor}|{host}", conn.ts, source, port, conn.proto,
+                bool((from_originator != first_out).any()), n, out=responder[row],
             )  # fmt: skip
         if models.context_columns is not None:  # a bundle that reads fewer features, or in another order
             features = features[:, :, models.context_columns]
@@ -464,6 +513,8 @@ class Engine:
             feed = {"connection": connection_embedding, "context_features": features, "context_valid": valid}
             if models.reads_context:
                 feed["context"] = context
+            if models.responder_columns is not None:
+                feed["responder_features"] = np.ascontiguousarray(responder[:, models.responder_columns])
             outputs = dict(
                 zip(REASONER_OUTPUTS, models.reasoner.run(list(REASONER_OUTPUTS), feed), strict=True)
             )
@@ -474,6 +525,7 @@ class Engine:
             context,
             features,
             valid,
+            responder,
             outputs,
             sensor,
         )
@@ -553,8 +605,9 @@ class Engine:
         top = self._top_concepts(models, label_names, concepts)
         activities = self._activities(inference, label_names, attack_names)
         explanations = models.explainer.explain_batch(
-            inference.connections, activities, label_names, attack_names, concepts, aligned
-        )
+            inference.connections, activities, label_names, attack_names, concepts, aligned,
+            self._responders(inference, label_names, attack_names),
+        )  # fmt: skip
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
         verdicts = []
         for row, conn in enumerate(inference.connections):
@@ -593,6 +646,18 @@ class Engine:
             read = reads(label, attack)
             activities.append(tracker.summary(sensor, conn.orig_h, conn.last_ts) if read else None)
         return activities
+
+    def _responders(
+        self, inference: BatchInference, labels: list[str], attacks: list[str]
+    ) -> list[ResponderSummary | None]:
+        """Each row's responder activity in plain numbers, for the verdicts whose explanation may report it."""
+        reads, inbound = self._models.explainer.reads_activity, self.inbound
+        return [
+            responder_summary(row, inbound.window, inbound.max_connections, inbound.shards)
+            if reads(label, attack)
+            else None
+            for row, label, attack in zip(inference.responder_features, labels, attacks, strict=True)
+        ]
 
     @staticmethod
     def _top_concepts(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from packetclip.bundle import Bundle, load_concepts, load_descriptions
+from packetclip.context import ResponderSummary
 from packetclip.missions import Mission, MissionError, load_mission, normalise_concept
 
 if TYPE_CHECKING:
@@ -494,9 +495,11 @@ class Explainer:
         attacks: Sequence[str],
         concepts: np.ndarray,
         aligned: np.ndarray,
+        responders: Sequence[ResponderSummary | None] | None = None,
     ) -> list[str]:
         """`explain` for a micro-batch: row i of `concepts` (B, K) and `aligned` (B, D) belongs to connection i.
-        Concepts and nearest descriptions are ranked once per predicted class rather than once per row."""
+        Concepts and nearest descriptions are ranked once per predicted class rather than once per row.
+        `responders`, when given, holds each connection's responder activity before it (`ResponderActivity`)."""
         judged = [row for row, (label, attack) in enumerate(zip(labels, attacks, strict=True))
                   if self.reads_activity(label, attack)]  # fmt: skip
         tops: list[list[tuple[str, str, float]]] = [[] for _ in connections]
@@ -513,10 +516,11 @@ class Explainer:
             if rank_descriptions:
                 for row, (_, quote) in zip(rows, self._nearest(attack, aligned[rows]), strict=True):
                     quotes[row] = quote
+        inbound = responders if responders is not None else [None] * len(connections)
         return [
-            self._sentence(conn, activity, label, attack, top, quote)
-            for conn, activity, label, attack, top, quote in zip(
-                connections, activities, labels, attacks, tops, quotes, strict=True
+            self._sentence(conn, activity, label, attack, top, quote, responder)
+            for conn, activity, label, attack, top, quote, responder in zip(
+                connections, activities, labels, attacks, tops, quotes, inbound, strict=True
             )
         ]
 
@@ -555,12 +559,18 @@ class Explainer:
         attack: str,
         concepts: list[tuple[str, str, float]],
         quote: str,
+        responder: ResponderSummary | None = None,
     ) -> str:
         facts = connection_facts(conn)
         if not self.reads_activity(label, attack):
             return f"{facts}; judged benign."
         recent = activity_facts(activity, label) if activity is not None else ""
-        first = f"{facts}; {recent}." if recent else f"{facts}."
+        # the victim's side: what a flood from many (spoofed) sources is seen by, and all there is to say of a
+        # lone connection whose originator did nothing else; a handful of connections says nothing of a victim
+        victim = ""
+        if responder is not None and (responder.connections >= _VICTIM_CONNECTIONS or not recent):
+            victim = responder_facts(responder)
+        first = "; ".join(part for part in (facts, recent, victim) if part) + "."
         judged = f"Judged {class_headline(attack)}"
         if concepts:
             names = [concept for _, concept, _ in concepts]
@@ -631,6 +641,22 @@ def activity_facts(activity: Activity, label: str) -> str:
             port, count = activity.top_ports[0]
             detail += f", {_number(count)} of them to port {port}"
     return f"{head}, {detail}"
+
+
+_VICTIM_CONNECTIONS = 10  # inbound connections in the window from which a responder's side is worth reporting
+
+
+def responder_facts(responder: ResponderSummary) -> str:
+    """The responder's recent inbound connections: how many, from how many sources, how fast, how many went
+    unanswered ("" when there was at most one)."""
+    if responder.connections <= 1:
+        return ""
+    at_least = "" if responder.complete else "at least "
+    return (
+        f"the responder received {at_least}{_number(responder.connections)} connections from "
+        f"{_count(responder.sources, 'source')} in the last {_number(responder.window_seconds)} s "
+        f"({_number(round(responder.rate, 1))} per second), {_percent(responder.unanswered_share)} unanswered"
+    )
 
 
 def _targets(activity: Activity) -> str:

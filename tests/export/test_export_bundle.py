@@ -11,7 +11,7 @@ import pytest
 
 from packetclip.bundle import check_fixtures, load_bundle, load_concepts, load_descriptions
 from packetclip.classes import FINE_CLASSES
-from packetclip.context import CONTEXT_FEATURES
+from packetclip.context import CONTEXT_FEATURES, RESPONDER_CONNECTIONS, RESPONDER_FEATURES, RESPONDER_WINDOW
 from packetclip.missions import load_missions
 from packetclip_training.export_cli import data_card_summary, fixture_rows
 from packetclip_training.models.encoder import PacketEncoder, load_config
@@ -31,7 +31,14 @@ def test_the_runtime_loads_and_verifies_the_export(bundle: Path) -> None:
     differences = check_fixtures(loaded)
     assert max(differences.values()) < 1e-4
     manifest = loaded.manifest
-    assert manifest["context"] == {"slots": 30, "features": list(CONTEXT_FEATURES)}
+    assert manifest["context"] == {
+        "slots": 30,
+        "features": list(CONTEXT_FEATURES),
+        "responder_features": list(RESPONDER_FEATURES),
+        "responder_window": RESPONDER_WINDOW,
+        "responder_connections": RESPONDER_CONNECTIONS,
+    }
+    assert loaded.responder_features == RESPONDER_FEATURES
     assert manifest["metrics"] == {"coarse_mauc": 0.5}
     assert manifest["models"]["encoder"]["parameters"] == sum(
         p.numel() for p in PacketEncoder(load_config("tiny")).parameters()

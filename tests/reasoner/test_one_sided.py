@@ -69,6 +69,7 @@ def _split(rows: int, packets_each: int, first_packet: float) -> SplitEmbeddings
         index,
         np.zeros((rows, 3, 5), np.float16),
         index > 0,
+        np.full((rows, 2), first_packet, np.float16) + np.arange(rows, dtype=np.float16)[:, None],
         np.arange(rows, dtype=np.int64) - 1,
         {"fine": np.array(["benign"] * rows, dtype=object)},
     )
@@ -80,9 +81,10 @@ def test_concatenated_split_keeps_each_part_its_own_contexts_and_predecessors() 
     assert len(both) == 7 and both.previous.tolist() == [-1, 0, 1, -1, 3, 4, 5]
     for part, offset in ((first, 0), (second, 3)):
         for row in range(len(part)):
-            mine = part.context(np.array([row]))[0]
-            theirs = both.context(np.array([row + offset]))[0]
-            assert np.array_equal(mine, theirs)
+            mine = part.context(np.array([row]))
+            theirs = both.context(np.array([row + offset]))
+            assert np.array_equal(mine[0], theirs[0])  # the context packets' embeddings
+            assert np.array_equal(mine[3], theirs[3])  # the responder features
     start, end = both.offsets[3 + 1], both.offsets[3 + 2]  # second part's row 1 owns its own packet
     assert both.packets[1 + start : 1 + end].tolist() == second.packets[2:3].tolist()
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
-from packetclip.context import PACKET_FACTS
+from packetclip.context import PACKET_FACTS, RESPONDER_FEATURES
 from packetclip.missions import load_missions, parse_mission
 from packetclip_training.align import AlignmentHeads
 from packetclip_training.models.encoder import PacketEncoder, load_config
@@ -93,19 +93,30 @@ def test_contexts_hold_only_earlier_connections_of_the_same_originator() -> None
         "source_file": np.asarray(["f", "f", "f", "g"], object),
         "orig_h": np.asarray(["x", "y", "x", "x"], object),
         "resp_h": np.asarray(["s", "s", "t", "s"], object),
+        "orig_p": np.asarray([40000, 40001, 40002, 40003]),
         "resp_p": np.asarray([80, 80, 443, 80]),
+        "proto": np.asarray(["tcp"] * 4, object),
         "ts": np.asarray([3.0, 1.0, 2.0, 0.5]),  # replay order: row 3 (other file), 1, 2, 0
     }
     offsets = np.asarray([0, 2, 3, 4, 5])  # row 0 has two packets
     times = np.asarray([[3.0, 3.1], [1.0, 0.0], [2.0, 0.0], [0.5, 0.0]])
     direction = np.asarray([[1, 0], [1, 0], [1, 0], [1, 0]], np.int8)
     facts = np.arange(5 * len(PACKET_FACTS), dtype=np.float32).reshape(5, len(PACKET_FACTS))
-    index, features, valid, previous = build_contexts(columns, offsets, times, direction, facts, slots=3)
+    index, features, valid, responder, previous = build_contexts(
+        columns, offsets, times, direction, facts, slots=3
+    )
     assert previous.tolist() == [2, -1, -1, -1]  # x in f: row 2 came before row 0; g is another capture
     assert valid.sum(axis=1).tolist() == [1, 0, 0, 0]
     assert index[0, 0] == 1 + offsets[2]  # row 2's packet (table row 0 is the empty slot)
     assert features[0, 0, 1] == 0.0 and features[0, 0, 2] == 0.0  # other responder, other port
     assert features[0, 0, 5:].tolist() == facts[offsets[2]].tolist()  # and row 2's packet's own facts
+    # responder s of file f: row 1 (y, at 1.0) came before row 0 (x, at 3.0); row 3 is another capture's s
+    assert responder[[1, 2, 3]].tolist() == np.zeros((3, len(RESPONDER_FEATURES))).tolist()
+    seen = dict(zip(RESPONDER_FEATURES, responder[0].tolist(), strict=True))
+    assert seen["victim_source_share"] == 1.0 and seen["victim_same_originator"] == 0.0
+    assert (
+        seen["victim_unanswered"] == 1.0 and seen["victim_single_packet"] == 1.0
+    )  # y's one packet, no reply
 
 
 def test_fraction_rows_is_stratified() -> None:
@@ -164,8 +175,10 @@ def test_onnx_export_matches_torch(sample_splits, tmp_path: Path, context_payloa
     result = _fit(sample_splits, epochs=1, context_payload=context_payload)
     arrays = training_arrays(sample_splits["test"], FINE_CLASSES)
     rows = np.arange(6)
-    context, features, valid = arrays.context(rows)
-    inputs = dict(zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid), strict=True))
+    context, features, valid, responder = arrays.context(rows)
+    inputs = dict(
+        zip(REASONER_INPUTS, (arrays.connection[rows], context, features, valid, responder), strict=True)
+    )
     expected = export_reasoner(result.model, tmp_path / "reasoner.onnx", inputs)
     session = ort.InferenceSession(str(tmp_path / "reasoner.onnx"), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]

@@ -20,6 +20,7 @@ import pytest
 import packetclip.engine as engine_module
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip.classes import FINE_TO_COARSE
+from packetclip.context import RESPONDER_FEATURES
 from packetclip.engine import PACKET_BUCKETS, EmbeddingCache, Engine, session_options
 from packetclip.featurizer import Connection, featurize_pcap
 from support import export_tiny_bundles
@@ -47,10 +48,20 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def payload_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny bundle like those before 2026.11.28: its reasoner also reads the context packets' embeddings (the
-    `context` input) and only the five where-and-when context features, none of the packet facts."""
+    `context` input) and only the five where-and-when context features, none of the packet facts, and no
+    responder features."""
     return export_tiny_bundles(
-        tmp_path_factory.mktemp("payload-bundle"), context_payload=True, context_features=5
+        tmp_path_factory.mktemp("payload-bundle"),
+        context_payload=True,
+        context_features=5,
+        responder_features=0,
     )[0]
+
+
+@pytest.fixture(scope="module")
+def responder_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny bundle whose reasoner reads the responder features (the `responder_features` input)."""
+    return export_tiny_bundles(tmp_path_factory.mktemp("responder-bundle"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +85,9 @@ def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarra
                 uid=str(columns["uid"][row]),
                 ts=float(columns["ts"][row]),
                 last_ts=float(times[row, max(n - 1, 0)]),
-                proto="tcp",
+                proto=str(columns["proto"][row]),
                 orig_h=str(columns["orig_h"][row]),
-                orig_p=1024,
+                orig_p=int(columns["orig_p"][row]),
                 resp_h=str(columns["resp_h"][row]),
                 resp_p=int(columns["resp_p"][row]),
                 ip_version=4,
@@ -91,16 +102,23 @@ def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarra
     return connections, columns, arrays
 
 
-@pytest.mark.parametrize("which", ["runtime", "payload"])
+@pytest.mark.parametrize("which", ["runtime", "payload", "responder"])
 def test_contexts_match_the_training_replay_of_a_split(which: str, request: pytest.FixtureRequest) -> None:
-    """The runtime, fed a split file by file in micro-batches, builds the contexts `build_contexts` builds
-    (with the context packets' embeddings when the reasoner reads them)."""
+    """The runtime, fed a split file by file in micro-batches, builds the contexts and responder features
+    `build_contexts` builds (with the context packets' embeddings when the reasoner reads them)."""
     from packetclip.context import valid_packet_facts
     from packetclip_training.reasoner_data import build_contexts, packet_times
 
     connections, columns, arrays = split_connections("test")
-    engine = Engine(request.getfixturevalue("bundle_path" if which == "runtime" else "payload_bundle_path"),
-                    cache_size=0)  # fmt: skip
+    fixture = {
+        "runtime": "bundle_path",
+        "payload": "payload_bundle_path",
+        "responder": "responder_bundle_path",
+    }
+    engine = Engine(request.getfixturevalue(fixture[which]), cache_size=0)
+    if which == "responder":
+        read = engine._models.responder_columns
+        assert read is not None and read.tolist() == list(range(len(RESPONDER_FEATURES)))
     if which == "payload":
         read = engine._models.context_columns
         assert engine._models.reads_context and read is not None and read.tolist() == [0, 1, 2, 3, 4]
@@ -111,6 +129,7 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     runtime_context = np.zeros((len(connections), slots, width), np.float32)
     runtime_features = np.zeros((len(connections), slots, len(engine.bundle.context_features)), np.float32)
     runtime_valid = np.zeros((len(connections), slots), bool)
+    runtime_responder = np.zeros((len(connections), len(RESPONDER_FEATURES)), np.float32)
     packet_rows = np.zeros((len(connections), arrays["valid"].shape[1], embed_dim), np.float32)
     row_of = {conn.uid: row for row, conn in enumerate(connections)}
     assert len(row_of) == len(connections)
@@ -125,11 +144,12 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
                 runtime_context[row] = result.context[i]
                 runtime_features[row] = result.context_features[i]
                 runtime_valid[row] = result.context_valid[i]
+                runtime_responder[row] = result.responder_features[i]
                 packet_rows[row] = result.packet_embeddings[i]
     counts = arrays["valid"].sum(axis=1)
     offsets = np.concatenate([[0], np.cumsum(counts)])
     table = np.concatenate([np.zeros((1, embed_dim), np.float32), packet_rows[arrays["valid"]]])
-    index, features, valid, _ = build_contexts(
+    index, features, valid, responder, _ = build_contexts(
         columns, offsets, packet_times(columns["ts"], arrays["iat"]), arrays["direction"],
         valid_packet_facts(arrays), slots,
     )  # fmt: skip
@@ -140,6 +160,8 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
         runtime_features.astype(np.float16),
         features if engine._models.context_columns is None else features[..., engine._models.context_columns],
     )
+    assert (responder[:, 0] > 0).sum() > len(connections) // 2  # most responders had earlier connections
+    np.testing.assert_array_equal(runtime_responder.astype(np.float16), responder)
 
 
 def test_verdicts_follow_the_contract(bundle_path: Path, lab_connections: list[Connection]) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from packetclip.bundle import load_bundle, load_concepts, load_descriptions, sha256_file
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
+from packetclip.context import RESPONDER_FEATURES, ResponderActivity, responder_summary
 from packetclip.explain import Activity, ActivityTracker, Explainer, class_headline
 from packetclip.featurizer import FEATURIZER_VERSION, Connection, featurize_pcap
 from packetclip.missions import load_missions
@@ -575,3 +576,34 @@ def test_a_batch_is_explained_as_each_row_alone_and_deterministically(
     assert batch == alone
     assert len({text for text in batch if "closest description" in text}) > 10  # the rows really differ
     assert explainer.explain_batch(lab_connections, activities, labels, attacks, concepts, aligned) == batch
+
+
+def test_the_responders_side_is_reported_for_floods_and_lone_connections(explainer: Explainer) -> None:
+    """What the responder received before the connection, in the numbers `ResponderActivity` counted: said for a
+    DoS verdict, and for an attack verdict with nothing to say of the originator; never for a benign one."""
+    activity = ResponderActivity(window=10.0)
+    for i in range(40):  # 40 connections from 25 sources, three in four unanswered
+        activity.add(
+            "s|10.0.0.2", 1.0 + i * 0.01, f"203.0.113.{i % 25}", 80, "tcp", answered=i % 4 == 0, packets=1
+        )
+    summary = responder_summary(activity.features("s|10.0.0.2", 2.0, "10.0.0.1", 80, "tcp"))
+    said = "the responder received 40 connections from 25 sources in the last 10 s (4 per second), 75% unanswered"
+    conn = make_conn(2.0)
+    lone = Activity("s", "10.0.0.1", 2.0, 60.0, connections=1)
+    busy = Activity("s", "10.0.0.1", 2.0, 60.0, connections=30, responders=1, ports=30)
+
+    def text(label: str, attack: str, origin: Activity) -> str:
+        return explainer.explain_batch(
+            [conn], [origin], [label], [attack], np.ones((1, 3)), np.ones((1, 2)), [summary]
+        )[0]
+
+    assert said in text("dos", "syn_flood", lone) and said in text("dos", "syn_flood", busy)
+    assert said in text("recon", "port_scan", lone)
+    assert said not in text("benign", "benign", lone)
+    quiet = responder_summary(np.zeros(len(RESPONDER_FEATURES), np.float32))
+    assert (
+        "responder received"
+        not in explainer.explain_batch(
+            [conn], [lone], ["dos"], ["syn_flood"], np.ones((1, 3)), np.ones((1, 2)), [quiet]
+        )[0]
+    )

@@ -25,13 +25,13 @@ import pytest
 from click.testing import CliRunner
 
 from packetclip.commands.classify import classify_captures
-from packetclip.commands.serve import serve
+from packetclip.commands.serve import open_serving_engine, serve
 from packetclip.config import ConfigError
 from packetclip.engine import Engine, Verdict
 from packetclip.zeek.client import open_session
 from packetclip.zeek.codec import Count, ErrorMessage, Event, Port, decode_message, encode_event_message
 from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
-from packetclip.zeek.settings import ServeSettings, read_serve_table
+from packetclip.zeek.settings import ServeSettings, read_serve_table, serve_settings
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -386,8 +386,13 @@ def test_serve_table_of_the_config_file(tmp_path: Path) -> None:
         "shard": 2,
         "reconnect_max": 5.0,
     }
-    config.write_text("[serve]\nshards = 2\n")
-    with pytest.raises(ConfigError, match="unknown key 'shards'"):
+    config.write_text("[serve]\nshard = 1\nshards = 2\n")
+    assert serve_settings(config).shards == 2  # the sidecar scales responder counts by it
+    config.write_text("[serve]\nshard = 2\nshards = 2\n")
+    with pytest.raises(ConfigError, match="shard 2 of 2 shards"):
+        serve_settings(config)
+    config.write_text("[serve]\nshard_count = 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'shard_count'"):
         read_serve_table(config)
     config.write_text('[serve]\nmax_queue = "big"\n')
     with pytest.raises(ConfigError, match="max_queue"):
@@ -408,3 +413,8 @@ def test_request_json_from_the_emulation_is_what_zeek_would_send() -> None:
     assert all(isinstance(t, float) for t in args[7]) and all(isinstance(b, bool) for b in args[8])
     assert all(len(base64.b64decode(f)) <= 64 for f in args[9])
     assert args[0] == "capture.pcap" and request.topic == "packetclip/request/"
+
+
+def test_the_serving_engine_scales_responder_counts_by_the_shard_count(bundle_path: Path) -> None:
+    engine, _ = open_serving_engine(str(bundle_path), None, None, 16, shards=4)
+    assert engine.inbound.shards == 4 and engine.shards == 4

@@ -461,6 +461,16 @@ def _checked_context(context: Mapping[str, Any]) -> dict[str, Any]:
         raise BundleWriteError("context: needs an integer 'slots' and a 'features' list of names")
     if not all(isinstance(feature, str) for feature in features):
         raise BundleWriteError(f"context: features must be names, got {features!r}")
+    responder = ready.get("responder_features")
+    if responder is not None:
+        if not isinstance(responder, list) or not all(isinstance(name, str) for name in responder):
+            raise BundleWriteError(f"context: responder_features must be a list of names, got {responder!r}")
+        window, kept = ready.get("responder_window"), ready.get("responder_connections")
+        if not isinstance(window, int | float) or window <= 0 or not isinstance(kept, int) or kept < 1:
+            raise BundleWriteError(
+                "context: responder features need a positive 'responder_window' (seconds) and "
+                "'responder_connections' (connections kept per responder)"
+            )
     return ready
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from packetclip.classes import FINE_CLASSES
-from packetclip.context import CONTEXT_SLOTS
+from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_WINDOW
 from packetclip.featurizer import FEATURIZER_VERSION
 from packetclip.missions import dump_mission, load_missions
 from packetclip_training.align import load_heads
@@ -43,7 +43,7 @@ from packetclip_training.model_options import (
 )
 from packetclip_training.models.encoder import load_checkpoint, parameter_count
 from packetclip_training.models.flops import encoder_cost
-from packetclip_training.reasoner import export_reasoner, load_reasoner
+from packetclip_training.reasoner import ReasonerConfig, export_reasoner, load_reasoner
 from packetclip_training.reasoner_cli import training_arrays
 from packetclip_training.reasoner_data import cached_split
 
@@ -63,6 +63,17 @@ def fixture_rows(fine: np.ndarray, valid_counts: np.ndarray, count: int = FIXTUR
         if len(rows) >= count:
             break
     return np.asarray(sorted(rows), np.int64)
+
+
+def context_section(config: ReasonerConfig) -> dict[str, Any]:
+    """The manifest's `context`: what the runtime must feed the reasoner besides the connection (the originator
+    slots' features and, for a reasoner that reads them, the responder features with their window)."""
+    section: dict[str, Any] = {"slots": CONTEXT_SLOTS, "features": config.feature_names}
+    if config.responder_features:
+        section["responder_features"] = config.responder_feature_names
+        section["responder_window"] = RESPONDER_WINDOW
+        section["responder_connections"] = RESPONDER_CONNECTIONS
+    return section
 
 
 def data_card_summary(dataset: Path) -> dict[str, Any]:
@@ -167,7 +178,7 @@ def export_bundle(
                 "max_packets": encoder.config.max_packets,
                 "snaplen": encoder.config.snaplen,
             },
-            context={"slots": CONTEXT_SLOTS, "features": reasoner.config.feature_names},
+            context=context_section(reasoner.config),
             created=created,
             text_head={
                 "weight": heads.text_head.weight.detach().numpy(),

@@ -21,7 +21,10 @@ Forward pass for B connections:
    default, whose only query is the connection token. With `context_payload` the slot also carries the packet's
    embedding; off by default, because every earlier packet of an unfamiliar tool then pulls the verdict towards
    whatever the tool's bytes resemble (a flood of malformed SYNs read as an OS scan) while the timing and ports
-   say flood. The connection's own bytes still reach the model through its embedding.
+   say flood. The connection's own bytes still reach the model through its embedding. The responder's recent
+   inbound activity (`packetclip.context.RESPONDER_FEATURES`: how many connections and distinct sources reached
+   it lately, how fast, how many went unanswered) is added to the connection token before it attends: a spoofed
+   or reflected flood has no originator history, only a victim.
 4. An MLP over the concatenated mission embeddings and the temporal state gives coarse and fine logits.
 
 Losses: cross-entropy on coarse and fine classes; concept supervision (a concept listed for the true fine class in
@@ -46,14 +49,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
-from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS
+from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, RESPONDER_FEATURES
 from packetclip.missions import Mission
 from packetclip_training.models.encoder import _NEG, Block
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "packetclip.reasoner/1"
-REASONER_INPUTS = ["connection", "context", "context_features", "context_valid"]  # all a reasoner may take
+# all a reasoner may take, in this order
+REASONER_INPUTS = ["connection", "context", "context_features", "context_valid", "responder_features"]
 
 
 @dataclass(frozen=True)
@@ -75,27 +79,35 @@ class ReasonerConfig:
     hidden: int = 128  # width of the classification MLP
     dropout: float = 0.1  # on the MLP input: the temporal state is wide next to the 8-wide mission embeddings
     context_payload: bool = False  # context slots also carry the earlier packets' embeddings (docstring)
+    # the first this many of RESPONDER_FEATURES join the connection token (0: a model from before them)
+    responder_features: int = len(RESPONDER_FEATURES)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ReasonerConfig:
         known = {f.name for f in fields(cls)}
-        values = {"context_payload": True, **values}  # checkpoints from before the option read payloads
+        # checkpoints from before these options read payloads and no responder features
+        values = {"context_payload": True, "responder_features": 0, **values}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     @property
     def input_names(self) -> list[str]:
-        """The inputs the exported reasoner takes (a reasoner that reads no payload has no `context`)."""
-        return [name for name in REASONER_INPUTS if self.context_payload or name != "context"]
+        """The inputs the exported reasoner takes (a reasoner that reads no payload has no `context`, one from
+        before the responder features no `responder_features`)."""
+        skipped = {"context"} if not self.context_payload else set()
+        if not self.responder_features:
+            skipped.add("responder_features")
+        return [name for name in REASONER_INPUTS if name not in skipped]
 
     def context_inputs(
-        self, context: np.ndarray, features: np.ndarray, valid: np.ndarray
+        self, context: np.ndarray, features: np.ndarray, valid: np.ndarray, responder: np.ndarray
     ) -> dict[str, np.ndarray]:
-        """The exported reasoner's context inputs by name (`SplitEmbeddings.context`'s three arrays): `context`
+        """The exported reasoner's context inputs by name (`SplitEmbeddings.context`'s four arrays): `context`
         only when it reads payloads, the features as wide as it reads (older reasoners: the first five)."""
         named = {
             "context": context,
             "context_features": features[..., : self.context_features],
             "context_valid": valid,
+            "responder_features": responder[..., : self.responder_features],
         }
         return {name: value for name, value in named.items() if name in self.input_names}
 
@@ -103,6 +115,11 @@ class ReasonerConfig:
     def feature_names(self) -> list[str]:
         """The context features the reasoner reads, as its bundle's manifest names them."""
         return list(CONTEXT_FEATURES[: self.context_features])
+
+    @property
+    def responder_feature_names(self) -> list[str]:
+        """The responder features the reasoner reads, as its bundle's manifest names them."""
+        return list(RESPONDER_FEATURES[: self.responder_features])
 
 
 @dataclass
@@ -203,6 +220,9 @@ class Reasoner(nn.Module):
         self.activation_vector = nn.Parameter(torch.full((c.gnn_width,), 1.0 / math.sqrt(c.gnn_width)))
         self.activation_bias = nn.Parameter(torch.zeros(()))
         self.connection_token = nn.Linear(c.embed_dim, c.temporal_dim)
+        self.responder_token = (
+            nn.Linear(c.responder_features, c.temporal_dim) if c.responder_features else None
+        )
         payload = c.embed_dim if c.context_payload else 0
         self.context_token = nn.Linear(payload + c.context_features, c.temporal_dim)
         self.slot_position = nn.Parameter(torch.zeros(1, c.slots + 1, c.temporal_dim))
@@ -248,9 +268,15 @@ class Reasoner(nn.Module):
         context: torch.Tensor | None,
         context_features: torch.Tensor,
         context_valid: torch.Tensor,
+        responder_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, d): the connection token after attending over the originator's recent packets."""
-        first = self.connection_token(connection).unsqueeze(1)  # (B, 1, d)
+        """(B, d): the connection token, with its responder's recent activity, after attending over the
+        originator's recent packets."""
+        first = self.connection_token(connection)  # (B, d)
+        if self.responder_token is not None:
+            assert responder_features is not None, "this reasoner reads responder features"
+            first = first + self.responder_token(responder_features[..., : self.config.responder_features])
+        first = first.unsqueeze(1)  # (B, 1, d)
         slot = context_features[..., : self.config.context_features]  # a model from before PACKET_FACTS: 5
         if self.config.context_payload:
             slot = torch.cat([context, slot], dim=-1)
@@ -270,10 +296,11 @@ class Reasoner(nn.Module):
         context: torch.Tensor | None,  # read only with `config.context_payload`
         context_features: torch.Tensor,
         context_valid: torch.Tensor,
+        responder_features: torch.Tensor | None = None,  # read only with `config.responder_features`
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         aligned = F.normalize(self.packet_head(connection), dim=-1)
         mission_embeddings, activations = self.missions(aligned)
-        state = self.temporal_state(connection, context, context_features, context_valid)
+        state = self.temporal_state(connection, context, context_features, context_valid, responder_features)
         logits = self.head(torch.cat([mission_embeddings, state], dim=-1))
         coarse, fine = logits[:, : len(COARSE_CLASSES)], logits[:, len(COARSE_CLASSES) :]
         return coarse, fine, activations, aligned
@@ -286,8 +313,10 @@ class ReasonerSurface(nn.Module):
         super().__init__()
         self.reasoner = reasoner
 
-    def forward(self, connection, context, context_features, context_valid):  # type: ignore[no-untyped-def]
-        coarse, fine, concepts, aligned = self.reasoner(connection, context, context_features, context_valid)
+    def forward(self, connection, context, context_features, context_valid, responder_features=None):  # type: ignore[no-untyped-def]
+        coarse, fine, concepts, aligned = self.reasoner(
+            connection, context, context_features, context_valid, responder_features
+        )
         return coarse.softmax(dim=-1), fine.softmax(dim=-1), concepts, aligned
 
 
@@ -335,27 +364,29 @@ def epoch_rows(fine: np.ndarray, config: TrainConfig, rng: np.random.Generator) 
 
 
 def _tensors(model: Reasoner, data: TrainingArrays, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-    context, features, valid = data.context(rows, model.config.context_payload)
+    context, features, valid, responder = data.context(rows, model.config.context_payload)
     return (
         torch.from_numpy(data.connection[rows]),
         torch.from_numpy(context),
         torch.from_numpy(features),
         torch.from_numpy(valid),
+        torch.from_numpy(responder),
     )
 
 
 def behaviour_dropout(
     inputs: tuple[torch.Tensor, ...], share: float, rng: np.random.Generator
 ) -> tuple[torch.Tensor, ...]:
-    """Zero the connection and context packet embeddings of a random `share` of the rows (features stay)."""
+    """Zero the connection and context packet embeddings of a random `share` of the rows (context and responder
+    features stay)."""
     if share <= 0:
         return inputs
-    connection, context, features, valid = inputs
+    connection, context, *rest = inputs
     hidden = torch.from_numpy(rng.random(len(connection)) < share)
     if not hidden.any():
         return inputs
     keep = (~hidden).to(connection.dtype)
-    return connection * keep[:, None], context * keep[:, None, None], features, valid
+    return connection * keep[:, None], context * keep[:, None, None], *rest
 
 
 def train_reasoner(
@@ -541,6 +572,7 @@ def reasoner_flops(model: Reasoner) -> int:
         torch.zeros(1, c.slots, c.embed_dim),
         torch.zeros(1, c.slots, c.context_features),
         torch.ones(1, c.slots, dtype=torch.bool),
+        torch.zeros(1, c.responder_features),
     )
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:

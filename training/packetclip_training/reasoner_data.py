@@ -3,16 +3,18 @@
 Owns two steps and their cache:
 1. `embed_split`: the frozen packet encoder over every connection of a split → connection embeddings (n, E) and
    a table of per-packet embeddings (valid packets only, float16) with per-connection offsets.
-2. `build_contexts`: the split replayed in time order through `packetclip.context.OriginatorHistory` — the same
-   class the sensor uses — so each connection gets the originator's recent packets as the sensor would have seen
-   them: per connection the indices of its context packets in the packet table, the slot features, the validity
-   mask, and the previous connection of the same originator (for the temporal-smoothing loss).
+2. `build_contexts`: the split replayed in time order through `packetclip.context.OriginatorHistory` and
+   `packetclip.context.ResponderActivity` — the same classes the sensor uses — so each connection gets the
+   originator's recent packets and its responder's recent inbound activity as the sensor would have seen them:
+   per connection the indices of its context packets in the packet table, the slot features, the validity mask,
+   the responder features, and the previous connection of the same originator (for the temporal-smoothing loss).
 
 A split can also be embedded as the originator-only view (`one_sided`): the reasoner trains on the train split
 both ways (`reasoner_training_split`: captured rows, then the same rows one-sided, each part with its own
 contexts), cached separately.
 
-Originators are keyed by capture file and address: two captures never share a history, as two sensors would not.
+Originators and responders are keyed by capture file and address: two captures never share a history, as two
+sensors would not.
 Connections are replayed in order of their first packet; the sensor classifies them as they finish, which for the
 many short connections of scans, floods and brute force is the same order.
 
@@ -30,16 +32,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, OriginatorHistory, valid_packet_facts
+from packetclip.context import (
+    CONTEXT_FEATURES,
+    CONTEXT_SLOTS,
+    RESPONDER_FEATURES,
+    OriginatorHistory,
+    ResponderActivity,
+    receiving_side,
+    valid_packet_facts,
+)
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 from packetclip_training.one_sided import originator_view
 
 log = logging.getLogger(__name__)
 
-CONTEXT_COLUMNS = ("source_file", "orig_h", "resp_h", "resp_p", "ts")
+CONTEXT_COLUMNS = ("source_file", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "ts")
 LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "uid", "source_kind")
-CACHE_FORMAT = "packetclip-reasoner-cache/2"  # 2: context slots carry packet facts
+CACHE_FORMAT = "packetclip-reasoner-cache/3"  # 2: context slots carry packet facts; 3: responder features
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
 
 
@@ -55,20 +65,29 @@ class SplitEmbeddings:
     context_index: np.ndarray  # int32 (n, A): rows of `packets` (0 where the slot is empty)
     context_features: np.ndarray  # float16 (n, A, F)
     context_valid: np.ndarray  # bool (n, A)
+    responder_features: np.ndarray  # float16 (n, V): `RESPONDER_FEATURES` of the connection's responder
     previous: np.ndarray  # int64 (n,): the same originator's previous connection, -1 for its first
     columns: dict[str, np.ndarray]  # labels and provenance (LABEL_COLUMNS + CONTEXT_COLUMNS)
 
     def __len__(self) -> int:
         return len(self.connection)
 
-    def context(self, rows: np.ndarray, payload: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(context float32 (k, A, E), features float32 (k, A, F), valid bool (k, A)) for some rows; without
-        `payload` the context is (k, A, 0): the packet table is not gathered for a model that does not read it."""
+    def context(
+        self, rows: np.ndarray, payload: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(context float32 (k, A, E), features float32 (k, A, F), valid bool (k, A), responder features float32
+        (k, V)) for some rows; without `payload` the context is (k, A, 0): the packet table is not gathered for a
+        model that does not read it."""
         index = self.context_index[rows]
         context = (
             self.packets[index].astype(np.float32) if payload else np.zeros((*index.shape, 0), np.float32)
         )
-        return context, self.context_features[rows].astype(np.float32), self.context_valid[rows]
+        return (
+            context,
+            self.context_features[rows].astype(np.float32),
+            self.context_valid[rows],
+            self.responder_features[rows].astype(np.float32),
+        )
 
 
 @torch.inference_mode()
@@ -105,12 +124,16 @@ def build_contexts(
     direction: np.ndarray,
     facts: np.ndarray,
     slots: int = CONTEXT_SLOTS,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Replay connections in first-packet order; see the module docstring. `facts` (P, len(PACKET_FACTS)) are the
     valid packets' `packet_facts` in packet-table order (`valid_packet_facts`). Returns index, features, valid,
-    previous."""
+    responder features, previous."""
     count = len(offsets) - 1
     history = OriginatorHistory(1, np.int64, slots=slots, max_originators=max(1, count))
+    # every responder of the split is kept (the sensor's bound is far above what a capture's window holds)
+    inbound = ResponderActivity(max_responders=max(1, count))
+    responder_features = np.zeros((count, len(RESPONDER_FEATURES)), np.float16)
+    row_features = np.zeros(len(RESPONDER_FEATURES), np.float32)
     index = np.zeros((count, slots), np.int32)
     features = np.zeros((count, slots, len(CONTEXT_FEATURES)), np.float16)
     valid = np.zeros((count, slots), bool)
@@ -118,9 +141,21 @@ def build_contexts(
     last_of: dict[str, int] = {}
     order = np.argsort(columns["ts"], kind="stable")
     for row in order:
-        key = f"{columns['source_file'][row]}|{columns['orig_h'][row]}"
+        source_file, originator = columns["source_file"][row], str(columns["orig_h"][row])
+        key = f"{source_file}|{originator}"
         responder, port = str(columns["resp_h"][row]), int(columns["resp_p"][row])
         packets = int(offsets[row + 1] - offsets[row])
+        row_features[:] = 0.0
+        from_originator = direction[row, :packets] == 1
+        first_out = bool(from_originator[0]) if packets else True
+        host, host_port, sender = receiving_side(
+            first_out, originator, int(columns["orig_p"][row]), responder, port
+        )
+        inbound.step(
+            f"{source_file}|{host}", float(columns["ts"][row]), sender, host_port, str(columns["proto"][row]),
+            bool((from_originator != first_out).any()), packets, out=row_features,
+        )  # fmt: skip
+        responder_features[row] = row_features
         rows_in_table = 1 + offsets[row] + np.arange(packets, dtype=np.int64)
         payload, features[row], valid[row] = history.step(
             key, float(columns["ts"][row]), responder, port, times[row, :packets],
@@ -129,7 +164,7 @@ def build_contexts(
         index[row] = payload[:, 0]
         previous[row] = last_of.get(key, -1)
         last_of[key] = row
-    return index, features, valid, previous
+    return index, features, valid, responder_features, previous
 
 
 def embed_split(
@@ -146,7 +181,7 @@ def embed_split(
     log.info("%s: embedding %d connections", split, len(columns["ts"]))
     connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
     times = packet_times(columns["ts"], arrays["iat"])
-    index, features, valid, previous = build_contexts(
+    index, features, valid, responder, previous = build_contexts(
         columns, offsets, times, arrays["direction"], valid_packet_facts(arrays)
     )
     log.info(
@@ -154,7 +189,7 @@ def embed_split(
         split,
         float(valid.sum(1).mean()) if len(valid) else 0.0,
     )
-    return SplitEmbeddings(connection, packets, offsets, index, features, valid, previous, columns)
+    return SplitEmbeddings(connection, packets, offsets, index, features, valid, responder, previous, columns)
 
 
 def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str) -> str:
@@ -194,6 +229,7 @@ def cached_split(
                 stored["context_index"],
                 stored["context_features"],
                 stored["context_valid"],
+                stored["responder_features"],
                 stored["previous"],
                 {name: stored[f"column_{name}"] for name in columns},
             )
@@ -206,6 +242,7 @@ def cached_split(
         context_index=result.context_index,
         context_features=result.context_features,
         context_valid=result.context_valid,
+        responder_features=result.responder_features,
         previous=result.previous,
         column_names=json.dumps(list(result.columns)),
         **{f"column_{name}": values for name, values in result.columns.items()},
@@ -228,6 +265,7 @@ def concatenate_splits(first: SplitEmbeddings, second: SplitEmbeddings) -> Split
         np.concatenate([first.context_index, second_index]),
         np.concatenate([first.context_features, second.context_features]),
         np.concatenate([first.context_valid, second.context_valid]),
+        np.concatenate([first.responder_features, second.responder_features]),
         np.concatenate([first.previous, np.where(second.previous >= 0, second.previous + len(first), -1)]),
         {
             name: np.concatenate([first.columns[name], second.columns[name]])

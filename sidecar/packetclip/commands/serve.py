@@ -52,7 +52,7 @@ def use_json_logs() -> None:
 
 
 def open_serving_engine(
-    model: str | None, config: str | None, threads: int | None, batch_size: int
+    model: str | None, config: str | None, threads: int | None, batch_size: int, shards: int = 1
 ) -> tuple[Engine, ActiveModelWatcher | None]:
     """The engine, and the store watcher when the bundle comes from the store (a fixed --model never reloads)."""
     settings = load_config(config=config, threads=threads, batch_size=batch_size)
@@ -62,7 +62,8 @@ def open_serving_engine(
     else:
         watcher = ActiveModelWatcher(ModelStore(settings.store))
         path = watcher.active_bundle_path()
-    return Engine(load_bundle(path), threads=settings.threads, batch_size=batch_size), watcher
+    engine = Engine(load_bundle(path), threads=settings.threads, batch_size=batch_size, shards=shards)
+    return engine, watcher
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -88,6 +89,8 @@ async def serve_forever(
               help="Serve this bundle (no hot reload); default: the store's active bundle, reloaded on activation.")  # fmt: skip
 @click.option("--shard", type=click.IntRange(min=0), default=None,
               help="Subscribe to packetclip/request/N/ instead of the unsharded topic.")  # fmt: skip
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="How many sidecars share the requests (PacketCLIP::num_shards); scales responder counts.")  # fmt: skip
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -105,6 +108,7 @@ def serve(
     zeek: str | None,
     model: str | None,
     shard: int | None,
+    shards: int | None,
     metrics_port: int | None,
     batch_size: int | None,
     max_queue: int | None,
@@ -120,6 +124,7 @@ def serve(
             config_file,
             zeek=zeek,
             shard=shard,
+            shards=shards,
             metrics_port=metrics_port,
             max_queue=max_queue,
             name=name,
@@ -129,7 +134,7 @@ def serve(
         settings = settings.updated(batch_size=runtime_batch)
         if settings.log_format == "json":
             use_json_logs()
-        engine, watcher = open_serving_engine(model, config, threads, settings.batch_size)
+        engine, watcher = open_serving_engine(model, config, threads, settings.batch_size, settings.shards)
     except (ConfigError, BundleError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     where = f"shard {settings.shard}" if settings.shard is not None else "the unsharded topic"

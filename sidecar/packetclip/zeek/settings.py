@@ -9,6 +9,7 @@ command-line flag > config file > default. It does not connect anywhere or run a
     zeek = "ws://127.0.0.1:27759/v1/messages/json"
     name = "packetclip-sidecar"
     shard = 0                  # omit for the unsharded topic
+    shards = 4                 # the Zeek scripts' PacketCLIP::num_shards (1 when unsharded)
     max_queue = 10000
     metrics_port = 9273
     log_format = "json"        # or "text"
@@ -40,6 +41,9 @@ class ServeSettings:
     zeek: str = DEFAULT_URL  # Zeek's WebSocket endpoint (8.1+ standalone default; 9997 before 7.2)
     name: str = "packetclip-sidecar"  # sent in X-Application-Name and as hello's `sidecar` argument
     shard: int | None = None  # None: the unsharded request topic; N: packetclip/request/N/
+    # how many sidecars the Zeek scripts split requests over by originator (PacketCLIP::num_shards): each sees
+    # about 1/N of a victim's sources, so the reasoner's responder counts and rates are scaled by N
+    shards: int = 1
     batch_size: int = 256  # most requests per engine call; fewer when fewer are waiting (no lingering)
     max_queue: int = (
         10_000  # requests waiting for the engine; above it the newest is refused (answered "error")
@@ -69,6 +73,10 @@ class ServeSettings:
                 raise ConfigError(f"serve setting {name} must be positive, got {getattr(self, name)}")
         if self.shard is not None and self.shard < 0:
             raise ConfigError(f"serve setting shard must be >= 0, got {self.shard}")
+        if self.shards < 1 or (self.shard is not None and self.shards > 1 and self.shard >= self.shards):
+            raise ConfigError(
+                f"serve settings: shard {self.shard} of {self.shards} shards (shards must be >= 1)"
+            )
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"serve setting log_format must be 'text' or 'json', got {self.log_format!r}")
         if not APPLICATION_NAME.match(self.name):
