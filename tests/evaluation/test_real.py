@@ -1,0 +1,262 @@
+"""The real-traffic evaluation: its metrics on arrays small enough to check by hand, and the command end to end
+on a few real captures through the embedded default bundle (skipped where the real captures are not present)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from packetclip.bundle import default_bundle_path
+from packetclip.commands.classify import classify_captures
+from packetclip.engine import Engine, Verdict
+from packetclip_training.cli import cli
+from packetclip_training.evaluation.real import (
+    FileRun,
+    ScoredRows,
+    argmax_labels,
+    by_family,
+    choose_threshold,
+    default_real_data,
+    evaluate_runs,
+    false_alarm_rate,
+    family_of,
+    file_macro,
+    mauc,
+    operating_point,
+    operating_point_labels,
+    recall_by_class,
+    render_markdown,
+)
+
+B, D, R, F = "benign", "dos", "recon", "bruteforce"
+
+
+def test_family_rule() -> None:
+    assert family_of("packet-captures/amp.UDP.isakmp.pcap", "dos") == "ddos-public"
+    assert family_of("nDPI/tests/cfgs/default/pcap/443-chrome.pcap", "benign") == "ndpi-benign"
+    assert family_of("zeek/testing/btest/Traces/http/get.trace", "benign") == "zeek-benign"
+    assert family_of("zeek/testing/btest/Traces/ssh/sshguess.pcap", "bruteforce") == "real-attacks"
+    assert family_of("nDPI/tests/cfgs/default/pcap/synscan.pcap", "recon") == "real-attacks"
+    assert family_of("suricata-verify/tests/firewall/x/input.pcap", "dos") == "real-attacks"
+
+
+def test_threshold_is_just_above_the_first_score_the_budget_cannot_flag() -> None:
+    scores = np.arange(200) / 200  # 0.000 … 0.995; 1 % of 200 allows 2 false alarms: 0.995 and 0.990
+    threshold = choose_threshold(scores, 0.01)
+    assert threshold == np.nextafter(0.985, np.inf)
+    assert (scores >= threshold).sum() == 2
+    assert (scores >= 0.985).sum() == 3  # any lower threshold would flag a third
+
+
+def test_threshold_with_ties_keeps_the_whole_tie_out() -> None:
+    scores = np.array([0.9, 0.9, 0.9] + [0.1] * 97)  # budget allows 1, but the top three are tied
+    threshold = choose_threshold(scores, 0.01)
+    assert 0.9 < threshold < 0.9 + 1e-12
+    assert (scores >= threshold).sum() == 0
+
+
+def test_threshold_edges() -> None:
+    assert choose_threshold(np.array([]), 0.01) is None
+    assert choose_threshold(np.array([0.2, 0.7]), 0.01) == np.nextafter(0.7, np.inf)  # 1 % of 2 allows none
+    assert choose_threshold(np.array([0.2, 0.7]), 1.0) == 0.0  # every row may be flagged
+    # 0.29 · 100 is 28.999… in floats: still 29 rows may be flagged
+    scores = np.arange(100) / 100
+    assert (scores >= choose_threshold(scores, 0.29)).sum() == 29
+
+
+def test_operating_point_labels() -> None:
+    probabilities = np.array(
+        [
+            [0.5, 0.3, 0.1, 0.1],  # attack score 0.5 ≥ 0.5: dos, the most likely attack
+            [0.6, 0.1, 0.25, 0.05],  # 0.4 < 0.5: benign
+            [0.2, 0.1, 0.3, 0.4],  # bruteforce
+            [0.1, 0.05, 0.8, 0.05],  # recon
+        ]
+    )
+    assert operating_point_labels(probabilities, 0.5).tolist() == [D, B, F, R]
+    assert argmax_labels(probabilities).tolist() == [B, B, F, R]
+    # a high threshold turns even a confident attack into benign
+    assert operating_point_labels(probabilities, 0.95).tolist() == [B, B, B, B]
+
+
+def test_recall_and_false_alarms() -> None:
+    truth = np.array([B, B, B, B, D, D, R], dtype=object)
+    predicted = np.array([B, B, B, R, D, B, D], dtype=object)
+    assert recall_by_class(truth, predicted) == {B: 0.75, D: 0.5, R: 0.0, F: None}
+    assert false_alarm_rate(truth, predicted) == 0.25
+    assert false_alarm_rate(np.array([D]), np.array([B])) is None
+
+
+def test_file_macro_counts_each_file_once() -> None:
+    # file a: 99 dos connections all missed; file b: 1 dos connection found; file c: 4 benign, 1 false alarm
+    truth = np.array([D] * 99 + [D] + [B] * 4, dtype=object)
+    predicted = np.array([B] * 99 + [D] + [B, B, B, R], dtype=object)
+    files = np.array(["a"] * 99 + ["b"] + ["c"] * 4, dtype=object)
+    assert recall_by_class(truth, predicted)[D] == 0.01
+    macro = file_macro(truth, predicted, files)
+    assert macro["recall"][D] == 0.5
+    assert macro["files_per_class"] == {B: 1, D: 2, R: 0, F: 0}
+    assert macro["false_alarm"] == 0.25
+
+
+def test_mauc_counts_only_scoreable_classes() -> None:
+    truth = np.array([B, B, D, D], dtype=object)
+    probabilities = np.array([[0.9, 0.1, 0, 0], [0.6, 0.4, 0, 0], [0.3, 0.7, 0, 0], [0.5, 0.5, 0, 0]])
+    result = mauc(truth, probabilities)
+    assert result["scoreable"] == [B, D]
+    assert result["auc"][R] is None and result["auc"][F] is None
+    assert result["auc"][B] == 1.0 and result["auc"][D] == 1.0
+    assert result["mauc"] == 1.0
+    # one class only: nothing to score
+    assert mauc(np.array([D, D], dtype=object), probabilities[:2])["mauc"] is None
+
+
+def _rows() -> ScoredRows:
+    """zeek-benign: 100 benign rows with attack scores 0.00 … 0.99; ndpi-benign: 10 with 0.0 … 0.9;
+    ddos-public: 4 dos rows with attack scores 0.3, 0.6, 0.985, 0.999 (all dos-leaning)."""
+
+    def benign_row(score: float) -> list[float]:
+        return [1 - score, score, 0.0, 0.0]
+
+    zeek = [benign_row(i / 100) for i in range(100)]
+    ndpi = [benign_row(i / 10) for i in range(10)]
+    ddos = [benign_row(s) for s in (0.3, 0.6, 0.985, 0.999)]
+    probabilities = np.array(zeek + ndpi + ddos)
+    truth = np.array([B] * 110 + [D] * 4, dtype=object)
+    families = np.array(["zeek-benign"] * 100 + ["ndpi-benign"] * 10 + ["ddos-public"] * 4, dtype=object)
+    files = np.array(
+        [f"z{i % 4}" for i in range(100)] + ["n0"] * 10 + ["big", "big", "big", "small"], dtype=object
+    )
+    return ScoredRows(truth, truth.copy(), probabilities, files, families)
+
+
+def test_per_family_aggregation_at_argmax() -> None:
+    rows = _rows()
+    families, overall = by_family(rows, argmax_labels(rows.probabilities))
+    assert list(families) == ["ddos-public", "ndpi-benign", "zeek-benign"]  # attack families first
+    # argmax: benign rows with attack score > 0.5 are dos — zeek 0.51 … 0.99 (49 rows), ndpi 0.6 … 0.9 (4)
+    assert families["zeek-benign"]["false_alarm"] == 0.49
+    assert families["ndpi-benign"]["false_alarm"] == 0.4
+    assert families["ddos-public"]["recall"][D] == 0.75  # 0.3 is benign at argmax
+    assert families["ddos-public"]["file_macro"]["recall"][D] == (2 / 3 + 1) / 2
+    assert families["ddos-public"]["mauc"] is None  # one class only
+    assert overall["connections"] == 114
+    assert overall["truth"] == {B: 110, D: 4, R: 0, F: 0}
+    assert overall["false_alarm"] == 53 / 110
+    assert overall["scoreable"] == [B, D]
+
+
+def test_operating_point_calibrates_on_one_family_and_holds_out_the_other() -> None:
+    rows = _rows()
+    point = operating_point(rows, ["zeek-benign"], 0.01)
+    # 1 % of 100 allows one false alarm (0.99), so the threshold sits just above 0.98
+    assert point["threshold"] == np.nextafter(1 - (1 - 0.98), np.inf)
+    assert point["calibration_benign"] == 100
+    assert point["calibration_false_alarm"] == 0.01
+    assert point["held_out"] == ["ndpi-benign"]
+    assert point["held_out_benign"] == 10
+    assert point["held_out_false_alarm"] == 0.0  # ndpi's highest is 0.9
+    assert point["families"]["ddos-public"]["recall"][D] == 0.5  # 0.985 and 0.999 pass the threshold
+    other = operating_point(rows, ["ndpi-benign"], 0.01)
+    # 1 % of 10 allows none: just above 0.9; zeek's 0.91 … 0.99 are held-out false alarms
+    assert other["threshold"] == np.nextafter(0.9, np.inf)
+    assert other["held_out_false_alarm"] == 0.09
+    assert other["families"]["ddos-public"]["recall"][D] == 0.5
+
+
+def test_evaluate_runs_from_file_runs_and_markdown() -> None:
+    benign = FileRun(
+        "zeek/a.pcap", "zeek-benign", "benign", [B, B], [B, B], [[0.9, 0.1, 0, 0], [0.2, 0.8, 0, 0]]
+    )
+    ndpi = FileRun("nDPI/b.pcap", "ndpi-benign", "benign", [B], [B], [[0.7, 0.3, 0, 0]])
+    attack = FileRun(
+        "zeek/ssh.pcap", "real-attacks", "dictionary_attack", [F, F, B], ["dictionary_attack"] * 2 + [B],
+        [[0.1, 0, 0, 0.9], [0.6, 0, 0, 0.4], [0.95, 0.05, 0, 0]],
+    )  # fmt: skip
+    attack.dropped["attacker_is_responder"] = 2
+    results = evaluate_runs([benign, ndpi, attack])
+    assert results["connections"] == 6
+    assert results["dropped"] == {"attacker_is_responder": 2}
+    assert results["argmax"]["families"]["real-attacks"]["recall"][F] == 0.5
+    assert results["argmax"]["overall"]["false_alarm"] == 0.25  # one of the four benign rows
+    assert set(results["operating_points"]) == {"calibrated on ndpi-benign", "calibrated on zeek-benign"}
+    by_file = {row["file"]: row for row in results["per_file"]}
+    assert by_file["zeek/ssh.pcap"]["truth"] == {F: 2, B: 1}
+    assert by_file["zeek/ssh.pcap"]["recall"] == {F: 0.5, B: 1.0}
+    text = render_markdown(results)
+    assert "| real-attacks |" in text and "calibrated on zeek-benign" in text and "zeek/ssh.pcap" in text
+    json.dumps(results, allow_nan=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End to end on real captures
+
+REAL_DATA = default_real_data()
+BENIGN_ZEEK = "zeek/testing/btest/Traces/http/bro.org.pcap"
+BENIGN_NDPI = "nDPI/tests/cfgs/default/pcap/443-chrome.pcap"
+SSH_GUESSING = "zeek/testing/btest/Traces/ssh/sshguess.pcap"  # 11 connections, all from 192.168.56.1
+VNC_SCANNER = "zeek/testing/btest/Traces/rfb/vnc-scanner.pcap"  # no attacker_ip: the whole file is the attack
+ATTACKER = {SSH_GUESSING: "192.168.56.1"}  # the manifest's evidence names it; given here to exercise the rule
+
+
+@pytest.fixture(scope="module")
+def small_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A manifest of four real captures beside links to the real source folders (the files keep their paths)."""
+    if not (REAL_DATA / "MANIFEST.tsv").is_file():
+        pytest.skip(f"real captures not found at {REAL_DATA} (set PACKETCLIP_REAL_DATA)")
+    folder = tmp_path_factory.mktemp("real")
+    for top in ("zeek", "nDPI"):
+        (folder / top).symlink_to(REAL_DATA / top, target_is_directory=True)
+    with (REAL_DATA / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        rows = [row for row in reader if row["file"] in (BENIGN_ZEEK, BENIGN_NDPI, SSH_GUESSING, VNC_SCANNER)]
+        header = reader.fieldnames
+    assert len(rows) == 4, "a capture this test names left the real-capture manifest"
+    for row in rows:
+        row["attacker_ip"] = ATTACKER.get(row["file"], row["attacker_ip"])
+    with (folder / "MANIFEST.tsv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, header, delimiter="\t", quoting=csv.QUOTE_NONE, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder
+
+
+def test_evaluate_real_command_on_four_real_captures(small_manifest: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["evaluate-real", "--real-data", str(small_manifest), "--out", str(tmp_path)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "real.md").read_text() == result.output
+    results = json.loads((tmp_path / "real.json").read_text())
+    assert results["files"] == 4
+    assert results["file_errors"] == {}
+    by_file = {row["file"]: row for row in results["per_file"]}
+    assert by_file[SSH_GUESSING]["family"] == "real-attacks"
+    assert by_file[SSH_GUESSING]["truth"] == {F: 11}  # originated by the attacker
+    assert by_file[VNC_SCANNER]["truth"] == {R: 1}
+    assert by_file[BENIGN_NDPI]["family"] == "ndpi-benign" and by_file[BENIGN_NDPI]["truth"] == {B: 1}
+    assert by_file[BENIGN_ZEEK]["family"] == "zeek-benign" and by_file[BENIGN_ZEEK]["truth"] == {B: 13}
+    assert set(results["argmax"]["families"]) == {"real-attacks", "ndpi-benign", "zeek-benign"}
+    assert results["argmax"]["overall"]["connections"] == 26
+    points = results["operating_points"]
+    assert points["calibrated on zeek-benign"]["held_out"] == ["ndpi-benign"]
+    assert points["calibrated on zeek-benign"]["calibration_false_alarm"] == 0.0  # 13 rows: no alarm allowed
+    assert points["calibrated on ndpi-benign"]["held_out"] == ["zeek-benign"]
+
+    # each file's verdicts are those of `packetclip classify FILE` run alone, with the same default bundle
+    engine = Engine(default_bundle_path())
+    for file, row in by_file.items():
+        engine.reset()
+        verdicts: list[Verdict] = []
+        classify_captures(engine, [small_manifest / file], verdicts.append)
+        counts: dict[str, int] = {}
+        for verdict in verdicts:
+            counts[verdict.label] = counts.get(verdict.label, 0) + 1
+        assert row["predicted"] == counts, file

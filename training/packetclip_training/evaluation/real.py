@@ -1,0 +1,611 @@
+"""The real-traffic evaluation: how a bundle does on real captures from other networks, by source family.
+
+Owns: the source families of the real-capture MANIFEST (`family_of`), running every file through the runtime
+`Engine` exactly as `packetclip classify FILE` would (one capture, one sensor: a fresh engine state per file),
+labelling each verdict with the dataset's MANIFEST rule (`dataset.labelling.ManifestLabeller`, via
+`dataset.sources.load_manifest`), and the numbers: per family and overall, connection-level recall per coarse
+class and benign false-alarm rate at the argmax verdict, per-file-macro versions of both (so one large capture
+does not stand for its family), one-vs-rest mAUC, and the same recall and false alarms at an operating point
+whose threshold is chosen on one family of real benign traffic and judged on the others. It also records the
+shape of each capture's connections (packets per connection, one-way share, originators per responder), which
+says what a per-connection model can see of a flood.
+
+Does not own: the labelling rule, the featurizer, the models, the report's number formats
+(`evaluation.report`) nor the command (`evaluate_real_cli`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packetclip.bundle import Bundle
+from packetclip.classes import COARSE_CLASSES, coarse_of
+from packetclip.commands.classify import classify_captures
+from packetclip.engine import Engine, Verdict
+from packetclip.featurizer import Connection
+from packetclip_training.baselines.scoring import mean_auc
+from packetclip_training.dataset.labelling import Drop
+from packetclip_training.dataset.sources import MANIFEST_COLUMNS, RealCapture, load_manifest, read_tsv
+from packetclip_training.evaluation.metrics import per_class_auc
+from packetclip_training.evaluation.report import format_score, markdown_table
+
+log = logging.getLogger(__name__)
+
+BENIGN = COARSE_CLASSES[0]
+REAL_DATA_ENV = "PACKETCLIP_REAL_DATA"
+# A sensor raising more than 1 % of its benign connections gets switched off (as `metrics.UNSEEN_FPR_LIMIT`).
+FALSE_ALARM_BUDGET = 0.01
+
+# The family rule, in the order it is applied (real.json repeats it: the report says how rows were grouped).
+# StopDDoS/packet-captures: public DDoS captures, one-way incoming traffic, ≥ 99 % attack, no attacker address
+DDOS_FOLDER = "packet-captures"
+SOURCE_NAMES = {"nDPI": "ndpi", "zeek": "zeek", "suricata-verify": "suricata"}
+FAMILY_RULE = (
+    f"files under {DDOS_FOLDER}/ → ddos-public; other files whose manifest label is not benign → "
+    "real-attacks; benign files → <source>-benign, the source being the file's top folder (nDPI → ndpi, "
+    "zeek → zeek, suricata-verify → suricata)"
+)
+ATTACK_FAMILIES = ("ddos-public", "real-attacks")
+
+
+def family_of(file: str, coarse: str) -> str:
+    """The source family of one MANIFEST row (`file` relative to the manifest, `coarse` its label column)."""
+    top = file.split("/", 1)[0]
+    if top == DDOS_FOLDER:
+        return "ddos-public"
+    if coarse != BENIGN:
+        return "real-attacks"
+    return f"{SOURCE_NAMES.get(top, top.lower())}-benign"
+
+
+def default_real_data(repo_root: Path | None = None) -> Path:
+    """`PACKETCLIP_REAL_DATA`, else `../shared/data/real` from the repository root (as the tests find it)."""
+    if os.environ.get(REAL_DATA_ENV):
+        return Path(os.environ[REAL_DATA_ENV])
+    root = repo_root or Path(__file__).resolve().parents[3]
+    return root.parent / "shared" / "data" / "real"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Classifying the captures
+
+
+@dataclass
+class ScoredRows:
+    """Every labelled connection of a run, one entry each (coarse classes in COARSE_CLASSES order)."""
+
+    truth: np.ndarray  # coarse class names (object)
+    fine_truth: np.ndarray  # fine class names (object)
+    probabilities: np.ndarray  # (n, 4) coarse probabilities
+    files: np.ndarray  # source file per row (object)
+    families: np.ndarray  # family per row (object)
+
+    def __len__(self) -> int:
+        return len(self.truth)
+
+
+@dataclass
+class FileRun:
+    """One capture's labelled verdicts and the shape of its connections."""
+
+    file: str
+    family: str
+    manifest_attack: str
+    truth: list[str] = field(default_factory=list)
+    fine_truth: list[str] = field(default_factory=list)
+    probabilities: list[list[float]] = field(default_factory=list)
+    fine_predicted: list[str] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    shape: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class _ShapeRecorder:
+    """Stands in for the engine in `classify_captures` and notes each connection's packet counts on the way.
+
+    Verdicts carry no packet counts, and a second pass over the captures would only re-read what the engine is
+    handed here; the verdicts come back in the order the connections are noted, so the two lists align.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.connections: list[tuple[str, str, int, int]] = []  # orig_h, resp_h, orig_pkts, resp_pkts
+
+    @property
+    def featurizer_config(self) -> Any:
+        return self.engine.featurizer_config
+
+    @property
+    def batch_size(self) -> int:
+        return self.engine.batch_size
+
+    def classify(self, connections: Sequence[Connection], sensor: str = "") -> list[Verdict]:
+        verdicts = self.engine.classify(connections, sensor)
+        by_uid = {c.uid: c for c in connections}
+        for verdict in verdicts:
+            conn = by_uid[verdict.uid]
+            self.connections.append((conn.orig_h, conn.resp_h, conn.orig_pkts, conn.resp_pkts))
+        return verdicts
+
+
+def connection_shape(connections: Sequence[tuple[str, str, int, int]]) -> dict[str, Any]:
+    """What a capture's connections show a per-connection model; rows (orig_h, resp_h, orig_pkts, resp_pkts).
+
+    Packet counts are those at release (the first `max_packets` packets for a long connection).
+    """
+    if not connections:
+        return {"connections": 0}
+    orig_pkts = np.asarray([c[2] for c in connections], dtype=float)
+    resp_pkts = np.asarray([c[3] for c in connections], dtype=float)
+    originators_of: dict[str, set[str]] = defaultdict(set)
+    for orig_h, resp_h, _, _ in connections:
+        originators_of[resp_h].add(orig_h)
+    busiest = max(originators_of.items(), key=lambda kv: len(kv[1]))
+    return {
+        "connections": len(connections),
+        "packets_per_connection": float((orig_pkts + resp_pkts).mean()),
+        "single_packet_share": float(((orig_pkts + resp_pkts) == 1).mean()),
+        "one_way_share": float(((orig_pkts == 0) | (resp_pkts == 0)).mean()),
+        "responder_silent_share": float((resp_pkts == 0).mean()),
+        "originators": len({c[0] for c in connections}),
+        "responders": len(originators_of),
+        "busiest_responder_originators": len(busiest[1]),
+        "busiest_responder_connections": sum(1 for c in connections if c[1] == busiest[0]),
+    }
+
+
+def classify_file(engine: Engine, capture: RealCapture, family: str) -> FileRun:
+    """One capture through the engine as `packetclip classify FILE` runs it, labelled by the manifest."""
+    run = FileRun(capture.file, family, capture.fine)
+    engine.reset()  # one capture, one sensor: no originator context or cache carried over from another file
+    recorder = _ShapeRecorder(engine)
+    verdicts: list[Verdict] = []
+    summary = classify_captures(recorder, [capture.path], verdicts.append)  # type: ignore[arg-type]
+    if summary.file_errors:
+        run.error = "; ".join(summary.file_errors)
+    run.shape = connection_shape(recorder.connections)
+    for verdict in verdicts:
+        label = capture.labeller.label(verdict)
+        if isinstance(label, Drop):
+            run.dropped[label.reason] += 1
+            continue
+        run.truth.append(label.coarse)
+        run.fine_truth.append(label.fine)
+        run.probabilities.append([verdict.scores[name] for name in COARSE_CLASSES])
+        run.fine_predicted.append(verdict.attack)
+    return run
+
+
+def classify_manifest(
+    bundle: Bundle | str | Path,
+    manifest: Path,
+    include: list[str] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[FileRun]:
+    """Every (matching) file of a manifest, verified against its hashes, classified and labelled.
+
+    One engine serves every file (loading the models once) and is reset before each, which leaves it where a
+    fresh `packetclip classify FILE` process starts.
+    """
+    captures = load_manifest(Path(manifest), include)
+    families = _families(Path(manifest))
+    engine = Engine(bundle)
+    runs = []
+    try:
+        for index, capture in enumerate(captures):
+            runs.append(classify_file(engine, capture, families[capture.file]))
+            if progress is not None:
+                progress(index + 1, len(captures), capture.file)
+    finally:
+        engine.close()
+    return runs
+
+
+def _families(manifest: Path) -> dict[str, str]:
+    return {
+        row["file"].strip(): family_of(row["file"].strip(), row["label"].strip())
+        for row in read_tsv(manifest, MANIFEST_COLUMNS)
+    }
+
+
+def scored_rows(runs: Sequence[FileRun]) -> ScoredRows:
+    """The labelled connections of every file as aligned arrays."""
+    truth, fine, probabilities, files, families = [], [], [], [], []
+    for run in runs:
+        truth += run.truth
+        fine += run.fine_truth
+        probabilities += run.probabilities
+        files += [run.file] * len(run.truth)
+        families += [run.family] * len(run.truth)
+    return ScoredRows(
+        np.asarray(truth, dtype=object),
+        np.asarray(fine, dtype=object),
+        np.asarray(probabilities, dtype=np.float64).reshape(-1, len(COARSE_CLASSES)),
+        np.asarray(files, dtype=object),
+        np.asarray(families, dtype=object),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics (pure functions of arrays)
+
+
+def argmax_labels(probabilities: np.ndarray, classes: Sequence[str] = COARSE_CLASSES) -> np.ndarray:
+    """The most likely class of every row (the verdict's `label`)."""
+    return np.asarray(classes, dtype=object)[np.asarray(probabilities).argmax(axis=1)]
+
+
+def attack_scores(probabilities: np.ndarray) -> np.ndarray:
+    """1 - P(benign): how strongly each row says "some attack", whichever."""
+    return 1.0 - np.asarray(probabilities, dtype=np.float64)[:, COARSE_CLASSES.index(BENIGN)]
+
+
+def operating_point_labels(
+    probabilities: np.ndarray, threshold: float, classes: Sequence[str] = COARSE_CLASSES
+) -> np.ndarray:
+    """Benign unless 1 - P(benign) ≥ threshold; an attack takes the most likely non-benign class."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    benign_column = list(classes).index(BENIGN)
+    attack_columns = [i for i in range(len(classes)) if i != benign_column]
+    names = np.full(len(probabilities), BENIGN, dtype=object)
+    flagged = attack_scores(probabilities) >= threshold
+    if flagged.any():
+        best = np.asarray(attack_columns)[probabilities[flagged][:, attack_columns].argmax(axis=1)]
+        names[flagged] = np.asarray(classes, dtype=object)[best]
+    return names
+
+
+def choose_threshold(benign_attack_scores: np.ndarray, budget: float = FALSE_ALARM_BUDGET) -> float | None:
+    """The smallest threshold t with share(score ≥ t) ≤ budget on benign rows; None without benign rows.
+
+    At most k = floor(budget · n) rows may be flagged, so t must lie above the (k+1)-th highest score: the
+    next float above it (ties there are all kept out). With k ≥ n every row may be flagged and t is 0.
+    """
+    scores = np.sort(np.asarray(benign_attack_scores, dtype=np.float64))[::-1]
+    if len(scores) == 0:
+        return None
+    allowed = int(np.floor(budget * len(scores) + 1e-9))  # 1e-9: 0.29 · 100 is 28.999… in floats, not 29
+    if allowed >= len(scores):
+        return 0.0
+    return float(np.nextafter(scores[allowed], np.inf))
+
+
+def recall_by_class(
+    truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str] = COARSE_CLASSES
+) -> dict[str, float | None]:
+    """Share of each class's rows predicted as that class; None for a class with no rows."""
+    truth, predicted = np.asarray(truth, dtype=object), np.asarray(predicted, dtype=object)
+    out: dict[str, float | None] = {}
+    for name in classes:
+        rows = truth == name
+        out[name] = float((predicted[rows] == name).mean()) if rows.any() else None
+    return out
+
+
+def false_alarm_rate(truth: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Share of benign rows given any other label; None without benign rows."""
+    benign = np.asarray(truth, dtype=object) == BENIGN
+    if not benign.any():
+        return None
+    return float((np.asarray(predicted, dtype=object)[benign] != BENIGN).mean())
+
+
+def file_macro(
+    truth: np.ndarray, predicted: np.ndarray, files: np.ndarray, classes: Sequence[str] = COARSE_CLASSES
+) -> dict[str, Any]:
+    """Recall per class and false-alarm rate averaged over files (each file with rows of a class once)."""
+    truth, predicted, files = (np.asarray(a, dtype=object) for a in (truth, predicted, files))
+    per_class: dict[str, list[float]] = {name: [] for name in classes}
+    alarms: list[float] = []
+    for file in dict.fromkeys(files.tolist()):
+        rows = files == file
+        for name, value in recall_by_class(truth[rows], predicted[rows], classes).items():
+            if value is not None:
+                per_class[name].append(value)
+        rate = false_alarm_rate(truth[rows], predicted[rows])
+        if rate is not None:
+            alarms.append(rate)
+    return {
+        "recall": {name: float(np.mean(v)) if v else None for name, v in per_class.items()},
+        "files_per_class": {name: len(v) for name, v in per_class.items()},
+        "false_alarm": float(np.mean(alarms)) if alarms else None,
+        "files_with_benign": len(alarms),
+    }
+
+
+def mauc(
+    truth: np.ndarray, probabilities: np.ndarray, classes: Sequence[str] = COARSE_CLASSES
+) -> dict[str, Any]:
+    """One-vs-rest AUC of each class with positive and negative rows, and their mean (`metrics`' rule)."""
+    truth = np.asarray(truth, dtype=object)
+    if len(truth) == 0:
+        return {"mauc": None, "auc": dict.fromkeys(classes), "scoreable": []}
+    rows = per_class_auc(truth, np.asarray(probabilities, dtype=np.float64), list(classes))
+    aucs = {name: row["auc"] for name, row in rows.items()}
+    return {"mauc": mean_auc(aucs), "auc": aucs, "scoreable": [n for n, v in aucs.items() if v is not None]}
+
+
+def summarize(
+    truth: np.ndarray,
+    probabilities: np.ndarray,
+    predicted: np.ndarray,
+    files: np.ndarray,
+    *,
+    with_auc: bool = True,
+) -> dict[str, Any]:
+    """Connection-level and per-file-macro recall and false alarms of one group of rows (a family, all)."""
+    truth = np.asarray(truth, dtype=object)
+    counts = Counter(truth.tolist())
+    macro = file_macro(truth, predicted, files)
+    summary: dict[str, Any] = {
+        "files": len(set(np.asarray(files, dtype=object).tolist())),
+        "connections": len(truth),
+        "truth": {name: counts.get(name, 0) for name in COARSE_CLASSES},
+        "predicted": dict(Counter(np.asarray(predicted, dtype=object).tolist()).most_common()),
+        "recall": recall_by_class(truth, predicted),
+        "false_alarm": false_alarm_rate(truth, predicted),
+        "file_macro": macro,
+    }
+    if with_auc:
+        summary.update(mauc(truth, probabilities))
+    return summary
+
+
+def by_family(
+    rows: ScoredRows, predicted: np.ndarray, *, with_auc: bool = True
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """`summarize` for every family (attack families first, then benign ones by name) and for all rows."""
+    families = sorted(set(rows.families.tolist()), key=lambda f: (f not in ATTACK_FAMILIES, f))
+    out = {}
+    for family in families:
+        mask = rows.families == family
+        out[family] = summarize(
+            rows.truth[mask], rows.probabilities[mask], predicted[mask], rows.files[mask], with_auc=with_auc
+        )
+    overall = summarize(rows.truth, rows.probabilities, predicted, rows.files, with_auc=with_auc)
+    return out, overall
+
+
+def operating_point(
+    rows: ScoredRows, calibration: Sequence[str], budget: float = FALSE_ALARM_BUDGET
+) -> dict[str, Any]:
+    """Threshold chosen on the benign rows of the `calibration` families, judged on every other benign row.
+
+    Every family's numbers at that threshold are given; the calibration families' false alarms are in-sample
+    (at most the budget by construction), the held-out ones are the honest estimate.
+    """
+    calibrating = np.isin(rows.families, np.asarray(list(calibration), dtype=object))
+    benign = rows.truth == BENIGN
+    threshold = choose_threshold(attack_scores(rows.probabilities[calibrating & benign]), budget)
+    if threshold is None:
+        raise ValueError(f"no benign connection in calibration families {list(calibration)}")
+    predicted = operating_point_labels(rows.probabilities, threshold)
+    held_out = ~calibrating & benign
+    families, overall = by_family(rows, predicted, with_auc=False)
+    held_out_families = sorted(set(rows.families[held_out].tolist()))
+    return {
+        "calibration": list(calibration),
+        "budget": budget,
+        "threshold": threshold,
+        "calibration_benign": int((calibrating & benign).sum()),
+        "calibration_false_alarm": false_alarm_rate(rows.truth[calibrating], predicted[calibrating]),
+        "held_out": held_out_families,
+        "held_out_benign": int(held_out.sum()),
+        "held_out_false_alarm": false_alarm_rate(rows.truth[held_out], predicted[held_out]),
+        "held_out_false_alarm_file_macro": file_macro(
+            rows.truth[held_out], predicted[held_out], rows.files[held_out]
+        )["false_alarm"],
+        "families": families,
+        "overall": overall,
+    }
+
+
+def benign_families(rows: ScoredRows) -> list[str]:
+    """Families made only of benign files: the ones thresholds are calibrated on, in turn."""
+    return sorted(
+        f
+        for f in set(rows.families.tolist())
+        if f not in ATTACK_FAMILIES and (rows.truth[rows.families == f] == BENIGN).all()
+    )
+
+
+def file_rows(runs: Sequence[FileRun], thresholds: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One row per capture: label counts, predictions at argmax and at each operating point, recall, shape."""
+    out = []
+    for run in runs:
+        truth = np.asarray(run.truth, dtype=object)
+        probabilities = np.asarray(run.probabilities, dtype=np.float64).reshape(-1, len(COARSE_CLASSES))
+        predicted = argmax_labels(probabilities) if len(truth) else np.empty(0, dtype=object)
+        row: dict[str, Any] = {
+            "file": run.file,
+            "family": run.family,
+            "manifest_attack": run.manifest_attack,
+            "connections": len(truth),
+            "truth": dict(Counter(truth.tolist()).most_common()),
+            "predicted": dict(Counter(predicted.tolist()).most_common()),
+            "predicted_fine": dict(Counter(run.fine_predicted).most_common()),
+            "recall": {k: v for k, v in recall_by_class(truth, predicted).items() if v is not None},
+            "false_alarm": false_alarm_rate(truth, predicted),
+            "at_operating_point": {},
+            "dropped": dict(run.dropped),
+            "shape": run.shape,
+        }
+        for name, threshold in thresholds.items():
+            at = operating_point_labels(probabilities, threshold) if len(truth) else predicted
+            row["at_operating_point"][name] = {
+                "recall": {k: v for k, v in recall_by_class(truth, at).items() if v is not None},
+                "false_alarm": false_alarm_rate(truth, at),
+            }
+        if run.error:
+            row["error"] = run.error
+        out.append(row)
+    return out
+
+
+def evaluate_runs(runs: Sequence[FileRun], budget: float = FALSE_ALARM_BUDGET) -> dict[str, Any]:
+    """Every number of the real-traffic evaluation from classified, labelled files (JSON-ready)."""
+    rows = scored_rows(runs)
+    families, overall = by_family(
+        rows, argmax_labels(rows.probabilities) if len(rows) else np.empty(0, object)
+    )
+    # each benign family in turn calibrates and the others judge (with a single one nothing is held out)
+    points = {
+        f"calibrated on {family}": operating_point(rows, [family], budget) for family in benign_families(rows)
+    }
+    dropped: Counter[str] = Counter()
+    for run in runs:
+        dropped.update(run.dropped)
+    thresholds = {name: point["threshold"] for name, point in points.items()}
+    return {
+        "family_rule": FAMILY_RULE,
+        "files": len(runs),
+        "connections": len(rows),
+        "dropped": dict(dropped),
+        "file_errors": {run.file: run.error for run in runs if run.error},
+        # tunnels, SCTP, routing protocols: nothing the featurizer makes a connection of
+        "files_without_connections": [run.file for run in runs if not run.truth and not run.dropped],
+        "argmax": {"families": families, "overall": overall},
+        "operating_points": points,
+        "per_file": file_rows(runs, thresholds),
+        "shape_by_family": _shape_by_family(runs),
+    }
+
+
+def _shape_by_family(runs: Sequence[FileRun]) -> dict[str, dict[str, Any]]:
+    """Connection-weighted packets per connection and one-way share per family."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        if run.shape.get("connections"):
+            grouped[run.family].append(run.shape)
+    out = {}
+    for family, shapes in sorted(grouped.items()):
+        weights = np.asarray([s["connections"] for s in shapes], dtype=float)
+        out[family] = {
+            "connections": int(weights.sum()),
+            **{
+                key: float(np.average([s[key] for s in shapes], weights=weights))
+                for key in ("packets_per_connection", "single_packet_share", "one_way_share")
+            },
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _pct(value: float | None) -> str:
+    return format_score(None if value is None else 100 * value, 1) + ("" if value is None else " %")
+
+
+def _recall_cells(summary: Mapping[str, Any], key: str = "recall") -> list[str]:
+    """Recall per attack class and benign, with the per-file-macro value beside it where it differs."""
+    cells = []
+    for name in COARSE_CLASSES:
+        value = summary[key][name]
+        macro = summary["file_macro"]["recall"][name]
+        text = format_score(value)
+        if value is not None and macro is not None and abs(macro - value) >= 0.0005:
+            text += f" ({format_score(macro)})"
+        cells.append(text)
+    return cells
+
+
+def _family_table(families: Mapping[str, Mapping], overall: Mapping, with_auc: bool) -> list[str]:
+    header = ["family", "files", "connections", *(f"recall {c}" for c in COARSE_CLASSES), "benign FA"]
+    if with_auc:
+        header += ["mAUC", "AUC classes"]
+    table = []
+    for name, summary in [*families.items(), ("**all**", overall)]:
+        fa, fa_macro = summary["false_alarm"], summary["file_macro"]["false_alarm"]
+        fa_text = _pct(fa) + (f" ({_pct(fa_macro)})" if fa is not None and fa_macro is not None else "")
+        row = [name, summary["files"], summary["connections"], *_recall_cells(summary), fa_text]
+        if with_auc:
+            row += [format_score(summary["mauc"]), ", ".join(summary["scoreable"]) or "—"]
+        table.append(row)
+    return markdown_table(header, table)
+
+
+def render_markdown(results: Mapping[str, Any]) -> str:
+    """The compact block: per family at argmax, the operating points, and the attack files one by one."""
+    bundle = results.get("bundle", {})
+    lines = [
+        f"## Real traffic: {bundle.get('name', '?')} {bundle.get('version', '')}".rstrip(),
+        "",
+        _overview(results),
+        "",
+        "### At the argmax verdict",
+        "",
+        *_family_table(results["argmax"]["families"], results["argmax"]["overall"], with_auc=True),
+    ]
+    for name, point in results["operating_points"].items():
+        lines += ["", *_operating_point_section(name, point)]
+    attack_files = [row for row in results["per_file"] if row["family"] in ATTACK_FAMILIES]
+    if attack_files:
+        lines += ["", *_attack_files_section(attack_files, list(results["operating_points"]))]
+    return "\n".join(lines) + "\n"
+
+
+def _overview(results: Mapping[str, Any]) -> str:
+    dropped = sum(results["dropped"].values())
+    text = f"{results['files']:,} captures, {results['connections']:,} labelled connections"
+    if dropped:
+        text += f" ({dropped:,} dropped by the labelling rule: {results['dropped']})"
+    if results["file_errors"]:
+        text += f"; {len(results['file_errors'])} captures unreadable"
+    if results["files_without_connections"]:
+        text += (
+            f"; {len(results['files_without_connections'])} captures gave no connection (tables count files "
+        )
+        text += "with at least one)"
+    return (
+        f"{text}. Families: {results['family_rule']}. Recall is connection-level, with the per-file mean in "
+        "brackets where it differs; benign FA is the share of benign connections labelled anything else "
+        "(per-file mean in brackets); — where a family has no such rows."
+    )
+
+
+def _operating_point_section(name: str, point: Mapping[str, Any]) -> list[str]:
+    return [
+        f"### Operating point {name}: attack if 1 − P(benign) ≥ {point['threshold']:.4g}",
+        "",
+        f"The smallest threshold with ≤ {_pct(point['budget'])} false alarms on "
+        f"{point['calibration_benign']:,} benign connections of {', '.join(point['calibration'])} (in-sample "
+        f"{_pct(point['calibration_false_alarm'])}); held out: {', '.join(point['held_out']) or 'nothing'}, "
+        f"{point['held_out_benign']:,} benign connections, false alarms "
+        f"**{_pct(point['held_out_false_alarm'])}** "
+        f"(per-file mean {_pct(point['held_out_false_alarm_file_macro'])}).",
+        "",
+        *_family_table(point["families"], point["overall"], with_auc=False),
+    ]
+
+
+def _attack_files_section(rows: Sequence[Mapping[str, Any]], points: Sequence[str]) -> list[str]:
+    header = ["file", "class", "connections", "predicted (argmax)", "recall"]
+    header += [f"recall, {p}" for p in points]
+    header += ["pkts/conn", "one-way", "originators (busiest responder's)"]
+    table = []
+    for row in rows:
+        coarse, shape = coarse_of(row["manifest_attack"]), row["shape"]
+        table.append(
+            [
+                row["file"],
+                row["manifest_attack"],
+                row["connections"],
+                ", ".join(f"{k} {v:,}" for k, v in row["predicted"].items()),
+                format_score(row["recall"].get(coarse)),
+                *(format_score(row["at_operating_point"][p]["recall"].get(coarse)) for p in points),
+                format_score(shape.get("packets_per_connection"), 2),
+                _pct(shape.get("one_way_share")),
+                f"{shape.get('originators', 0):,} ({shape.get('busiest_responder_originators', 0):,})",
+            ]
+        )
+    return ["### Attack captures", "", *markdown_table(header, table)]
