@@ -295,15 +295,18 @@ def evaluate(
     reasoner, missions, payload = load_reasoner(reasoner_path)
     encode = TextEncoder().encode
     record = payload.get("record", {})
-    train_settings = TrainConfig(**record["train_config"]) if "train_config" in record else TrainConfig()
+    # a reasoner from before tool invariance was trained without it; retrained ones follow it
+    recorded = {"tool_invariance": 0.0, **record.get("train_config", {})}
+    train_settings = TrainConfig(**recorded) if "train_config" in record else TrainConfig()
     # retrained reasoners are lighter than the main one so the run stays within an hour on two cores; every
     # point of the data-scarcity curve, 100 % included, is retrained with these same settings
     train_settings.epochs, train_settings.max_per_class = epochs, max_per_class
     config = EvaluateConfig(reasoner=train_settings, **({"unseen": unseen_classes} if unseen_classes else {}))
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     reasoner_train = reasoner_training_split(
-        encoder, encoder_path, dataset, splits["train"], cache, train_settings.one_sided
-    )
+        encoder, encoder_path, dataset, splits["train"], cache, train_settings.one_sided,
+        train_settings.tool_invariance,
+    )  # fmt: skip
     concept_text: Callable[[Any], np.ndarray] = lambda h: concept_embeddings(missions, h, encode)  # noqa: E731
     inputs = Inputs(
         dataset,

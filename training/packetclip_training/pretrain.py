@@ -63,6 +63,7 @@ from packetclip_training.models.encoder import (
     parameter_count,
     save_checkpoint,
 )
+from packetclip_training.tool_invariance import randomise_tool_fields
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,10 @@ class PretrainConfig:
     view_iat_jitter: float = 0.2  # log-normal sigma on the second view's inter-arrival times
     log_every: int = 10  # steps between loss-curve points
     eval_connections: int = 2000  # held-out (val) connections for the final held-out loss
+    # share of each batch's connections whose tool-identifying fields (the originator's ephemeral port and TCP
+    # window) are redrawn (`tool_invariance`): the encoder learns those positions say nothing it can predict,
+    # rather than learning each lab tool's values
+    tool_invariance: float = 0.5
 
 
 # ---------------------------------------------------------------- targets: which positions may be predicted
@@ -533,6 +538,13 @@ def pretrain(
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(step, total, config)
             batch = _batch(train, order[start : start + config.batch_size])
+            if config.tool_invariance > 0:
+                batch["bytes"] = torch.from_numpy(
+                    randomise_tool_fields(
+                        batch["bytes"].numpy(), batch["direction"].numpy(), batch["valid"].numpy(), rng,
+                        config.tool_invariance,
+                    )
+                )  # fmt: skip
             result = _step_loss(model, batch, rule, config, generator)
             optimizer.zero_grad(set_to_none=True)
             result.total.backward()

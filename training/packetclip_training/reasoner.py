@@ -144,6 +144,10 @@ class TrainConfig:
     # train also on the originator-only view of every training connection (`one_sided`): a flood whose replies
     # never reach the sensor must still read as a flood, not as the silent probes of a scan
     one_sided: bool = True
+    # share of training connections whose tool-identifying header fields (the originator's ephemeral port and
+    # TCP window) are redrawn before they are embedded (`tool_invariance`): a new tool's values are unfamiliar,
+    # its behaviour is not
+    tool_invariance: float = 0.5
     seed: int = 0
 
 

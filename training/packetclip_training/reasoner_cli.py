@@ -190,6 +190,13 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
     show_default=True,
     help="Share of training rows whose packet embeddings are hidden (behaviour features only).",
 )
+@click.option(
+    "--tool-invariance",
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.tool_invariance,
+    show_default=True,
+    help="Share of training connections whose source port and TCP window are redrawn before embedding.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
 def reasoner(
@@ -203,6 +210,7 @@ def reasoner(
     max_per_class: int,
     one_sided: bool,
     behaviour_dropout: float,
+    tool_invariance: float,
     seed: int,
     threads: int | None,
 ) -> None:
@@ -223,9 +231,12 @@ def reasoner(
         max_per_class=max_per_class,
         one_sided=one_sided,
         behaviour_dropout=behaviour_dropout,
+        tool_invariance=tool_invariance,
         seed=seed,
     )
-    train = reasoner_training_split(encoder, encoder_path, dataset, splits["train"], cache, one_sided)
+    train = reasoner_training_split(
+        encoder, encoder_path, dataset, splits["train"], cache, one_sided, tool_invariance
+    )
     result = fit_reasoner(train, splits["val"], heads, missions, concept_text, settings)
     test = splits["test"]
     coarse, fine, _, _ = predict(result.model, training_arrays(test, FINE_CLASSES))

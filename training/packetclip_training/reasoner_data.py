@@ -44,6 +44,7 @@ from packetclip.context import (
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 from packetclip_training.one_sided import originator_view
+from packetclip_training.tool_invariance import randomise_tool_fields
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ CONTEXT_COLUMNS = ("source_file", "orig_h", "orig_p", "resp_h", "resp_p", "proto
 LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "uid", "source_kind")
 CACHE_FORMAT = "packetclip-reasoner-cache/3"  # 2: context slots carry packet facts; 3: responder features
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
+_AUGMENT_SEED = 0  # tool-invariance draws: fixed, so a cached augmented split is the same split
 
 
 @dataclass
@@ -168,15 +170,27 @@ def build_contexts(
 
 
 def embed_split(
-    encoder: PacketEncoder, dataset: Path, split: str, batch_size: int = 512, view: str = "both"
+    encoder: PacketEncoder,
+    dataset: Path,
+    split: str,
+    batch_size: int = 512,
+    view: str = "both",
+    tool_invariance: float = 0.0,
 ) -> SplitEmbeddings:
     """Embed and contextualise one split of a built dataset, as captured (`view` "both") or as a sensor seeing
-    only the originators' packets would have featurized it (`view` "originator", see `one_sided`)."""
+    only the originators' packets would have featurized it (`view` "originator", see `one_sided`); with
+    `tool_invariance`, that share of its connections has its tool-identifying fields redrawn first
+    (`tool_invariance.randomise_tool_fields`, seeded: the same rows and values every time)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
     arrays = load_split(dataset, split, columns=(*LABEL_COLUMNS, *CONTEXT_COLUMNS))
     if view == "originator":
         arrays = originator_view(arrays)
+    if tool_invariance > 0:
+        rng = np.random.default_rng(_AUGMENT_SEED)
+        arrays["bytes"] = randomise_tool_fields(
+            arrays["bytes"], arrays["direction"], arrays["valid"], rng, tool_invariance
+        )
     columns = {name: arrays.pop(name) for name in (*LABEL_COLUMNS, *CONTEXT_COLUMNS)}
     log.info("%s: embedding %d connections", split, len(columns["ts"]))
     connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
@@ -192,11 +206,13 @@ def embed_split(
     return SplitEmbeddings(connection, packets, offsets, index, features, valid, responder, previous, columns)
 
 
-def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str) -> str:
+def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str, tool_invariance: float = 0.0) -> str:
     digest = hashlib.sha256()
     digest.update(CACHE_FORMAT.encode())
     if view != "both":  # the two-sided view keeps the keys of caches written before views existed
         digest.update(view.encode())
+    if tool_invariance > 0:
+        digest.update(f"tool-invariance {tool_invariance} seed {_AUGMENT_SEED}".encode())
     digest.update(hashlib.sha256(encoder_path.read_bytes()).digest())
     digest.update(str((dataset / f"{split}.parquet").stat().st_size).encode())
     manifest = dataset / "manifest.json"
@@ -211,13 +227,17 @@ def cached_split(
     split: str,
     cache: Path | None,
     view: str = "both",
+    tool_invariance: float = 0.0,
 ) -> SplitEmbeddings:
-    """`embed_split`, reusing a cache file keyed by the encoder checkpoint and the dataset when one exists."""
+    """`embed_split`, reusing a cache file keyed by the encoder checkpoint, the dataset, the view and the
+    augmentation when one exists."""
     if cache is None:
-        return embed_split(encoder, dataset, split, view=view)
+        return embed_split(encoder, dataset, split, view=view, tool_invariance=tool_invariance)
     cache.mkdir(parents=True, exist_ok=True)
     prefix = split if view == "both" else f"{split}-{view}"
-    path = cache / f"{prefix}-{_cache_key(encoder_path, dataset, split, view)}.npz"
+    if tool_invariance > 0:
+        prefix += "-invariant"
+    path = cache / f"{prefix}-{_cache_key(encoder_path, dataset, split, view, tool_invariance)}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=True) as stored:
             columns = json.loads(str(stored["column_names"]))
@@ -233,7 +253,7 @@ def cached_split(
                 stored["previous"],
                 {name: stored[f"column_{name}"] for name in columns},
             )
-    result = embed_split(encoder, dataset, split, view=view)
+    result = embed_split(encoder, dataset, split, view=view, tool_invariance=tool_invariance)
     np.savez(
         path,
         connection=result.connection,
@@ -282,16 +302,21 @@ def reasoner_training_split(
     train: SplitEmbeddings,
     cache: Path | None,
     one_sided: bool,
+    tool_invariance: float = 0.0,
 ) -> SplitEmbeddings:
-    """What the reasoner trains on: the train split, and with `one_sided` also its originator-only view.
+    """What the reasoner trains on: the train split, and with `one_sided` also its originator-only view; with
+    `tool_invariance`, both embedded anew with that share of connections' tool fields redrawn (`train`, the
+    split as captured, then serves only to say what is being replaced).
 
     The combined split holds the train rows as captured, then the same rows in the same order one-sided; its
     `view` column says which (`mirrored_rows` relies on that order).
     """
+    if tool_invariance > 0:
+        train = cached_split(encoder, encoder_path, dataset, "train", cache, "both", tool_invariance)
     if not one_sided:
         return train
     combined = concatenate_splits(
-        train, cached_split(encoder, encoder_path, dataset, "train", cache, "originator")
+        train, cached_split(encoder, encoder_path, dataset, "train", cache, "originator", tool_invariance)
     )
     combined.columns["view"] = np.repeat(np.asarray(VIEWS, dtype=object), len(train))
     return combined
