@@ -167,6 +167,14 @@ class Bundle:
         return tuple(self.manifest["context"]["features"])
 
     @property
+    def attack_threshold(self) -> float | None:
+        """The decision rule's threshold: a connection is an attack only when 1 - P(benign) reaches it (then the
+        most likely attack class is its label); None: the most likely coarse class is the label."""
+        decision = self.manifest.get("decision") or {}
+        value = decision.get("attack_threshold")
+        return None if value is None else float(value)
+
+    @property
     def responder_features(self) -> tuple[str, ...]:
         """The responder features its reasoner reads, in order; () for a bundle from before them."""
         return tuple(self.manifest["context"].get("responder_features", ()))
@@ -267,6 +275,12 @@ def manifest_problems(manifest: object) -> list[str]:
     problems += [f"classes: missing key {k!r}" for k in CLASS_KEYS if k not in manifest["classes"]]
     if not isinstance(manifest["context"].get("slots"), int) or "features" not in manifest["context"]:
         problems.append("context must hold an integer 'slots' and a 'features' list")
+    decision = manifest.get("decision", {})
+    threshold = decision.get("attack_threshold") if isinstance(decision, dict) else "not an object"
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1
+    ):
+        problems.append(f"decision: attack_threshold must be a number in (0, 1], got {threshold!r}")
     responder = manifest["context"].get("responder_features", [])
     if not isinstance(responder, list) or not all(isinstance(name, str) for name in responder):
         problems.append("context: responder_features must be a list of names")

@@ -15,7 +15,8 @@ Owns turning finished connections into verdicts with one model bundle:
    first packet went to (`receiving_side`), with the window the bundle's manifest names (read by a reasoner
    with the `responder_features` input, and by the explanations);
 3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
-   coarse class, `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
+   coarse class (or, for a bundle with an operating point, an attack class only when 1 - P(benign) reaches its
+   threshold: `decide`), `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
    winning mission, and `explanation` comes from `packetclip.explain.Explainer` (for the whole batch) over the
    facts the `ActivityTracker` observed: each connection is observed in batch order and its originator's summary
    taken right after, for the verdicts whose explanation reports it.
@@ -273,6 +274,7 @@ class _Models:
     mission_concepts: dict[str, np.ndarray]  # mission -> indices of its concepts in the reasoner's output
     fine_of_coarse: np.ndarray  # bool (coarse classes, fine classes): which fine classes each coarse one has
     explainer: Explainer
+    benign_index: int  # column of the benign class in the coarse probabilities (-1: the bundle has none)
 
 
 def _load_models(bundle: Bundle, threads: int) -> _Models:
@@ -342,6 +344,7 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
             bool,
         ).reshape(len(bundle.coarse_classes), len(fine)),
         explainer=Explainer(bundle),
+        benign_index=list(bundle.coarse_classes).index("benign") if "benign" in bundle.coarse_classes else -1,
     )
 
 
@@ -419,6 +422,11 @@ class Engine:
     @property
     def bundle(self) -> Bundle:
         return self._models.bundle
+
+    @property
+    def attack_threshold(self) -> float | None:
+        """The operating point of the bundle being served (`Bundle.attack_threshold`; None: argmax)."""
+        return self._models.bundle.attack_threshold
 
     @property
     def model_version(self) -> str:
@@ -593,7 +601,7 @@ class Engine:
         fine = _normalised(inference.outputs["fine"].astype(np.float64))  # (B, F)
         concepts = inference.outputs["concepts"]
         aligned = inference.outputs["aligned"]
-        labels = coarse.argmax(axis=1)
+        labels = decide(coarse, models.benign_index, self.attack_threshold)
         # the attack is the most likely fine class of the label (the label itself when it has none)
         member = models.fine_of_coarse
         attacks = np.where(member[labels], fine, -np.inf).argmax(axis=1)
@@ -673,6 +681,18 @@ class Engine:
             for row, best in zip(rows, strongest(activations[rows], indices, TOP_CONCEPTS), strict=True):
                 top[row] = [(mission, models.concepts[i]["concept"], value) for i, value in best]
         return top
+
+
+def decide(coarse: np.ndarray, benign: int, attack_threshold: float | None) -> np.ndarray:
+    """Coarse label indices (B,) from probabilities (B, C): the most likely class, or with `attack_threshold` the
+    bundle's operating point — an attack only when 1 - P(benign) reaches the threshold, and then the most likely
+    attack class; benign otherwise."""
+    if attack_threshold is None or benign < 0:
+        return coarse.argmax(axis=1)
+    attacks = coarse.copy()
+    attacks[:, benign] = -np.inf
+    is_attack = 1.0 - coarse[:, benign] >= attack_threshold
+    return np.where(is_attack, attacks.argmax(axis=1), benign)
 
 
 def _normalised(probabilities: np.ndarray) -> np.ndarray:

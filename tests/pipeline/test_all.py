@@ -67,3 +67,13 @@ def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
     assert "## Headline" in text and "Zero-shot classification" in text
     for figure in ("roc_coarse.png", "confusion_fine.png", "embeddings.png"):
         assert (reports / figure).is_file()
+    # the operating point: chosen on the validation split's real benign connections, judged on the test split
+    decision = json.loads((reports / "decision.json").read_text())
+    assert 0.0 < decision["attack_threshold"] <= 1.0 and decision["calibration_false_alarms"] == 0.0
+    assert "## Operating point" in text and "operating point: benign false alarms, lab test split" in headline
+    exported = tmp_path / "bundle-with-point"
+    assert main(["export", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
+                 "--align", str(work / "align" / "align.pt"), "--reasoner", str(work / "reasoner" / "reasoner.pt"),
+                 "--decision", str(reports / "decision.json"), "--out", str(exported),
+                 "--cache", str(work / "cache")]) == 0  # fmt: skip
+    assert load_bundle(exported).attack_threshold == decision["attack_threshold"]

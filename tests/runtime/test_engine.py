@@ -375,3 +375,36 @@ def test_numpy_blas_keeps_to_the_engines_thread_count(
     engine.classify(lab_connections[:64], "s")
     assert seen and set(seen) == {1}
     assert blas_threads() == before  # the host's setting is back
+
+
+def test_decide_follows_the_operating_point() -> None:
+    from packetclip.engine import decide
+
+    coarse = np.array([[0.6, 0.3, 0.1, 0.0], [0.2, 0.1, 0.5, 0.2], [0.05, 0.5, 0.4, 0.05]])
+    assert decide(coarse, 0, None).tolist() == [0, 2, 1]  # argmax
+    assert decide(coarse, 0, 0.35).tolist() == [1, 2, 1]  # row 0: 1 - P(benign) = 0.4 reaches 0.35: dos
+    assert decide(coarse, 0, 0.5).tolist() == [0, 2, 1]  # 0.4 does not reach 0.5: benign
+    assert decide(coarse, 0, 0.9).tolist() == [0, 0, 1]  # 0.8 does not reach 0.9: benign
+    assert decide(coarse, -1, 0.9).tolist() == [0, 2, 1]  # no benign class: argmax
+
+
+def test_a_bundle_with_an_operating_point_labels_by_it(
+    bundle_path: Path, lab_connections: list[Connection], tmp_path: Path
+) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle_path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    strict, lenient = dict(manifest), dict(manifest)
+    strict["decision"] = {"attack_threshold": 1.0}
+    (copy / "manifest.json").write_text(json.dumps(strict))
+    verdicts = Engine(copy).classify(lab_connections, sensor="lab")
+    argmax = Engine(bundle_path).classify(lab_connections, sensor="lab")
+    assert Engine(copy).attack_threshold == 1.0
+    # only a connection with P(benign) = 0 could be an attack at 1.0; every other verdict turns benign
+    assert all(v.label == "benign" or v.scores["benign"] == 0.0 for v in verdicts)
+    assert sum(v.label != "benign" for v in argmax) > sum(v.label != "benign" for v in verdicts)
+    assert [v.scores for v in verdicts] == [v.scores for v in argmax]  # the scores never change
+    lenient["decision"] = {"attack_threshold": 0.0}
+    (copy / "manifest.json").write_text(json.dumps(lenient))
+    with pytest.raises(BundleError, match="attack_threshold"):
+        Engine(copy)

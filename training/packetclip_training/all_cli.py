@@ -4,7 +4,7 @@ Owns the order of stages and where each writes inside the work directory; every 
 person would run by hand (invoked with the same options), so `all` cannot drift from them:
 
     dataset build → pretrain → align (both heads) → reasoner → export (for timing) → evaluate → export (final,
-    with the evaluation's headline metrics in its manifest)
+    with the evaluation's headline metrics and operating point in its manifest)
 
 A stage whose output already exists in the work directory is reused (say `--fresh` to rebuild everything), so an
 interrupted run resumes where it stopped. Lab runs are not made here: the recipe names the lab runs it reads and
@@ -21,7 +21,7 @@ import click
 
 from packetclip_training.align_cli import align
 from packetclip_training.dataset.cli import build as dataset_build
-from packetclip_training.evaluate_cli import evaluate
+from packetclip_training.evaluate_cli import DECISION_FILE, evaluate
 from packetclip_training.export_cli import DEFAULT_NAME, export
 from packetclip_training.pretrain_cli import pretrain
 from packetclip_training.reasoner_cli import reasoner
@@ -128,7 +128,7 @@ def all_stages(
         "align_path": align_pt,
         "reasoner_path": reasoner_pt,
     }
-    metrics_path = None
+    metrics_path = decision_path = None
     if not skip_evaluate:
         timing_bundle = work / "bundle-for-timing"
         shutil.rmtree(timing_bundle, ignore_errors=True)
@@ -138,4 +138,10 @@ def all_stages(
             evaluate, bundle_path=timing_bundle, out=report_dir, cache=cache, work=work / "evaluate", **models
         )
         metrics_path = report_dir / "headline.json"
-    ctx.invoke(export, out=bundle_out, name=name, cache=cache, metrics_path=metrics_path, **models)
+        decision_path = report_dir / DECISION_FILE
+        if not decision_path.is_file():  # a dataset without real benign validation traffic: argmax verdicts
+            decision_path = None
+    ctx.invoke(
+        export, out=bundle_out, name=name, cache=cache, metrics_path=metrics_path, decision_path=decision_path,
+        **models,
+    )  # fmt: skip

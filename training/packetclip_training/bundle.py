@@ -111,12 +111,15 @@ def write_bundle(
     tolerance: float = PARITY_TOLERANCE,
     created: datetime | None = None,
     text_head: Mapping[str, np.ndarray] | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> Path:
     """Validate, write and verify a bundle folder at `out_dir` (absent or empty); returns its path.
 
     `descriptions` is (texts, fine class name of each text, (T, D) embeddings); `missions` the mission YAML files
     the reasoner was trained with; `text_head` (optional) is g_T as arrays `weight` (D, text_dim), `bias` (D,) and
-    `logit_scale` (), so the sensor can place new text (user-defined missions) in the aligned space. Raises `BundleWriteError` before writing anything when an input is invalid or
+    `logit_scale` (), so the sensor can place new text (user-defined missions) in the aligned space; `decision`
+    (optional) the operating point: `attack_threshold` in (0, 1] and how it was chosen. Raises `BundleWriteError`
+    before writing anything when an input is invalid or
     onnxruntime differs from `expected_outputs` by more than `tolerance`.
     """
     out = Path(out_dir)
@@ -135,6 +138,8 @@ def write_bundle(
         "metrics": _json_ready(metrics, "metrics"),
         "training": _json_ready(training, "training"),
     }
+    if decision is not None:
+        sections["decision"] = _checked_decision(decision)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -432,7 +437,16 @@ def _manifest(
         "data_card": sections["data_card"],
         "metrics": sections["metrics"],
         "training": sections["training"],
+        **({"decision": sections["decision"]} if "decision" in sections else {}),
     }
+
+
+def _checked_decision(decision: Mapping[str, Any]) -> dict[str, Any]:
+    ready = _json_ready(decision, "decision")
+    threshold = ready.get("attack_threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+        raise BundleWriteError(f"decision: attack_threshold must be a number in (0, 1], got {threshold!r}")
+    return ready
 
 
 def _model_entry(model: _PreparedModel) -> dict[str, Any]:

@@ -36,6 +36,15 @@ from packetclip_training.evaluation.metrics import (
     level_metrics,
     unseen_class_metrics,
 )
+from packetclip_training.evaluation.real import (
+    FALSE_ALARM_BUDGET,
+    argmax_labels,
+    attack_scores,
+    choose_threshold,
+    false_alarm_rate,
+    operating_point_labels,
+    recall_by_class,
+)
 from packetclip_training.models.encoder import PacketEncoder
 from packetclip_training.reasoner import Reasoner, TrainConfig, predict
 from packetclip_training.reasoner_cli import fit_reasoner, training_arrays
@@ -277,6 +286,48 @@ def embedding_sample(inputs: Inputs, config: EvaluateConfig) -> dict[str, np.nda
     return {"embeddings": aligned, "labels": labels[rows]}
 
 
+def operating_point(
+    inputs: Inputs, test_coarse: np.ndarray, budget: float = FALSE_ALARM_BUDGET
+) -> dict[str, Any] | None:
+    """The decision rule the bundle ships: the smallest `attack_threshold` (an attack only when 1 - P(benign)
+    reaches it) that raises at most `budget` of the real benign connections of the validation split — whole
+    capture files no stage trained on — then judged on the test split's real benign files (other files again),
+    its lab benign traffic and every class's recall. None when the validation split holds no real benign traffic.
+    """
+    val = inputs.splits["val"]
+    val_coarse, _ = reasoner_probabilities(inputs.reasoner, val)
+    val_truth = _coarse_truth(_labels(val))
+    calibration = (val.columns["source_kind"].astype(str) == "real") & (val_truth == "benign")
+    threshold = choose_threshold(attack_scores(val_coarse[calibration]), budget)
+    if threshold is None:
+        return None
+    test = inputs.splits["test"]
+    truth = _coarse_truth(_labels(test))
+    kind = test.columns["source_kind"].astype(str)
+    at_point = operating_point_labels(test_coarse, threshold)
+    at_argmax = argmax_labels(test_coarse)
+    judged: dict[str, Any] = {}
+    for name, rows in (("real", kind == "real"), ("lab", kind == "lab"), ("all", np.ones(len(kind), bool))):
+        judged[name] = {
+            "connections": int(rows.sum()),
+            "benign_connections": int((rows & (truth == "benign")).sum()),
+            "false_alarms": false_alarm_rate(truth[rows], at_point[rows]),
+            "false_alarms_argmax": false_alarm_rate(truth[rows], at_argmax[rows]),
+            "recall": recall_by_class(truth[rows], at_point[rows]),
+            "recall_argmax": recall_by_class(truth[rows], at_argmax[rows]),
+        }
+    return {
+        "attack_threshold": threshold,
+        "budget": budget,
+        "chosen_on": "real benign connections of the validation split (whole capture files held out of training)",
+        "calibration_connections": int(calibration.sum()),
+        "calibration_false_alarms": false_alarm_rate(
+            val_truth[calibration], operating_point_labels(val_coarse[calibration], threshold)
+        ),
+        "test": judged,
+    }
+
+
 def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str]) -> dict[str, Any]:
     """The results dictionary (the report's schema, see `evaluation.report`, plus `zero_shot`,
     `unseen_reasoner` and `_probabilities` for the figures); `parts` picks among zeroshot, comparisons,
@@ -294,6 +345,9 @@ def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str])
         "test_per_class": _counts(truth),
         "_probabilities": {"coarse": coarse, "fine": fine, "truth": truth},
     }
+    point = operating_point(inputs, coarse)
+    if point is not None:
+        results["operating_point"] = point
     if "zeroshot" in parts:
         results["zero_shot"] = zero_shot(inputs.heads, prompt_embeddings(inputs.encode_texts), test)
     if "comparisons" in parts:

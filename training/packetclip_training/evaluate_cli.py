@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 PARTS = ("zeroshot", "comparisons", "scarcity", "unseen", "embeddings", "efficiency")
 # What the paper reports (Masukawa et al., PacketCLIP): shown beside ours, not targets of ours.
 PAPER = {"mauc": 0.946, "zero_shot_top1": 0.856, "zero_shot_top5": 0.961}
+DECISION_FILE = "decision.json"  # the operating point, for the bundle manifest (`export --decision`)
 
 
 def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -82,6 +83,30 @@ def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "rows": heldout["rows"],
             }
         )
+    point = results.get("operating_point")
+    if point:
+        real = point["test"]["real"]
+        rows += [
+            {
+                "metric": "operating point: benign false alarms, held-out real captures",
+                "value": real["false_alarms"],
+                "target": point["budget"],
+                "higher_is_better": False,
+                "rows": real["benign_connections"],
+            },
+            {
+                "metric": "operating point: benign false alarms, lab test split",
+                "value": point["test"]["lab"]["false_alarms"],
+                "higher_is_better": False,
+                "rows": point["test"]["lab"]["benign_connections"],
+            },
+        ]
+        rows += [
+            {"metric": f"operating point: {name} recall, test split", "value": value,
+             "rows": point["test"]["all"]["connections"]}
+            for name, value in point["test"]["all"]["recall"].items()
+            if value is not None and name != "benign"
+        ]  # fmt: skip
     zero = (results.get("zero_shot") or {}).get("attack_classes")
     if zero:
         rows += [
@@ -99,6 +124,39 @@ def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     for row in rows:
         row.setdefault("higher_is_better", True)
     return rows
+
+
+def operating_point_section(point: Mapping[str, Any] | None) -> list[str]:
+    """The shipped decision rule and what it does on the test split, real and lab traffic apart."""
+    if not point:
+        return []
+    lines = [
+        "## Operating point",
+        "",
+        f"A connection is an attack only when 1 − P(benign) ≥ **{point['attack_threshold']:.4f}**, chosen as the "
+        f"smallest threshold raising at most {point['budget']:.0%} of the "
+        f"{point['calibration_connections']:,} {point['chosen_on']} "
+        f"({_share(point['calibration_false_alarms'])} there). On the test split:",
+        "",
+        "| traffic | connections | benign | false alarms (argmax → point) | dos | recon | bruteforce |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, judged in point["test"].items():
+        recall = [
+            f"{_share(judged['recall_argmax'].get(c))} → {_share(judged['recall'].get(c))}"
+            for c in ("dos", "recon", "bruteforce")
+        ]
+        lines.append(
+            f"| {name} | {judged['connections']:,} | {judged['benign_connections']:,} | "
+            f"{_share(judged['false_alarms_argmax'])} → {_share(judged['false_alarms'])} | "
+            + " | ".join(recall)
+            + " |"
+        )
+    return lines
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}" if value < 0.1 else f"{value:.3f}"
 
 
 def zero_shot_section(zero: Mapping[str, Any] | None) -> list[str]:
@@ -216,6 +274,8 @@ def write_report(
     results["notes"] = notes
     text = render_markdown(results).rstrip() + "\n"
     extra = [
+        *operating_point_section(results.get("operating_point")),
+        "",
         *zero_shot_section(results.get("zero_shot")),
         "",
         *unseen_reasoner_section(results.get("unseen_reasoner")),
@@ -225,6 +285,9 @@ def write_report(
     public = {k: v for k, v in results.items() if not k.startswith("_")}
     write_json(public, out / "results.json")
     write_json({row["metric"]: row["value"] for row in results["headline"]}, out / "headline.json")
+    point = results.get("operating_point")
+    if point:  # what `packetclip-train export --decision` writes into the bundle's manifest
+        write_json({k: v for k, v in point.items() if k != "test"}, out / DECISION_FILE)
 
 
 @click.command("evaluate")

@@ -100,8 +100,10 @@ def export_bundle(
     metrics: dict[str, Any] | None = None,
     cache: Path | None = None,
     encode_texts: Callable[[list[str]], np.ndarray] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a verified bundle folder at `out` (absent or empty); `encode_texts` defaults to all-MiniLM-L6-v2."""
+    """Write a verified bundle folder at `out` (absent or empty); `encode_texts` defaults to all-MiniLM-L6-v2;
+    `decision` is the operating point the evaluation chose (`decision.json`), None for argmax verdicts."""
     if encode_texts is None:
         from packetclip_training.text.encoder import TextEncoder  # loads MiniLM: only when exporting
 
@@ -185,6 +187,7 @@ def export_bundle(
                 "bias": heads.text_head.bias.detach().numpy(),
                 "logit_scale": heads.logit_scale().detach().numpy(),
             },
+            decision=decision,
         )
 
 
@@ -208,6 +211,12 @@ def _plain(value: object) -> object:
     help="The evaluation's headline metrics (reports/headline.json) to record in the manifest.",
 )
 @click.option(
+    "--decision",
+    "decision_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The operating point the evaluation chose (reports/decision.json); without it verdicts are argmax.",
+)
+@click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder (absent or empty)."
 )
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
@@ -219,6 +228,7 @@ def export(
     align_path: Path,
     reasoner_path: Path,
     metrics_path: Path | None,
+    decision_path: Path | None,
     out: Path,
     name: str,
     version: str | None,
@@ -236,6 +246,7 @@ def export(
         version=version,
         metrics=metrics,
         cache=cache,
+        decision=json.loads(decision_path.read_text()) if decision_path else None,
     )
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     click.echo(f"bundle {path} ({size / 1e6:.1f} MB)")
