@@ -123,3 +123,29 @@ def test_aci_iot_mapping_covers_every_fine_class_and_drops_arp():
 def test_user_mapping_rejects_unknown_classes():
     with pytest.raises(ValueError, match="unknown class 'ddos'"):
         FlowLabelMap({"DDoS": "ddos"}, "user.yaml")
+
+
+def test_lab_reflector_labels_its_answers_in_either_direction(tmp_path):
+    reflector = "10.0.0.53"
+    run = write_lab_run(
+        tmp_path / "run",
+        REAL / SSHGUESS,
+        [episode("e1", "udp_flood", "dos", reflector, 100.0, 200.0)],
+        [
+            (ATTACKER, "attacker", "a"),
+            (reflector, "reflector", "refl"),
+            (CLIENT, "benign_client", "c"),
+            (SERVER, "server", "s"),
+        ],
+        link=False,
+    )
+    (run / "capture.pcap").write_bytes(b"")
+    labeller = load_lab_run(run).labeller()
+    # An answer from :53 to the victim's ephemeral port: the tracker makes the victim the originator.
+    flipped = Key(150.0, SERVER, reflector, orig_p=40000, resp_p=53, proto="udp")
+    assert labeller.label(flipped).fine == "udp_flood"
+    assert labeller.label(Key(150.0, reflector, SERVER, 53, 80, "udp")).fine == "udp_flood"
+    # The victim's ICMP port unreachables are its reaction, dropped as for every other flood.
+    assert labeller.label(Key(150.0, SERVER, reflector, 3, 3, "icmp")) == Drop("attacker_is_responder")
+    assert labeller.label(Key(250.0, SERVER, reflector, 40000, 53, "udp")) == Drop("attacker_outside_episode")
+    assert labeller.label(Key(150.0, CLIENT, SERVER)).fine == "benign"

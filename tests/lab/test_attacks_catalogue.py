@@ -20,10 +20,13 @@ from packetclip_training.lab.attacks import (
     DEADLINE_MARGIN_S,
     Variant,
     dictionary_files,
+    run_synflood,
+    spoof_block,
     sweep_block,
+    syn_packet,
 )
 from packetclip_training.lab.context import LabContext
-from packetclip_training.lab.topology import assert_targets_inside
+from packetclip_training.lab.topology import LAB_NETS, SPOOF_NET, assert_targets_inside
 
 ATTACK_CLASSES = [fine for fine in FINE_CLASSES if fine != "benign"]
 SCALES = (0.02, 0.1, 1.0, 3.0)
@@ -37,6 +40,7 @@ SERVERS = {
     "ntp": "198.18.2.16",
 }
 SWEEP = "198.18.2.0/24"
+REFLECTOR = "198.18.3.53"
 RIGHT = {
     "ssh": ("deploy", "Summer2024!"),
     "ftp": ("deploy", "Summer2024!"),
@@ -65,6 +69,7 @@ def lab(tmp_path: Path) -> LabContext:
         wordlist_dir=words,
         workdir=work,
         attacker_ips=("198.18.3.66", "198.18.3.67"),
+        reflectors={"dns": REFLECTOR, "ntp": REFLECTOR},
     )
 
 
@@ -120,12 +125,18 @@ def test_dictionary_attacks_cover_ssh_ftp_basic_auth_and_a_form(lab: LabContext)
     assert any("http-post-form" in c for c in joined)
 
 
-def test_syn_floods_hit_80_443_and_22(lab: LabContext) -> None:
+def test_syn_floods_hit_80_443_and_22_and_spray_ports(lab: LabContext) -> None:
     ports = set()
     for v in (v for v in CATALOGUE if v.fine == "syn_flood"):
         argv = v.command(lab, 1.0)
-        ports.add(_option(argv, "-p") if "-p" in argv else _option(argv, "--dport"))
+        if "-p" in argv or "--dport" in argv:
+            ports.add(_option(argv, "-p") if "-p" in argv else _option(argv, "--dport"))
+        else:
+            assert v.tool == "t50"  # t50's destination port is random unless given
+            ports.add("random")
     assert {"80", "443", "22"} <= ports
+    # Sprayed over destination ports: from one source (hping3 ++, t50's default) and from a spoofed block.
+    assert {"++1", "random"} <= ports
 
 
 def test_every_tool_is_installed() -> None:
@@ -142,16 +153,19 @@ def test_commands_name_only_the_lab_addresses_of_the_context(
     argv = variant.command(lab, scale)
     # The runner's own check: every dotted quad inside the lab prefixes, and at least one target named.
     named = assert_targets_inside(argv)
-    allowed_hosts = set(SERVERS.values()) | {lab.attacker_ip}
+    allowed_hosts = set(SERVERS.values()) | {lab.attacker_ip, REFLECTOR}
     sweep = ipaddress.IPv4Network(SWEEP)
     for text in named:
         network = ipaddress.IPv4Network(text, strict=False)
-        assert text in allowed_hosts or network.subnet_of(sweep), (
+        assert text in allowed_hosts or network.subnet_of(sweep) or network.subnet_of(SPOOF_NET), (
             f"{variant.name}: {text} is not from the context"
         )
     assert "--rand-source" not in argv and "--rand-dest" not in argv
     if variant.tool == "t50":
-        assert _option(argv, "--saddr") == lab.attacker_ip  # t50 otherwise spoofs random sources
+        # t50 otherwise spoofs random public sources, and silently does so for a CIDR given as --saddr.
+        assert _option(argv, "--saddr") == lab.attacker_ip
+    if variant.label_source is not None:
+        assert_targets_inside([variant.label_source(lab)])
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -186,6 +200,9 @@ def _assert_packet_bound(tool: str, argv: list[str], scale: float) -> None:
         assert _count_lines(_option(argv, "-f")) <= limit
     elif tool == "slowhttptest":
         assert int(_option(argv, "-c")) <= 2000 and int(_option(argv, "-l")) <= 200
+    elif tool == "python3" and "synflood" in argv:
+        assert 1 <= int(_option(argv, "--count")) <= limit and float(_option(argv, "--seconds")) <= 200
+        assert float(_option(argv, "--rate")) <= 5000
     elif tool == "python3":
         assert int(_option(argv, "--connections")) <= 2000 and float(_option(argv, "--seconds")) <= 200
     elif tool == "nmap":
@@ -215,7 +232,9 @@ def test_larger_scale_sends_more(lab: LabContext) -> None:
         small_size = _episode_size(v, lab, 0.05)
         large_size = _episode_size(v, lab, 2.0)
         assert large_size >= small_size, v.name
-        if v.tool in ("hping3", "t50", "hydra", "medusa", "ncrack", "patator", "dnsperf", "dig"):
+        if v.tool in ("hping3", "t50", "hydra", "medusa", "ncrack", "patator", "dnsperf", "dig") or (
+            "synflood" in v.command(lab, 1.0)
+        ):
             assert large_size > small_size, v.name
 
 
@@ -235,6 +254,8 @@ def _episode_size(v: Variant, lab: LabContext, scale: float) -> int:
         return _count_lines(files[0]) * _count_lines(files[1])
     if v.tool in ("dnsperf", "dig"):
         return _count_lines(_option(argv, "-d" if v.tool == "dnsperf" else "-f"))
+    if "synflood" in argv:
+        return int(_option(argv, "--count"))
     if v.tool in ("slowhttptest", "python3"):
         return int(_option(argv, "-c" if v.tool == "slowhttptest" else "--connections"))
     if v.tool in ("fping", "nping") or (v.tool == "nmap" and "-sn" in argv):
@@ -278,3 +299,105 @@ def test_dns_query_files_are_dnsperf_format(lab: LabContext) -> None:
         lines = Path(path).read_text().splitlines()
         assert lines and all(re.fullmatch(r"[a-z0-9.-]+\.? [A-Z]+", line) for line in lines), lines[:3]
         assert all(line.split()[0].endswith("lab.internal") for line in lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spoofed sources, reflection, slow guessing, single-port version probes
+
+
+SPOOFING = [v for v in CATALOGUE if v.label_source is not None]
+
+
+def test_spoofing_variants_exist_for_syn_and_reflection() -> None:
+    assert {v.fine for v in SPOOFING} == {"syn_flood", "udp_flood"}
+    assert any(v.heldout for v in SPOOFING) and any(not v.heldout for v in SPOOFING)
+
+
+@pytest.mark.parametrize("variant", [v for v in SPOOFING if v.fine == "syn_flood"], ids=lambda v: v.name)
+def test_spoofed_syn_floods_draw_sources_from_their_own_block_of_the_spoof_range(
+    variant: Variant, lab: LabContext
+) -> None:
+    argv = variant.command(lab, 1.0)
+    block = ipaddress.IPv4Network(_option(argv, "--source-net"))
+    assert block.subnet_of(SPOOF_NET)
+    assert not any(block.overlaps(net) for net in LAB_NETS)
+    # labels.tsv names exactly the block the episode drew from, and no other spoofing variant shares it.
+    assert variant.label_source is not None and variant.label_source(lab) == str(block)
+    others = [
+        ipaddress.IPv4Network(v.label_source(lab))
+        for v in SPOOFING
+        if v is not variant and v.fine == "syn_flood"
+    ]
+    assert not any(block.overlaps(other) for other in others)
+
+
+def test_spoof_range_is_rfc2544_and_apart_from_the_lab_subnets() -> None:
+    assert SPOOF_NET.subnet_of(ipaddress.IPv4Network("198.18.0.0/15"))
+    assert not any(SPOOF_NET.overlaps(net) for net in LAB_NETS)
+    assert spoof_block(19, 0) == "198.18.128.0/19" and spoof_block(24, 64) == "198.18.192.0/24"
+
+
+@pytest.mark.parametrize("variant", [v for v in SPOOFING if v.fine == "udp_flood"], ids=lambda v: v.name)
+def test_reflections_spoof_a_lab_server_towards_the_reflector(variant: Variant, lab: LabContext) -> None:
+    argv = _tool_argv(variant.command(lab, 1.0))
+    victim = _option(argv, "-a" if variant.tool == "hping3" else "-S")
+    assert victim in SERVERS.values()
+    assert argv[-1] == REFLECTOR  # requests go to the reflector, never to the victim
+    assert variant.label_source is not None and variant.label_source(lab) == REFLECTOR
+    payload = (
+        Path(_option(argv, "-E")).read_bytes()
+        if variant.tool == "hping3"
+        else bytes.fromhex(_option(argv, "--data"))
+    )
+    if _option(argv, "-p") == "53":
+        import dns.message
+
+        query = dns.message.from_wire(payload)
+        assert query.edns == 0 and query.payload == 4096  # asks for the large answer
+        assert str(query.question[0].name) == "mirror.internal."
+    else:
+        assert len(payload) == 48 and payload[0] & 0x07 == 3  # an NTP client request
+
+
+def test_slow_guessers_run_one_task_with_waits(lab: LabContext) -> None:
+    slow = [v for v in CATALOGUE if v.fine == "dictionary_attack" and re.search(r"-t1(-|$)", v.name)]
+    assert len(slow) >= 3
+    for v in slow:
+        argv = v.command(lab, 1.0)
+        assert _option(argv, "-t") == "1"
+        if v.tool == "hydra":
+            assert "-c" in argv or "-W" in argv
+
+
+def test_single_port_version_probes(lab: LabContext) -> None:
+    probes = [v for v in CATALOGUE if v.fine == "vulnerability_scan" and "-sV-port" in v.name]
+    assert len(probes) >= 2
+    for v in probes:
+        argv = v.command(lab, 1.0)
+        assert "-sV" in argv and "," not in _option(argv, "-p") and "-" not in _option(argv, "-p")
+
+
+def test_syn_packet_is_a_valid_syn_with_linux_options() -> None:
+    import dpkt
+
+    src, dst = ipaddress.IPv4Address("198.18.130.7"), ipaddress.IPv4Address("198.18.2.10")
+    raw = syn_packet(src.packed, dst.packed, 40000, 80, 12345, 57, 99, 64240, 777)
+    ip = dpkt.ip.IP(raw)
+    tcp = ip.data
+    assert ip.ttl == 57 and ip.p == 6 and (tcp.sport, tcp.dport, tcp.flags) == (40000, 80, dpkt.tcp.TH_SYN)
+    assert [kind for kind, _ in dpkt.tcp.parse_opts(tcp.opts)] == [2, 4, 8, 1, 3]
+    pseudo = src.packed + dst.packed + bytes([0, 6]) + len(raw[20:]).to_bytes(2, "big")
+    words = pseudo + raw[20:]
+    total = sum(int.from_bytes(words[i : i + 2], "big") for i in range(0, len(words), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert total == 0xFFFF  # the checksum over pseudo-header and segment verifies
+
+
+@pytest.mark.parametrize(
+    ("host", "source_net"),
+    [("8.8.8.8", "198.18.128.0/19"), ("198.18.2.10", "10.0.0.0/8"), ("198.18.2.10", "198.18.3.0/24")],
+)
+def test_synflood_refuses_targets_and_sources_outside_the_lab(host: str, source_net: str) -> None:
+    with pytest.raises(ValueError):
+        run_synflood(host, 80, source_net, count=1, rate=1, seconds=1)

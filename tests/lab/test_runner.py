@@ -68,7 +68,7 @@ def test_tiny_catalogue_run(
     assert float(row["start_ts"]) < float(row["end_ts"])
 
     hosts = _read_tsv(tmp_path / "hosts.tsv")
-    assert {h["role"] for h in hosts} == {"router", "attacker", "benign_client", "server"}
+    assert {h["role"] for h in hosts} == {"router", "attacker", "benign_client", "server", "reflector"}
     assert _count_frames(tmp_path / "capture.pcap") == document["capture"]["packets_captured"] > 80
     run_json = json.loads((tmp_path / "run.json").read_text())
     assert run_json["seed"] == 7 and run_json["episodes"][0]["exit_status"] == 0

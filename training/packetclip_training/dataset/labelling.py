@@ -109,6 +109,11 @@ class LabLabeller:
       dropped (`overlapping_episodes`), since no single label is true;
     - an attacker as responder: dropped (`attacker_is_responder`): attackers generate no benign traffic, and a
       connection towards them is neither a clean attack sample nor benign;
+    - a reflector (hosts.tsv role `reflector`: an open server that only ever answers requests spoofed in a
+      victim's name) is an attacker, and a TCP/UDP connection *to* it gets its episode's labels too: its answers
+      come from a service port to the victim's ephemeral one, so the connection tracker (like Zeek) takes the
+      victim for the originator; ICMP errors the victim sends back stay `attacker_is_responder`, as for every
+      other flood;
     - both ends lab hosts that are not attackers: benign;
     - an address the run does not list (IPv6 link-local/multicast housekeeping, spoofed sources not covered by an
       episode's attacker CIDR): dropped (`host_not_in_hosts`).
@@ -117,12 +122,15 @@ class LabLabeller:
     def __init__(self, episodes: list[Episode], hosts: Mapping[str, str]):
         self.episodes = sorted(episodes, key=lambda e: e.start_ts)
         self.hosts = {ipaddress.ip_address(ip).compressed: role for ip, role in hosts.items()}
-        self.attackers: list[IpNetwork] = [e.attacker for e in self.episodes]
+        self.reflectors = [parse_network(ip) for ip, role in self.hosts.items() if role == "reflector"]
+        self.attackers: list[IpNetwork] = [e.attacker for e in self.episodes] + self.reflectors
         self.attackers += [parse_network(ip) for ip, role in self.hosts.items() if role == "attacker"]
 
     def label(self, conn: ConnectionKey) -> Label | Drop:
         if address_in(conn.orig_h, self.attackers):
-            return self._attack_label(conn)
+            return self._attack_label(conn.orig_h, conn.ts)
+        if conn.proto in ("tcp", "udp") and address_in(conn.resp_h, self.reflectors):
+            return self._attack_label(conn.resp_h, conn.ts)
         if address_in(conn.resp_h, self.attackers):
             return Drop("attacker_is_responder")
         orig_role = self.hosts.get(ipaddress.ip_address(conn.orig_h).compressed)
@@ -131,8 +139,8 @@ class LabLabeller:
             return Drop("host_not_in_hosts")
         return BENIGN
 
-    def _attack_label(self, conn: ConnectionKey) -> Label | Drop:
-        matches = [e for e in self.episodes if e.covers(conn.orig_h, conn.ts)]
+    def _attack_label(self, source: str, ts: float) -> Label | Drop:
+        matches = [e for e in self.episodes if e.covers(source, ts)]
         if not matches:
             return Drop("attacker_outside_episode")
         if len({(e.fine, e.variant, e.heldout) for e in matches}) > 1:

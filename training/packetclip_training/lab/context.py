@@ -45,6 +45,11 @@ class LabContext:
     attacker_iface: str = "eth0"
     gateway_ip: str = "198.18.3.1"
     gateway_mac: str = "02:70:63:6c:03:01"
+    # Service -> address of the reflector serving it: an open server of a third party, on the attacker subnet,
+    # that answers requests spoofed in a victim's name. Keys: dns (dnsmasq: large TXT/ANY answers for
+    # `reflector_zone`), ntp (chronyd).
+    reflectors: dict[str, str] = field(default_factory=dict)
+    reflector_zone: str = "mirror.internal"
 
     @property
     def usernames_file(self) -> Path:

@@ -12,6 +12,7 @@ Does not run a lab or relabel anything: label rows are copied from the parent ru
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import shutil
 import socket
@@ -72,8 +73,16 @@ def cut_run(run: Path, out: Path, config: CutConfig | None = None) -> dict:
     hosts = _read_tsv(run / "hosts.tsv")
     episodes = _chosen_episodes(labels, config)
     clients = {h["ip"] for h in hosts if h["role"] == "benign_client"}
-    attackers = {h["ip"] for h in hosts if h["role"] == "attacker"}
-    windows = [(e["attacker_ip"], float(e["start_ts"]), float(e["end_ts"]), e["episode"]) for e in episodes]
+    reflectors = {ipaddress.ip_address(h["ip"]) for h in hosts if h["role"] == "reflector"}
+    windows = [
+        (
+            ipaddress.ip_network(e["attacker_ip"], strict=False),
+            float(e["start_ts"]),
+            float(e["end_ts"]),
+            e["episode"],
+        )
+        for e in episodes
+    ]
 
     owner: dict[tuple, str] = {}  # connection key -> episode id or "benign"
     budget = Counter({e["episode"]: config.connections_per_episode for e in episodes})
@@ -90,7 +99,7 @@ def cut_run(run: Path, out: Path, config: CutConfig | None = None) -> dict:
             key = _key(parsed)
             group = owner.get(key)
             if group is None:
-                group = _group_of(parsed, ts, windows, clients, attackers)
+                group = _group_of(parsed, ts, windows, clients, reflectors)
                 if group is None or budget[group] == 0:
                     continue
                 budget[group] -= 1
@@ -121,11 +130,17 @@ def cut_run(run: Path, out: Path, config: CutConfig | None = None) -> dict:
     return summary
 
 
-def _group_of(parsed: tuple, ts: float, windows: list, clients: set[str], attackers: set[str]) -> str | None:
-    """The episode (or "benign") a new connection belongs to, by the same rule the dataset labels with."""
-    src = socket.inet_ntop(socket.AF_INET if len(parsed[P_SRC]) == 4 else socket.AF_INET6, parsed[P_SRC])
+def _group_of(parsed: tuple, ts: float, windows: list, clients: set[str], reflectors: set) -> str | None:
+    """The episode (or "benign") a new connection belongs to, by the same rule the dataset labels with: its
+    source inside an episode's attacker address or block, or (reflected answers) a reflector as its destination."""
+    family = socket.AF_INET if len(parsed[P_SRC]) == 4 else socket.AF_INET6
+    src = socket.inet_ntop(family, parsed[P_SRC])
+    dst = ipaddress.ip_address(socket.inet_ntop(family, parsed[P_DST]))
+    source = ipaddress.ip_address(src)
+    if parsed[P_PROTO] not in (ICMP, ICMP6) and dst in reflectors:
+        source = dst
     for attacker, start, end, episode in windows:
-        if src == attacker and start <= ts <= end:
+        if source.version == attacker.version and source in attacker and start <= ts <= end:
             return episode
     if src in clients:
         return "benign"

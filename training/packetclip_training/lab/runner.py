@@ -86,7 +86,7 @@ class Episode:
     tool: str
     heldout: bool
     attacker: str  # lab host name
-    attacker_ip: str
+    attacker_ip: str  # the source the sensor sees: the attacker's address, a spoof block or a reflector
     bound_s: float
     target: str = ""
     command: list[str] = field(default_factory=list)
@@ -213,11 +213,17 @@ class EpisodeScheduler:
         try:
             episode.command = [str(word) for word in variant.command(context, self.profile.scale)]
             named = assert_targets_inside(episode.command)
+            # Spoofed floods and reflections reach the sensor from addresses other than the attacker's own
+            # (a spoof block, a reflector): labels.tsv names those, so the dataset labels what the sensor sees.
+            label_source = getattr(variant, "label_source", None)
+            if label_source is not None:
+                episode.attacker_ip = label_source(context)
+                assert_targets_inside([episode.attacker_ip])
         except LabSafetyError as exc:
             episode.refused = str(exc)
             log.error("refused %s: %s", variant.name, exc)
             return
-        episode.target = describe_target(named, attacker_ip)
+        episode.target = describe_target([a for a in named if a != episode.attacker_ip], attacker_ip)
         log.info(
             "episode %s: %s from %s for at most %.0fs",
             episode.episode,

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DNS_ZONE = "lab.internal"
+# The zone the reflector's DNS server answers for (services.py): large TXT records, the amplifier of DNS
+# reflection episodes (attacks.py).
+REFLECTOR_ZONE = "mirror.internal"
 # The one host account of the lab (SSH and FTP). A common server-account name, so a dictionary attack's user
 # list looks ordinary; created per run and removed at the end, refused when the host already has it.
 LAB_USER = "deploy"

@@ -7,7 +7,9 @@ not build namespaces (`topology.py`) nor generate traffic.
 Daemons: nginx (80, 443 with a lab-CA certificate, /admin/ basic auth, /api/ and /login proxied to the lab web
 app), the lab web app on :8080, apache2 (:80 on web2), sshd (password and key auth), vsftpd (local users,
 passive ports 40000-40019), dnsmasq (authoritative for the lab zone, NXDOMAIN for everything else), mosquitto
-(1883), chronyd as an NTP server (-x: never touches the host clock).
+(1883), chronyd as an NTP server (-x: never touches the host clock). On the reflector host (when the topology
+has one): a second dnsmasq, an open server answering anyone with large TXT records for the reflector zone, and a
+second chronyd answering anyone: the amplifiers that reflection episodes send spoofed requests to.
 """
 
 from __future__ import annotations
@@ -24,12 +26,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packetclip_training.lab.secrets_and_names import DNS_ZONE, LAB_USER, LAB_USER_GECOS, LabSecrets
+from packetclip_training.lab.secrets_and_names import (
+    DNS_ZONE,
+    LAB_USER,
+    LAB_USER_GECOS,
+    REFLECTOR_ZONE,
+    LabSecrets,
+)
 from packetclip_training.lab.topology import Topology, run_cmd
 
 log = logging.getLogger(__name__)
 
 FTP_PASSIVE_PORTS = (40000, 40019)
+# The reflector's TXT records: enough that one ~60-byte query with EDNS0 draws a ~1,200-byte answer (about 20x,
+# the amplification of a real open resolver's large TXT/ANY answers), still below one Ethernet frame.
+REFLECTOR_TXT_RECORDS = 8
+REFLECTOR_TXT_LENGTH = 130
 READY_TIMEOUT_S = 20.0
 
 
@@ -254,6 +266,17 @@ class Services:
             Daemon("dnsmasq", "dns", self._dnsmasq(), [("udp", 53), ("tcp", 53)]),
             Daemon("mosquitto", "mqtt", self._mosquitto(), [("tcp", 1883)]),
             Daemon("chronyd", "ntp", self._chronyd(), [("udp", 123)]),
+            *self._reflector_daemons(),
+        ]
+
+    def _reflector_daemons(self) -> list[Daemon]:
+        return [
+            daemon
+            for host in self.topology.hosts_with_role("reflector")
+            for daemon in (
+                Daemon(f"dnsmasq-{host.name}", host.name, self._reflector_dnsmasq(host.name), [("udp", 53)]),
+                Daemon(f"chronyd-{host.name}", host.name, self._reflector_chronyd(host.name), [("udp", 123)]),
+            )
         ]
 
     def _conf(self, name: str, text: str) -> Path:
@@ -427,6 +450,50 @@ group=nogroup
 """,
         )
         return ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"]
+
+    def _reflector_dnsmasq(self, host: str) -> list[str]:
+        d, ip = self.root, self.ip(host)
+        rng = random.Random(f"reflector-txt-{self.seed}")
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        # Verification tokens and key material, as the TXT sets that real reflection attacks ask for.
+        records = "".join(
+            f'txt-record={REFLECTOR_ZONE},"{prefix}{"".join(rng.choice(alphabet) for _ in range(length))}"\n'
+            for prefix in ("v=DKIM1; k=rsa; p=", "site-verification=", "ms=", "key=")
+            for length in [REFLECTOR_TXT_LENGTH - len(prefix)] * (REFLECTOR_TXT_RECORDS // 4)
+        )
+        conf = self._conf(
+            f"dnsmasq-{host}.conf",
+            f"""port=53
+listen-address={ip}
+bind-interfaces
+no-resolv
+no-hosts
+# An open server: it answers whoever asks, spoofed or not, for its zone and NXDOMAIN for the rest.
+local=/{REFLECTOR_ZONE}/
+address=/#/
+host-record={REFLECTOR_ZONE},{ip}
+{records}edns-packet-max=4096
+pid-file={d}/dnsmasq-{host}.pid
+user=nobody
+group=nogroup
+""",
+        )
+        return ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"]
+
+    def _reflector_chronyd(self, host: str) -> list[str]:
+        d, ip = self.root, self.ip(host)
+        conf = self._conf(
+            f"chrony-{host}.conf",
+            f"""# An NTP server open to the whole lab range; -x keeps chronyd away from the host's clock.
+local stratum 9
+allow 198.18.0.0/15
+bindaddress {ip}
+port 123
+cmdport 0
+pidfile {d}/chronyd-{host}.pid
+""",
+        )
+        return ["chronyd", "-x", "-d", "-f", str(conf), "-u", "_chrony"]
 
     def _mosquitto(self) -> list[str]:
         ip = self.ip("mqtt")

@@ -22,6 +22,7 @@ from packetclip_training.lab.context import LabContext
 from packetclip_training.lab.secrets_and_names import (
     DNS_ZONE,
     LAB_USER_GECOS,
+    REFLECTOR_ZONE,
     LabSecrets,
     make_secrets,
     write_wordlists,
@@ -136,6 +137,12 @@ class LabSession:
             attacker_ips=tuple(host.ip for host in self.topology.hosts_with_role("attacker")),
             gateway_ip=SUBNETS["attackers"].gateway,
             gateway_mac=ROUTER_MACS["attackers"],
+            reflectors={
+                service: host.ip
+                for host in self.topology.hosts_with_role("reflector")
+                for service in ("dns", "ntp")
+            },
+            reflector_zone=REFLECTOR_ZONE,
         )
 
     def hosts_rows(self) -> list[tuple[str, str, str]]:

@@ -8,10 +8,13 @@ Layout (every host is its own namespace; namespace names start with a per-run pr
 
     clients  198.18.1.0/24  ─┐
     servers  198.18.2.0/24  ─┼─ router (one bridge per subnet, IPv4 forwarding)
-    attackers 198.18.3.0/24 ─┘
+    attackers 198.18.3.0/24 ─┘   (the attacker subnet also holds the reflector, a third party's open server)
 
-Hosts get routes to the three lab subnets only, never a default route, and no link to any host interface:
-every veth is created directly between two lab namespaces, so nothing of the lab ever appears on the host.
+    spoofed  198.18.128.0/17      no host: routed to the router and dropped there (a blackhole route)
+
+Hosts get routes to the three lab subnets and the spoof block only, never a default route, and no link to any
+host interface: every veth is created directly between two lab namespaces, so nothing of the lab ever appears
+on the host.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ CLIENT_NET = ipaddress.IPv4Network("198.18.1.0/24")
 SERVER_NET = ipaddress.IPv4Network("198.18.2.0/24")
 ATTACKER_NET = ipaddress.IPv4Network("198.18.3.0/24")
 LAB_NETS: tuple[ipaddress.IPv4Network, ...] = (CLIENT_NET, SERVER_NET, ATTACKER_NET)
+# Source addresses of floods "from many addresses" (attacks.py): a block of the same RFC 2544 range that no lab
+# host uses, so every spoofed packet is labelled by construction and stays in the lab. Hosts route it to their
+# router and the router drops it (blackhole), so a victim's SYN-ACKs to spoofed sources cross the sensor link,
+# as backscatter does, and end there.
+SPOOF_NET = ipaddress.IPv4Network("198.18.128.0/17")
 # Loopback is allowed as a target: some tools talk to themselves, and it never leaves a namespace.
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -63,7 +71,7 @@ class Host:
     """One lab host: a namespace with one interface (eth0) on one lab subnet."""
 
     name: str  # short name, also the namespace suffix: "web", "ws1", "att1"
-    role: str  # attacker | benign_client | server (hosts.tsv roles)
+    role: str  # attacker | benign_client | server | reflector (hosts.tsv roles)
     ip: str
 
 
@@ -85,7 +93,14 @@ SUBNETS: dict[str, Subnet] = {
     "servers": Subnet("servers", SERVER_NET, SERVER_BRIDGE),
     "attackers": Subnet("attackers", ATTACKER_NET, "br-att"),
 }
-ROLE_SUBNET = {"benign_client": "clients", "server": "servers", "attacker": "attackers"}
+# A reflector (an open DNS/NTP server answering spoofed requests) sits with the attackers: requests spoofed in the
+# victim's name reach it without crossing the sensor link, its answers to the victim cross it.
+ROLE_SUBNET = {
+    "benign_client": "clients",
+    "server": "servers",
+    "attacker": "attackers",
+    "reflector": "attackers",
+}
 
 # The hosts of every lab. Server names are the `LabContext.servers` keys.
 DEFAULT_HOSTS: tuple[Host, ...] = (
@@ -104,6 +119,7 @@ DEFAULT_HOSTS: tuple[Host, ...] = (
     Host("att1", "attacker", "198.18.3.66"),
     Host("att2", "attacker", "198.18.3.67"),
     Host("att3", "attacker", "198.18.3.68"),
+    Host("refl", "reflector", "198.18.3.53"),
 )
 
 
@@ -113,14 +129,14 @@ def new_prefix() -> str:
 
 
 def is_lab_address(text: str) -> bool:
-    """True when `text` (an address or CIDR) lies entirely inside the lab subnets or loopback."""
+    """True when `text` (an address or CIDR) lies entirely inside the lab subnets, the spoof block or loopback."""
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
     if network.version != 4:
         return False
-    return any(network.subnet_of(allowed) for allowed in (*LAB_NETS, LOOPBACK_NET))
+    return any(network.subnet_of(allowed) for allowed in (*LAB_NETS, SPOOF_NET, LOOPBACK_NET))
 
 
 def run_cmd(argv: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -239,6 +255,10 @@ class Topology:
     def _make_router(self) -> None:
         self._add_namespace(self.router_ns)
         self._exec(self.router_ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # Spoofed sources have no route back but the blackhole: reverse-path filtering would drop them on entry
+        # (the host's value is inherited), so the router forwards them like a transit router that does no BCP 38.
+        for conf in ("all", "default"):
+            self._exec(self.router_ns, ["sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=0"])
         for subnet in SUBNETS.values():
             ip_r = ["ip", "-n", self.router_ns]
             run_cmd([*ip_r, "link", "add", subnet.bridge, "type", "bridge", "stp_state", "0"])
@@ -247,6 +267,9 @@ class Topology:
                 [*ip_r, "addr", "add", f"{subnet.gateway}/{subnet.network.prefixlen}", "dev", subnet.bridge]
             )
             run_cmd([*ip_r, "link", "set", subnet.bridge, "up"])
+            self._exec(self.router_ns, ["sysctl", "-qw", f"net.ipv4.conf.{subnet.bridge}.rp_filter=0"])
+        # Whatever is sent to a spoofed source ends here: dropped, never forwarded, never answered.
+        run_cmd(["ip", "-n", self.router_ns, "route", "add", "blackhole", str(SPOOF_NET)])
 
     def _make_host(self, host: Host) -> None:
         namespace = self.ns(host.name)
@@ -275,7 +298,7 @@ class Topology:
         ip_h = ["ip", "-n", namespace]
         run_cmd([*ip_h, "addr", "add", f"{host.ip}/{subnet.network.prefixlen}", "dev", "eth0"])
         run_cmd([*ip_h, "link", "set", "eth0", "up"])
-        for other in LAB_NETS:
+        for other in (*LAB_NETS, SPOOF_NET):
             if other != subnet.network:
                 run_cmd([*ip_h, "route", "add", str(other), "via", subnet.gateway])
 
