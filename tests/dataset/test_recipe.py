@@ -20,6 +20,7 @@ def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
         Path("lab-runs/full-seed4-syn_flood-hping3-80-data120"),
     ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
+    assert recipe.real_test_only == ["packet-captures/*"]
     assert recipe.featurizer == {"max_packets": 30, "snaplen": 128}
     assert recipe.split.train == 0.7 and recipe.split.real_test_share == 0.2
 

@@ -69,6 +69,22 @@ def test_real_files_go_wholly_to_one_split_by_hash_and_seed():
     assert other_seed != per_file[:, 0].tolist()
 
 
+def test_held_out_real_files_go_wholly_to_test():
+    """A source family held out of training (the recipe's `real.test_only`) lands in test, every file of it."""
+    from packetclip_training.dataset.build import real_test_only
+
+    shas = np.array([f"{i:064x}" for i in range(40)]).repeat(2)
+    sources = np.array([f"packet-captures/{i}.pcap" if i < 10 else f"zeek/{i}.pcap" for i in range(40)]).repeat(2)
+    kind = np.full(len(shas), "real")
+    held = real_test_only(kind, sources, ["packet-captures/*"])
+    assert held.sum() == 20 and not real_test_only(kind, sources, []).any()
+    assert not real_test_only(np.full(len(shas), "lab"), sources, ["packet-captures/*"]).any()
+    ts = np.arange(len(shas), dtype=float)
+    codes, _ = assign_splits(sources, np.full(len(shas), "dos"), held, ts, ts, shas, SplitConfig())
+    assert (codes[held] == TEST).all()
+    assert {TRAIN, TEST} <= set(codes[~held].tolist())  # the others are still drawn per file
+
+
 def test_single_instant_group_goes_to_train_and_bad_configs_refused():
     codes, _ = assign_splits(
         np.array(["s"]), np.array(["benign"]), np.array([False]), np.array([5.0]), np.array([5.0]),

@@ -9,6 +9,7 @@ second pass copies the rows of each part into train/val/test. Does not define la
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 import json
 import logging
@@ -286,10 +287,12 @@ def _split_parts(results: list[JobResult], recipe: Recipe, out: Path, config: Fe
         table = pa.concat_tables(meta)
         kind = table.column("source_kind").to_numpy(zero_copy_only=False).astype(str)
         sha = table.column("sha256").to_numpy(zero_copy_only=False).astype(str)
+        source = table.column("source").to_numpy(zero_copy_only=False).astype(str)
+        heldout = table.column("heldout").to_numpy(zero_copy_only=False).astype(bool)
         codes, dropped = assign_splits(
-            source=table.column("source").to_numpy(zero_copy_only=False).astype(str),
+            source=source,
             fine=table.column("fine").to_numpy(zero_copy_only=False).astype(str),
-            heldout=table.column("heldout").to_numpy(zero_copy_only=False).astype(bool),
+            heldout=heldout | real_test_only(kind, source, recipe.real_test_only),
             ts=table.column("ts").to_numpy(),
             last_ts=table.column("last_ts").to_numpy(),
             whole_file_sha=np.where(kind == "real", sha, ""),
@@ -308,6 +311,16 @@ def _split_parts(results: list[JobResult], recipe: Recipe, out: Path, config: Fe
     finally:
         for writer in writers.values():
             writer.close()
+
+
+def real_test_only(kind: np.ndarray, source: np.ndarray, patterns: list[str]) -> np.ndarray:
+    """Rows of real captures whose manifest file matches one of the recipe's `test_only` glob patterns."""
+    chosen = np.zeros(len(kind), bool)
+    real = kind == "real"
+    for name in np.unique(source[real]) if patterns else []:
+        if any(fnmatch.fnmatchcase(str(name), pattern) for pattern in patterns):
+            chosen |= real & (source == name)
+    return chosen
 
 
 def _batches(parts: list[Path]) -> Iterator[pa.RecordBatch]:
@@ -332,7 +345,7 @@ def _build_record(recipe, config, catalog, results, split_drops, unmatched, flow
         "name": recipe.name,
         "built": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "featurizer": {"version": FEATURIZER_VERSION, "config": asdict(config)},
-        "split": recipe.split.describe(),
+        "split": {**recipe.split.describe(), "real_test_only": list(recipe.real_test_only)},
         "inputs": catalog.entries,
         "duplicate_inputs": catalog.duplicates,
         "dropped": {kind: dict(sorted(c.items())) for kind, c in dropped.items() if c},

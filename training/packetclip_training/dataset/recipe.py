@@ -53,6 +53,9 @@ class Recipe:
     lab_runs: list[Path] = field(default_factory=list)
     real_manifest: Path | None = None
     real_include: list[str] | None = None  # None: every file of the manifest
+    # glob patterns of manifest files that go wholly to the test split: a source family no stage trains on, so
+    # the evaluation measures the model on another network's traffic
+    real_test_only: list[str] = field(default_factory=list)
     flows: list[FlowInput] = field(default_factory=list)
     featurizer: dict = field(default_factory=dict)  # FeaturizerConfig fields; defaults where absent
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -105,6 +108,7 @@ def load_recipe(path: Path) -> Recipe:
         recipe.real_manifest = Path(real["manifest"])
         include = real.get("include")
         recipe.real_include = [str(p) for p in include] if include else None
+        recipe.real_test_only = [str(p) for p in real.get("test_only", []) or []]
     for entry in data.get("flows", []) or []:
         entry = _mapping(entry, f"{path}: flows")
         if "csv" not in entry or not entry.get("pcaps"):

@@ -147,7 +147,8 @@ def assign_splits(
     per_file = whole_file_sha != ""
     for sha in np.unique(whole_file_sha[per_file]):
         members = whole_file_sha == sha
-        codes[members] = file_split(str(sha), config)
+        # a held-out file (a source family kept out of training) goes wholly to test
+        codes[members] = TEST if heldout[members].any() else file_split(str(sha), config)
     codes[heldout & ~per_file] = TEST
     timed = ~per_file & ~heldout
     groups: dict[tuple[str, str], list[int]] = {}
