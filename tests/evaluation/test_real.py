@@ -191,6 +191,17 @@ def test_evaluate_runs_from_file_runs_and_markdown() -> None:
     text = render_markdown(results)
     assert "| real-attacks |" in text and "calibrated on zeek-benign" in text and "zeek/ssh.pcap" in text
     json.dumps(results, allow_nan=False)
+    assert results["shipped"] is None and "bundle's operating point" not in text
+    # the bundle's own threshold: 0.5 flags the 0.8 benign row and the 0.9 guess, not the 0.4 one
+    shipped = evaluate_runs([benign, ndpi, attack], shipped=0.5)
+    assert shipped["shipped"]["overall"]["false_alarm"] == 0.25
+    assert shipped["shipped"]["families"]["real-attacks"]["recall"][F] == 0.5
+    at_point = {row["file"]: row["at_operating_point"] for row in shipped["per_file"]}
+    assert at_point["zeek/ssh.pcap"]["the bundle's operating point"]["recall"][F] == 0.5
+    assert "At the bundle's operating point: attack if 1 − P(benign) ≥ 0.5" in render_markdown(shipped)
+    strict = evaluate_runs([benign, ndpi, attack], shipped=0.95)
+    assert strict["shipped"]["overall"]["false_alarm"] == 0.0
+    assert strict["shipped"]["families"]["real-attacks"]["recall"][F] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------

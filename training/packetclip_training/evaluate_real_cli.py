@@ -83,7 +83,7 @@ def evaluate_real(
     results = {
         "bundle": {"name": bundle.name, "version": bundle.version, "path": str(path)},
         "manifest": str(manifest),
-        **evaluate_runs(runs, budget),
+        **evaluate_runs(runs, budget, bundle.attack_threshold),
     }
     markdown = render_markdown(results)
     out.mkdir(parents=True, exist_ok=True)
