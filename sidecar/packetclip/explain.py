@@ -647,13 +647,13 @@ _VICTIM_CONNECTIONS = 10  # inbound connections in the window from which a respo
 
 
 def responder_facts(responder: ResponderSummary) -> str:
-    """The responder's recent inbound connections: how many, from how many sources, how fast, how many went
-    unanswered ("" when there was at most one)."""
+    """The receiving host's recent inbound connections (`packetclip.context.receiving_side`): how many, from how
+    many sources, how fast, how many went unanswered ("" when there was at most one)."""
     if responder.connections <= 1:
         return ""
     at_least = "" if responder.complete else "at least "
     return (
-        f"the responder received {at_least}{_number(responder.connections)} connections from "
+        f"the receiving host got {at_least}{_number(responder.connections)} connections from "
         f"{_count(responder.sources, 'source')} in the last {_number(responder.window_seconds)} s "
         f"({_number(round(responder.rate, 1))} per second), {_percent(responder.unanswered_share)} unanswered"
     )

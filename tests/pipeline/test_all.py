@@ -71,6 +71,7 @@ def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
     decision = json.loads((reports / "decision.json").read_text())
     assert 0.0 < decision["attack_threshold"] <= 1.0 and decision["calibration_false_alarms"] == 0.0
     assert "## Operating point" in text and "operating point: benign false alarms, lab test split" in headline
+    assert "## Real traffic" in text and "| PacketCLIP at its operating point |" in text
     exported = tmp_path / "bundle-with-point"
     assert main(["export", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
                  "--align", str(work / "align" / "align.pt"), "--reasoner", str(work / "reasoner" / "reasoner.pt"),

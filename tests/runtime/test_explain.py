@@ -587,7 +587,7 @@ def test_the_responders_side_is_reported_for_floods_and_lone_connections(explain
             "s|10.0.0.2", 1.0 + i * 0.01, f"203.0.113.{i % 25}", 80, "tcp", answered=i % 4 == 0, packets=1
         )
     summary = responder_summary(activity.features("s|10.0.0.2", 2.0, "10.0.0.1", 80, "tcp"))
-    said = "the responder received 40 connections from 25 sources in the last 10 s (4 per second), 75% unanswered"
+    said = "the receiving host got 40 connections from 25 sources in the last 10 s (4 per second), 75% unanswered"
     conn = make_conn(2.0)
     lone = Activity("s", "10.0.0.1", 2.0, 60.0, connections=1)
     busy = Activity("s", "10.0.0.1", 2.0, 60.0, connections=30, responders=1, ports=30)
@@ -602,7 +602,7 @@ def test_the_responders_side_is_reported_for_floods_and_lone_connections(explain
     assert said not in text("benign", "benign", lone)
     quiet = responder_summary(np.zeros(len(RESPONDER_FEATURES), np.float32))
     assert (
-        "responder received"
+        "receiving host got"
         not in explainer.explain_batch(
             [conn], [lone], ["dos"], ["syn_flood"], np.ones((1, 3)), np.ones((1, 2)), [quiet]
         )[0]

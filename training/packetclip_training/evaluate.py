@@ -38,10 +38,13 @@ from packetclip_training.evaluation.metrics import (
 )
 from packetclip_training.evaluation.real import (
     FALSE_ALARM_BUDGET,
+    ScoredRows,
     argmax_labels,
     attack_scores,
+    by_family,
     choose_threshold,
     false_alarm_rate,
+    family_of,
     operating_point_labels,
     recall_by_class,
 )
@@ -61,6 +64,7 @@ from packetclip_training.zeroshot import (
 log = logging.getLogger(__name__)
 
 ATTACK_CLASSES = [c for c in FINE_CLASSES if c != "benign"]
+PACKETCLIP = "PacketCLIP"  # the reasoner's row in the real-traffic block
 
 
 @dataclass
@@ -328,6 +332,36 @@ def operating_point(
     }
 
 
+def real_traffic(
+    test: SplitEmbeddings, models: dict[str, np.ndarray], threshold: float | None
+) -> dict[str, Any] | None:
+    """The test split's real captures — whole files no stage trained on, the held-out source families among
+    them — by source family (`evaluation.real.family_of`): every model's recall per coarse class, benign false
+    alarms and mAUC at its argmax verdict, and PacketCLIP's at its operating point. `models` maps a name to its
+    coarse probabilities over the whole test split. None when the test split holds no real capture."""
+    real = test.columns["source_kind"].astype(str) == "real"
+    if not real.any():
+        return None
+    files = test.columns["source"].astype(str)[real].astype(object)
+    truth = _coarse_truth(_labels(test))[real].astype(object)
+    attack_files = set(files[truth != "benign"].tolist())
+    families = np.asarray(
+        [family_of(f, "attack" if f in attack_files else "benign") for f in files.tolist()], dtype=object
+    )
+    rows = ScoredRows(truth, truth, np.zeros((len(truth), len(COARSE_CLASSES))), files, families)
+    out: dict[str, Any] = {"families": sorted(set(families.tolist())), "models": {}}
+    for name, coarse in models.items():
+        rows.probabilities = coarse[real]
+        by, overall = by_family(rows, argmax_labels(rows.probabilities))
+        out["models"][name] = {"families": by, "overall": overall}
+        if name == PACKETCLIP and threshold is not None:
+            by, overall = by_family(
+                rows, operating_point_labels(rows.probabilities, threshold), with_auc=False
+            )
+            out["models"][f"{name} at its operating point"] = {"families": by, "overall": overall}
+    return out
+
+
 def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str]) -> dict[str, Any]:
     """The results dictionary (the report's schema, see `evaluation.report`, plus `zero_shot`,
     `unseen_reasoner` and `_probabilities` for the figures); `parts` picks among zeroshot, comparisons,
@@ -350,12 +384,18 @@ def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str])
         results["operating_point"] = point
     if "zeroshot" in parts:
         results["zero_shot"] = zero_shot(inputs.heads, prompt_embeddings(inputs.encode_texts), test)
+    real_models = {PACKETCLIP: coarse}
     if "comparisons" in parts:
         results["baselines"] = {}
         for name, scored in comparisons(inputs, config).items():
             entry = verdict_metrics(truth, scored["coarse"], scored["fine"])
             entry.update(seconds=round(scored["seconds"], 1), train_rows=scored["train_rows"])
             results["baselines"][name.replace("_", " ")] = entry
+            if name.startswith("flow_"):
+                real_models[name.replace("_", " ")] = scored["coarse"]
+    real = real_traffic(test, real_models, point["attack_threshold"] if point else None)
+    if real is not None:
+        results["real_traffic"] = real
     if "scarcity" in parts:
         curve = scarcity(inputs, config, (coarse, fine))
         results["data_scarcity"] = {"target": 0.97, "metric": "coarse mAUC", "curves": curve["coarse_mauc"]}
