@@ -16,8 +16,6 @@ def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
     assert recipe.lab_runs == [
         Path("lab-runs/full-seed1"),
         Path("lab-runs/full-seed2-vulnerability_scan"),
-        Path("lab-runs/full-seed3-dns_flood"),
-        Path("lab-runs/full-seed4-syn_flood-hping3-80-data120"),
     ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.real_test_only == ["packet-captures/*"]
