@@ -74,7 +74,9 @@ def test_held_out_real_files_go_wholly_to_test():
     from packetclip_training.dataset.build import real_test_only
 
     shas = np.array([f"{i:064x}" for i in range(40)]).repeat(2)
-    sources = np.array([f"packet-captures/{i}.pcap" if i < 10 else f"zeek/{i}.pcap" for i in range(40)]).repeat(2)
+    sources = np.array(
+        [f"packet-captures/{i}.pcap" if i < 10 else f"zeek/{i}.pcap" for i in range(40)]
+    ).repeat(2)
     kind = np.full(len(shas), "real")
     held = real_test_only(kind, sources, ["packet-captures/*"])
     assert held.sum() == 20 and not real_test_only(kind, sources, []).any()

@@ -179,7 +179,15 @@ def test_verdicts_follow_the_contract(bundle_path: Path, lab_connections: list[C
         )
         assert list(verdict.scores) == list(bundle.coarse_classes)
         assert abs(sum(verdict.scores.values()) - 1.0) < 1e-9
-        assert verdict.label == max(verdict.scores, key=lambda name: verdict.scores[name])
+        # the bundle's decision rule: at its operating point an attack only when 1 - P(benign) reaches it, and then
+        # the most likely attack class; without one the most likely class
+        scores = verdict.scores
+        attack = max((k for k in scores if k != "benign"), key=lambda name: scores[name])
+        if bundle.attack_threshold is None:
+            assert verdict.label == max(scores, key=lambda name: scores[name])
+        else:
+            flagged = 1.0 - scores["benign"] >= bundle.attack_threshold
+            assert verdict.label == (attack if flagged else "benign")
         assert verdict.score == verdict.scores[verdict.label]
         assert FINE_TO_COARSE[verdict.attack] == verdict.label
         own = {k: p for k, p in verdict.fine_scores.items() if FINE_TO_COARSE[k] == verdict.label}

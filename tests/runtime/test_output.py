@@ -9,10 +9,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from packetclip.classes import COARSE_CLASSES, FINE_TO_COARSE
-from packetclip.engine import Engine, Verdict
+from packetclip.engine import Engine, Verdict, decide
 from packetclip.featurizer import featurize_pcap
 from packetclip.output import JsonWriter, ZeekWriter, open_writer, zeek_escape
 
@@ -48,9 +49,13 @@ def make_verdict(**changes: object) -> Verdict:
 
 
 @pytest.fixture(scope="module")
-def lab_verdicts(tmp_path_factory: pytest.TempPathFactory) -> list[Verdict]:
-    engine = Engine(runtime_bundle(tmp_path_factory))
-    return engine.classify(list(featurize_pcap(LAB_CAPTURE)), "capture.pcap")
+def lab_engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    return Engine(runtime_bundle(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def lab_verdicts(lab_engine: Engine) -> list[Verdict]:
+    return lab_engine.classify(list(featurize_pcap(LAB_CAPTURE)), "capture.pcap")
 
 
 def test_zeek_layout_header_rows_and_close() -> None:
@@ -100,8 +105,9 @@ def test_unset_values_are_dashes() -> None:
     assert row.split("\t")[7] == "-"
 
 
-def check_record(record: dict[str, object]) -> None:
-    """The verdict-record contract, as a schema: every field, its type, and the rules between fields."""
+def check_record(record: dict[str, object], attack_threshold: float | None) -> None:
+    """The verdict-record contract, as a schema: every field, its type, and the rules between fields; the label
+    follows the bundle's decision rule (`attack_threshold`: its operating point, None: the most likely class)."""
     expected = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "community_id",
                 "label", "attack", "score", "scores", "explanation", "model"]  # fmt: skip
     assert list(record) == expected
@@ -119,13 +125,15 @@ def check_record(record: dict[str, object]) -> None:
     assert isinstance(scores, dict) and list(scores) == list(COARSE_CLASSES)
     assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in scores.values())
     assert abs(sum(scores.values()) - 1.0) < 1e-6
-    assert record["label"] == max(scores, key=lambda name: scores[name])
+    probabilities = np.array([[scores[name] for name in COARSE_CLASSES]])
+    rule = decide(probabilities, COARSE_CLASSES.index("benign"), attack_threshold)
+    assert record["label"] == COARSE_CLASSES[int(rule[0])]
     assert isinstance(record["score"], float) and record["score"] == scores[record["label"]]
     assert FINE_TO_COARSE[str(record["attack"])] == record["label"]
     assert str(record["explanation"]).strip()
 
 
-def test_json_lines_validate_against_the_contract(lab_verdicts: list[Verdict]) -> None:
+def test_json_lines_validate_against_the_contract(lab_engine: Engine, lab_verdicts: list[Verdict]) -> None:
     out = io.StringIO()
     writer = open_writer("json", out)
     assert isinstance(writer, JsonWriter)
@@ -134,18 +142,18 @@ def test_json_lines_validate_against_the_contract(lab_verdicts: list[Verdict]) -
     lines = out.getvalue().splitlines()
     assert len(lines) == len(lab_verdicts) > 100
     for line in lines:
-        check_record(json.loads(line))
+        check_record(json.loads(line), lab_engine.bundle.attack_threshold)
 
 
-def test_the_schema_check_rejects_a_broken_record(lab_verdicts: list[Verdict]) -> None:
+def test_the_schema_check_rejects_a_broken_record(lab_engine: Engine, lab_verdicts: list[Verdict]) -> None:
     out = io.StringIO()
     JsonWriter(out).write(lab_verdicts[0])
     record = json.loads(out.getvalue())
     wrong_attack = dict(record, attack="benign" if record["label"] != "benign" else "syn_flood")
     with pytest.raises(AssertionError):
-        check_record(wrong_attack)
+        check_record(wrong_attack, lab_engine.bundle.attack_threshold)
     with pytest.raises(AssertionError):
-        check_record({k: v for k, v in record.items() if k != "model"})
+        check_record({k: v for k, v in record.items() if k != "model"}, lab_engine.bundle.attack_threshold)
 
 
 def test_zeek_rows_of_real_verdicts_have_every_field(lab_verdicts: list[Verdict]) -> None:

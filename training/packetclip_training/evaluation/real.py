@@ -442,6 +442,7 @@ def file_rows(runs: Sequence[FileRun], thresholds: Mapping[str, float]) -> list[
         for name, threshold in thresholds.items():
             at = operating_point_labels(probabilities, threshold) if len(truth) else predicted
             row["at_operating_point"][name] = {
+                "predicted": dict(Counter(at.tolist()).most_common()),
                 "recall": {k: v for k, v in recall_by_class(truth, at).items() if v is not None},
                 "false_alarm": false_alarm_rate(truth, at),
             }
