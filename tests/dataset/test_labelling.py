@@ -149,3 +149,34 @@ def test_lab_reflector_labels_its_answers_in_either_direction(tmp_path):
     assert labeller.label(Key(150.0, SERVER, reflector, 3, 3, "icmp")) == Drop("attacker_is_responder")
     assert labeller.label(Key(250.0, SERVER, reflector, 40000, 53, "udp")) == Drop("attacker_outside_episode")
     assert labeller.label(Key(150.0, CLIENT, SERVER)).fine == "benign"
+
+
+def test_lab_reflector_block_labels_answers_from_any_of_its_addresses(tmp_path):
+    """hosts.tsv may list a block of reflector addresses (one host answering from all of them); an episode names
+    the part of the block it used, and answers from there are its attack."""
+    run = write_lab_run(
+        tmp_path / "run",
+        REAL / SSHGUESS,
+        [episode("e1", "udp_flood", "dos", "10.0.64.0/21", 100.0, 200.0)],
+        [
+            ("10.0.0.53", "reflector", "refl"),
+            ("10.0.64.0/18", "reflector", "refl"),
+            (CLIENT, "benign_client", "c"),
+            (SERVER, "server", "s"),
+        ],
+        link=False,
+    )
+    (run / "capture.pcap").write_bytes(b"")
+    labeller = load_lab_run(run).labeller()
+    for reflector in ("10.0.64.1", "10.0.70.200"):
+        assert labeller.label(Key(150.0, SERVER, reflector, 40000, 53, "udp")).fine == "udp_flood"
+        assert labeller.label(Key(150.0, reflector, SERVER, 53, 40000, "udp")).fine == "udp_flood"
+        assert labeller.label(Key(150.0, SERVER, reflector, 3, 3, "icmp")) == Drop("attacker_is_responder")
+    # Another part of the block, or the episode's part outside its window: no episode covers it.
+    assert labeller.label(Key(150.0, SERVER, "10.0.100.1", 40000, 53, "udp")) == Drop(
+        "attacker_outside_episode"
+    )
+    assert labeller.label(Key(250.0, SERVER, "10.0.64.1", 40000, 53, "udp")) == Drop(
+        "attacker_outside_episode"
+    )
+    assert labeller.label(Key(150.0, CLIENT, SERVER)).fine == "benign"

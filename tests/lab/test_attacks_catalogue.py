@@ -20,13 +20,16 @@ from packetclip_training.lab.attacks import (
     DEADLINE_MARGIN_S,
     Variant,
     dictionary_files,
+    reflector_block,
+    run_reflect,
     run_synflood,
     spoof_block,
     sweep_block,
     syn_packet,
+    udp_packet,
 )
 from packetclip_training.lab.context import LabContext
-from packetclip_training.lab.topology import LAB_NETS, SPOOF_NET, assert_targets_inside
+from packetclip_training.lab.topology import LAB_NETS, REFLECTOR_NET, SPOOF_NET, assert_targets_inside
 
 ATTACK_CLASSES = [fine for fine in FINE_CLASSES if fine != "benign"]
 SCALES = (0.02, 0.1, 1.0, 3.0)
@@ -131,12 +134,17 @@ def test_syn_floods_hit_80_443_and_22_and_spray_ports(lab: LabContext) -> None:
         argv = v.command(lab, 1.0)
         if "-p" in argv or "--dport" in argv:
             ports.add(_option(argv, "-p") if "-p" in argv else _option(argv, "--dport"))
+        elif v.tool == "mausezahn":
+            ports.add(re.search(r"dp=([\d-]+)", argv[-1]).group(1))  # type: ignore[union-attr]
         else:
             assert v.tool == "t50"  # t50's destination port is random unless given
             ports.add("random")
     assert {"80", "443", "22"} <= ports
     # Sprayed over destination ports: from one source (hping3 ++, t50's default) and from a spoofed block.
     assert {"++1", "random"} <= ports
+    # ... and at line rate, to one port and swept: faster than any scan, as real floods and t50 run
+    line_rate = {v.name for v in CATALOGUE if v.fine == "syn_flood" and v.tool == "mausezahn"}
+    assert {"syn_flood/mausezahn-80-line-rate", "syn_flood/mausezahn-dport-sweep-line-rate"} <= line_rate
 
 
 def test_every_tool_is_installed() -> None:
@@ -157,9 +165,12 @@ def test_commands_name_only_the_lab_addresses_of_the_context(
     sweep = ipaddress.IPv4Network(SWEEP)
     for text in named:
         network = ipaddress.IPv4Network(text, strict=False)
-        assert text in allowed_hosts or network.subnet_of(sweep) or network.subnet_of(SPOOF_NET), (
-            f"{variant.name}: {text} is not from the context"
-        )
+        assert (
+            text in allowed_hosts
+            or network.subnet_of(sweep)
+            or network.subnet_of(SPOOF_NET)
+            or network.subnet_of(REFLECTOR_NET)
+        ), f"{variant.name}: {text} is not from the context"
     assert "--rand-source" not in argv and "--rand-dest" not in argv
     if variant.tool == "t50":
         # t50 otherwise spoofs random public sources, and silently does so for a CIDR given as --saddr.
@@ -188,7 +199,10 @@ def _tool_argv(argv: list[str]) -> list[str]:
 def _assert_packet_bound(tool: str, argv: list[str], scale: float) -> None:
     """Each tool's own limit on how much it sends, with an upper bound that holds at scale 3."""
     limit = 150_000
-    if tool in ("hping3", "nping", "ping"):
+    if tool == "nping":
+        # -c is rounds over every address of the target: a whole reflector block takes -c packets per address.
+        assert 1 <= int(_option(argv, "-c")) * ipaddress.IPv4Network(argv[-1]).num_addresses <= limit
+    elif tool in ("hping3", "ping"):
         assert 1 <= int(_option(argv, "-c")) <= limit
     elif tool == "t50":
         assert "--flood" not in argv
@@ -200,7 +214,7 @@ def _assert_packet_bound(tool: str, argv: list[str], scale: float) -> None:
         assert _count_lines(_option(argv, "-f")) <= limit
     elif tool == "slowhttptest":
         assert int(_option(argv, "-c")) <= 2000 and int(_option(argv, "-l")) <= 200
-    elif tool == "python3" and "synflood" in argv:
+    elif tool == "python3" and ("synflood" in argv or "reflect" in argv):
         assert 1 <= int(_option(argv, "--count")) <= limit and float(_option(argv, "--seconds")) <= 200
         assert float(_option(argv, "--rate")) <= 5000
     elif tool == "python3":
@@ -208,6 +222,10 @@ def _assert_packet_bound(tool: str, argv: list[str], scale: float) -> None:
     elif tool == "nmap":
         assert _option(argv, "--max-retries") == "1"
         assert re.fullmatch(r"\d+s", _option(argv, "--host-timeout"))
+    elif tool == "mausezahn":
+        assert _option(argv, "-c") == "1"  # one packet per value of its port range
+        low, high = (int(x) for x in re.search(r"[sd]p=(\d+)-(\d+)", argv[-1]).groups())  # type: ignore[union-attr]
+        assert 1 <= high - low + 1 <= limit
     elif tool == "masscan":
         assert int(_option(argv, "--rate")) <= 10_000
         assert re.fullmatch(r"1-\d+", _option(argv, "-p"))
@@ -232,17 +250,20 @@ def test_larger_scale_sends_more(lab: LabContext) -> None:
         small_size = _episode_size(v, lab, 0.05)
         large_size = _episode_size(v, lab, 2.0)
         assert large_size >= small_size, v.name
-        if v.tool in ("hping3", "t50", "hydra", "medusa", "ncrack", "patator", "dnsperf", "dig") or (
-            "synflood" in v.command(lab, 1.0)
-        ):
+        if v.tool in ("hping3", "t50", "hydra", "medusa", "ncrack", "patator", "dnsperf", "dig") or {
+            "synflood",
+            "reflect",
+        } & set(v.command(lab, 1.0)):
             assert large_size > small_size, v.name
 
 
 def _episode_size(v: Variant, lab: LabContext, scale: float) -> int:
     """A number that sizes the episode: packets, word-list combinations, queries, ports or addresses."""
     argv = v.command(lab, scale)
-    if v.tool in ("hping3", "ping") or (v.tool == "nping" and "-c" in argv and _option(argv, "-c") != "1"):
+    if v.tool in ("hping3", "ping"):
         return int(_option(argv, "-c"))
+    if v.tool == "nping":  # rounds over every address of the target (one host, a sweep block, reflectors)
+        return int(_option(argv, "-c")) * ipaddress.IPv4Network(argv[-1]).num_addresses
     if v.tool == "t50":
         return int(_option(argv, "--threshold"))
     if v.tool in ("hydra", "medusa", "ncrack"):
@@ -254,11 +275,11 @@ def _episode_size(v: Variant, lab: LabContext, scale: float) -> int:
         return _count_lines(files[0]) * _count_lines(files[1])
     if v.tool in ("dnsperf", "dig"):
         return _count_lines(_option(argv, "-d" if v.tool == "dnsperf" else "-f"))
-    if "synflood" in argv:
+    if "synflood" in argv or "reflect" in argv:
         return int(_option(argv, "--count"))
     if v.tool in ("slowhttptest", "python3"):
         return int(_option(argv, "-c" if v.tool == "slowhttptest" else "--connections"))
-    if v.tool in ("fping", "nping") or (v.tool == "nmap" and "-sn" in argv):
+    if v.tool == "fping" or (v.tool == "nmap" and "-sn" in argv):
         block = next(a for a in argv if "/" in a and a[0].isdigit())
         return ipaddress.IPv4Network(block).num_addresses
     return int(v.deadline(scale))
@@ -337,19 +358,31 @@ def test_spoof_range_is_rfc2544_and_apart_from_the_lab_subnets() -> None:
     assert spoof_block(19, 0) == "198.18.128.0/19" and spoof_block(24, 64) == "198.18.192.0/24"
 
 
-@pytest.mark.parametrize("variant", [v for v in SPOOFING if v.fine == "udp_flood"], ids=lambda v: v.name)
+REFLECTIONS = [v for v in SPOOFING if v.fine == "udp_flood"]
+
+
+@pytest.mark.parametrize("variant", REFLECTIONS, ids=lambda v: v.name)
 def test_reflections_spoof_a_lab_server_towards_the_reflector(variant: Variant, lab: LabContext) -> None:
     argv = _tool_argv(variant.command(lab, 1.0))
-    victim = _option(argv, "-a" if variant.tool == "hping3" else "-S")
+    if variant.tool == "python3":
+        victim, reflectors, port = (
+            argv[argv.index("reflect") + 1],
+            _option(argv, "--reflector-net"),
+            "--dport",
+        )
+        payload = Path(_option(argv, "--payload")).read_bytes()
+    elif variant.tool == "hping3":
+        victim, reflectors, port = _option(argv, "-a"), argv[-1], "-p"
+        payload = Path(_option(argv, "-E")).read_bytes()
+    else:
+        victim, reflectors, port = _option(argv, "-S"), argv[-1], "-p"
+        payload = bytes.fromhex(_option(argv, "--data"))
     assert victim in SERVERS.values()
-    assert argv[-1] == REFLECTOR  # requests go to the reflector, never to the victim
-    assert variant.label_source is not None and variant.label_source(lab) == REFLECTOR
-    payload = (
-        Path(_option(argv, "-E")).read_bytes()
-        if variant.tool == "hping3"
-        else bytes.fromhex(_option(argv, "--data"))
-    )
-    if _option(argv, "-p") == "53":
+    # Requests go to the reflector or to a block of reflector addresses, never to the victim; labels.tsv names
+    # exactly where the answers come from.
+    assert reflectors == REFLECTOR or ipaddress.IPv4Network(reflectors).subnet_of(REFLECTOR_NET)
+    assert variant.label_source is not None and variant.label_source(lab) == reflectors
+    if _option(argv, port) == "53":
         import dns.message
 
         query = dns.message.from_wire(payload)
@@ -357,6 +390,31 @@ def test_reflections_spoof_a_lab_server_towards_the_reflector(variant: Variant, 
         assert str(query.question[0].name) == "mirror.internal."
     else:
         assert len(payload) == 48 and payload[0] & 0x07 == 3  # an NTP client request
+
+
+def test_reflections_come_through_thousands_of_reflector_addresses_of_their_own_block(
+    lab: LabContext,
+) -> None:
+    """Real reflection floods arrive from thousands of reflectors: DNS and NTP variants through a reflector block
+    each, one held out, each block apart from the others, the lab subnets and the spoof range."""
+    blocks = {
+        v.name: ipaddress.IPv4Network(v.label_source(lab))
+        for v in REFLECTIONS
+        if v.label_source is not None and v.label_source(lab) != REFLECTOR
+    }
+    assert blocks == {
+        "udp_flood/python-dns-reflect-txt-2k": ipaddress.IPv4Network("198.18.64.0/21"),
+        "udp_flood/python-ntp-reflect-1k": ipaddress.IPv4Network("198.18.72.0/22"),
+        "udp_flood/nping-dns-reflect-any-4k-port443": ipaddress.IPv4Network("198.18.80.0/20"),
+    }
+    assert [v.heldout for v in REFLECTIONS if v.name in blocks] == [False, False, True]
+    assert all(v.fine == "udp_flood" and v.connections == "many" for v in REFLECTIONS if v.name in blocks)
+    for name, block in blocks.items():
+        assert block.num_addresses >= 1024
+        assert not any(block.overlaps(other) for other_name, other in blocks.items() if other_name != name)
+    assert REFLECTOR_NET.subnet_of(ipaddress.IPv4Network("198.18.0.0/15"))
+    assert not any(REFLECTOR_NET.overlaps(net) for net in (*LAB_NETS, SPOOF_NET))
+    assert reflector_block(21, 0) == "198.18.64.0/21"
 
 
 def test_slow_guessers_run_one_task_with_waits(lab: LabContext) -> None:
@@ -401,3 +459,41 @@ def test_syn_packet_is_a_valid_syn_with_linux_options() -> None:
 def test_synflood_refuses_targets_and_sources_outside_the_lab(host: str, source_net: str) -> None:
     with pytest.raises(ValueError):
         run_synflood(host, 80, source_net, count=1, rate=1, seconds=1)
+
+
+def test_udp_packet_is_a_valid_datagram() -> None:
+    import dpkt
+
+    src, dst = ipaddress.IPv4Address("198.18.2.11"), ipaddress.IPv4Address("198.18.65.9")
+    raw = udp_packet(src.packed, dst.packed, 40000, 53, b"query", 64, 7)
+    ip = dpkt.ip.IP(raw)
+    udp = ip.data
+    assert (ip.src, ip.dst, ip.p, ip.len) == (src.packed, dst.packed, 17, len(raw))
+    assert (udp.sport, udp.dport, udp.ulen, udp.data) == (40000, 53, 13, b"query")
+    pseudo = src.packed + dst.packed + bytes([0, 17]) + udp.ulen.to_bytes(2, "big")
+    words = pseudo + raw[20:] + b"\0"
+    total = sum(int.from_bytes(words[i : i + 2], "big") for i in range(0, len(words) - 1, 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert total == 0xFFFF  # the checksum over pseudo-header and datagram verifies
+
+
+@pytest.mark.parametrize(
+    ("victim", "reflector_net", "payload"),
+    [
+        ("8.8.8.8", "198.18.64.0/21", b"q"),  # a victim outside the lab
+        ("198.18.130.1", "198.18.64.0/21", b"q"),  # a spoofed address is no lab host
+        ("198.18.65.1", "198.18.64.0/21", b"q"),  # nor is a reflector address
+        ("198.18.2.11", "10.0.0.0/8", b"q"),  # reflectors outside the lab
+        ("198.18.2.11", "198.18.2.0/24", b"q"),  # lab hosts are no reflector block
+        ("198.18.2.11", "198.18.128.0/19", b"q"),  # nor is the spoof range
+        ("198.18.2.11", "198.18.0.0/16", b"q"),  # wider than the reflector block
+        ("198.18.2.11", "198.18.64.0/21", b""),  # nothing to reflect
+        ("198.18.2.11", "198.18.64.0/21", bytes(1500)),  # more than one datagram
+    ],
+)
+def test_reflect_refuses_victims_reflectors_and_requests_outside_its_bounds(
+    victim: str, reflector_net: str, payload: bytes
+) -> None:
+    with pytest.raises(ValueError):
+        run_reflect(victim, payload, 53, reflector_net, count=1, rate=1, seconds=1)

@@ -27,6 +27,7 @@ import dpkt
 import pytest
 
 from packetclip_training.lab.attacks import CATALOGUE, Variant
+from packetclip_training.lab.topology import SERVER_BRIDGE
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -76,7 +77,7 @@ class Outcome:
     returncode: int
     killed: bool
     packets: int  # packets from the attacker address (its label source: spoof block, reflector)
-    connections: int  # distinct 5-tuples (ICMP: destination, type) the attacker originated
+    connections: int  # distinct 5-tuples (ICMP: addresses, type) the attacker originated
     output: str
 
 
@@ -92,12 +93,13 @@ def _flows(pcap: Path, source: str) -> tuple[int, int]:
                 continue
             packets += 1
             transport = ip.data
+            # The source is part of the key: a block's addresses (spoofed, reflectors) each make their own.
             if isinstance(transport, (dpkt.tcp.TCP, dpkt.udp.UDP)):
-                keys.add((ip.p, ip.dst, transport.sport, transport.dport))
+                keys.add((ip.p, ip.src, ip.dst, transport.sport, transport.dport))
             elif isinstance(transport, dpkt.icmp.ICMP):
-                keys.add((ip.p, ip.dst, transport.type))
+                keys.add((ip.p, ip.src, ip.dst, transport.type))
             else:
-                keys.add((ip.p, ip.dst))
+                keys.add((ip.p, ip.src, ip.dst))
     return packets, len(keys)
 
 
@@ -213,3 +215,48 @@ def _assert_guessing_worked(
         assert any(password in outcome.output for password in right_passwords), (
             f"none of {sorted(right_passwords)} reported: {detail}"
         )
+
+
+def test_reflection_through_a_reflector_block_reaches_the_victim_from_many_sources(
+    lab_session: object, tmp_path: Path
+) -> None:
+    """What the sensor sees of a reflection through a block: one answer per request, each from its own reflector
+    address inside the block, from :53 to the victim; the spoofed requests never cross the sensor link."""
+    import dns.message
+
+    topology = lab_session.topology  # type: ignore[attr-defined]
+    victim = topology.host("web2").ip
+    block = ipaddress.IPv4Network("198.18.72.0/22")
+    requests = 300
+    payload = tmp_path / "query.bin"
+    payload.write_bytes(dns.message.make_query("mirror.internal", "TXT", use_edns=0, payload=4096).to_wire())
+    pcap = tmp_path / "sensor.pcap"
+    sensor = ["tcpdump", "-i", SERVER_BRIDGE, *TCPDUMP[3:]]
+    capture = subprocess.Popen(
+        [*_in_router(topology), *sensor, "-w", str(pcap), f"udp and host {victim}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_listening(capture)
+        sender = subprocess.run(
+            ["ip", "netns", "exec", topology.ns(ATTACKER), "python3", "-m", "packetclip_training.lab.attacks",
+             "reflect", victim, "--payload", str(payload), "--dport", "53", "--reflector-net", str(block),
+             "--count", str(requests), "--rate", "500", "--seconds", "10"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        time.sleep(1.0)
+    finally:
+        os.killpg(capture.pid, signal.SIGTERM)
+        capture.wait(timeout=10)
+    assert sender.returncode == 0, sender.stderr
+    seen: list[tuple[ipaddress.IPv4Address, int, ipaddress.IPv4Address, int]] = []
+    with pcap.open("rb") as handle:
+        for _ts, frame in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            seen.append((ipaddress.IPv4Address(ip.src), ip.data.sport, ipaddress.IPv4Address(ip.dst), ip.len))
+    sources = {src for src, _, _, _ in seen}
+    assert all(src in block and sport == 53 and str(dst) == victim for src, sport, dst, _ in seen), seen[:5]
+    assert all(length > 1000 for *_, length in seen)  # the large TXT answers, not the requests
+    assert len(seen) <= requests and len(sources) >= 0.95 * requests, (len(seen), len(sources))

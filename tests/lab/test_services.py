@@ -75,5 +75,9 @@ def test_each_service_answers(lab_ready: None, leftovers: Callable[[str], dict[s
         assert subscriber.communicate(timeout=15)[0].strip() == "hello-lab"
 
         assert ip["ntp"] in run("ntpdig", "-t", "3", ip["ntp"])
+        # The reflector answers at any address of its block, from that address (dig and ntpdig refuse a reply
+        # from another one).
+        assert run("dig", "+short", "+tries=1", "@198.18.70.9", "mirror.internal", "TXT").count('"') >= 16
+        assert "198.18.90.200" in run("ntpdig", "-t", "3", "198.18.90.200")
         prefix = lab.topology.prefix
     assert not any(leftovers(prefix).values()), leftovers(prefix)

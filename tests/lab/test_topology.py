@@ -28,6 +28,11 @@ def test_topology_routes_inside_and_nowhere_else(
     try:
         client = topology.ns("ws1")
         assert _in_ns(client, "ping", "-c", "1", "-W", "2", "198.18.2.10").returncode == 0
+        # Every address of the reflector block is the reflector's, reached from any subnet through the router.
+        for host, address in (("ws1", "198.18.64.1"), ("web", "198.18.100.7"), ("att1", "198.18.127.254")):
+            assert _in_ns(topology.ns(host), "ping", "-c", "1", "-W", "2", address).returncode == 0, address
+        local = _in_ns(topology.ns("refl"), "ip", "route", "show", "table", "local", "198.18.64.0/18").stdout
+        assert local.startswith("local 198.18.64.0/18 dev lo"), local
         unreachable = _in_ns(client, "ping", "-c", "1", "-W", "1", "9.9.9.9")
         assert "unreachable" in unreachable.stderr.lower()
         # A route leaving the lab makes the safety check refuse the lab.

@@ -110,10 +110,10 @@ class LabLabeller:
     - an attacker as responder: dropped (`attacker_is_responder`): attackers generate no benign traffic, and a
       connection towards them is neither a clean attack sample nor benign;
     - a reflector (hosts.tsv role `reflector`: an open server that only ever answers requests spoofed in a
-      victim's name) is an attacker, and a TCP/UDP connection *to* it gets its episode's labels too: its answers
-      come from a service port to the victim's ephemeral one, so the connection tracker (like Zeek) takes the
-      victim for the originator; ICMP errors the victim sends back stay `attacker_is_responder`, as for every
-      other flood;
+      victim's name; its row may be a CIDR, a block of addresses one host answers from) is an attacker, and a
+      TCP/UDP connection *to* it gets its episode's labels too: its answers come from a service port to the
+      victim's ephemeral one, so the connection tracker (like Zeek) takes the victim for the originator; ICMP
+      errors the victim sends back stay `attacker_is_responder`, as for every other flood;
     - both ends lab hosts that are not attackers: benign;
     - an address the run does not list (IPv6 link-local/multicast housekeeping, spoofed sources not covered by an
       episode's attacker CIDR): dropped (`host_not_in_hosts`).
@@ -121,10 +121,13 @@ class LabLabeller:
 
     def __init__(self, episodes: list[Episode], hosts: Mapping[str, str]):
         self.episodes = sorted(episodes, key=lambda e: e.start_ts)
-        self.hosts = {ipaddress.ip_address(ip).compressed: role for ip, role in hosts.items()}
-        self.reflectors = [parse_network(ip) for ip, role in self.hosts.items() if role == "reflector"]
+        networks = {parse_network(ip): role for ip, role in hosts.items()}
+        self.hosts = {
+            net.network_address.compressed: role for net, role in networks.items() if net.num_addresses == 1
+        }
+        self.reflectors = [net for net, role in networks.items() if role == "reflector"]
         self.attackers: list[IpNetwork] = [e.attacker for e in self.episodes] + self.reflectors
-        self.attackers += [parse_network(ip) for ip, role in self.hosts.items() if role == "attacker"]
+        self.attackers += [net for net, role in networks.items() if role == "attacker"]
 
     def label(self, conn: ConnectionKey) -> Label | Drop:
         if address_in(conn.orig_h, self.attackers):

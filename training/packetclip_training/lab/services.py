@@ -9,7 +9,8 @@ app), the lab web app on :8080, apache2 (:80 on web2), sshd (password and key au
 passive ports 40000-40019), dnsmasq (authoritative for the lab zone, NXDOMAIN for everything else), mosquitto
 (1883), chronyd as an NTP server (-x: never touches the host clock). On the reflector host (when the topology
 has one): a second dnsmasq, an open server answering anyone with large TXT records for the reflector zone, and a
-second chronyd answering anyone: the amplifiers that reflection episodes send spoofed requests to.
+second chronyd answering anyone: the amplifiers that reflection episodes send spoofed requests to, at the
+reflector's own address or at any address of the reflector block it owns (`topology.REFLECTOR_NET`).
 """
 
 from __future__ import annotations
@@ -461,11 +462,12 @@ group=nogroup
             for prefix in ("v=DKIM1; k=rsa; p=", "site-verification=", "ms=", "key=")
             for length in [REFLECTOR_TXT_LENGTH - len(prefix)] * (REFLECTOR_TXT_RECORDS // 4)
         )
+        # No listen-address/bind-interfaces: the wildcard socket also takes requests to every address of the
+        # reflector block, and dnsmasq answers each from the address it was sent to (IP_PKTINFO), so a flood
+        # through many reflector addresses reaches the victim from that many sources.
         conf = self._conf(
             f"dnsmasq-{host}.conf",
             f"""port=53
-listen-address={ip}
-bind-interfaces
 no-resolv
 no-hosts
 # An open server: it answers whoever asks, spoofed or not, for its zone and NXDOMAIN for the rest.
@@ -481,13 +483,14 @@ group=nogroup
         return ["dnsmasq", "-k", "-C", str(conf), "--log-facility=-"]
 
     def _reflector_chronyd(self, host: str) -> list[str]:
-        d, ip = self.root, self.ip(host)
+        d = self.root
+        # No bindaddress, as for the reflector's dnsmasq: chronyd answers from the address a request was sent to,
+        # any of the reflector block's.
         conf = self._conf(
             f"chrony-{host}.conf",
             f"""# An NTP server open to the whole lab range; -x keeps chronyd away from the host's clock.
 local stratum 9
 allow 198.18.0.0/15
-bindaddress {ip}
 port 123
 cmdport 0
 pidfile {d}/chronyd-{host}.pid
@@ -606,6 +609,7 @@ VERSION_FLAGS: dict[str, list[str]] = {
     "hping3": ["--version"],
     "nmap": ["--version"],
     "masscan": ["--version"],
+    "mausezahn": ["-V"],
     "slowhttptest": ["-h"],
     "dnsperf": ["-h"],
     "hydra": ["-h"],

@@ -29,6 +29,7 @@ from packetclip_training.lab.secrets_and_names import (
 )
 from packetclip_training.lab.services import Services
 from packetclip_training.lab.topology import (
+    REFLECTOR_NET,
     ROUTER_MACS,
     SERVER_NET,
     SUBNETS,
@@ -146,9 +147,13 @@ class LabSession:
         )
 
     def hosts_rows(self) -> list[tuple[str, str, str]]:
-        """(ip, role, name) of every lab host, the router once per subnet."""
+        """(ip, role, name) of every lab host, the router once per subnet, and the reflector block as a row of its
+        owner: the dataset labels answers from any of its addresses as it does the reflector's own."""
         rows = [(subnet.gateway, "router", "router") for subnet in SUBNETS.values()]
         rows += [(host.ip, host.role, host.name) for host in self.topology.hosts]
+        owner = self.topology.reflector_block_owner
+        if owner is not None:
+            rows.append((str(REFLECTOR_NET), owner.role, owner.name))
         return rows
 
 

@@ -10,11 +10,12 @@ Layout (every host is its own namespace; namespace names start with a per-run pr
     servers  198.18.2.0/24  ─┼─ router (one bridge per subnet, IPv4 forwarding)
     attackers 198.18.3.0/24 ─┘   (the attacker subnet also holds the reflector, a third party's open server)
 
-    spoofed  198.18.128.0/17      no host: routed to the router and dropped there (a blackhole route)
+    reflectors 198.18.64.0/18   every address answered by the reflector host (a local route on its loopback)
+    spoofed    198.18.128.0/17  no host: routed to the router and dropped there (a blackhole route)
 
-Hosts get routes to the three lab subnets and the spoof block only, never a default route, and no link to any
-host interface: every veth is created directly between two lab namespaces, so nothing of the lab ever appears
-on the host.
+Hosts get routes to the three lab subnets, the reflector block and the spoof block only, never a default route,
+and no link to any host interface: every veth is created directly between two lab namespaces, so nothing of the
+lab ever appears on the host.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ LAB_NETS: tuple[ipaddress.IPv4Network, ...] = (CLIENT_NET, SERVER_NET, ATTACKER_
 # router and the router drops it (blackhole), so a victim's SYN-ACKs to spoofed sources cross the sensor link,
 # as backscatter does, and end there.
 SPOOF_NET = ipaddress.IPv4Network("198.18.128.0/17")
+# Addresses of the open servers that reflection floods bounce off (attacks.py): real ones arrive from thousands of
+# reflectors, so the reflector host answers for every address of this block ("AnyIP": a local route of the whole
+# block on its loopback), and its daemons answer each request from the address it was sent to. The router and
+# every other host route the block to the reflector; no lab host uses it otherwise.
+REFLECTOR_NET = ipaddress.IPv4Network("198.18.64.0/18")
 # Loopback is allowed as a target: some tools talk to themselves, and it never leaves a namespace.
 LOOPBACK_NET = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -129,14 +135,15 @@ def new_prefix() -> str:
 
 
 def is_lab_address(text: str) -> bool:
-    """True when `text` (an address or CIDR) lies entirely inside the lab subnets, the spoof block or loopback."""
+    """True when `text` (an address or CIDR) lies entirely inside the lab subnets, the reflector block, the spoof
+    block or loopback."""
     try:
         network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         return False
     if network.version != 4:
         return False
-    return any(network.subnet_of(allowed) for allowed in (*LAB_NETS, SPOOF_NET, LOOPBACK_NET))
+    return any(network.subnet_of(allowed) for allowed in (*LAB_NETS, REFLECTOR_NET, SPOOF_NET, LOOPBACK_NET))
 
 
 def run_cmd(argv: list[str], check: bool = True, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -224,6 +231,13 @@ class Topology:
         return [host for host in self.hosts if host.role == role]
 
     @property
+    def reflector_block_owner(self) -> Host | None:
+        """The reflector host that answers for the whole REFLECTOR_NET (the first one); None: the block is not
+        routed at all."""
+        reflectors = self.hosts_with_role("reflector")
+        return reflectors[0] if reflectors else None
+
+    @property
     def namespaces(self) -> list[str]:
         return [self.router_ns, *(self.ns(host.name) for host in self.hosts)]
 
@@ -270,6 +284,9 @@ class Topology:
             self._exec(self.router_ns, ["sysctl", "-qw", f"net.ipv4.conf.{subnet.bridge}.rp_filter=0"])
         # Whatever is sent to a spoofed source ends here: dropped, never forwarded, never answered.
         run_cmd(["ip", "-n", self.router_ns, "route", "add", "blackhole", str(SPOOF_NET)])
+        owner = self.reflector_block_owner
+        if owner is not None:
+            run_cmd(["ip", "-n", self.router_ns, "route", "add", str(REFLECTOR_NET), "via", owner.ip])
 
     def _make_host(self, host: Host) -> None:
         namespace = self.ns(host.name)
@@ -301,6 +318,11 @@ class Topology:
         for other in (*LAB_NETS, SPOOF_NET):
             if other != subnet.network:
                 run_cmd([*ip_h, "route", "add", str(other), "via", subnet.gateway])
+        owner = self.reflector_block_owner
+        if owner == host:
+            run_cmd([*ip_h, "route", "add", "local", str(REFLECTOR_NET), "dev", "lo"])
+        elif owner is not None:
+            run_cmd([*ip_h, "route", "add", str(REFLECTOR_NET), "via", subnet.gateway])
 
     def _fill_unused_neighbours(self) -> None:
         used = {host.ip for host in self.hosts} | {SUBNETS["servers"].gateway}
