@@ -474,13 +474,21 @@ class Engine:
         verdicts: list[Verdict | None] = [None] * len(connections)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            with self._lock, self._blas.limit(limits=self.threads, user_api="blas"):
-                batch_verdicts = self._verdicts(
-                    self._infer(self._models, [connections[i] for i in rows], sensor)
-                )
+            batch_verdicts, _ = self.classify_batch([connections[i] for i in rows], sensor)
             for row, verdict in zip(rows, batch_verdicts, strict=True):
                 verdicts[row] = verdict
         return [v for v in verdicts if v is not None]
+
+    def classify_batch(
+        self, connections: Sequence[Connection], sensor: str = ""
+    ) -> tuple[list[Verdict], BatchInference]:
+        """One micro-batch: its verdicts and what the models read and said, row for row, both in first-packet
+        order (stable); for evaluations that look at the inputs behind a verdict as well."""
+        if self.closed:
+            raise RuntimeError("engine is closed")
+        with self._lock, self._blas.limit(limits=self.threads, user_api="blas"):
+            inference = self._infer(self._models, list(connections), sensor)
+            return self._verdicts(inference), inference
 
     def infer_batch(self, connections: Sequence[Connection], sensor: str = "") -> BatchInference:
         """One micro-batch through encoder, context and reasoner (no verdicts); for inspection and tests."""

@@ -13,6 +13,7 @@ from packetclip_training.dataset.cli import dataset
 from packetclip_training.describe.cli import describe
 from packetclip_training.etbert_cli import etbert
 from packetclip_training.evaluate_cli import evaluate
+from packetclip_training.evaluate_lab_run_cli import evaluate_lab_run_command
 from packetclip_training.evaluate_real_cli import evaluate_real
 from packetclip_training.export_cli import export
 from packetclip_training.knowledge.cli import kg
@@ -42,6 +43,7 @@ cli.add_command(reasoner)
 cli.add_command(export)
 cli.add_command(evaluate)
 cli.add_command(evaluate_real)
+cli.add_command(evaluate_lab_run_command)
 cli.add_command(all_stages)
 cli.add_command(etbert)
 

@@ -26,13 +26,17 @@ from packetclip_training.evaluation.report import write_json
 log = logging.getLogger(__name__)
 
 
-@click.command("evaluate-real")
-@click.option(
+# the embedded default, not the store's active bundle: a measurement must not depend on this machine's store
+bundle_option = click.option(
     "--bundle",
     "bundle_path",
     type=click.Path(exists=True, path_type=Path),
     help="Bundle folder or .tar.gz (default: the bundle embedded in the packetclip package).",
 )
+
+
+@click.command("evaluate-real")
+@bundle_option
 @click.option(
     "--real-data",
     type=click.Path(file_okay=False, path_type=Path),

@@ -109,16 +109,12 @@ class FileRun:
     error: str | None = None
 
 
-class _ShapeRecorder:
-    """Stands in for the engine in `classify_captures` and notes each connection's packet counts on the way.
-
-    Verdicts carry no packet counts, and a second pass over the captures would only re-read what the engine is
-    handed here; the verdicts come back in the order the connections are noted, so the two lists align.
-    """
+class EngineStandIn:
+    """What `classify_captures` asks of an engine, passed through to one: the base of stand-ins that note
+    something of each micro-batch on the way (a second pass over the captures would only re-read it)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self.connections: list[tuple[str, str, int, int]] = []  # orig_h, resp_h, orig_pkts, resp_pkts
 
     @property
     def featurizer_config(self) -> Any:
@@ -127,6 +123,15 @@ class _ShapeRecorder:
     @property
     def batch_size(self) -> int:
         return self.engine.batch_size
+
+
+class _ShapeRecorder(EngineStandIn):
+    """Notes each connection's packet counts, which verdicts do not carry; the verdicts come back in the order
+    the connections are noted, so the two lists align."""
+
+    def __init__(self, engine: Engine):
+        super().__init__(engine)
+        self.connections: list[tuple[str, str, int, int]] = []  # orig_h, resp_h, orig_pkts, resp_pkts
 
     def classify(self, connections: Sequence[Connection], sensor: str = "") -> list[Verdict]:
         verdicts = self.engine.classify(connections, sensor)
