@@ -96,25 +96,28 @@ def evaluate_lab_run(bundle: Bundle | str | Path, run_path: Path) -> dict[str, A
     labeller = run.labeller()
     engine = Engine(bundle)
     recorder = _VictimSideRecorder(engine)
-    verdicts: list[Verdict] = []
-    summary = classify_captures(recorder, run.captures, verdicts.append)  # type: ignore[arg-type]
     tallies: dict[str, VariantTally] = {}
     dropped: Counter[str] = Counter()
-    for verdict in verdicts:
+
+    def tally(verdict: Verdict) -> None:
+        # counted as the verdicts come: a full run has a million of them, far too many to hold
+        victim_side = recorder.victim_side.pop(verdict.uid)
         label = labeller.label(verdict)
         if isinstance(label, Drop):
             dropped[label.reason] += 1
-            continue
+            return
         name = label.variant or BENIGN_ROW
-        tally = tallies.get(name)
-        if tally is None:
-            tally = tallies[name] = VariantTally(label.coarse, label.fine, label.heldout)
-        tally.add(verdict, recorder.victim_side.pop(verdict.uid))
+        row = tallies.get(name)
+        if row is None:
+            row = tallies[name] = VariantTally(label.coarse, label.fine, label.heldout)
+        row.add(verdict, victim_side)
+
+    summary = classify_captures(recorder, run.captures, tally)  # type: ignore[arg-type]
     return {
         "run": str(run.path),
         "bundle": engine.bundle.version,
         "attack_threshold": engine.bundle.attack_threshold,
-        "connections": len(verdicts),
+        "connections": summary.connections,
         "dropped": dict(dropped),
         "file_errors": list(summary.file_errors),
         "variants": {name: tallies[name].summary() for name in sorted(tallies)},
