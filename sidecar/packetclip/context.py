@@ -303,7 +303,7 @@ RESPONDER_WINDOW = (
 # the most recent connections kept per responder: a flood fills it well within the window, and the rate then
 # comes from how quickly they arrived
 RESPONDER_CONNECTIONS = 128
-_RATE_SCALE = math.log1p(
+RESPONDER_RATE_SCALE = math.log1p(
     100_000.0
 )  # connections per second: log1p(rate) / this stays within [0, 1] below 100k/s
 # Per-connection features of the responder's recent inbound activity, in this order (bundles record the list).
@@ -401,7 +401,7 @@ class ResponderActivity:
         oldest = inbound.records[0][0]
         span = max(ts - oldest, 1e-3) if inbound.capped else self.window
         out[0] = math.log1p(count * shards) / self._count_scale
-        out[1] = math.log1p(count * shards / span) / _RATE_SCALE
+        out[1] = math.log1p(count * shards / span) / RESPONDER_RATE_SCALE
         out[2] = math.log1p(len(inbound.sources) * shards) / self._count_scale
         out[3] = len(inbound.sources) / count
         out[4] = inbound.unanswered / count
@@ -505,7 +505,7 @@ def responder_summary(
     return ResponderSummary(
         connections=connections,
         sources=round(math.expm1(float(row[2]) * count_scale) / shards),
-        rate=math.expm1(float(row[1]) * _RATE_SCALE) / shards,
+        rate=math.expm1(float(row[1]) * RESPONDER_RATE_SCALE) / shards,
         unanswered_share=float(row[4]),
         window_seconds=window,
         complete=connections < max_connections,

@@ -206,6 +206,20 @@ def test_behaviour_dropout_hides_embeddings_of_some_rows_only() -> None:
     assert behaviour_dropout(inputs, 0.0, rng) is inputs
 
 
+def test_rate_jitter_touches_only_the_responder_rate_of_full_windows() -> None:
+    from packetclip.context import RESPONDER_FEATURES
+    from packetclip_training.reasoner import TrainConfig, rate_jitter
+
+    responder = np.full((300, len(RESPONDER_FEATURES)), 0.5, np.float32)
+    responder[:200, RESPONDER_FEATURES.index("victim_log_connections")] = 1.0  # full windows
+    inputs = (torch.ones(300, 4), torch.ones(300, 3, 4), torch.from_numpy(responder))
+    connection, context, after = rate_jitter(inputs, TrainConfig(rate_jitter=1.0), np.random.default_rng(0))
+    changed = (after.numpy() != responder).any(axis=0)
+    assert changed.tolist() == [name == "victim_log_rate" for name in RESPONDER_FEATURES]
+    assert (after.numpy()[200:] == responder[200:]).all() and connection is inputs[0] and context is inputs[1]
+    assert rate_jitter(inputs, TrainConfig(rate_jitter=0.0), np.random.default_rng(0)) is inputs
+
+
 def test_a_block_computing_only_its_first_tokens_matches_the_full_block() -> None:
     from packetclip_training.models.encoder import Block
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from packetclip.context import RESPONDER_CONNECTIONS, RESPONDER_FEATURES, ResponderActivity, responder_summary
 from packetclip_training.dataset.store import load_split
-from packetclip_training.tool_invariance import randomise_tool_fields
+from packetclip_training.tool_invariance import jitter_responder_rates, randomise_tool_fields
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 
@@ -68,3 +69,47 @@ def test_share_zero_changes_nothing_and_the_draw_is_seeded() -> None:
     assert np.array_equal(half, randomise_tool_fields(*args, np.random.default_rng(5), share=0.5))
     touched = (half != arrays["bytes"]).reshape(len(half), -1).any(axis=1).mean()
     assert 0.2 < touched < 0.6  # about half the connections (some have no field to rewrite)
+
+
+def _responder_rows() -> np.ndarray:
+    """Features of connections towards a host flooded at 2,000 connections/s (its window fills) and of the
+    first few connections towards a quiet one (its window never fills)."""
+    activity = ResponderActivity()
+    rows = []
+    for i in range(400):
+        rows.append(activity.step("10.0.0.1", i / 2000, f"192.0.2.{i % 250}", 80, "tcp", False, 1).copy())
+    for i in range(20):
+        rows.append(activity.step("10.0.0.2", i * 0.3, "192.0.2.9", 443, "tcp", True, 12).copy())
+    return np.stack(rows)
+
+
+def test_rate_jitter_rescales_only_the_rate_of_full_windows_within_the_factor() -> None:
+    rows = _responder_rows()
+    full = rows[:, RESPONDER_FEATURES.index("victim_log_connections")] >= 0.999
+    assert full[:400].sum() > 200 and not full[400:].any()
+    after = jitter_responder_rates(rows, np.random.default_rng(0), share=1.0, max_factor=4.0)
+    rate_at = RESPONDER_FEATURES.index("victim_log_rate")
+    others = [i for i in range(len(RESPONDER_FEATURES)) if i != rate_at]
+    np.testing.assert_array_equal(after[:, others], rows[:, others])
+    np.testing.assert_array_equal(after[~full], rows[~full])
+    before_rate = np.array([responder_summary(r).rate for r in rows[full]])
+    after_rate = np.array([responder_summary(r).rate for r in after[full]])
+    ratio = after_rate / before_rate
+    assert np.all(ratio <= 4.0 * 1.001) and np.all(ratio >= 0.25 / 1.001)
+    assert (ratio > 1.5).any() and (ratio < 1 / 1.5).any()  # both ways, not one fixed factor
+    # a full window cannot have arrived slower than its connections spread over the whole window
+    assert after_rate.min() >= RESPONDER_CONNECTIONS / 10.0 * 0.999
+
+
+def test_rate_jitter_share_and_degenerate_settings() -> None:
+    rows = _responder_rows()
+    rate_at = RESPONDER_FEATURES.index("victim_log_rate")
+    half = jitter_responder_rates(rows, np.random.default_rng(1), share=0.5, max_factor=4.0)
+    changed = (half[:, rate_at] != rows[:, rate_at]).mean() / (rows[:, 0] >= 0.999).mean()
+    assert 0.35 < changed < 0.65
+    for share, factor in ((0.0, 4.0), (1.0, 1.0)):
+        np.testing.assert_array_equal(
+            jitter_responder_rates(rows, np.random.default_rng(2), share, factor), rows
+        )
+    narrow = rows[:, :rate_at]  # a reasoner reading fewer features than the rate column: left alone
+    np.testing.assert_array_equal(jitter_responder_rates(narrow, np.random.default_rng(3), 1.0, 4.0), narrow)

@@ -52,6 +52,7 @@ from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, RESPONDER_FEATURES
 from packetclip.missions import Mission
 from packetclip_training.models.encoder import _NEG, Block
+from packetclip_training.tool_invariance import jitter_responder_rates
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,10 @@ class TrainConfig:
     # TCP window) are redrawn before they are embedded (`tool_invariance`): a new tool's values are unfamiliar,
     # its behaviour is not
     tool_invariance: float = 0.5
+    # share of training rows towards a busy responder whose victim-side rate is rescaled by up to this factor
+    # either way (`tool_invariance.jitter_responder_rates`): a tool's speed is its setting, not the attack
+    rate_jitter: float = 0.5
+    rate_jitter_factor: float = 4.0
     seed: int = 0
 
 
@@ -393,6 +398,17 @@ def behaviour_dropout(
     return connection * keep[:, None], context * keep[:, None, None], *rest
 
 
+def rate_jitter(
+    inputs: tuple[torch.Tensor, ...], config: TrainConfig, rng: np.random.Generator
+) -> tuple[torch.Tensor, ...]:
+    """The reasoner's inputs with the responder features' rates jittered (`jitter_responder_rates`)."""
+    if config.rate_jitter <= 0:
+        return inputs
+    *rest, responder = inputs
+    jittered = jitter_responder_rates(responder.numpy(), rng, config.rate_jitter, config.rate_jitter_factor)
+    return *rest, torch.from_numpy(jittered)
+
+
 def train_reasoner(
     model: Reasoner,
     train: TrainingArrays,
@@ -424,6 +440,7 @@ def train_reasoner(
             batch = rows[start : start + config.batch_size]
             label = torch.from_numpy(train.fine[batch])
             inputs = behaviour_dropout(_tensors(model, train, batch), config.behaviour_dropout, rng)
+            inputs = rate_jitter(inputs, config, rng)
             coarse, fine, activations, _ = model(*inputs)
             coarse_loss = F.cross_entropy(coarse, coarse_index[label])
             # fine logits of classes not trained on (an unseen class) are left out of the softmax

@@ -197,6 +197,14 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
     show_default=True,
     help="Share of training connections whose source port and TCP window are redrawn before embedding.",
 )
+@click.option(
+    "--rate-jitter",
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.rate_jitter,
+    show_default=True,
+    help="Share of training rows towards a busy responder whose victim-side rate is rescaled (up to "
+    f"{TrainConfig.rate_jitter_factor:g}x either way).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
 def reasoner(
@@ -211,6 +219,7 @@ def reasoner(
     one_sided: bool,
     behaviour_dropout: float,
     tool_invariance: float,
+    rate_jitter: float,
     seed: int,
     threads: int | None,
 ) -> None:
@@ -232,6 +241,7 @@ def reasoner(
         one_sided=one_sided,
         behaviour_dropout=behaviour_dropout,
         tool_invariance=tool_invariance,
+        rate_jitter=rate_jitter,
         seed=seed,
     )
     train = reasoner_training_split(

@@ -19,7 +19,16 @@ length are left alone. Training-only: the sensor never rewrites what it sees. Do
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from packetclip.context import (
+    RESPONDER_CONNECTIONS,
+    RESPONDER_FEATURES,
+    RESPONDER_RATE_SCALE,
+    RESPONDER_WINDOW,
+)
 
 ORIGINATOR = 1  # `direction` value of a packet the originator sent
 _TCP, _UDP = 6, 17
@@ -73,3 +82,34 @@ def _write16(
 ) -> None:
     data[rows, cols, at] = (values >> 8) & 0xFF
     data[rows, cols, at + 1] = values & 0xFF
+
+
+# How fast a flood or a scan arrives is a setting of the tool that sends it (hping3 --faster, nmap -T, masscan
+# --rate, t50 and mausezahn at line rate), not part of the attack: a victim-side rate alone cannot tell a flood
+# from a scan, yet the lab's tools happen to order them (its scans arrive faster than its hping3 floods, and a
+# model trained on that reads a line-rate flood as a scan). Training therefore also sees, for a share of the
+# connections towards a busy responder, that responder's inbound rate multiplied by a random factor.
+_FULL_WINDOW = (
+    0.999  # `victim_log_connections` of a responder whose window is full (its rate is then measured)
+)
+
+
+def jitter_responder_rates(
+    responder: np.ndarray, rng: np.random.Generator, share: float, max_factor: float
+) -> np.ndarray:
+    """A copy of responder features (n, F, in `RESPONDER_FEATURES` order) in which a random `share` of the rows
+    whose responder window is full has its `victim_log_rate` rescaled as if the connections had arrived
+    between 1/`max_factor` and `max_factor` times as fast (log-uniform), never slower than a full window allows.
+    A window that is not full measures its rate from its count, which stays, so those rows are left alone; so are
+    rows without the rate column."""
+    out = np.array(responder, dtype=np.float32, copy=True)
+    count_at = RESPONDER_FEATURES.index("victim_log_connections")
+    rate_at = RESPONDER_FEATURES.index("victim_log_rate")
+    if share <= 0 or max_factor <= 1 or out.ndim != 2 or out.shape[1] <= rate_at or not len(out):
+        return out
+    chosen = (rng.random(len(out)) < share) & (out[:, count_at] >= _FULL_WINDOW)
+    factor = np.exp(rng.uniform(-math.log(max_factor), math.log(max_factor), int(chosen.sum())))
+    rate = np.expm1(out[chosen, rate_at].astype(np.float64) * RESPONDER_RATE_SCALE)
+    slowest = RESPONDER_CONNECTIONS / RESPONDER_WINDOW  # a full window's connections over the whole window
+    out[chosen, rate_at] = np.log1p(np.maximum(rate * factor, slowest)) / RESPONDER_RATE_SCALE
+    return out
