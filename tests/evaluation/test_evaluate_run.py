@@ -75,6 +75,15 @@ def test_every_part_has_its_section(run) -> None:
     assert results["unseen_reasoner"][0]["connections"] == results["test_per_class"]["os_scan"]
     assert results["zero_shot"]["attack_classes"]["count"] == test_rows - results["test_per_class"]["benign"]
     assert results["heldout_overall"]["rows"] > 0 and results["heldout_variants"]
+    assert results["heldout_overall"]["rows"] + results["seen_overall"]["rows"] == test_rows
+    # the sample's validation split holds real benign files: an operating point is chosen; lab benign connections
+    # are either during an attack episode or outside every one
+    groups = results["operating_point"]["test"]
+    assert (
+        groups["lab_during_attacks"]["benign_connections"]
+        + groups["lab_outside_attacks"]["benign_connections"]
+        == groups["lab"]["benign_connections"]
+    )
     assert results["per_file"]  # the sample holds real captures in its test split
     assert len(results["_embedding_sample"]["labels"]) == len(results["_embedding_sample"]["embeddings"])
 
@@ -98,3 +107,29 @@ def test_report_files_state_the_measured_numbers(run) -> None:
     assert "Zero-shot classification" in text and "Unseen classes" in text
     public = json.loads((reports / "results.json").read_text())
     assert not any(key.startswith("_") for key in public)
+
+
+class _Rows:
+    """The columns `during_attacks` reads, as a split holds them."""
+
+    def __init__(self, source: list[str], episode: list[str], ts: list[float]):
+        self.columns = {"source": np.array(source), "episode": np.array(episode), "ts": np.array(ts)}
+
+    def __len__(self) -> int:
+        return len(self.columns["ts"])
+
+
+def test_during_attacks_uses_every_splits_episodes_of_the_same_run_only() -> None:
+    from packetclip_training.evaluate import during_attacks
+
+    train = _Rows(["a", "a", "a", "b"], ["e1", "e1", "e1", "e9"], [10.0, 12.0, 20.0, 100.0])
+    test = _Rows(
+        ["a", "a", "a", "a", "a", "b", "b", "a"],
+        ["", "", "", "", "e2", "", "", ""],
+        [9.0, 10.0, 15.0, 20.5, 30.0, 15.0, 100.0, 30.0],
+    )
+    # a: e1 spans 10..20 (train), e2 is the single start 30 (test); b: e9 at 100; an overlap keeps its reach
+    assert during_attacks([train, test], test).tolist() == [False, True, True, False, True, False, True, True]
+    overlapping = _Rows(["c", "c", "c", "c"], ["x", "x", "y", "y"], [0.0, 50.0, 10.0, 20.0])
+    probe = _Rows(["c", "c", "c"], ["", "", ""], [40.0, 50.0, 51.0])
+    assert during_attacks([overlapping], probe).tolist() == [True, True, False]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
@@ -123,9 +124,12 @@ def heldout_variants(split: SplitEmbeddings, fine: np.ndarray) -> dict[str, Any]
     return grouped_metrics(truth[heldout], fine[heldout], list(FINE_CLASSES), variants[heldout])
 
 
-def _heldout_overall(split: SplitEmbeddings, truth: np.ndarray, coarse: np.ndarray, fine: np.ndarray) -> dict:
-    heldout = split.columns["heldout"].astype(bool)
-    return {"rows": int(heldout.sum()), **verdict_metrics(truth[heldout], coarse[heldout], fine[heldout])}
+def _overall(
+    split: SplitEmbeddings, truth: np.ndarray, coarse: np.ndarray, fine: np.ndarray, heldout: bool
+) -> dict:
+    """Metrics over the rows of held-out variants (`heldout`) or over every other row (tools trained on)."""
+    rows = split.columns["heldout"].astype(bool) == heldout
+    return {"rows": int(rows.sum()), **verdict_metrics(truth[rows], coarse[rows], fine[rows])}
 
 
 def per_file(split: SplitEmbeddings, fine: np.ndarray) -> dict[str, Any]:
@@ -290,6 +294,37 @@ def embedding_sample(inputs: Inputs, config: EvaluateConfig) -> dict[str, np.nda
     return {"embeddings": aligned, "labels": labels[rows]}
 
 
+def during_attacks(splits: Sequence[SplitEmbeddings], rows: SplitEmbeddings) -> np.ndarray:
+    """bool (n,) over `rows`: the connection started while an attack episode of its own lab run was under way,
+    from the first to the last connection start of the episode as the `splits` (every split: an episode of one
+    split can overlap another split's benign traffic) hold it. Benign requests to a server under a flood meet
+    that flood's victim-side activity; this tells their false alarms apart from quiet-time ones."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for split in splits:
+        episode = split.columns["episode"].astype(str)
+        attack = episode != ""
+        if not attack.any():
+            continue
+        frame = pd.DataFrame(
+            {"source": split.columns["source"].astype(str)[attack], "episode": episode[attack],
+             "ts": split.columns["ts"].astype(np.float64)[attack]}
+        )  # fmt: skip
+        for (source, _), ts in frame.groupby(["source", "episode"])["ts"]:
+            spans.setdefault(str(source), []).append((float(ts.min()), float(ts.max())))
+    inside = np.zeros(len(rows), bool)
+    sources = rows.columns["source"].astype(str)
+    ts = rows.columns["ts"].astype(np.float64)
+    for source, intervals in spans.items():
+        mine = np.flatnonzero(sources == source)
+        if not len(mine):
+            continue
+        starts, ends = np.array(sorted(intervals)).T
+        ends = np.maximum.accumulate(ends)  # sorted by start: the latest end reached so far covers overlaps
+        last = np.searchsorted(starts, ts[mine], side="right") - 1
+        inside[mine] = (last >= 0) & (ts[mine] <= ends[np.maximum(last, 0)])
+    return inside
+
+
 def operating_point(
     inputs: Inputs, test_coarse: np.ndarray, budget: float = FALSE_ALARM_BUDGET
 ) -> dict[str, Any] | None:
@@ -311,7 +346,13 @@ def operating_point(
     at_point = operating_point_labels(test_coarse, threshold)
     at_argmax = argmax_labels(test_coarse)
     judged: dict[str, Any] = {}
-    for name, rows in (("real", kind == "real"), ("lab", kind == "lab"), ("all", np.ones(len(kind), bool))):
+    lab = kind == "lab"
+    attacking = during_attacks(list(inputs.splits.values()), test)
+    groups = (
+        ("real", kind == "real"), ("lab", lab), ("lab_during_attacks", lab & attacking),
+        ("lab_outside_attacks", lab & ~attacking), ("all", np.ones(len(kind), bool)),
+    )  # fmt: skip
+    for name, rows in groups:
         judged[name] = {
             "connections": int(rows.sum()),
             "benign_connections": int((rows & (truth == "benign")).sum()),
@@ -374,7 +415,8 @@ def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str])
     results: dict[str, Any] = {
         "levels": levels,
         "heldout_variants": heldout_variants(test, fine),
-        "heldout_overall": _heldout_overall(test, truth, coarse, fine),
+        "heldout_overall": _overall(test, truth, coarse, fine, heldout=True),
+        "seen_overall": _overall(test, truth, coarse, fine, heldout=False),
         "per_file": per_file(test, fine),
         "test_per_class": _counts(truth),
         "_probabilities": {"coarse": coarse, "fine": fine, "truth": truth},

@@ -74,6 +74,20 @@ def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         {"metric": "fine-class mAUC", "value": fine["mauc"], "rows": fine["rows"]},
         {"metric": "fine-class macro-F1", "value": fine["macro_f1"], "rows": fine["rows"]},
     ]
+    seen = results.get("seen_overall") or {}
+    if seen.get("rows"):
+        rows += [
+            {
+                "metric": "tools trained on (held-out variants left out): 4-class mAUC",
+                "value": seen["coarse"]["mauc"],
+                "rows": seen["rows"],
+            },
+            {
+                "metric": "tools trained on (held-out variants left out): fine top-1",
+                "value": seen["fine"]["accuracy"],
+                "rows": seen["rows"],
+            },
+        ]
     heldout = results.get("heldout_overall") or {}
     if heldout.get("rows"):
         rows.append(
@@ -101,6 +115,16 @@ def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "rows": point["test"]["lab"]["benign_connections"],
             },
         ]
+        for group, words in (("lab_during_attacks", "during"), ("lab_outside_attacks", "outside")):
+            if point["test"].get(group, {}).get("benign_connections"):
+                rows.append(
+                    {
+                        "metric": f"operating point: benign false alarms, lab test split, {words} attack episodes",
+                        "value": point["test"][group]["false_alarms"],
+                        "higher_is_better": False,
+                        "rows": point["test"][group]["benign_connections"],
+                    }
+                )
         rows += [
             {"metric": f"operating point: {name} recall, test split", "value": value,
              "rows": point["test"]["all"]["connections"]}

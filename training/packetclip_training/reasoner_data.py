@@ -49,7 +49,7 @@ from packetclip_training.tool_invariance import randomise_tool_fields
 log = logging.getLogger(__name__)
 
 CONTEXT_COLUMNS = ("source_file", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "ts")
-LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "uid", "source_kind", "source")
+LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "episode", "uid", "source_kind", "source")
 CACHE_FORMAT = "packetclip-reasoner-cache/3"  # 2: context slots carry packet facts; 3: responder features
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
 _AUGMENT_SEED = 0  # tool-invariance draws: fixed, so a cached augmented split is the same split
