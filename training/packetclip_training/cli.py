@@ -18,6 +18,7 @@ from packetclip_training.evaluate_real_cli import evaluate_real
 from packetclip_training.export_cli import export
 from packetclip_training.knowledge.cli import kg
 from packetclip_training.lab.cli import lab
+from packetclip_training.loso_cli import loso
 from packetclip_training.pretrain_cli import pretrain
 from packetclip_training.reasoner_cli import reasoner
 from packetclip_training.text.cli import text
@@ -45,6 +46,7 @@ cli.add_command(evaluate)
 cli.add_command(evaluate_real)
 cli.add_command(evaluate_lab_run_command)
 cli.add_command(all_stages)
+cli.add_command(loso)
 cli.add_command(etbert)
 
 
