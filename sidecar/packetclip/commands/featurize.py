@@ -2,7 +2,8 @@
 
 Owns the command line only; the work is `packetclip.featurizer.featurize_pcap`. Records go to stdout (or -o FILE),
 one per connection in order of connection end; the parse summary, malformed frames by reason included, goes to
-stderr so that it never mixes with the records.
+stderr so that it never mixes with the records. A capture that cannot be read is reported on stderr as it fails
+and skipped, the others still give their records, and the command exits 1 (0 when every capture was read).
 """
 
 from __future__ import annotations
@@ -34,12 +35,22 @@ def _tsv_value(value: object) -> str:
 
 
 def _write_records(
-    pcaps: tuple[str, ...], config: FeaturizerConfig, stats: ParseStats, fmt: str, out: TextIO
+    pcaps: tuple[str, ...],
+    config: FeaturizerConfig,
+    stats: ParseStats,
+    fmt: str,
+    out: TextIO,
+    errors: list[PcapError],
 ) -> int:
     count = 0
     if fmt == "tsv":
         out.write("\t".join(_TSV_COLUMNS) + "\n")
-    for conn in featurize_pcap(pcaps, config, stats):
+
+    def skip(exc: PcapError) -> None:
+        errors.append(exc)
+        click.echo(f"error: {exc}", err=True)
+
+    for conn in featurize_pcap(pcaps, config, stats, on_file_error=skip):
         record = conn.record()
         if fmt == "tsv":
             out.write("\t".join(_tsv_value(record[name]) for name in _TSV_COLUMNS) + "\n")
@@ -50,7 +61,7 @@ def _write_records(
 
 
 @click.command("featurize")
-@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--format", "fmt", type=click.Choice(["json", "tsv"]), default="json", show_default=True,
               help="json: one object per line; tsv: a header line, then Zeek-style columns.")  # fmt: skip
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
@@ -60,18 +71,23 @@ def _write_records(
 @click.option("--snaplen", type=click.IntRange(min=20), default=FeaturizerConfig.snaplen, show_default=True,
               help="Bytes kept per packet, from the IP header on.")  # fmt: skip
 def featurize(pcaps: tuple[str, ...], fmt: str, output: str | None, max_packets: int, snaplen: int) -> None:
-    """Print one record per connection of PCAP... (pcap, pcapng, gzip'd) with its facts and Community ID."""
+    """Print one record per connection of PCAP... (pcap, pcapng, gzip'd) with its facts and Community ID.
+
+    A capture that cannot be read is reported on stderr and skipped, and the exit status is 1 (0 when every
+    capture was read).
+    """
     config = FeaturizerConfig(max_packets=max_packets, snaplen=snaplen)
     stats = ParseStats()
-    try:
-        if output is None:
-            count = _write_records(pcaps, config, stats, fmt, sys.stdout)
-        else:
-            with open(output, "w", encoding="utf-8") as out:
-                count = _write_records(pcaps, config, stats, fmt, out)
-    except PcapError as exc:
-        raise click.ClickException(str(exc)) from exc
+    errors: list[PcapError] = []
+    if output is None:
+        count = _write_records(pcaps, config, stats, fmt, sys.stdout, errors)
+    else:
+        with open(output, "w", encoding="utf-8") as out:
+            count = _write_records(pcaps, config, stats, fmt, out, errors)
     _print_summary(count, stats)
+    if errors:
+        click.echo(f"unreadable captures: {len(errors)} of {len(pcaps)} (reported above)", err=True)
+        raise click.exceptions.Exit(1)
 
 
 def _print_summary(connections: int, stats: ParseStats) -> None:

@@ -111,12 +111,33 @@ def models(ctx: click.Context, store_dir: Path | None, config_file: Path | None)
     ctx.obj = ModelStore(config.store)
 
 
-def _entry_line(entry: InstalledBundle) -> str:
-    marker = "*" if entry.active else " "
-    if entry.problem:
-        return f"{marker} {entry.key:<40} UNREADABLE: {entry.problem}"
-    version = f"{entry.name} {entry.version}" if entry.embedded else entry.version
-    return f"{marker} {entry.key:<40} {version:<28} {entry.created:<21} {entry.path}"
+LIST_HEADINGS = ("BUNDLE", "VERSION", "CREATED", "PATH")
+
+
+def _table_lines(entries: list[InstalledBundle]) -> list[str]:
+    """The heading and one line per entry, each column as wide as its widest cell (the active one marked `*`);
+    an unreadable entry says why in place of its version, date and path."""
+    rows: list[tuple[str, ...]] = []
+    for entry in entries:
+        if entry.problem:
+            rows.append((entry.key, f"UNREADABLE: {entry.problem}"))
+        else:
+            version = f"{entry.name} {entry.version}" if entry.embedded else entry.version
+            rows.append((entry.key, version, entry.created, str(entry.path)))
+    # the last column is not padded, and an unreadable entry's reason runs on as its last column
+    widths = [
+        max(len(cells[column]) for cells in [LIST_HEADINGS, *rows] if len(cells) > column + 1)
+        for column in range(len(LIST_HEADINGS) - 1)
+    ]
+
+    def line(marker: str, cells: tuple[str, ...]) -> str:
+        padded = [cell.ljust(width) for cell, width in zip(cells[:-1], widths, strict=False)]
+        return f"{marker} " + " ".join([*padded, cells[-1]])
+
+    lines = [line(" ", LIST_HEADINGS)]
+    for entry, cells in zip(entries, rows, strict=True):
+        lines.append(line("*" if entry.active else " ", cells))
+    return lines
 
 
 @models.command("list")
@@ -132,9 +153,8 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(document, indent=2))
         return
     click.echo(f"store {store.root}")
-    click.echo(f"  {'BUNDLE':<40} {'VERSION':<28} {'CREATED':<21} PATH")
-    for entry in entries:
-        click.echo(_entry_line(entry))
+    for line in _table_lines(entries):
+        click.echo(line)
 
 
 @models.command()
@@ -225,7 +245,8 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
 
 def _short(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # three decimals (0.9996 is 1.000, not 1); a small rate keeps three significant digits instead
+        return f"{value:.3g}" if 0 < abs(value) < 0.01 else f"{value:.3f}"
     if isinstance(value, dict | list):
         return json.dumps(value, separators=(",", ":"))[:80]
     return str(value)

@@ -9,7 +9,7 @@ Torch-free (numpy and the standard library only). Modules:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from packetclip.featurizer.community_id import community_id
 from packetclip.featurizer.config import FEATURIZER_VERSION, FeaturizerConfig
@@ -41,13 +41,22 @@ def featurize_pcap(
     path_or_paths: PathLike | Iterable[PathLike],
     config: FeaturizerConfig | None = None,
     stats: ParseStats | None = None,
+    on_file_error: Callable[[PcapError], None] | None = None,
 ) -> Iterator[Connection]:
-    """Connections of one capture, or of several read in sequence as one stream, in order of connection end."""
+    """Connections of one capture, or of several read in sequence as one stream, in order of connection end.
+
+    A capture that cannot be read raises `PcapError`; with `on_file_error` it is handed the error instead and
+    the stream goes on with the next capture."""
     paths = [path_or_paths] if isinstance(path_or_paths, str | os.PathLike) else list(path_or_paths)
     stats = stats if stats is not None else ParseStats()
 
     def frames() -> Iterator[tuple[float, int, bytes]]:
         for path in paths:
-            yield from read_frames(path, stats)
+            try:
+                yield from read_frames(path, stats)
+            except PcapError as exc:
+                if on_file_error is None:
+                    raise
+                on_file_error(exc)
 
     return track_frames(frames(), config, stats)
