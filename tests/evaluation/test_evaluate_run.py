@@ -26,7 +26,7 @@ from support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 
-PARTS = ["zeroshot", "comparisons", "scarcity", "unseen", "embeddings"]
+PARTS = ["zeroshot", "comparisons", "loso", "scarcity", "unseen", "embeddings"]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +86,32 @@ def test_every_part_has_its_section(run) -> None:
     )
     assert results["per_file"]  # the sample holds real captures in its test split
     assert len(results["_embedding_sample"]["labels"]) == len(results["_embedding_sample"]["embeddings"])
+
+
+def test_each_real_family_is_left_out_and_judged_on_its_own_connections(run) -> None:
+    from packetclip_training.evaluate import PACKETCLIP, PACKETCLIP_AT_POINT
+
+    results, reports, _ = run
+    runs = results["leave_one_family_out"]
+    families = [r["family"] for r in runs]
+    assert families and len(set(families)) == len(families)
+    for entry in runs:
+        packetclip = entry["models"][PACKETCLIP]
+        assert set(entry["models"]) >= {PACKETCLIP, "flow xgboost"}
+        assert packetclip["connections"] >= 1 and packetclip["files"] == entry["files"]
+        # every model of a run is judged on the same connections of the left-out family
+        assert {m["connections"] for m in entry["models"].values()} == {packetclip["connections"]}
+        assert entry["unseen_real_connections"] >= packetclip["connections"]
+        if entry["attack_threshold"] is not None:
+            assert PACKETCLIP_AT_POINT in entry["models"] and entry["calibration_benign"] > 0
+        benign_family = entry["family"].endswith("-benign")
+        assert (packetclip["false_alarm"] is not None) == benign_family
+        # a family with training files lost them: the training rows left out are that family's
+        assert entry["train_rows_left_out"] >= 0
+    text = (reports / "README.md").read_text()
+    assert "## Leave one source family out (real captures)" in text
+    for family in families:
+        assert f"| {family} | {PACKETCLIP} |" in text
 
 
 def test_efficiency_rows_compare_with_the_reference(run) -> None:

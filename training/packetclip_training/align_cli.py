@@ -51,11 +51,19 @@ def per_class_rows(fine: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def load_subset(
-    dataset: Path, split: str, limit: int, seed: int, columns: tuple[str, ...], exclude: tuple[str, ...] = ()
+    dataset: Path,
+    split: str,
+    limit: int,
+    seed: int,
+    columns: tuple[str, ...],
+    exclude: tuple[str, ...] = (),
+    exclude_sources: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
-    """At most `limit` connections per fine class of a split, leaving out the classes in `exclude`."""
-    arrays = load_split(dataset, split, columns=("fine", *columns))
-    rows = per_class_rows(arrays["fine"], limit, seed)
+    """At most `limit` connections per fine class of a split, leaving out the classes in `exclude` and the
+    connections of the sources (capture files, lab runs) in `exclude_sources`."""
+    arrays = load_split(dataset, split, columns=tuple(dict.fromkeys(("fine", "source", *columns))))
+    kept = ~np.isin(arrays["source"].astype(str), list(exclude_sources))
+    rows = np.flatnonzero(kept)[per_class_rows(arrays["fine"][kept], limit, seed)]
     rows = rows[~np.isin(arrays["fine"][rows], list(exclude))]
     log.info("%s: %d of %d connections (≤ %d per fine class)", split, len(rows), len(arrays["fine"]), limit)
     return {name: values[rows] for name, values in arrays.items()}
@@ -92,15 +100,17 @@ def run_alignment(
     max_eval_per_class: int,
     descriptions_per_bucket: int,
     exclude: tuple[str, ...] = (),
+    exclude_sources: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The whole run; writes the three outputs into `out` and returns the metrics.
 
     Classes in `exclude` are left out of training (never described, never a positive), for the unseen-class
-    evaluation; validation and test still score every class.
+    evaluation, and so are the connections of the sources in `exclude_sources`, for the leave-one-source-family-
+    out evaluation; validation and test still score every class.
     """
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    train = load_subset(dataset, "train", max_per_class, config.seed, FACT_COLUMNS, exclude)
+    train = load_subset(dataset, "train", max_per_class, config.seed, FACT_COLUMNS, exclude, exclude_sources)
     pool = build_description_pool(train["fine"].tolist(), _facts(train), descriptions_per_bucket, config.seed)
     train_packets = connection_embeddings(encoder, {k: train[k][pool.kept] for k in INPUT_NAMES})
     log.info("encoding %d distinct descriptions and the class prompts", len(pool.texts))
@@ -128,6 +138,7 @@ def run_alignment(
         "distinct_descriptions": len(pool.texts),
         "max_per_class": max_per_class,
         "excluded_classes": list(exclude),
+        "excluded_sources": len(exclude_sources),
         "max_eval_per_class": max_eval_per_class,
         "curve": curve,
         "zeroshot": {split: _split_metrics(heads, classes, *evaluation[split]) for split in evaluation},

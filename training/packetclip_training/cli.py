@@ -59,7 +59,6 @@ def _add_stages(group: click.Group) -> None:
     from packetclip_training.export_cli import export
     from packetclip_training.knowledge.cli import kg
     from packetclip_training.lab.cli import lab
-    from packetclip_training.loso_cli import loso
     from packetclip_training.pretrain_cli import pretrain
     from packetclip_training.reasoner_cli import reasoner
     from packetclip_training.text.cli import text
@@ -79,7 +78,6 @@ def _add_stages(group: click.Group) -> None:
         evaluate_real,
         evaluate_lab_run_command,
         all_stages,
-        loso,
         etbert,
     ):
         group.add_command(command)

@@ -38,6 +38,7 @@ from packetclip_training.evaluation.metrics import (
     unseen_class_metrics,
 )
 from packetclip_training.evaluation.real import (
+    ATTACK_FAMILIES,
     FALSE_ALARM_BUDGET,
     ScoredRows,
     argmax_labels,
@@ -46,8 +47,10 @@ from packetclip_training.evaluation.real import (
     choose_threshold,
     false_alarm_rate,
     family_of,
+    mauc,
     operating_point_labels,
     recall_by_class,
+    summarize,
 )
 from packetclip_training.models.encoder import PacketEncoder
 from packetclip_training.reasoner import Reasoner, TrainConfig, predict
@@ -66,6 +69,7 @@ log = logging.getLogger(__name__)
 
 ATTACK_CLASSES = [c for c in FINE_CLASSES if c != "benign"]
 PACKETCLIP = "PacketCLIP"  # the reasoner's row in the real-traffic block
+PACKETCLIP_AT_POINT = f"{PACKETCLIP} at its operating point"  # its row at the bundle's decision rule
 
 
 @dataclass
@@ -373,6 +377,17 @@ def operating_point(
     }
 
 
+def real_families(split: SplitEmbeddings) -> np.ndarray:
+    """Each row's real source family (`evaluation.real.family_of`; a file is an attack file when any of its
+    connections is labelled an attack), "" for the lab's rows."""
+    out = np.full(len(split), "", dtype=object)
+    real = np.flatnonzero(split.columns["source_kind"].astype(str) == "real")
+    files = split.columns["source"].astype(str)[real]
+    attack_files = set(files[_coarse_truth(_labels(split))[real] != "benign"].tolist())
+    out[real] = [family_of(f, "attack" if f in attack_files else "benign") for f in files.tolist()]
+    return out
+
+
 def real_traffic(
     test: SplitEmbeddings, models: dict[str, np.ndarray], threshold: float | None
 ) -> dict[str, Any] | None:
@@ -380,16 +395,13 @@ def real_traffic(
     them — by source family (`evaluation.real.family_of`): every model's recall per coarse class, benign false
     alarms and mAUC at its argmax verdict, and PacketCLIP's at its operating point. `models` maps a name to its
     coarse probabilities over the whole test split. None when the test split holds no real capture."""
-    real = test.columns["source_kind"].astype(str) == "real"
+    families = real_families(test)
+    real = families != ""
     if not real.any():
         return None
     files = test.columns["source"].astype(str)[real].astype(object)
     truth = _coarse_truth(_labels(test))[real].astype(object)
-    attack_files = set(files[truth != "benign"].tolist())
-    families = np.asarray(
-        [family_of(f, "attack" if f in attack_files else "benign") for f in files.tolist()], dtype=object
-    )
-    rows = ScoredRows(truth, truth, np.zeros((len(truth), len(COARSE_CLASSES))), files, families)
+    rows = ScoredRows(truth, truth, np.zeros((len(truth), len(COARSE_CLASSES))), files, families[real])
     out: dict[str, Any] = {"families": sorted(set(families.tolist())), "models": {}}
     for name, coarse in models.items():
         rows.probabilities = coarse[real]
@@ -399,14 +411,116 @@ def real_traffic(
             by, overall = by_family(
                 rows, operating_point_labels(rows.probabilities, threshold), with_auc=False
             )
-            out["models"][f"{name} at its operating point"] = {"families": by, "overall": overall}
+            out["models"][PACKETCLIP_AT_POINT] = {"families": by, "overall": overall}
     return out
+
+
+def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dict[str, Any]:
+    """Alignment, reasoner and flow baselines retrained without one real source family's files, then judged on
+    every connection of that family (whichever split holds its files) and, for the mAUC, on every real
+    connection no model here trained on (the family's and the test split's other real files). The operating
+    point is chosen again on the validation split's real benign files outside the family. The encoder stays:
+    its pretraining reads no labels (it has read the bytes of the family's training files; the recipe's
+    `real.test_only` families it has not)."""
+    started = time.monotonic()
+    splits = inputs.splits
+    families = {name: real_families(split) for name, split in splits.items()}
+    sources = sorted(
+        {str(s) for name, split in splits.items() for s in split.columns["source"][families[name] == family]}
+    )
+    work = inputs.work / f"loso-{family}"
+    run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
+                  config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
+    from packetclip_training.align import load_heads
+
+    heads, _ = load_heads(work / "align.pt")
+    train = inputs.reasoner_train
+    excluded = np.isin(train.columns["source"].astype(str), sources)
+    fit = fit_reasoner(train, None, heads, inputs.missions, inputs.concept_text(heads), config.reasoner,
+                       exclude=excluded)  # fmt: skip
+    # judged: the family's rows of every split, and the test split's other real rows (for the mAUC)
+    judged = {
+        name: rows
+        for name in splits
+        if len(
+            rows := np.flatnonzero((families[name] == family) | ((families[name] != "") & (name == "test")))
+        )
+    }
+    truth = np.concatenate([_coarse_truth(_labels(splits[n]))[r] for n, r in judged.items()]).astype(object)
+    in_family = np.concatenate([families[n][r] == family for n, r in judged.items()])
+    files = np.concatenate([splits[n].columns["source"].astype(str)[r] for n, r in judged.items()]).astype(
+        object
+    )
+    scored = {
+        PACKETCLIP: np.concatenate(
+            [predict(fit.model, training_arrays(splits[n], FINE_CLASSES), r)[0] for n, r in judged.items()]
+        ).astype(np.float64)
+    }
+    for model in config.flow_models:
+        scored[f"flow {model}"] = _flow_without(inputs, config, model, sources, judged)
+    val = splits["val"]
+    calibration = np.flatnonzero(
+        (families["val"] != "") & (families["val"] != family) & (_coarse_truth(_labels(val)) == "benign")
+    )
+    threshold = None  # no real benign validation file outside the family: argmax verdicts only
+    if len(calibration):
+        val_coarse = predict(fit.model, training_arrays(val, FINE_CLASSES), calibration)[0]
+        threshold = choose_threshold(attack_scores(val_coarse.astype(np.float64)), FALSE_ALARM_BUDGET)
+    models: dict[str, Any] = {}
+    for name, coarse in scored.items():
+        verdicts = {name: argmax_labels(coarse)}
+        if name == PACKETCLIP and threshold is not None:
+            verdicts[PACKETCLIP_AT_POINT] = operating_point_labels(coarse, threshold)
+        for label, predicted in verdicts.items():
+            summary = summarize(truth[in_family], coarse[in_family], predicted[in_family], files[in_family],
+                                with_auc=False)  # fmt: skip
+            models[label] = {**summary, "mauc_unseen_real": mauc(truth, coarse)["mauc"]}
+    return {
+        "family": family,
+        "files": len(sources),
+        "train_rows_left_out": int(excluded.sum()),
+        "attack_threshold": threshold,
+        "calibration_benign": len(calibration),
+        "unseen_real_connections": len(truth),
+        "models": models,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _flow_without(
+    inputs: Inputs, config: EvaluateConfig, model: str, sources: Sequence[str], judged: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Coarse probabilities of a flow baseline trained without `sources`, on the `judged` rows of each split."""
+    facts = {s: read_facts(inputs.dataset, s, extra=("source",)) for s in ("train", "val", "test")}
+    labels = {s: class_indices(facts[s]["fine"]) for s in facts}
+    kept = {s: ~np.isin(facts[s]["source"].astype(str), list(sources)) for s in facts}
+    rows = {s: np.flatnonzero(kept[s])[capped_rows(labels[s][kept[s]], config.comparison_cap, config.seed)]
+            for s in ("train", "val")}  # fmt: skip
+    matrix = {s: feature_matrix(facts[s]).values for s in facts}
+    evaluated = np.concatenate([matrix[s][rows] for s, rows in judged.items()])
+    fitted = fit_tabular(model, matrix["train"][rows["train"]], labels["train"][rows["train"]],
+                         matrix["val"][rows["val"]], labels["val"][rows["val"]], evaluated, config.seed)  # fmt: skip
+    coarse, _ = aggregate_to_coarse(
+        fitted.fine, list(FINE_CLASSES), dict(FINE_TO_COARSE), list(COARSE_CLASSES)
+    )
+    return coarse.astype(np.float64)
+
+
+def leave_families_out(inputs: Inputs, config: EvaluateConfig) -> list[dict[str, Any]]:
+    """`leave_family_out` for every real source family with connections in the splits."""
+    present = set()
+    for split in inputs.splits.values():
+        present |= set(real_families(split).tolist()) - {""}
+    return [
+        leave_family_out(inputs, config, family)
+        for family in sorted(present, key=lambda f: (f not in ATTACK_FAMILIES, f))
+    ]
 
 
 def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str]) -> dict[str, Any]:
     """The results dictionary (the report's schema, see `evaluation.report`, plus `zero_shot`,
     `unseen_reasoner` and `_probabilities` for the figures); `parts` picks among zeroshot, comparisons,
-    scarcity, unseen, embeddings."""
+    loso, scarcity, unseen, embeddings."""
     started = time.monotonic()
     test = inputs.splits["test"]
     truth = _labels(test)
@@ -438,6 +552,8 @@ def run_evaluation(inputs: Inputs, config: EvaluateConfig, parts: Sequence[str])
     real = real_traffic(test, real_models, point["attack_threshold"] if point else None)
     if real is not None:
         results["real_traffic"] = real
+    if "loso" in parts:
+        results["leave_one_family_out"] = leave_families_out(inputs, config)
     if "scarcity" in parts:
         curve = scarcity(inputs, config, (coarse, fine))
         results["data_scarcity"] = {"target": 0.97, "metric": "coarse mAUC", "curves": curve["coarse_mauc"]}

@@ -104,8 +104,10 @@ def fit_reasoner(
     config: ReasonerConfig | None = None,
     classes: Sequence[str] = FINE_CLASSES,
     fraction: float = 1.0,
+    exclude: np.ndarray | None = None,
 ) -> FitResult:
-    """Train a reasoner on `train` (a stratified `fraction` of it, only `classes`), validating on `val`."""
+    """Train a reasoner on `train` (a stratified `fraction` of it, only `classes`, none of the rows `exclude`
+    marks), validating on `val`."""
     started = time.monotonic()
     classes = list(classes)
     labels = np.asarray([str(v) for v in train.columns["fine"]])
@@ -113,6 +115,9 @@ def fit_reasoner(
     if fraction < 1.0:  # a share of the connections, each with all of its views
         captured = captured_part(train)
         rows = mirrored_rows(train, fraction_rows(labels[captured], fraction, train_config.seed))
+    if exclude is not None:
+        rows = np.arange(len(labels)) if rows is None else rows
+        rows = rows[~exclude[rows]]
     arrays = training_arrays(train, classes, rows)
     if not (arrays.fine >= 0).any():
         raise ValueError("no training connection of the requested classes")

@@ -10,7 +10,7 @@ feature (`include_resp_port`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +46,8 @@ class FeatureMatrix:
     names: list[str]
 
 
-def read_facts(directory: str | Path, split: str) -> dict[str, np.ndarray]:
-    """The fact and label columns of one split, nothing else.
+def read_facts(directory: str | Path, split: str, extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The fact and label columns of one split (and the `extra` columns asked for), nothing else.
 
     Reads the parquet file directly rather than through `load_split`, which always decodes the packet tensor the
     flow baselines never use (gigabytes on the full dataset).
@@ -55,7 +55,7 @@ def read_facts(directory: str | Path, split: str) -> dict[str, np.ndarray]:
     path = Path(directory) / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such split (expected train, val or test of a built dataset)")
-    table = pq.read_table(path, columns=[*FACT_COLUMNS, *LABEL_COLUMNS])
+    table = pq.read_table(path, columns=list(dict.fromkeys([*FACT_COLUMNS, *LABEL_COLUMNS, *extra])))
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
