@@ -457,11 +457,6 @@ def write_report(
     help="Rows per class and epoch of the reasoners retrained here.",
 )
 @click.option("--efficiency-seconds", type=click.FloatRange(min=1.0), default=20.0, show_default=True)
-@click.option(
-    "--flow-baselines-only",
-    is_flag=True,
-    help="The comparisons part trains only the flow baselines (not the models on PacketCLIP's embeddings).",
-)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads.")
 def evaluate(
     dataset: Path,
@@ -477,7 +472,6 @@ def evaluate(
     epochs: int,
     max_per_class: int,
     efficiency_seconds: float,
-    flow_baselines_only: bool,
     threads: int | None,
 ) -> None:
     """Score everything on the test split and write OUT/README.md, results.json, headline.json and figures."""
@@ -497,8 +491,6 @@ def evaluate(
     # point of the data-scarcity curve, 100 % included, is retrained with these same settings
     train_settings.epochs, train_settings.max_per_class = epochs, max_per_class
     config = EvaluateConfig(reasoner=train_settings, **({"unseen": unseen_classes} if unseen_classes else {}))
-    if flow_baselines_only:
-        config.comparison_models = ()
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     reasoner_train = reasoner_training_split(
         encoder, encoder_path, dataset, splits["train"], cache, train_settings.one_sided,
