@@ -41,6 +41,9 @@ SERVERS = {
     "dns": "198.18.2.14",
     "mqtt": "198.18.2.15",
     "ntp": "198.18.2.16",
+    "telnet": "198.18.2.17",
+    "mail": "198.18.2.18",
+    "db": "198.18.2.19",
 }
 SWEEP = "198.18.2.0/24"
 REFLECTOR = "198.18.3.53"
@@ -49,6 +52,11 @@ RIGHT = {
     "ftp": ("deploy", "Summer2024!"),
     "http_basic": ("admin", "Cookie#77"),
     "http_form": ("alice", "Orange_lab9"),
+    "telnet": ("deploy", "Summer2024!"),
+    "imap": ("info", "Pepper_77"),
+    "pop3": ("info", "Pepper_77"),
+    "mysql": ("webapp", "Banana42!"),
+    "postgres": ("analytics", "Shadow_lab9"),
 }
 
 
@@ -126,6 +134,51 @@ def test_dictionary_attacks_cover_ssh_ftp_basic_auth_and_a_form(lab: LabContext)
     assert any("ftp://" in c or " -M ftp" in c or "ftp_login" in c for c in joined)
     assert any("http-get /admin/" in c for c in joined)
     assert any("http-post-form" in c for c in joined)
+
+
+# The services added beside SSH, FTP and HTTP: which server each one's guessers must aim at.
+LOGIN_SERVICES = {"telnet": "telnet", "pop3": "mail", "imap": "mail", "mysql": "db", "postgres": "db"}
+
+
+@pytest.mark.parametrize(("service", "server"), LOGIN_SERVICES.items())
+def test_hydra_guesses_each_login_service_on_its_server_with_its_right_pair_in_the_lists(
+    service: str, server: str, lab: LabContext
+) -> None:
+    aimed = [
+        v
+        for v in CATALOGUE
+        if v.fine == "dictionary_attack"
+        and v.tool == "hydra"
+        and f" {service}://" in " ".join(v.command(lab, 1.0))
+    ]
+    assert aimed, f"no hydra variant guesses {service}"
+    for variant in aimed:
+        argv = variant.command(lab, 1.0)
+        target = next(word for word in argv if word.startswith(f"{service}://"))
+        assert target.split("://")[1].split("/")[0] == SERVERS[server], (variant.name, target)
+        user, password = RIGHT[service]
+        assert user in _lines(_option(argv, "-L")) and password in _lines(_option(argv, "-P")), variant.name
+
+
+def test_medusa_guesses_postgres_on_the_database_server_and_is_the_one_new_heldout_guesser(
+    lab: LabContext,
+) -> None:
+    variant = next(v for v in CATALOGUE if v.name == "dictionary_attack/medusa-postgres-t2")
+    argv = variant.command(lab, 1.0)
+    assert _option(argv, "-M") == "postgres" and _option(argv, "-h") == SERVERS["db"]
+    assert variant.heldout
+    guessers = {v: " ".join(v.command(lab, 1.0)) for v in CATALOGUE if v.fine == "dictionary_attack"}
+    new_services = [
+        v
+        for v, line in guessers.items()
+        if any(f"{s}://" in line or f"-M {s}" in line for s in LOGIN_SERVICES)
+    ]
+    assert [v.name for v in new_services if v.heldout] == [variant.name]
+    assert len(new_services) >= 7
+
+
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text().split()
 
 
 def test_syn_floods_hit_80_443_and_22_and_spray_ports(lab: LabContext) -> None:

@@ -2,7 +2,9 @@
 
 Proves per variant: the command runs in the attacker namespace, ends before the runner's deadline, and puts
 attack traffic on the wire — packets from the attacker address (or from the source it names for labels.tsv: its
-spoof block, or the reflector answering in its stead), counted by tcpdump on the router's attacker bridge — with as many distinct connections as its `connections` kind promises. The lab (LabSession) is built
+spoof block, or the reflector answering in its stead), counted by tcpdump on the router's attacker bridge — with
+as many distinct connections as its `connections` kind promises; a password guesser's connections are answered
+by the service it aims at, and a guesser that ends by itself has found the right password. The lab (LabSession) is built
 once for the module and removed afterwards, also when a test fails.
 
 Set PACKETCLIP_ATTACK_REPORT=path.json to keep the measured packets and connections per variant.
@@ -42,11 +44,20 @@ SLOW_STARTERS = {
     "dictionary_attack/ncrack-ssh-cl8": 0.25,
     "dictionary_attack/hydra-ftp-t1-c2": 0.25,
     "dictionary_attack/hydra-ssh-t1-W4": 0.3,
+    # One connection every 3 s: a 12 s episode makes four.
+    "dictionary_attack/hydra-postgres-t1-W3": 0.1,
 }
 # vsftpd delays every failed login, so these one-attempt-per-connection FTP guessers get shorter lists: at the
 # tiny scale their lists still outlast the shortest episode (MIN_DEADLINE_S). patator's 2 users x 14 passwords
 # (scale 0.02) once ran at 2 attempts/s and hit the 8 s bound; 2 x 7 (scale 0.005) still holds the right pair.
 SLOW_GUESSERS = {"dictionary_attack/medusa-ftp-t6": 0.02, "dictionary_attack/patator-ftp-t8": 0.005}
+# The Telnet login and dovecot delay every failed login by 2 s (dovecot more after many from one address): 2 users
+# x 4 passwords (scale 0.01) leave each task two or three guesses.
+SLOW_GUESSERS |= {
+    f"dictionary_attack/hydra-{service}": 0.01 for service in ("telnet-t4", "pop3-t8", "imap-t8")
+}
+# Services whose servers delay failed logins: their guessers may still be guessing when a tiny episode ends.
+DELAYING_SERVICES = ("ssh", "telnet", "pop3", "imap")
 # One task, with waits: a tiny episode ends before such a guesser reaches the right pair (the quick profile's
 # episodes are long enough to find it).
 SINGLE_TASK_GUESSERS = {
@@ -81,17 +92,25 @@ class Outcome:
     packets: int  # packets from the attacker address (its label source: spoof block, reflector)
     connections: int  # distinct 5-tuples (ICMP: addresses, type) the attacker originated
     output: str
+    answered: int = 0  # of those TCP connections, how many got data back (captured for guessers only)
 
 
-def _flows(pcap: Path, source: str) -> tuple[int, int]:
-    """Packets sent from `source` (an address or a block) and the distinct connection keys among them."""
+def _flows(pcap: Path, source: str) -> tuple[int, int, int]:
+    """Packets sent from `source` (an address or a block), the distinct connection keys among them, and how many
+    of its TCP connections carried data back to it (when the capture holds both directions)."""
     network = ipaddress.IPv4Network(source)
     packets = 0
     keys: set[tuple[object, ...]] = set()
+    answered: set[tuple[object, ...]] = set()
     with pcap.open("rb") as handle:
         for _ts, frame in dpkt.pcap.Reader(handle):
             ip = dpkt.ethernet.Ethernet(frame).data
-            if not isinstance(ip, dpkt.ip.IP) or ipaddress.IPv4Address(ip.src) not in network:
+            if not isinstance(ip, dpkt.ip.IP):
+                continue
+            if ipaddress.IPv4Address(ip.src) not in network:
+                reply = ip.data
+                if isinstance(reply, dpkt.tcp.TCP) and reply.data:
+                    answered.add((ip.p, ip.dst, ip.src, reply.dport, reply.sport))
                 continue
             packets += 1
             transport = ip.data
@@ -102,7 +121,7 @@ def _flows(pcap: Path, source: str) -> tuple[int, int]:
                 keys.add((ip.p, ip.src, ip.dst, transport.type))
             else:
                 keys.add((ip.p, ip.src, ip.dst))
-    return packets, len(keys)
+    return packets, len(keys), len(keys & answered)
 
 
 def _wait_until_listening(capture: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
@@ -148,7 +167,9 @@ def _run_episode(session: object, variant: Variant, workdir: Path, scale: float)
     argv = variant.command(context, scale)
     source = variant.label_source(context) if variant.label_source is not None else attacker_ip
     pcap = workdir / "attack.pcap"
-    with _router_capture(topology, TCPDUMP, pcap, f"src net {source}"):
+    # Guessers' captures hold the service's answers too: proof that the guesses reached a listening service.
+    bpf = f"net {source}" if variant.fine == "dictionary_attack" else f"src net {source}"
+    with _router_capture(topology, TCPDUMP, pcap, bpf):
         started = time.monotonic()
         tool = subprocess.Popen(
             ["ip", "netns", "exec", topology.ns(ATTACKER), *argv],
@@ -167,8 +188,9 @@ def _run_episode(session: object, variant: Variant, workdir: Path, scale: float)
             output, _ = tool.communicate()
         seconds = time.monotonic() - started
         time.sleep(0.5)
-    packets, connections = _flows(pcap, source)
-    return Outcome(seconds, tool.returncode, killed, packets, connections, output.decode(errors="replace"))
+    packets, connections, answered = _flows(pcap, source)
+    output_text = output.decode(errors="replace")
+    return Outcome(seconds, tool.returncode, killed, packets, connections, output_text, answered)
 
 
 @pytest.mark.parametrize("variant", CATALOGUE, ids=lambda v: v.name)
@@ -190,9 +212,12 @@ def test_variant_runs_in_time_and_sends_attack_traffic(
         "returncode": outcome.returncode,
         "packets": outcome.packets,
         "connections": outcome.connections,
+        "answered": outcome.answered,
     }
     detail = f"{variant.name}: {outcome.seconds:.1f}s rc={outcome.returncode} packets={outcome.packets} "
-    detail += f"connections={outcome.connections}; output: ...{outcome.output[-500:]}"
+    detail += (
+        f"connections={outcome.connections} answered={outcome.answered}; output: ...{outcome.output[-500:]}"
+    )
     # Killed here means the runner would have had to kill it; the command's own `timeout` (exit 124) firing
     # before that is the bound working as designed (masscan's post-scan hang, slow nmap scripts at tiny scale).
     assert not outcome.killed, f"ran past its deadline {variant.deadline(scale):.0f}s: {detail}"
@@ -205,6 +230,7 @@ def test_variant_runs_in_time_and_sends_attack_traffic(
         # "few": a fixed handful of long connections (one ICMP flow, one socket per dnsperf client ...).
         assert 1 <= outcome.connections <= 32 and outcome.packets >= 5 * outcome.connections, detail
     if variant.fine == "dictionary_attack":
+        assert outcome.answered >= min(3, outcome.connections), f"the service did not answer: {detail}"
         _assert_guessing_worked(variant, outcome, right_passwords, detail)
 
 
@@ -213,11 +239,12 @@ def _assert_guessing_worked(
 ) -> None:
     """A guessing run that ends by itself has tried its whole (tiny) list, which holds the right pair: the tool
     must report it, or it never really logged in (e.g. it gave up on the server's answers). Only SSH, whose
-    server delays every failed password, and the single-task guessers, slow by design, may still be guessing
-    when the episode's own bound stops it."""
+    server delays every failed password (as do Telnet's and the mail server's), and the single-task guessers, slow
+    by design, may still be guessing when the episode's own bound stops it."""
     stopped_by_bound = outcome.returncode in (124, 137, -9)
     if stopped_by_bound:
-        assert "ssh" in variant.name or variant.name in SINGLE_TASK_GUESSERS, (
+        delayed = any(f"-{service}" in variant.name for service in DELAYING_SERVICES)
+        assert delayed or variant.name in SINGLE_TASK_GUESSERS, (
             f"stopped by its bound before trying its list: {detail}"
         )
     else:

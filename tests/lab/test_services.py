@@ -1,14 +1,23 @@
 """Every lab service answers a real client from a client namespace: HTTPS with the lab CA, basic auth, form
-login, apache, SSH with the client key, FTP login, DNS (existing name and NXDOMAIN), MQTT pub/sub, NTP."""
+login, apache, SSH with the client key, FTP login, DNS (existing name and NXDOMAIN), MQTT pub/sub, NTP; and the
+password services (Telnet, IMAP, POP3, MariaDB, PostgreSQL) take the benign clients' right logins, refuse wrong
+ones, and listen on their lab addresses only, from their own namespaces."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
+from packetclip_training.lab.profiles import PROFILES
+from packetclip_training.lab.runner import benign_configs
 from packetclip_training.lab.session import LabSession
 
 pytestmark = pytest.mark.lab
@@ -79,5 +88,87 @@ def test_each_service_answers(lab_ready: None, leftovers: Callable[[str], dict[s
         # from another one).
         assert run("dig", "+short", "+tries=1", "@198.18.70.9", "mirror.internal", "TXT").count('"') >= 16
         assert "198.18.90.200" in run("ntpdig", "-t", "3", "198.18.90.200")
+        prefix = lab.topology.prefix
+    assert not any(leftovers(prefix).values()), leftovers(prefix)
+
+
+# Each password service, the benign client action that logs in to it, and what the service answers a wrong password
+# with (the action's error carries it).
+LOGIN_ACTIONS = {
+    "telnet_session": "telnet login as",
+    "imap_read": "AUTHENTICATIONFAILED",
+    "pop3_read": "Authentication failed",
+    "mariadb_query": "Access denied",
+    "postgres_query": "password authentication failed",
+}
+# daemon -> (lab host, ports)
+LOGIN_DAEMONS = {
+    "telnetd": ("telnet", [23]),
+    "dovecot": ("mail", [143, 110]),
+    "mariadbd": ("db", [3306]),
+    "postgres": ("db", [5432]),
+}
+# One benign action, run in a client namespace: `python -c CLIENT CONFIG.json ACTION`.
+CLIENT = (
+    "import json, sys\n"
+    "from packetclip_training.lab.benign import Agent, AgentConfig\n"
+    "getattr(Agent(AgentConfig(**json.loads(open(sys.argv[1]).read()))), sys.argv[2])()\n"
+)
+
+
+def test_login_services_listen_in_the_lab_and_take_only_the_right_password(
+    lab_ready: None, leftovers: Callable[[str], dict[str, list[str]]], tmp_path: Path
+) -> None:
+    with LabSession(seed=5) as lab:
+        assert lab.services is not None
+        daemons = {daemon.name: daemon for daemon in lab.services.daemons}
+        for name, (host, ports) in LOGIN_DAEMONS.items():
+            namespace = lab.topology.ns(host)
+            process = daemons[name].process
+            assert process is not None
+            identify = subprocess.run(
+                ["ip", "netns", "identify", str(process.pid)], capture_output=True, text=True
+            )
+            assert identify.stdout.strip() == namespace, name
+            listening = subprocess.run(
+                ["ip", "netns", "exec", namespace, "ss", "-Hltn"], capture_output=True, text=True
+            ).stdout
+            bound = {line.split()[3] for line in listening.splitlines()}
+            for port in ports:
+                # The server's lab address, never a wildcard.
+                assert f"{lab.topology.host(host).ip}:{port}" in bound, (name, bound)
+                assert not {f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}"} & bound, (name, bound)
+
+        config = asdict(benign_configs(lab, PROFILES["quick"], 5, tmp_path)[0])
+        right = tmp_path / "right.json"
+        right.write_text(json.dumps(config))
+        wrong = tmp_path / "wrong.json"
+        wrong_credentials = {
+            service: [user, password + "9"] for service, (user, password) in config["credentials"].items()
+        }
+        wrong.write_text(json.dumps({**config, "credentials": wrong_credentials}))
+        # Telnet opens lab accounts only: root is refused even with the lab account's password.
+        not_lab = tmp_path / "root.json"
+        root_credentials = {**config["credentials"], "telnet": ["root", config["credentials"]["telnet"][1]]}
+        not_lab.write_text(json.dumps({**config, "credentials": root_credentials}))
+
+        def start(config_path: Path, action: str) -> subprocess.Popen[str]:
+            return subprocess.Popen(
+                ["ip", "netns", "exec", lab.topology.ns(config["host"]), sys.executable, "-c", CLIENT,
+                 str(config_path), action],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "TMPDIR": str(tmp_path)},
+            )  # fmt: skip
+
+        for action in LOGIN_ACTIONS:
+            accepted = start(right, action)
+            _, errors = accepted.communicate(timeout=60)
+            assert accepted.returncode == 0, f"{action}: {errors[-600:]}"
+        # A refusal costs the server's delay (2 s for Telnet and dovecot): all of them at once.
+        refusals = {(action, refusal): start(wrong, action) for action, refusal in LOGIN_ACTIONS.items()}
+        refusals["telnet as root", "telnet login as root refused"] = start(not_lab, "telnet_session")
+        for (action, refusal), client in refusals.items():
+            _, errors = client.communicate(timeout=60)
+            assert client.returncode != 0 and refusal in errors, f"{action}: {errors[-600:]}"
         prefix = lab.topology.prefix
     assert not any(leftovers(prefix).values()), leftovers(prefix)

@@ -685,7 +685,10 @@ def hydra(
     return build
 
 
-def medusa(service: str, module: str, threads: int, users: int, passwords: int) -> Builder:
+def medusa(service: str, module: str, threads: int, users: int, passwords: int, host: str = "") -> Builder:
+    """medusa with `threads` parallel logins against `host` (a `LabContext.servers` key; default: the server
+    named like the service), stopping at the first success."""
+
     def build(lab: LabContext, scale: float, _seconds: float) -> list[str]:
         n_users = scaled(users, math.sqrt(scale), 2)
         n_passwords = scaled(passwords, math.sqrt(scale), 4)
@@ -695,7 +698,7 @@ def medusa(service: str, module: str, threads: int, users: int, passwords: int) 
         return [
             "medusa",
             "-h",
-            lab.servers[service],
+            lab.servers[host or service],
             "-U",
             str(users_path),
             "-P",
@@ -805,6 +808,11 @@ def patator_ftp(threads: int, users: int, passwords: int) -> Builder:
 
 def _server(name: str) -> Callable[[LabContext], str]:
     return lambda lab: lab.servers[name]
+
+
+def _url(scheme: str, server: str, path: str = "") -> Callable[[LabContext], list[str]]:
+    """hydra's target as a URL: `scheme://<address of server>[/path]` (the path carries a module option)."""
+    return lambda lab: [f"{scheme}://{lab.servers[server]}{path}"]
 
 
 def _http_form_module(lab: LabContext) -> list[str]:
@@ -1648,6 +1656,74 @@ _BRUTEFORCE: list[Variant] = [
         120,
         "many",
         "medusa FTP, one login at a time",
+        heldout=True,
+    ),
+    # Telnet, mail and databases: the logins of the lab's other services. Telnet and dovecot delay every failed
+    # login by about 2 s (dovecot more after many from one address), MariaDB and PostgreSQL answer at once.
+    _v(
+        "dictionary_attack",
+        "hydra-telnet-t4",
+        "hydra",
+        hydra("telnet", 4, 6, 40, _url("telnet", "telnet")),
+        90,
+        "many",
+        "hydra Telnet, 4 tasks, up to 3 guesses per connection (the login program's limit)",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-pop3-t8",
+        "hydra",
+        # CLEAR: USER/PASS; given nothing, hydra 9.4 picks SASL LOGIN from the server's capabilities and fails.
+        hydra("pop3", 8, 8, 80, _url("pop3", "mail", "/CLEAR")),
+        90,
+        "many",
+        "hydra POP3 USER/PASS in clear text, 8 tasks",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-imap-t8",
+        "hydra",
+        hydra("imap", 8, 8, 80, _url("imap", "mail")),
+        90,
+        "many",
+        "hydra IMAP logins in clear text, 8 tasks",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-mysql-t4",
+        "hydra",
+        hydra("mysql", 4, 8, 120, _url("mysql", "db")),
+        90,
+        "many",
+        "hydra MariaDB, 4 tasks, one connection per guess",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-postgres-t8",
+        "hydra",
+        hydra("postgres", 8, 8, 120, _url("postgres", "db")),
+        90,
+        "many",
+        "hydra PostgreSQL (SCRAM), 8 tasks, one connection per guess",
+    ),
+    _v(
+        "dictionary_attack",
+        "hydra-postgres-t1-W3",
+        "hydra",
+        # -W paces the connections hydra opens itself; its MariaDB module ignores it (-c would pace that one).
+        hydra("postgres", 1, 3, 25, _url("postgres", "db"), pacing=("-W", "3")),
+        120,
+        "many",
+        "hydra PostgreSQL, one task, 3 s between connections",
+    ),
+    _v(
+        "dictionary_attack",
+        "medusa-postgres-t2",
+        "medusa",
+        medusa("postgres", "postgres", 2, 4, 40, host="db"),
+        90,
+        "many",
+        "medusa PostgreSQL, 2 parallel logins",
         heldout=True,
     ),
     _v(

@@ -1,19 +1,21 @@
 """Benign background traffic: one agent process per client namespace, randomised from a seed, rate bounded.
 
 This module owns what a benign client does (HTTPS pages and API calls, logins, SSH sessions and file copies,
-DNS lookups, MQTT telemetry, NTP queries, FTP downloads) and the agents' lifecycle seen from the runner
-(`BenignTraffic`). It knows nothing of attacks. An agent runs as
-`python -m packetclip_training.lab.benign CONFIG.json` inside its client namespace, until SIGTERM; it then
-writes its counters to the stats file named in its config.
+DNS lookups, MQTT telemetry, NTP queries, FTP downloads, Telnet sessions, mailbox reads over IMAP and POP3,
+MariaDB and PostgreSQL queries) and the agents' lifecycle seen from the runner (`BenignTraffic`). It knows
+nothing of attacks. An agent runs as `python -m packetclip_training.lab.benign CONFIG.json` inside its client
+namespace, until SIGTERM; it then writes its counters to the stats file named in its config.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ftplib
+import imaplib
 import json
 import logging
 import os
+import poplib
 import random
 import signal
 import socket
@@ -28,9 +30,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from packetclip_training.lab.secrets_and_names import MARIADB_DATABASE, POSTGRES_DATABASE
+
 log = logging.getLogger(__name__)
 
 ACTION_TIMEOUT_S = 20.0  # one action never blocks an agent longer than this
+# Share of password logins (Telnet, mail, databases) typed wrong once before the right password: people mistype,
+# so one failed login is no attack by itself.
+TYPO_RATE = 0.05
+TELNET_PROMPT = b"$ "  # the end of the lab shell's prompt (telnet_login sets it)
+TELNET_REFUSED = b"Login incorrect"
 
 
 @dataclass
@@ -96,6 +105,11 @@ class Agent:
             (1.5, self.mqtt_publish),
             (1, self.ntp_query),
             (1, self.ftp_download),
+            (0.75, self.telnet_session),
+            (0.9, self.imap_read),
+            (0.6, self.pop3_read),
+            (0.75, self.mariadb_query),
+            (0.75, self.postgres_query),
         ]
 
     # -- loop --------------------------------------------------------------------------------------------------
@@ -127,9 +141,15 @@ class Agent:
                 json.dumps({"ok": dict(self.stats.ok), "failed": dict(self.stats.failed)})
             )
 
-    def _tool(self, argv: list[str], stdin: str | None = None) -> str:
+    def _tool(self, argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None) -> str:
         result = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=ACTION_TIMEOUT_S, check=False
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=ACTION_TIMEOUT_S,
+            check=False,
+            env={**os.environ, **env} if env else None,
         )
         if result.returncode != 0:
             raise RuntimeError(f"{argv[0]} exited {result.returncode}: {result.stderr.strip()[-200:]}")
@@ -358,6 +378,211 @@ class Agent:
             name = f"firmware-{self.rng.randrange(12):02d}.bin"
             received = bytearray()
             ftp.retrbinary(f"RETR {name}", received.extend)
+
+    # -- password logins: Telnet, mail, databases ---------------------------------------------------------------
+    def _mistypes(self) -> bool:
+        return self.rng.random() < TYPO_RATE
+
+    @staticmethod
+    def _mistyped(password: str) -> str:
+        return password[:-1] if len(password) > 1 else password + "x"
+
+    def telnet_session(self) -> None:
+        """Log in on the Telnet server (after a typo now and then), run a command or two, log out."""
+        user, password = self.config.credentials["telnet"]
+        commands = self.rng.sample(
+            ["uptime", "df -h", "ls -la", "free -m", "id", "date", "ls pub | wc -l"], 2
+        )
+        with TelnetClient(self.config.servers["telnet"]) as telnet:
+            attempts = [self._mistyped(password), password] if self._mistypes() else [password]
+            for index, attempt in enumerate(attempts):
+                telnet.read_until(b"login: ")
+                telnet.send_line(user)
+                telnet.read_until(b"Password: ")
+                telnet.send_line(attempt)
+                answer = telnet.read_until(TELNET_PROMPT, TELNET_REFUSED)
+                if answer == TELNET_REFUSED and index == len(attempts) - 1:
+                    raise RuntimeError(f"telnet login as {user} refused")
+            for command in commands[: self.rng.randint(1, 2)]:
+                telnet.send_line(command)
+                telnet.read_until(TELNET_PROMPT)
+            telnet.send_line("exit")
+            telnet.read_to_end()
+
+    def imap_read(self) -> None:
+        """Open the mailbox over IMAP: list it, fetch a few headers or whole messages (read-only or not)."""
+        user, password = self.config.credentials["imap"]
+        with imaplib.IMAP4(self.config.servers["mail"], timeout=10) as imap:
+            if self._mistypes():
+                with contextlib.suppress(imaplib.IMAP4.error):
+                    imap.login(user, self._mistyped(password))
+            imap.login(user, password)
+            imap.select("INBOX", readonly=self.rng.random() < 0.5)
+            _, found = imap.search(None, "ALL")
+            numbers = found[0].split()
+            part = self.rng.choice(("(BODY.PEEK[HEADER])", "(FLAGS BODY.PEEK[])"))
+            for number in self.rng.sample(numbers, min(len(numbers), self.rng.randint(1, 4))):
+                imap.fetch(number.decode(), part)
+
+    def pop3_read(self) -> None:
+        """Check the mailbox over POP3: stat, list, retrieve one to three messages and leave them there."""
+        user, password = self.config.credentials["pop3"]
+        pop = poplib.POP3(self.config.servers["mail"], timeout=10)
+        try:
+            if self._mistypes():
+                pop.user(user)
+                with contextlib.suppress(poplib.error_proto):
+                    pop.pass_(self._mistyped(password))
+            pop.user(user)
+            pop.pass_(password)
+            count, _ = pop.stat()
+            pop.list()
+            for number in self.rng.sample(range(1, count + 1), min(count, self.rng.randint(1, 3))):
+                pop.retr(number)  # no DELE: the mailbox keeps its messages for the next reader
+        finally:
+            with contextlib.suppress(OSError, poplib.error_proto):
+                pop.quit()
+
+    def mariadb_query(self) -> None:
+        """An application's few statements on MariaDB's inventory table (reads, now and then an update)."""
+        user, password = self.config.credentials["mysql"]
+        statements = self.rng.sample(
+            [
+                "SELECT COUNT(*) FROM items",
+                f"SELECT * FROM items WHERE qty < {self.rng.randint(1, 10)}",
+                f"SELECT name, qty FROM items WHERE id = {self.rng.randint(1, 60)}",
+                f"UPDATE items SET qty = qty + 1 WHERE id = {self.rng.randint(1, 60)}",
+                "SHOW TABLES",
+            ],
+            self.rng.randint(1, 3),
+        )
+        server = self.config.servers["db"]
+        argv = [
+            "mariadb",
+            "--no-defaults",
+            "--connect-timeout=10",
+            "-h",
+            server,
+            "-u",
+            user,
+            "-D",
+            MARIADB_DATABASE,
+        ]
+        if self._mistypes():
+            with contextlib.suppress(RuntimeError):
+                self._tool([*argv, "-e", "SELECT 1"], env={"MYSQL_PWD": self._mistyped(password)})
+        self._tool([*argv, "-e", "; ".join(statements)], env={"MYSQL_PWD": password})
+
+    def postgres_query(self) -> None:
+        """A dashboard's few statements on PostgreSQL's readings table (aggregates, now and then an insert)."""
+        user, password = self.config.credentials["postgres"]
+        statements = self.rng.sample(
+            [
+                "SELECT sensor, avg(value) FROM readings GROUP BY sensor",
+                "SELECT count(*) FROM readings WHERE taken > now() - interval '1 hour'",
+                f"INSERT INTO readings VALUES ('{self.config.host}', now(), {self.rng.uniform(5, 35):.2f})",
+                "SELECT * FROM readings ORDER BY taken DESC LIMIT 20",
+            ],
+            self.rng.randint(1, 3),
+        )
+        argv = [
+            "psql",
+            "-X",
+            "-q",
+            "-w",
+            "-h",
+            self.config.servers["db"],
+            "-U",
+            user,
+            "-d",
+            POSTGRES_DATABASE,
+        ]
+        if self._mistypes():
+            with contextlib.suppress(RuntimeError):
+                self._tool([*argv, "-c", "SELECT 1"], env={"PGPASSWORD": self._mistyped(password)})
+        commands = [word for statement in statements for word in ("-c", statement)]
+        self._tool([*argv, *commands], env={"PGPASSWORD": password, "PGCONNECT_TIMEOUT": "10"})
+
+
+class TelnetClient:
+    """The little of a Telnet client that a scripted session needs: it refuses every option the server asks
+    for except echo and suppress-go-ahead from the server's side (what interactive clients accept), and reads
+    until one of some markers arrives."""
+
+    IAC, DONT, DO, WONT, WILL, SB, SE = 255, 254, 253, 252, 251, 250, 240
+    ACCEPTED = frozenset({1, 3})  # the server may echo and suppress go-ahead
+
+    def __init__(self, host: str, port: int = 23, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buffer = bytearray()  # data bytes not consumed yet, negotiation removed
+        self._pending = b""  # an incomplete command at the end of the last read
+
+    def __enter__(self) -> TelnetClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send_line(self, text: str) -> None:
+        self.sock.sendall(text.encode() + b"\r\n")
+
+    def read_until(self, *markers: bytes) -> bytes:
+        """Read until one of `markers` has arrived; returns it, drops the data up to and including it."""
+        while True:
+            hits = [(self.buffer.find(m), m) for m in markers if m in self.buffer]
+            if hits:
+                position, marker = min(hits)
+                del self.buffer[: position + len(marker)]
+                return marker
+            if not self._receive():
+                raise RuntimeError(f"telnet connection closed before {markers!r}")
+
+    def read_to_end(self) -> None:
+        while self._receive():
+            pass
+
+    def _receive(self) -> bool:
+        chunk = self.sock.recv(4096)
+        if not chunk:
+            return False
+        data = self._pending + chunk
+        self._pending = b""
+        index = 0
+        while index < len(data):
+            byte = data[index]
+            if byte != self.IAC:
+                self.buffer.append(byte)
+                index += 1
+                continue
+            if index + 1 >= len(data):
+                self._pending = data[index:]
+                break
+            command = data[index + 1]
+            if command == self.IAC:
+                self.buffer.append(self.IAC)
+                index += 2
+            elif command in (self.DO, self.DONT, self.WILL, self.WONT):
+                if index + 2 >= len(data):
+                    self._pending = data[index:]
+                    break
+                self._answer(command, data[index + 2])
+                index += 3
+            elif command == self.SB:
+                end = data.find(bytes([self.IAC, self.SE]), index)
+                if end < 0:
+                    self._pending = data[index:]
+                    break
+                index = end + 2
+            else:
+                index += 2
+        return True
+
+    def _answer(self, command: int, option: int) -> None:
+        if command == self.DO:
+            self.sock.sendall(bytes([self.IAC, self.WONT, option]))
+        elif command == self.WILL:
+            reply = self.DO if option in self.ACCEPTED else self.DONT
+            self.sock.sendall(bytes([self.IAC, reply, option]))
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:

@@ -21,14 +21,16 @@ class LabContext:
 
     # Address of the attacker host the episode runs in; the runner hands each episode its own attacker.
     attacker_ip: str
-    # Service name -> IPv4 address of the host serving it. Keys: web (nginx 80/443, /admin/ basic auth,
-    # /login form on 8080), web2 (apache2 :80), ssh, ftp, dns, mqtt, ntp.
+    # Server name -> IPv4 address of the host serving it. Keys: web (nginx 80/443, /admin/ basic auth,
+    # /login form on 8080), web2 (apache2 :80), ssh, ftp, dns, mqtt, ntp, telnet (:23), mail (IMAP :143,
+    # POP3 :110), db (MariaDB :3306, PostgreSQL :5432).
     servers: dict[str, str]
     # The server subnet, for sweeps and scans: unused addresses in it are visible on the sensor link.
     sweep_cidr: str
     # The zone the lab's DNS server is authoritative for (e.g. "lab.internal").
     dns_zone: str
-    # Service -> (user, right password): ssh, ftp, http_basic (/admin/), http_form (/login).
+    # Service -> (user, right password): ssh, ftp, http_basic (/admin/), http_form (/login), telnet, imap,
+    # pop3, mysql, postgres.
     credentials: dict[str, tuple[str, str]]
     # Holds usernames.txt, passwords.txt (the right password appears late in the list) and dns_queries.txt
     # (dnsperf format: "name type" per line, existing and non-existing names of dns_zone).

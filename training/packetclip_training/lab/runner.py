@@ -29,7 +29,7 @@ from packetclip_training.lab.benign import AgentConfig, BenignTraffic
 from packetclip_training.lab.capture import Capture
 from packetclip_training.lab.context import LabContext
 from packetclip_training.lab.profiles import Profile
-from packetclip_training.lab.services import tool_version
+from packetclip_training.lab.services import postgres_program, tool_version
 from packetclip_training.lab.session import LabSession, require_root
 from packetclip_training.lab.topology import SERVER_NET, LabSafetyError, assert_targets_inside
 
@@ -53,7 +53,13 @@ LABEL_COLUMNS = [
 LAB_TOOLS = (
     "ip", "tcpdump", "nginx", "apache2", "/usr/sbin/sshd", "vsftpd", "dnsmasq", "mosquitto", "chronyd", "openssl",
     "ssh-keygen", "ssh", "scp", "sftp", "curl", "dig", "ntpdig", "mosquitto_pub", "mosquitto_sub", "ss", "timeout",
-    "useradd", "userdel", "chpasswd",
+    "useradd", "userdel", "chpasswd", "busybox", "dovecot", "mariadbd", "mariadb-install-db", "mariadb-admin",
+    "mariadb", postgres_program("initdb"), postgres_program("postgres"), "pg_isready", "psql", "setpriv",
+)  # fmt: skip
+# Administrative helpers whose versions run.json need not record.
+UNVERSIONED_TOOLS = (
+    "ip", "ss", "timeout", "useradd", "userdel", "chpasswd", "setpriv", "mariadb-install-db", "mariadb-admin",
+    "pg_isready", postgres_program("initdb"),
 )  # fmt: skip
 KILL_GRACE_S = 2.0  # SIGTERM to SIGKILL for an episode past its bound
 
@@ -311,11 +317,7 @@ def benign_configs(lab: LabSession, profile: Profile, seed: int, stats_dir: Path
 
 def tool_versions(variants: Sequence[VariantLike]) -> dict[str, str]:
     names = sorted({*LAB_TOOLS, *(v.tool for v in variants)})
-    return {
-        Path(name).name: tool_version(name)
-        for name in names
-        if name not in ("ip", "ss", "timeout", "useradd", "userdel", "chpasswd")
-    }
+    return {Path(name).name: tool_version(name) for name in names if name not in UNVERSIONED_TOOLS}
 
 
 def run_lab(

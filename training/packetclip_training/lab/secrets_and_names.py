@@ -15,9 +15,17 @@ DNS_ZONE = "lab.internal"
 # The zone the reflector's DNS server answers for (services.py): large TXT records, the amplifier of DNS
 # reflection episodes (attacks.py).
 REFLECTOR_ZONE = "mirror.internal"
-# The one host account of the lab (SSH and FTP). A common server-account name, so a dictionary attack's user
-# list looks ordinary; created per run and removed at the end, refused when the host already has it.
+# The one host account of the lab (SSH, FTP and Telnet). A common server-account name, so a dictionary attack's
+# user list looks ordinary; created per run and removed at the end, refused when the host already has it.
 LAB_USER = "deploy"
+# Accounts that exist only in the lab's own service files (no host account): the mailbox IMAP and POP3 log in to,
+# and the application users of the two SQL servers.
+MAIL_USER = "info"
+MARIADB_USER = "webapp"
+POSTGRES_USER = "analytics"
+# The database each SQL server is created with and its application user works in.
+MARIADB_DATABASE = "inventory"
+POSTGRES_DATABASE = "metrics"
 # GECOS marker that tells `lab clean` an account is the lab's own.
 LAB_USER_GECOS = "packetclip lab user"
 
@@ -150,6 +158,12 @@ def make_secrets(seed: int, server_ips: dict[str, str], spare_ips: list[str]) ->
     for index in range(400):
         records[f"{rng.choice(DNS_NAME_STEMS)}-{index:03d}.{DNS_ZONE}"] = rng.choice(spare_ips)
     missing = tuple(f"{rng.choice(DNS_NAME_STEMS)}-{index:03d}x.{DNS_ZONE}" for index in range(200))
+    # Drawn after the zone, so a seed keeps the passwords and names it gave before these services existed.
+    credentials["telnet"] = credentials["ssh"]  # login(1)-style access to the same host account
+    credentials["imap"] = (MAIL_USER, _password(rng))
+    credentials["pop3"] = credentials["imap"]  # one mailbox, read over either protocol
+    credentials["mysql"] = (MARIADB_USER, _password(rng))
+    credentials["postgres"] = (POSTGRES_USER, _password(rng))
     return LabSecrets(credentials, records, missing)
 
 

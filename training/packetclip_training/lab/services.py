@@ -7,8 +7,11 @@ not build namespaces (`topology.py`) nor generate traffic.
 Daemons: nginx (80, 443 with a lab-CA certificate, /admin/ basic auth, /api/ and /login proxied to the lab web
 app), the lab web app on :8080, apache2 (:80 on web2), sshd (password and key auth), vsftpd (local users,
 passive ports 40000-40019), dnsmasq (authoritative for the lab zone, NXDOMAIN for everything else), mosquitto
-(1883), chronyd as an NTP server (-x: never touches the host clock). On the reflector host (when the topology
-has one): a second dnsmasq, an open server answering anyone with large TXT records for the reflector zone, and a
+(1883), chronyd as an NTP server (-x: never touches the host clock), busybox telnetd (:23, logging in through
+`telnet_login`, the lab account only), dovecot (IMAP :143 and POP3 :110 in clear text, one mailbox from a
+passwd-file, no host account), MariaDB (:3306) and PostgreSQL (:5432, SCRAM passwords), each database created in
+the run's temp dir when the lab starts, with one application user and a small table. On the reflector host (when
+the topology has one): a second dnsmasq, an open server answering anyone with large TXT records for the reflector zone, and a
 second chronyd answering anyone: the amplifiers that reflection episodes send spoofed requests to, at the
 reflector's own address or at any address of the reflector block it owns (`topology.REFLECTOR_NET`).
 """
@@ -23,6 +26,7 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +35,13 @@ from packetclip_training.lab.secrets_and_names import (
     DNS_ZONE,
     LAB_USER,
     LAB_USER_GECOS,
+    MARIADB_DATABASE,
+    POSTGRES_DATABASE,
     REFLECTOR_ZONE,
     LabSecrets,
 )
-from packetclip_training.lab.topology import Topology, run_cmd
+from packetclip_training.lab.telnet_login import account_line
+from packetclip_training.lab.topology import Topology, kill_namespace_processes, list_namespaces, run_cmd
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,29 @@ FTP_PASSIVE_PORTS = (40000, 40019)
 REFLECTOR_TXT_RECORDS = 8
 REFLECTOR_TXT_LENGTH = 130
 READY_TIMEOUT_S = 20.0
+# Creating the two databases (mariadb-install-db, initdb) takes a few seconds, more on a busy machine.
+DATABASE_INIT_TIMEOUT_S = 120.0
+# Debian installs each PostgreSQL major version's server programs here, off PATH.
+POSTGRES_LIB = Path("/usr/lib/postgresql")
+# PostgreSQL's programs refuse to run as root; setpriv execs them as its account (no extra process).
+AS_POSTGRES = ("setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--")
+
+
+def postgres_program(name: str) -> str:
+    """Path of `name` (initdb, postgres) of the newest PostgreSQL installed, or the bare name when none is."""
+    found = sorted(
+        (path for path in POSTGRES_LIB.glob(f"*/bin/{name}") if path.parts[-3].isdigit()),
+        key=lambda path: int(path.parts[-3]),
+    )
+    return str(found[-1]) if found else name
+
+
+def sql_literal(text: str) -> str:
+    """`text` as a single-quoted SQL literal. Quotes and backslashes, which MariaDB and PostgreSQL read
+    differently, are refused: the lab's names and passwords never hold them."""
+    if "'" in text or "\\" in text:
+        raise ValueError(f"no quotes or backslashes in lab SQL values: {text!r}")
+    return f"'{text}'"
 
 
 @dataclass
@@ -54,6 +84,11 @@ class Daemon:
     host: str  # lab host (namespace suffix)
     argv: list[str]
     ports: list[tuple[str, int]]  # ("tcp"|"udp", port) that must be listening
+    # A command run in the daemon's namespace that exits 0 once the service answers (listening is not enough
+    # for a database still starting up); None: listening ports suffice.
+    probe: list[str] | None = None
+    stop_signal: signal.Signals = signal.SIGTERM
+    version_of: str = ""  # the program whose version run.json records, when argv[0] is a launcher
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -93,6 +128,10 @@ class Services:
             self._make_tls()
             self._make_ssh_keys()
             self._make_content()
+            self._make_telnet_login()
+            self._make_mailbox()
+            self._make_mariadb()
+            self._make_postgres()
             self.daemons = self._daemons()
             for daemon in self.daemons:
                 self._launch(daemon)
@@ -102,10 +141,16 @@ class Services:
             raise
 
     def stop(self) -> None:
-        """Stop every daemon (SIGTERM to its process group, SIGKILL after a grace) and remove the account."""
+        """Stop every daemon (its stop signal to its process group, SIGKILL after a grace), then whatever its
+        sessions left in the server namespaces (a Telnet shell runs in a session of its own), and remove the
+        account."""
         for daemon in self.daemons:
             if daemon.process is not None and daemon.process.poll() is None:
-                _kill_group(daemon.process)
+                _kill_group(daemon.process, daemon.stop_signal)
+        present = set(list_namespaces())
+        for host in sorted({daemon.host for daemon in self.daemons}):
+            if self.topology.ns(host) in present:
+                kill_namespace_processes(self.topology.ns(host))
         if self.user_created:
             run_cmd(["userdel", LAB_USER], check=False)
             self.user_created = False
@@ -241,6 +286,200 @@ class Services:
         hashed = run_cmd(["openssl", "passwd", "-apr1", password]).stdout.strip()
         (self.root / "htpasswd").write_text(f"{user}:{hashed}\n")
 
+    def _make_telnet_login(self) -> None:
+        """The accounts file and the login program busybox telnetd runs (it takes a program, no arguments)."""
+        telnet = self.root / "telnet"
+        telnet.mkdir()
+        user, password = self.secrets.credentials["telnet"]
+        accounts = telnet / "accounts"
+        accounts.write_text(account_line(user, password, os.urandom(16)) + "\n")
+        accounts.chmod(0o600)
+        login = telnet / "login"
+        login.write_text(
+            f"#!/bin/sh\nexec {sys.executable} -m packetclip_training.lab.telnet_login {accounts} telnet\n"
+        )
+        login.chmod(0o755)
+        # What telnetd shows before the login prompt; /etc/issue would name the machine the lab runs on.
+        (telnet / "issue").write_text("Debian GNU/Linux 12\n\n")
+
+    def _make_mailbox(self) -> None:
+        """The mailbox's password (SHA512-CRYPT, dovecot's passwd-file) and a Maildir of seeded messages, owned
+        by the lab account (dovecot reads mail as some uid; the lab's is the one that exists)."""
+        dovecot = self.root / "dovecot"
+        dovecot.mkdir()
+        user, password = self.secrets.credentials["imap"]
+        hashed = run_cmd(["openssl", "passwd", "-6", password]).stdout.strip()
+        (dovecot / "users").write_text(f"{user}:{hashed}::::::\n")
+        rng = random.Random(f"mailbox-{self.seed}")
+        maildir = self.root / "mail" / user / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True)
+        senders = ("billing@supplier.example", "alerts@monitoring.lab.internal", "hr@lab.internal")
+        subjects = ("Invoice", "Disk usage report", "Backup finished", "Meeting notes", "Order confirmation")
+        vocabulary = ("order", "status", "attached", "please", "review", "weekly", "total")
+        started = int(time.time()) - 30 * 86400
+        for index in range(24):
+            words = " ".join(rng.choice(vocabulary) for _ in range(rng.choice((20, 80, 400))))
+            body = "\r\n".join(textwrap.wrap(words, 72))  # mail lines stay short (RFC 5322)
+            stamp = started + index * 3600 * rng.randint(6, 30)
+            message = (
+                f"From: {rng.choice(senders)}\r\nTo: {user}@{DNS_ZONE}\r\n"
+                f"Subject: {rng.choice(subjects)} #{index}\r\n"
+                f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime(stamp))}\r\n"
+                f"Message-ID: <{index}.{stamp}@{DNS_ZONE}>\r\n\r\n{body}\r\n"
+            )
+            # The last few are unread (new/), the others read (cur/ with the Seen flag).
+            name = f"{stamp}.M{index}P1.mail"
+            path = maildir / "new" / name if index >= 20 else maildir / "cur" / f"{name}:2,S"
+            path.write_text(message)
+        account = pwd.getpwnam(LAB_USER)
+        for path in (maildir.parent, maildir, *maildir.rglob("*")):
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    def _make_mariadb(self) -> None:
+        """A fresh data directory (mariadb-install-db, root by socket only), the lab database with a table, and
+        the file of statements that creates the application user at every start (`--init-file`: users cannot
+        be created while the tables are bootstrapped)."""
+        d, ip = self.root / "mariadb", self.ip("db")
+        d.mkdir()
+        mysql = pwd.getpwnam("mysql")
+        os.chown(d, mysql.pw_uid, mysql.pw_gid)
+        self._conf(
+            "mariadb.cnf",
+            f"""[mariadbd]
+user = mysql
+datadir = {d}/data
+socket = {d}/mariadbd.sock
+pid-file = {d}/mariadbd.pid
+tmpdir = {d}
+bind-address = {ip}
+port = 3306
+skip-name-resolve
+skip-log-bin
+innodb_buffer_pool_size = 16M
+innodb_log_file_size = 4M
+max_connections = 300
+# A stock server blocks an address after 100 interrupted connections until FLUSH HOSTS; guessing episodes of a
+# whole run come from the same three attackers.
+max_connect_errors = 1000000
+""",
+        )
+        rng = random.Random(f"mariadb-rows-{self.seed}")
+        rows = ",".join(
+            f"({index},{sql_literal(rng.choice(('cable', 'switch', 'sensor', 'camera', 'battery')))},"
+            f"{rng.randint(0, 40)})"
+            for index in range(1, 61)
+        )
+        # mariadb-install-db runs one statement per line.
+        self._conf(
+            "mariadb-data.sql",
+            f"""CREATE DATABASE {MARIADB_DATABASE};
+CREATE TABLE {MARIADB_DATABASE}.items (id INT PRIMARY KEY, name VARCHAR(40), qty INT);
+INSERT INTO {MARIADB_DATABASE}.items VALUES {rows};
+""",
+        )
+        user, password = self.secrets.credentials["mysql"]
+        users = self._conf(
+            "mariadb-users.sql",
+            f"""CREATE USER IF NOT EXISTS {sql_literal(user)}@'%' IDENTIFIED BY {sql_literal(password)};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {MARIADB_DATABASE}.* TO {sql_literal(user)}@'%';
+""",
+        )
+        users.chmod(0o640)
+        os.chown(users, 0, mysql.pw_gid)
+        self._in_namespace(
+            "db",
+            [
+                "mariadb-install-db",
+                f"--defaults-file={self.root / 'conf' / 'mariadb.cnf'}",
+                "--user=mysql",
+                "--auth-root-authentication-method=socket",
+                "--skip-test-db",
+                f"--extra-file={self.root / 'conf' / 'mariadb-data.sql'}",
+            ],
+        )
+
+    def _make_postgres(self) -> None:
+        """A fresh cluster (initdb) with the lab database, its owner (a SCRAM password) and a table, all made in
+        single-user mode before the server first listens."""
+        d, ip = self.root / "postgres", self.ip("db")
+        d.mkdir()
+        postgres = pwd.getpwnam("postgres")
+        os.chown(d, postgres.pw_uid, postgres.pw_gid)
+        conf = self._conf(
+            "postgresql.conf",
+            f"""data_directory = '{d}/data'
+hba_file = '{self.root}/conf/pg_hba.conf'
+ident_file = '{self.root}/conf/pg_ident.conf'
+listen_addresses = '{ip}'
+port = 5432
+# The readiness probe's socket; no lab traffic goes through it.
+unix_socket_directories = '{d}'
+password_encryption = 'scram-sha-256'
+ssl = off
+max_connections = 200
+shared_buffers = 16MB
+# Segments in the data directory, removed with the run (posix ones would outlive a killed server in /dev/shm).
+dynamic_shared_memory_type = mmap
+# A throwaway cluster: nothing here has to survive a crash of the machine.
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+logging_collector = off
+log_destination = 'stderr'
+""",
+        )
+        self._conf(
+            "pg_hba.conf",
+            "local all postgres peer\nhost all all 198.18.0.0/15 scram-sha-256\n",
+        )
+        self._conf("pg_ident.conf", "")
+        initdb = [postgres_program("initdb"), "-D", f"{d}/data", "-U", "postgres", "-A", "peer", "-E", "UTF8"]
+        self._in_namespace("db", [*AS_POSTGRES, *initdb, "--no-sync", "--no-instructions"])
+        user, password = self.secrets.credentials["postgres"]
+        rng = random.Random(f"postgres-rows-{self.seed}")
+        rows = ",".join(
+            f"({sql_literal(rng.choice(('boiler', 'hall', 'lab', 'roof')))},"
+            f"now() - interval '{index} minutes',{rng.uniform(5, 35):.2f})"
+            for index in range(120)
+        )
+        single = [*AS_POSTGRES, postgres_program("postgres"), "--single", "-c", f"config_file={conf}"]
+        # Single-user mode runs one statement per line and reports errors without failing.
+        for database, statements in (
+            (
+                "postgres",
+                f"CREATE ROLE {user} LOGIN PASSWORD {sql_literal(password)};\n"
+                f"CREATE DATABASE {POSTGRES_DATABASE} OWNER {user};\n",
+            ),
+            (
+                POSTGRES_DATABASE,
+                "CREATE TABLE readings (sensor text, taken timestamptz, value real);\n"
+                f"INSERT INTO readings VALUES {rows};\n"
+                f"ALTER TABLE readings OWNER TO {user};\n",
+            ),
+        ):
+            out = self._in_namespace("db", [*single, database], stdin=statements)
+            if "ERROR:" in out:
+                raise RuntimeError(f"creating the PostgreSQL lab database failed: {out[-400:]}")
+
+    def _in_namespace(self, host: str, argv: list[str], stdin: str | None = None) -> str:
+        """Run a preparation command inside `host`'s namespace (nothing it might open reaches the host's
+        network); its output, or RuntimeError naming it."""
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.topology.ns(host), *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=DATABASE_INIT_TIMEOUT_S,
+            check=False,
+            cwd=self.root,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()[-400:]}"
+            )
+        return result.stdout + result.stderr
+
     # -- daemons -----------------------------------------------------------------------------------------------
     def _daemons(self) -> list[Daemon]:
         return [
@@ -267,6 +506,10 @@ class Services:
             Daemon("dnsmasq", "dns", self._dnsmasq(), [("udp", 53), ("tcp", 53)]),
             Daemon("mosquitto", "mqtt", self._mosquitto(), [("tcp", 1883)]),
             Daemon("chronyd", "ntp", self._chronyd(), [("udp", 123)]),
+            Daemon("telnetd", "telnet", self._telnetd(), [("tcp", 23)], version_of="busybox"),
+            Daemon("dovecot", "mail", self._dovecot(), [("tcp", 143), ("tcp", 110)]),
+            self._mariadbd(),
+            self._postgres(),
             *self._reflector_daemons(),
         ]
 
@@ -528,6 +771,79 @@ pidfile {d}/chronyd.pid
         )
         return ["chronyd", "-x", "-d", "-f", str(conf), "-u", "_chrony"]
 
+    def _telnetd(self) -> list[str]:
+        telnet = self.root / "telnet"
+        address = f"{self.ip('telnet')}:23"
+        # -K: the connection closes when the login program (then the shell it became) exits.
+        login, issue = str(telnet / "login"), str(telnet / "issue")
+        return ["busybox", "telnetd", "-F", "-K", "-b", address, "-l", login, "-f", issue]
+
+    def _mariadbd(self) -> Daemon:
+        conf = self.root / "conf"
+        argv = [
+            "mariadbd",
+            f"--defaults-file={conf / 'mariadb.cnf'}",
+            f"--init-file={conf / 'mariadb-users.sql'}",
+        ]
+        # Asked over its socket as root (socket authentication): the probe sends nothing over the lab network.
+        socket = f"--socket={self.root / 'mariadb' / 'mariadbd.sock'}"
+        probe = ["mariadb-admin", "--no-defaults", socket, "--user=root", "--connect-timeout=2", "ping"]
+        return Daemon("mariadbd", "db", argv, [("tcp", 3306)], probe=probe)
+
+    def _postgres(self) -> Daemon:
+        server = postgres_program("postgres")
+        argv = [*AS_POSTGRES, server, "-c", f"config_file={self.root / 'conf' / 'postgresql.conf'}"]
+        # Over its socket as the postgres account (peer authentication): nothing crosses the lab network, and
+        # the server logs no refused connection.
+        socket = ["-h", str(self.root / "postgres"), "-p", "5432", "-U", "postgres", "-d", "postgres"]
+        probe = [*AS_POSTGRES, "pg_isready", "-q", *socket, "-t", "2"]
+        # Fast shutdown: SIGTERM would wait for every client to leave, and a server killed outright leaves its
+        # System V segment behind on the host.
+        return Daemon(
+            "postgres", "db", argv, [("tcp", 5432)], probe=probe, stop_signal=signal.SIGINT, version_of=server
+        )
+
+    def _dovecot(self) -> list[str]:
+        d, ip = self.root / "dovecot", self.ip("mail")
+        for sub in ("run", "state"):
+            (d / sub).mkdir()
+        account = pwd.getpwnam(LAB_USER)
+        conf = self._conf(
+            "dovecot.conf",
+            f"""protocols = imap pop3
+listen = {ip}
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = /dev/stderr
+# Clear-text logins without TLS, as a small office server that never got a certificate.
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_verbose = yes
+login_greeting = Mail server ready.
+mail_location = maildir:~/Maildir
+passdb {{
+  driver = passwd-file
+  args = scheme=SHA512-CRYPT {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid={account.pw_uid} gid={account.pw_gid} home={self.root}/mail/%u
+}}
+service imap-login {{
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}
+""",
+        )
+        return ["dovecot", "-F", "-c", str(conf)]
+
     # -- process handling --------------------------------------------------------------------------------------
     def _launch(self, daemon: Daemon) -> None:
         namespace = self.topology.ns(daemon.host)
@@ -554,7 +870,9 @@ pidfile {d}/chronyd.pid
                     raise RuntimeError(
                         f"{daemon.name} exited ({daemon.process.returncode}): {self._tail(daemon)}"
                     )
-                if all(self._listening(daemon.host, proto, port) for proto, port in daemon.ports):
+                if all(self._listening(daemon.host, proto, port) for proto, port in daemon.ports) and (
+                    daemon.probe is None or self._answers(daemon)
+                ):
                     pending.remove(daemon)
             if pending and time.monotonic() > deadline:
                 names = ", ".join(f"{d.name}: {self._tail(d)}" for d in pending)
@@ -570,6 +888,11 @@ pidfile {d}/chronyd.pid
         )
         return bool(out.stdout.strip())
 
+    def _answers(self, daemon: Daemon) -> bool:
+        assert daemon.probe is not None
+        argv = ["ip", "netns", "exec", self.topology.ns(daemon.host), *daemon.probe]
+        return run_cmd(argv, check=False, timeout=10).returncode == 0
+
     @staticmethod
     def _tail(daemon: Daemon) -> str:
         if daemon.log_path is None or not daemon.log_path.exists():
@@ -578,12 +901,14 @@ pidfile {d}/chronyd.pid
 
     def versions(self) -> dict[str, str]:
         """Name -> version line of each daemon, for run.json."""
-        return {daemon.name: tool_version(daemon.argv[0]) for daemon in self.daemons}
+        return {daemon.name: tool_version(daemon.version_of or daemon.argv[0]) for daemon in self.daemons}
 
 
-def _kill_group(process: subprocess.Popen[bytes], grace_s: float = 3.0) -> None:
+def _kill_group(
+    process: subprocess.Popen[bytes], stop_signal: signal.Signals = signal.SIGTERM, grace_s: float = 3.0
+) -> None:
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, stop_signal)
     except ProcessLookupError:
         return
     try:
@@ -604,6 +929,10 @@ VERSION_FLAGS: dict[str, list[str]] = {
     "dnsmasq": ["--version"],
     "mosquitto": ["-h"],
     "chronyd": ["-v"],
+    "busybox": ["--help"],
+    "dovecot": ["--version"],
+    "mariadbd": ["--version"],
+    "postgres": ["--version"],
     "tcpdump": ["--version"],
     "ssh": ["-V"],
     "hping3": ["--version"],
