@@ -111,7 +111,7 @@ def test_each_real_family_is_left_out_and_judged_on_its_own_connections(run) -> 
     text = (reports / "README.md").read_text()
     assert "## Leave one source family out (real captures)" in text
     for family in families:
-        assert f"| {family} | {PACKETCLIP} |" in text
+        assert f"| {family} | {PACKETCLIP}" in text
 
 
 def test_efficiency_rows_compare_with_the_reference(run) -> None:

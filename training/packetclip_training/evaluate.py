@@ -416,7 +416,8 @@ def real_traffic(
 
 
 def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dict[str, Any]:
-    """Alignment, reasoner and flow baselines retrained without one real source family's files, then judged on
+    """Alignment, reasoner and flow baselines retrained without one real source family's files (unless no stage
+    trained on them: then the main models), then judged on
     every connection of that family (whichever split holds its files) and, for the mAUC, on every real
     connection no model here trained on (the family's and the test split's other real files). The operating
     point is chosen again on the validation split's real benign files outside the family. The encoder stays:
@@ -428,16 +429,21 @@ def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dic
     sources = sorted(
         {str(s) for name, split in splits.items() for s in split.columns["source"][families[name] == family]}
     )
-    work = inputs.work / f"loso-{family}"
-    run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
-                  config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
-    from packetclip_training.align import load_heads
-
-    heads, _ = load_heads(work / "align.pt")
     train = inputs.reasoner_train
     excluded = np.isin(train.columns["source"].astype(str), sources)
-    fit = fit_reasoner(train, None, heads, inputs.missions, inputs.concept_text(heads), config.reasoner,
-                       exclude=excluded)  # fmt: skip
+    # a family the recipe already keeps out of every stage (`real.test_only`: no file in train or val) is judged
+    # with the main models, which are that very experiment at full strength
+    retrained = any((families[name] == family).any() for name in ("train", "val"))
+    judge = inputs.reasoner
+    if retrained:
+        work = inputs.work / f"loso-{family}"
+        run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
+                      config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
+        from packetclip_training.align import load_heads
+
+        heads, _ = load_heads(work / "align.pt")
+        judge = fit_reasoner(train, None, heads, inputs.missions, inputs.concept_text(heads), config.reasoner,
+                             exclude=excluded).model  # fmt: skip
     # judged: the family's rows of every split, and the test split's other real rows (for the mAUC)
     judged = {
         name: rows
@@ -453,7 +459,7 @@ def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dic
     )
     scored = {
         PACKETCLIP: np.concatenate(
-            [predict(fit.model, training_arrays(splits[n], FINE_CLASSES), r)[0] for n, r in judged.items()]
+            [predict(judge, training_arrays(splits[n], FINE_CLASSES), r)[0] for n, r in judged.items()]
         ).astype(np.float64)
     }
     for model in config.flow_models:
@@ -464,7 +470,7 @@ def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dic
     )
     threshold = None  # no real benign validation file outside the family: argmax verdicts only
     if len(calibration):
-        val_coarse = predict(fit.model, training_arrays(val, FINE_CLASSES), calibration)[0]
+        val_coarse = predict(judge, training_arrays(val, FINE_CLASSES), calibration)[0]
         threshold = choose_threshold(attack_scores(val_coarse.astype(np.float64)), FALSE_ALARM_BUDGET)
     models: dict[str, Any] = {}
     for name, coarse in scored.items():
@@ -477,6 +483,7 @@ def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dic
             models[label] = {**summary, "mauc_unseen_real": mauc(truth, coarse)["mauc"]}
     return {
         "family": family,
+        "retrained": retrained,
         "files": len(sources),
         "train_rows_left_out": int(excluded.sum()),
         "attack_threshold": threshold,

@@ -226,7 +226,8 @@ def loso_section(runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
         "benign files; recall and false alarms over every connection of the family (whichever split holds its "
         "files), mAUC over every real connection no model of the block trained on (the family's and the test "
         "split's other real files). The encoder is shared: its pretraining reads no labels, but it read the bytes "
-        "of the family's training files (not those of the recipe's test-only families).",
+        "of the family's training files. A family the recipe keeps out of every stage (`real.test_only`) is "
+        "judged with the main models instead (marked *main*): they are that experiment at full strength.",
         "",
         "| left out | model | files | connections | benign | dos | recon | bruteforce | false alarms | mAUC |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -235,7 +236,8 @@ def loso_section(runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
         for model, summary in run["models"].items():
             recall = [_share(summary["recall"].get(c)) for c in COARSE_CLASSES]
             lines.append(
-                f"| {run['family']} | {model} | {summary['files']:,} | {summary['connections']:,} | "
+                f"| {run['family']} | {model}{'' if run.get('retrained', True) else ' (*main*)'} | "
+                f"{summary['files']:,} | {summary['connections']:,} | "
                 + " | ".join(recall) + f" | {_share(summary['false_alarm'])} | {_share(summary['mauc_unseen_real'])} |"
             )  # fmt: skip
     points = [
