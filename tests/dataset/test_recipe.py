@@ -13,9 +13,14 @@ DEFAULT = Path(__file__).resolve().parents[2] / "training/packetclip_training/da
 
 def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
     recipe = load_recipe(DEFAULT)
+    reflectors_and_line_rate = (
+        "full-seed1-syn_flood-mausezahn-80-line-rate-syn_flood-mausezahn-dport-sweep-line-rate"
+        "-udp_flood-nping-dns-reflect-any-4k-port443-udp_flood-python-dns-reflect-txt-2k-udp_flood-python-ntp-reflect-1k"
+    )  # a run of some variants: their names, sorted, "/" as "-"
     assert recipe.lab_runs == [
         Path("lab-runs/full-seed1"),
         Path("lab-runs/full-seed2-vulnerability_scan"),
+        Path("lab-runs") / reflectors_and_line_rate,
     ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.real_test_only == ["packet-captures/*"]
