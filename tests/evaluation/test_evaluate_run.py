@@ -85,6 +85,7 @@ def test_every_part_has_its_section(run) -> None:
         == groups["lab"]["benign_connections"]
     )
     assert results["per_file"]  # the sample holds real captures in its test split
+    assert results["real_traffic"]["families"] and "" not in results["real_traffic"]["families"]
     assert len(results["_embedding_sample"]["labels"]) == len(results["_embedding_sample"]["embeddings"])
 
 

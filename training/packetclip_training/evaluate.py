@@ -402,7 +402,7 @@ def real_traffic(
     files = test.columns["source"].astype(str)[real].astype(object)
     truth = _coarse_truth(_labels(test))[real].astype(object)
     rows = ScoredRows(truth, truth, np.zeros((len(truth), len(COARSE_CLASSES))), files, families[real])
-    out: dict[str, Any] = {"families": sorted(set(families.tolist())), "models": {}}
+    out: dict[str, Any] = {"families": sorted(set(families[real].tolist())), "models": {}}
     for name, coarse in models.items():
         rows.probabilities = coarse[real]
         by, overall = by_family(rows, argmax_labels(rows.probabilities))
@@ -415,17 +415,40 @@ def real_traffic(
     return out
 
 
-def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dict[str, Any]:
+@dataclass
+class FlowFacts:
+    """Every split's flow-baseline features, labels and sources, read once for all the left-out families."""
+
+    matrix: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    sources: dict[str, np.ndarray]
+
+    @classmethod
+    def read(cls, dataset: Path) -> FlowFacts:
+        facts = {s: read_facts(dataset, s, extra=("source",)) for s in ("train", "val", "test")}
+        return cls(
+            {s: feature_matrix(f).values for s, f in facts.items()},
+            {s: class_indices(f["fine"]) for s, f in facts.items()},
+            {s: f["source"].astype(str) for s, f in facts.items()},
+        )
+
+
+def leave_family_out(
+    inputs: Inputs,
+    config: EvaluateConfig,
+    family: str,
+    families: dict[str, np.ndarray],
+    flows: FlowFacts,
+) -> dict[str, Any]:
     """Alignment, reasoner and flow baselines retrained without one real source family's files (unless no stage
     trained on them: then the main models), then judged on
     every connection of that family (whichever split holds its files) and, for the mAUC, on every real
     connection no model here trained on (the family's and the test split's other real files). The operating
     point is chosen again on the validation split's real benign files outside the family. The encoder stays:
     its pretraining reads no labels (it has read the bytes of the family's training files; the recipe's
-    `real.test_only` families it has not)."""
+    `real.test_only` families it has not). `families`: `real_families` of each split."""
     started = time.monotonic()
     splits = inputs.splits
-    families = {name: real_families(split) for name, split in splits.items()}
     sources = sorted(
         {str(s) for name, split in splits.items() for s in split.columns["source"][families[name] == family]}
     )
@@ -463,7 +486,7 @@ def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dic
         ).astype(np.float64)
     }
     for model in config.flow_models:
-        scored[f"flow {model}"] = _flow_without(inputs, config, model, sources, judged)
+        scored[f"flow {model}"] = _flow_without(flows, config, model, sources, judged)
     val = splits["val"]
     calibration = np.flatnonzero(
         (families["val"] != "") & (families["val"] != family) & (_coarse_truth(_labels(val)) == "benign")
@@ -495,15 +518,17 @@ def leave_family_out(inputs: Inputs, config: EvaluateConfig, family: str) -> dic
 
 
 def _flow_without(
-    inputs: Inputs, config: EvaluateConfig, model: str, sources: Sequence[str], judged: dict[str, np.ndarray]
+    flows: FlowFacts,
+    config: EvaluateConfig,
+    model: str,
+    sources: Sequence[str],
+    judged: dict[str, np.ndarray],
 ) -> np.ndarray:
     """Coarse probabilities of a flow baseline trained without `sources`, on the `judged` rows of each split."""
-    facts = {s: read_facts(inputs.dataset, s, extra=("source",)) for s in ("train", "val", "test")}
-    labels = {s: class_indices(facts[s]["fine"]) for s in facts}
-    kept = {s: ~np.isin(facts[s]["source"].astype(str), list(sources)) for s in facts}
+    labels, matrix = flows.labels, flows.matrix
+    kept = {s: ~np.isin(flows.sources[s], list(sources)) for s in ("train", "val")}
     rows = {s: np.flatnonzero(kept[s])[capped_rows(labels[s][kept[s]], config.comparison_cap, config.seed)]
             for s in ("train", "val")}  # fmt: skip
-    matrix = {s: feature_matrix(facts[s]).values for s in facts}
     evaluated = np.concatenate([matrix[s][rows] for s, rows in judged.items()])
     fitted = fit_tabular(model, matrix["train"][rows["train"]], labels["train"][rows["train"]],
                          matrix["val"][rows["val"]], labels["val"][rows["val"]], evaluated, config.seed)  # fmt: skip
@@ -515,11 +540,13 @@ def _flow_without(
 
 def leave_families_out(inputs: Inputs, config: EvaluateConfig) -> list[dict[str, Any]]:
     """`leave_family_out` for every real source family with connections in the splits."""
-    present = set()
-    for split in inputs.splits.values():
-        present |= set(real_families(split).tolist()) - {""}
+    families = {name: real_families(split) for name, split in inputs.splits.items()}
+    present = set().union(*(set(f.tolist()) for f in families.values())) - {""}
+    if not present:
+        return []
+    flows = FlowFacts.read(inputs.dataset)
     return [
-        leave_family_out(inputs, config, family)
+        leave_family_out(inputs, config, family, families, flows)
         for family in sorted(present, key=lambda f: (f not in ATTACK_FAMILIES, f))
     ]
 
