@@ -34,6 +34,7 @@ def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest
         assert (work / stage).is_file(), stage
     record = json.loads((work / "reasoner" / "reasoner_metrics.json").read_text())
     assert record["train_config"]["one_sided"] and record["train_config"]["behaviour_dropout"] == 0.3
+    assert record["train_config"]["rate_jitter"] == 0.5
     assert record["train_rows"] == 2 * _train_rows()  # every connection as captured and one-sided
     capsys.readouterr()
     assert main([*args[:6], str(tmp_path / "bundle2"), *args[7:]]) == 0
@@ -57,9 +58,10 @@ def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
     two_sided = tmp_path / "two-sided"
     assert main(["reasoner", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
                  "--align", str(work / "align" / "align.pt"), "--out", str(two_sided), "--cache", str(work / "cache"),
-                 "--epochs", "1", "--two-sided-only", "--behaviour-dropout", "0"]) == 0  # fmt: skip
+                 "--epochs", "1", "--two-sided-only", "--behaviour-dropout", "0", "--rate-jitter", "0"]) == 0  # fmt: skip
     record = json.loads((two_sided / "reasoner_metrics.json").read_text())
     assert not record["train_config"]["one_sided"] and record["train_config"]["behaviour_dropout"] == 0.0
+    assert record["train_config"]["rate_jitter"] == 0.0
     assert record["train_rows"] == _train_rows()
     headline = json.loads((reports / "headline.json").read_text())
     assert 0.0 <= headline["4-class mAUC (coarse)"] <= 1.0
