@@ -8,7 +8,12 @@ import numpy as np
 
 from packetclip.context import RESPONDER_CONNECTIONS, RESPONDER_FEATURES, ResponderActivity, responder_summary
 from packetclip_training.dataset.store import load_split
-from packetclip_training.tool_invariance import jitter_responder_rates, randomise_tool_fields
+from packetclip_training.tool_invariance import (
+    jitter_responder_rates,
+    randomise_tool_fields,
+    redraw_syn_payloads,
+    vary_tool_fields,
+)
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 
@@ -69,6 +74,65 @@ def test_share_zero_changes_nothing_and_the_draw_is_seeded() -> None:
     assert np.array_equal(half, randomise_tool_fields(*args, np.random.default_rng(5), share=0.5))
     touched = (half != arrays["bytes"]).reshape(len(half), -1).any(axis=1).mean()
     assert 0.2 < touched < 0.6  # about half the connections (some have no field to rewrite)
+
+
+def _originator_syn(packet: np.ndarray, length: int) -> tuple[int, int] | None:
+    """(offset of the data after the TCP header, data length) of a SYN without ACK, else None."""
+    found = _transport(packet)
+    if found is None or found[0] != 6:
+        return None
+    header = found[1]
+    if int(packet[header + 13]) & 0x12 != 0x02:
+        return None
+    data_at = header + (int(packet[header + 12]) >> 4) * 4
+    return data_at, length - data_at
+
+
+def test_syn_data_is_redrawn_per_connection_with_lengths_that_agree() -> None:
+    arrays = load_split(SAMPLE, "train", columns=())
+    before, length, direction, valid = arrays["bytes"], arrays["length"], arrays["direction"], arrays["valid"]
+    after, new_length = redraw_syn_payloads(
+        before, length, direction, valid, np.random.default_rng(0), share=1.0
+    )
+    assert after.shape == before.shape and new_length.shape == length.shape
+    sizes, with_data, without = [], 0, 0
+    for row in range(len(before)):
+        drawn = set()
+        for col in np.flatnonzero(valid[row]):
+            old, new = before[row, col], after[row, col]
+            syn = _originator_syn(old, int(length[row, col])) if direction[row, col] == 1 else None
+            if syn is None:  # every other packet: bytes and length as they were
+                assert np.array_equal(old, new) and new_length[row, col] == length[row, col]
+                continue
+            data_at, _ = syn
+            size = int(new_length[row, col]) - data_at
+            drawn.add(size)
+            # the header stays but for the IP length field, which says the new length
+            assert np.array_equal(np.delete(old[:data_at], [2, 3]), np.delete(new[:data_at], [2, 3]))
+            assert _u16(new, 2) == new_length[row, col]
+            assert not new[data_at + size :].any()  # nothing after the new data
+        assert len(drawn) <= 1  # one size per connection
+        sizes += list(drawn)
+        with_data += bool(drawn) and max(drawn) > 0
+        without += drawn == {0}
+    sizes_array = np.array(sizes)
+    assert len(sizes) > 100 and sizes_array.min() >= 0 and sizes_array.max() <= 1024
+    assert with_data > 30 and without > 30  # about half each
+    assert len(set(sizes) - {0}) > 20  # many sizes, not one
+
+
+def test_syn_data_share_zero_changes_nothing_and_vary_applies_both() -> None:
+    arrays = load_split(SAMPLE, "val", columns=())
+    args = (arrays["bytes"], arrays["length"], arrays["direction"], arrays["valid"])
+    same_bytes, same_length = redraw_syn_payloads(*args, np.random.default_rng(0), share=0.0)
+    assert np.array_equal(same_bytes, arrays["bytes"]) and np.array_equal(same_length, arrays["length"])
+    varied = vary_tool_fields(arrays, np.random.default_rng(4), 0.5)
+    again = vary_tool_fields(arrays, np.random.default_rng(4), 0.5)
+    assert all(np.array_equal(varied[k], again[k]) for k in arrays)  # seeded
+    assert not np.array_equal(varied["bytes"], arrays["bytes"])
+    assert not np.array_equal(varied["length"], arrays["length"])  # SYN data redrawn somewhere
+    for name in ("direction", "iat", "valid"):
+        assert varied[name] is arrays[name]
 
 
 def _responder_rows() -> np.ndarray:

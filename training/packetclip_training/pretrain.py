@@ -63,7 +63,7 @@ from packetclip_training.models.encoder import (
     parameter_count,
     save_checkpoint,
 )
-from packetclip_training.tool_invariance import randomise_tool_fields
+from packetclip_training.tool_invariance import vary_tool_fields
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ class PretrainConfig:
     log_every: int = 10  # steps between loss-curve points
     eval_connections: int = 2000  # held-out (val) connections for the final held-out loss
     # share of each batch's connections whose tool-identifying fields (the originator's ephemeral port and TCP
-    # window) are redrawn (`tool_invariance`): the encoder learns those positions say nothing it can predict,
-    # rather than learning each lab tool's values
+    # window; and, for another such share, the data its SYNs carry) are redrawn (`tool_invariance`): the encoder
+    # learns those positions say nothing it can predict, rather than learning each lab tool's values
     tool_invariance: float = 0.5
 
 
@@ -539,12 +539,10 @@ def pretrain(
                 group["lr"] = _learning_rate(step, total, config)
             batch = _batch(train, order[start : start + config.batch_size])
             if config.tool_invariance > 0:
-                batch["bytes"] = torch.from_numpy(
-                    randomise_tool_fields(
-                        batch["bytes"].numpy(), batch["direction"].numpy(), batch["valid"].numpy(), rng,
-                        config.tool_invariance,
-                    )
-                )  # fmt: skip
+                varied = vary_tool_fields(
+                    {k: v.numpy() for k, v in batch.items()}, rng, config.tool_invariance
+                )
+                batch["bytes"], batch["length"] = (torch.from_numpy(varied[k]) for k in ("bytes", "length"))
             result = _step_loss(model, batch, rule, config, generator)
             optimizer.zero_grad(set_to_none=True)
             result.total.backward()

@@ -146,8 +146,8 @@ class TrainConfig:
     # never reach the sensor must still read as a flood, not as the silent probes of a scan
     one_sided: bool = True
     # share of training connections whose tool-identifying header fields (the originator's ephemeral port and
-    # TCP window) are redrawn before they are embedded (`tool_invariance`): a new tool's values are unfamiliar,
-    # its behaviour is not
+    # TCP window; for another such share, the data its SYNs carry) are redrawn before they are embedded
+    # (`tool_invariance.vary_tool_fields`): a new tool's values are unfamiliar, its behaviour is not
     tool_invariance: float = 0.5
     # share of training rows towards a busy responder whose victim-side rate is rescaled by up to this factor
     # either way (`tool_invariance.jitter_responder_rates`): a tool's speed is its setting, not the attack

@@ -44,7 +44,7 @@ from packetclip.context import (
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 from packetclip_training.one_sided import originator_view
-from packetclip_training.tool_invariance import randomise_tool_fields
+from packetclip_training.tool_invariance import vary_tool_fields
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "episode", "uid", "sour
 CACHE_FORMAT = "packetclip-reasoner-cache/3"  # 2: context slots carry packet facts; 3: responder features
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
 _AUGMENT_SEED = 0  # tool-invariance draws: fixed, so a cached augmented split is the same split
+_AUGMENTATIONS = "ports-window-syn-data"  # what `vary_tool_fields` redraws: a cache of other draws is stale
 
 
 @dataclass
@@ -180,17 +181,14 @@ def embed_split(
     """Embed and contextualise one split of a built dataset, as captured (`view` "both") or as a sensor seeing
     only the originators' packets would have featurized it (`view` "originator", see `one_sided`); with
     `tool_invariance`, that share of its connections has its tool-identifying fields redrawn first
-    (`tool_invariance.randomise_tool_fields`, seeded: the same rows and values every time)."""
+    (`tool_invariance.vary_tool_fields`, seeded: the same rows and values every time)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
     arrays = load_split(dataset, split, columns=(*LABEL_COLUMNS, *CONTEXT_COLUMNS))
     if view == "originator":
         arrays = originator_view(arrays)
     if tool_invariance > 0:
-        rng = np.random.default_rng(_AUGMENT_SEED)
-        arrays["bytes"] = randomise_tool_fields(
-            arrays["bytes"], arrays["direction"], arrays["valid"], rng, tool_invariance
-        )
+        arrays = vary_tool_fields(arrays, np.random.default_rng(_AUGMENT_SEED), tool_invariance)
     columns = {name: arrays.pop(name) for name in (*LABEL_COLUMNS, *CONTEXT_COLUMNS)}
     log.info("%s: embedding %d connections", split, len(columns["ts"]))
     connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
@@ -212,7 +210,7 @@ def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str, tool_in
     if view != "both":  # the two-sided view keeps the keys of caches written before views existed
         digest.update(view.encode())
     if tool_invariance > 0:
-        digest.update(f"tool-invariance {tool_invariance} seed {_AUGMENT_SEED}".encode())
+        digest.update(f"tool-invariance {_AUGMENTATIONS} {tool_invariance} seed {_AUGMENT_SEED}".encode())
     digest.update(hashlib.sha256(encoder_path.read_bytes()).digest())
     digest.update(str((dataset / f"{split}.parquet").stat().st_size).encode())
     manifest = dataset / "manifest.json"

@@ -11,6 +11,11 @@ with these fields redrawn:
   as the source port of the originator's packets and the destination port of the responder's (TCP and UDP);
 - the TCP window the originator offers: one new random value per connection, on all its TCP packets.
 
+- the data an originator's SYNs carry (`redraw_syn_payloads`): none for half of the chosen connections, a
+  random 1 to 1,024 bytes for the others. hping3 `-d`, t50 (12 bytes on every SYN) and some botnets put data in
+  a SYN, others do not; a SYN flood is one either way. A model that saw data only on the lab's one-port floods
+  read t50's SYNs over random ports as an OS scan (its own 12 bytes removed: 99.9 % SYN flood).
+
 TTL, IP ID, type of service, the don't-fragment flag and checksums are already masked by the featurizer
 (`packetclip.featurizer.masking`), and the responder's fields describe the victim, so they stay. Packets whose
 transport header is not at a fixed offset (IPv6 with extension headers, later fragments) or was cut by the snap
@@ -33,6 +38,21 @@ from packetclip.context import (
 ORIGINATOR = 1  # `direction` value of a packet the originator sent
 _TCP, _UDP = 6, 17
 _EPHEMERAL = 1024  # source ports from here on are the sending stack's (or tool's) choice, not a service
+_SYN, _ACK = 0x02, 0x10
+_MAX_SYN_DATA = 1024  # the largest SYN data drawn (log-uniform from 1)
+
+
+def vary_tool_fields(
+    arrays: dict[str, np.ndarray], rng: np.random.Generator, share: float
+) -> dict[str, np.ndarray]:
+    """`pack()`-style arrays with both augmentations applied (`randomise_tool_fields`, then
+    `redraw_syn_payloads`, each to its own random `share` of the connections): a new dict with new "bytes" and
+    "length", the other arrays as they were."""
+    packet_bytes = randomise_tool_fields(arrays["bytes"], arrays["direction"], arrays["valid"], rng, share)
+    packet_bytes, length = redraw_syn_payloads(
+        packet_bytes, arrays["length"], arrays["direction"], arrays["valid"], rng, share
+    )
+    return {**arrays, "bytes": packet_bytes, "length": length}
 
 
 def randomise_tool_fields(
@@ -71,6 +91,58 @@ def randomise_tool_fields(
         new_window[rows[rewrite_window]],
     )  # fmt: skip
     return out
+
+
+def redraw_syn_payloads(
+    packet_bytes: np.ndarray,
+    length: np.ndarray,
+    direction: np.ndarray,
+    valid: np.ndarray,
+    rng: np.random.Generator,
+    share: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of packed bytes (n, N, S) and IP lengths (n, N) in which the originator's SYNs (SYN without ACK) of
+    a random `share` of the connections carry new data: none for half of them, else one random size per
+    connection (log-uniform, 1 to 1,024 bytes). The IP length field, the packed `length` and the bytes after the
+    TCP header (as far as the snap length keeps them) follow; the SYN's header and everything else stay.
+    Packets whose TCP header is not at a fixed offset or was cut by the snap length are left alone."""
+    out, lengths = np.array(packet_bytes, copy=True), np.array(length, copy=True)
+    count, _, snaplen = out.shape
+    if not count or share <= 0:
+        return out, lengths
+    chosen = rng.random(count) < share
+    sizes = np.where(
+        rng.random(count) < 0.5, 0, np.exp(rng.uniform(0.0, math.log(_MAX_SYN_DATA), count)).astype(np.int64)
+    )
+    rows, cols = np.nonzero(np.asarray(valid, bool) & chosen[:, None] & (np.asarray(direction) == ORIGINATOR))
+    if not len(rows):
+        return out, lengths
+    first = out[rows, cols, 0].astype(np.int64)
+    version = first >> 4
+    protocol = np.where(version == 4, out[rows, cols, 9], np.where(version == 6, out[rows, cols, 6], 0))
+    fragment_offset = (out[rows, cols, 6].astype(np.int64) & 0x1F) << 8 | out[rows, cols, 7]
+    whole = np.where(version == 4, fragment_offset == 0, version == 6)
+    header = np.where(version == 4, (first & 0x0F) * 4, 40)
+    tcp = whole & (protocol == _TCP) & (header + 14 <= snaplen)
+    flags = out[rows, cols, np.minimum(header + 13, snaplen - 1)]
+    syn = tcp & ((flags & (_SYN | _ACK)) == _SYN)
+    rows, cols, version, header = rows[syn], cols[syn], version[syn], header[syn]
+    data_at = header + (out[rows, cols, header + 12].astype(np.int64) >> 4) * 4  # after the TCP header
+    ip_length = lengths[rows, cols].astype(np.int64)
+    old = np.maximum(ip_length - data_at, 0)
+    new = sizes[rows]
+    lengths[rows, cols] = ip_length - old + new
+    # the IPv4 total length, or the IPv6 payload length (no extension header here)
+    field = np.where(version == 4, lengths[rows, cols], lengths[rows, cols] - 40)
+    _write16(out, rows, cols, np.where(version == 4, 2, 4), np.clip(field, 0, 0xFFFF))
+    for row, col, start, size in zip(
+        rows.tolist(), cols.tolist(), data_at.tolist(), new.tolist(), strict=True
+    ):
+        if start < snaplen:
+            end = min(start + size, snaplen)
+            out[row, col, start:end] = rng.integers(0, 256, end - start, dtype=np.uint8)
+            out[row, col, end:] = 0
+    return out, lengths
 
 
 def _read16(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, at: np.ndarray) -> np.ndarray:
