@@ -3,7 +3,9 @@
 What this owns: every `.zeek` file in the repository (the package in `zeek_scripts/`, the examples in
 `rules/zeek/`, the btest suite in `tests/zeek/`) must parse with `zeek-script parse` and be left unchanged by
 `zeek-format`; the package's wire declarations (events, argument names and types in order, topics) must equal the
-Zeek <-> sidecar contract in DESIGN.md; and the btest suite's capture and baselines must agree with each other.
+Zeek <-> sidecar contract in the repository's design document (docs/design.md; PACKETCLIP_DESIGN_DOC names another
+file), and, where the project's shared design notes lie beside the checkout (../shared/docs/DESIGN.md), that
+contract too; and the btest suite's capture and baselines must agree with each other.
 
 What it does not own: running Zeek. The btest suite (`zkg test`, or `cd tests/zeek && btest -d`) does that where
 Zeek is installed; `zeek-script` checks syntax only, so unknown identifiers and wrong types pass here.
@@ -25,7 +27,10 @@ import pytest
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DESIGN_DOC = Path(os.environ.get("PACKETCLIP_DESIGN_DOC", REPO_ROOT.parent / "shared" / "docs" / "DESIGN.md"))
+# The wire contract the package follows: the repository's own design document, unless the environment names another.
+DESIGN_DOC = Path(os.environ.get("PACKETCLIP_DESIGN_DOC", REPO_ROOT / "docs" / "design.md"))
+# The project's shared design notes, where a checkout has them beside it: the package must follow them as well.
+SHARED_DESIGN_DOC = REPO_ROOT.parent / "shared" / "docs" / "DESIGN.md"
 PACKAGE_DIR = REPO_ROOT / "zeek_scripts"
 MAIN_SCRIPT = PACKAGE_DIR / "main.zeek"
 BTEST_DIR = REPO_ROOT / "tests" / "zeek"
@@ -93,11 +98,24 @@ def split_params(params: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def contract_signature(event: str) -> list[tuple[str, str]]:
-    if not DESIGN_DOC.is_file():
-        pytest.fail(f"DESIGN.md not found at {DESIGN_DOC} (set PACKETCLIP_DESIGN_DOC)")
-    match = re.search(rf"`PacketCLIP::{event}\(([^)]*)\)`", DESIGN_DOC.read_text(), re.DOTALL)
-    assert match, f"DESIGN.md has no PacketCLIP::{event}(...) signature"
+def contract_docs() -> list[Path]:
+    """Every document whose wire contract the package must follow: the design document, then the shared design
+    notes when they exist and are another file."""
+    docs = [DESIGN_DOC]
+    if SHARED_DESIGN_DOC.is_file() and SHARED_DESIGN_DOC.resolve() != DESIGN_DOC.resolve():
+        docs.append(SHARED_DESIGN_DOC)
+    return docs
+
+
+def contract_text(doc: Path) -> str:
+    if not doc.is_file():
+        pytest.fail(f"design document not found at {doc} (PACKETCLIP_DESIGN_DOC names another)")
+    return doc.read_text()
+
+
+def contract_signature(event: str, doc: Path = DESIGN_DOC) -> list[tuple[str, str]]:
+    match = re.search(rf"`PacketCLIP::{event}\(([^)]*)\)`", contract_text(doc), re.DOTALL)
+    assert match, f"{doc} has no PacketCLIP::{event}(...) signature"
     return split_params(match.group(1))
 
 
@@ -131,21 +149,32 @@ def string_const(name: str) -> str:
     return match.group(1)
 
 
+def test_design_document_lives_in_the_repository() -> None:
+    """A clean clone carries its contract: by default it is read from inside the repository."""
+    default = REPO_ROOT / "docs" / "design.md"
+    assert default.is_file()
+    if "PACKETCLIP_DESIGN_DOC" not in os.environ:
+        assert default == DESIGN_DOC
+
+
 def test_contract_parser_reads_the_design_document() -> None:
-    """The contract is really read from DESIGN.md: ten request arguments, six verdict ones, two hello ones."""
-    assert len(contract_signature("request")) == 10
-    assert contract_signature("verdict")[3] == ("score", "double")
-    assert [name for name, _ in contract_signature("hello")] == ["sidecar", "model"]
+    """The contract is really read from each document: ten request arguments, six verdict ones, two hello ones."""
+    for doc in contract_docs():
+        assert len(contract_signature("request", doc)) == 10, doc
+        assert contract_signature("verdict", doc)[3] == ("score", "double"), doc
+        assert [name for name, _ in contract_signature("hello", doc)] == ["sidecar", "model"], doc
 
 
 @pytest.mark.parametrize("event", ["request", "verdict", "hello"])
 def test_event_declaration_equals_contract(event: str) -> None:
     """Names and types in order: the sidecar builds and decodes these positionally, with exact types."""
-    assert declared_signature(event) == contract_signature(event)
+    for doc in contract_docs():
+        assert declared_signature(event) == contract_signature(event, doc), f"{event} differs from {doc}"
 
 
 def test_verdict_handler_matches_contract() -> None:
-    assert handler_signature("verdict") == contract_signature("verdict")
+    for doc in contract_docs():
+        assert handler_signature("verdict") == contract_signature("verdict", doc), doc
 
 
 def test_request_record_and_publish_calls_follow_contract() -> None:
@@ -162,18 +191,15 @@ def test_request_record_and_publish_calls_follow_contract() -> None:
 
 
 def test_topics_follow_contract() -> None:
-    doc = (
-        DESIGN_DOC.read_text()
-        if DESIGN_DOC.is_file()
-        else pytest.fail(f"DESIGN.md not found at {DESIGN_DOC}")
-    )
     request_topic = string_const("request_topic")
     verdict_prefix = string_const("verdict_topic_prefix")
     control_topic = string_const("control_topic")
-    assert f"`{request_topic}`" in doc
-    assert f"`{request_topic}<shard>/`" in doc
-    assert f"`{verdict_prefix}<node>/`" in doc
-    assert f"`{control_topic}`" in doc
+    for path in contract_docs():
+        doc = contract_text(path)
+        assert f"`{request_topic}`" in doc, path
+        assert f"`{request_topic}<shard>/`" in doc, path
+        assert f"`{verdict_prefix}<node>/`" in doc, path
+        assert f"`{control_topic}`" in doc, path
     script = MAIN_SCRIPT.read_text()
     # the node's topic ends in "/", so worker-1 does not also receive worker-10's verdicts
     assert 'subscribe(fmt("%s%s/", verdict_topic_prefix, this_node()));' in script
