@@ -12,12 +12,10 @@ Set PACKETCLIP_ATTACK_REPORT=path.json to keep the measured packets and connecti
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +27,7 @@ from pathlib import Path
 import dns.message
 import dpkt
 import pytest
+from tests.lab.captures import router_capture
 
 from packetclip_training.lab.attacks import CATALOGUE, Variant
 from packetclip_training.lab.topology import SERVER_BRIDGE
@@ -124,42 +123,6 @@ def _flows(pcap: Path, source: str) -> tuple[int, int, int]:
     return packets, len(keys), len(keys & answered)
 
 
-def _wait_until_listening(capture: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
-    """Block until tcpdump says it listens: a flood at a tiny scale is over in a few milliseconds, and a
-    capture that starts late would see none of it."""
-    assert capture.stderr is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([capture.stderr], [], [], 0.2)
-        if ready and b"listening on" in capture.stderr.readline():
-            time.sleep(0.2)
-            return
-        if capture.poll() is not None:
-            break
-    raise RuntimeError(f"tcpdump did not start capturing within {timeout_s:.0f}s")
-
-
-def _in_router(topology: object) -> list[str]:
-    return ["ip", "netns", "exec", topology.router_ns]  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def _router_capture(topology: object, tcpdump: list[str], pcap: Path, bpf: str) -> Iterator[None]:
-    """tcpdump in the router namespace writing `pcap`, listening before the body runs and stopped after it."""
-    capture = subprocess.Popen(
-        [*_in_router(topology), *tcpdump, "-w", str(pcap), bpf],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _wait_until_listening(capture)
-        yield
-    finally:
-        os.killpg(capture.pid, signal.SIGTERM)
-        capture.wait(timeout=10)
-
-
 def _run_episode(session: object, variant: Variant, workdir: Path, scale: float) -> Outcome:
     topology = session.topology  # type: ignore[attr-defined]
     attacker_ip = topology.host(ATTACKER).ip
@@ -169,7 +132,7 @@ def _run_episode(session: object, variant: Variant, workdir: Path, scale: float)
     pcap = workdir / "attack.pcap"
     # Guessers' captures hold the service's answers too: proof that the guesses reached a listening service.
     bpf = f"net {source}" if variant.fine == "dictionary_attack" else f"src net {source}"
-    with _router_capture(topology, TCPDUMP, pcap, bpf):
+    with router_capture(topology, TCPDUMP, pcap, bpf):
         started = time.monotonic()
         tool = subprocess.Popen(
             ["ip", "netns", "exec", topology.ns(ATTACKER), *argv],
@@ -266,7 +229,7 @@ def test_reflection_through_a_reflector_block_reaches_the_victim_from_many_sourc
     payload.write_bytes(dns.message.make_query("mirror.internal", "TXT", use_edns=0, payload=4096).to_wire())
     pcap = tmp_path / "sensor.pcap"
     sensor = ["tcpdump", "-i", SERVER_BRIDGE, *TCPDUMP[3:]]
-    with _router_capture(topology, sensor, pcap, f"udp and host {victim}"):
+    with router_capture(topology, sensor, pcap, f"udp and host {victim}"):
         sender = subprocess.run(
             ["ip", "netns", "exec", topology.ns(ATTACKER), "python3", "-m", "packetclip_training.lab.attacks",
              "reflect", victim, "--payload", str(payload), "--dport", "53", "--reflector-net", str(block),

@@ -1,12 +1,14 @@
 """Every lab service answers a real client from a client namespace: HTTPS with the lab CA, basic auth, form
 login, apache, SSH with the client key, FTP login, DNS (existing name and NXDOMAIN), MQTT pub/sub, NTP; and the
 password services (Telnet, IMAP, POP3, MariaDB, PostgreSQL) take the benign clients' right logins, refuse wrong
-ones, and listen on their lab addresses only, from their own namespaces."""
+ones, and listen on their lab addresses only, from their own namespaces; a browser-like page load looks like one."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,11 +16,15 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+import dpkt
+import numpy as np
 import pytest
+from tests.lab.captures import router_capture
 
 from packetclip_training.lab.profiles import PROFILES
 from packetclip_training.lab.runner import benign_configs
 from packetclip_training.lab.session import LabSession
+from packetclip_training.lab.topology import SERVER_BRIDGE
 
 pytestmark = pytest.mark.lab
 
@@ -172,3 +178,54 @@ def test_login_services_listen_in_the_lab_and_take_only_the_right_password(
             assert client.returncode != 0 and refusal in errors, f"{action}: {errors[-600:]}"
         prefix = lab.topology.prefix
     assert not any(leftovers(prefix).values()), leftovers(prefix)
+
+
+def _connections_to(pcap: Path, server: str) -> list[tuple[float, int]]:
+    """(first SYN time, payload bytes the client sent) of each TCP connection towards `server`, by start."""
+    started: dict[tuple[bytes, int], float] = {}
+    sent: dict[tuple[bytes, int], int] = {}
+    target = socket.inet_aton(server)
+    with pcap.open("rb") as handle:
+        for ts, frame in dpkt.pcap.Reader(handle):
+            ip = dpkt.ethernet.Ethernet(frame).data
+            if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP) or ip.dst != target:
+                continue
+            key = (ip.src, ip.data.sport)
+            if ip.data.flags & dpkt.tcp.TH_SYN:
+                started.setdefault(key, ts)
+            sent[key] = sent.get(key, 0) + len(ip.data.data)
+    return sorted((ts, sent[key]) for key, ts in started.items())
+
+
+def test_browser_page_opens_parallel_connections_and_unused_preconnects(
+    lab_ready: None, leftovers: Callable[[str], dict[str, list[str]]], tmp_path: Path
+) -> None:
+    """A browser-like page load: several connections to one server within milliseconds, and some connections
+    opened ahead of need that carry nothing (both read as recon by a model that never saw a browser)."""
+    pcap = tmp_path / "browser.pcap"
+    with LabSession(seed=6) as lab:
+        configs = benign_configs(lab, PROFILES["quick"], 6, tmp_path)
+        config = next(asdict(c) for c in configs if c.kind == "workstation")
+        web = lab.topology.host("web").ip
+        tcpdump = ["tcpdump", "-i", SERVER_BRIDGE, "-s", "128", "--immediate-mode", "-U"]
+        with router_capture(lab.topology, tcpdump, pcap, f"tcp and host {web}"):
+            # https_pages too: its binary files once went to curl's standard output and failed the action
+            for seed, action in itertools.product(range(8), ("browser_page", "https_pages")):
+                path = tmp_path / f"browser-{seed}.json"
+                path.write_text(json.dumps({**config, "seed": seed}))
+                client = subprocess.run(
+                    ["ip", "netns", "exec", lab.topology.ns(config["host"]), sys.executable, "-c", CLIENT,
+                     str(path), action],
+                    capture_output=True, text=True, timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)},
+                )  # fmt: skip
+                assert client.returncode == 0, client.stderr[-600:]
+            time.sleep(0.5)
+        prefix = lab.topology.prefix
+    assert not any(leftovers(prefix).values()), leftovers(prefix)
+    connections = _connections_to(pcap, web)
+    starts = np.array([ts for ts, _ in connections])
+    # some page load opened at least three connections within 50 ms of each other
+    assert any((starts[i + 2] - starts[i]) < 0.05 for i in range(len(starts) - 2)), np.diff(starts)
+    assert len(connections) >= 16  # every page load and every https_pages call connected at least once
+    unused = sum(1 for _, sent in connections if sent == 0)
+    assert unused >= 2 and unused < len(connections) // 2 + 1, (unused, len(connections))

@@ -1,6 +1,7 @@
 """Benign background traffic: one agent process per client namespace, randomised from a seed, rate bounded.
 
-This module owns what a benign client does (HTTPS pages and API calls, logins, SSH sessions and file copies,
+This module owns what a benign client does (HTTPS pages and API calls, pages loaded as a browser loads them,
+logins, SSH sessions and file copies,
 DNS lookups, MQTT telemetry, NTP queries, FTP downloads, Telnet sessions, mailbox reads over IMAP and POP3,
 MariaDB and PostgreSQL queries) and the agents' lifecycle seen from the runner (`BenignTraffic`). It knows
 nothing of attacks. An agent runs as `python -m packetclip_training.lab.benign CONFIG.json` inside its client
@@ -38,6 +39,12 @@ ACTION_TIMEOUT_S = 20.0  # one action never blocks an agent longer than this
 # Share of password logins (Telnet, mail, databases) typed wrong once before the right password: people mistype,
 # so one failed login is no attack by itself.
 TYPO_RATE = 0.05
+# what a lab page links to: other pages, small JSON documents and binary files of 8 KiB to 1 MiB (services.py)
+PAGE_ASSETS = (
+    *(f"pages/page-{i:02d}.html" for i in range(40)),
+    *(f"static/config-{i:02d}.json" for i in range(10)),
+    *(f"files/blob-{i:02d}.bin" for i in range(10)),
+)
 TELNET_PROMPT = b"$ "  # the end of the lab shell's prompt (telnet_login sets it)
 TELNET_REFUSED = b"Login incorrect"
 
@@ -92,6 +99,7 @@ class Agent:
             ]
         return [
             (4, self.https_pages),
+            (2, self.browser_page),
             (2, self.http_api_get),
             (1.5, self.http_api_post),
             (1, self.form_login),
@@ -155,13 +163,15 @@ class Agent:
             raise RuntimeError(f"{argv[0]} exited {result.returncode}: {result.stderr.strip()[-200:]}")
         return result.stdout
 
-    def _curl(self, extra: list[str]) -> None:
-        base = ["curl", "-sS", "-f", "-o", "/dev/null", "--max-time", "15", "--cacert", self.config.ca_cert]
+    def _curl(self, options: list[str], *urls: str) -> None:
+        """curl with `options`, every URL's body discarded (one `-o` per URL: curl writes the bodies of URLs
+        without one to its standard output)."""
+        base = ["curl", "-sS", "-f", "--max-time", "15", "--cacert", self.config.ca_cert]
         # Names resolve as a browser's would, so TLS carries a server name (SNI) and the certificate matches.
         base += ["--resolve", f"web.{self.config.dns_zone}:443:{self.web}"]
         if self.rng.random() < 0.3:
             base += ["--http1.0"]  # an old client: one connection per request
-        self._tool(base + extra)
+        self._tool([*base, *options, *(arg for url in urls for arg in ("-o", "/dev/null", url))])
 
     # -- actions -----------------------------------------------------------------------------------------------
     def https_pages(self) -> None:
@@ -171,7 +181,28 @@ class Agent:
         ]
         if self.rng.random() < 0.3:
             urls.append(f"https://web.{self.config.dns_zone}/files/blob-{self.rng.randrange(10):02d}.bin")
-        self._curl(urls)
+        self._curl([], *urls)
+
+    def browser_page(self) -> None:
+        """A page loaded as a browser loads it: the document and its assets over up to six parallel connections
+        to one server, opened within milliseconds of each other, and often a few connections opened ahead of
+        need (preconnects) that carry nothing and are closed unused when the page is done."""
+        scheme = self.rng.choice(("http", "https"))
+        host = self.web if scheme == "http" else f"web.{self.config.dns_zone}"
+        assets = [
+            f"{scheme}://{host}/{asset}" for asset in self.rng.sample(PAGE_ASSETS, self.rng.randint(2, 12))
+        ]
+        spare: list[socket.socket] = []
+        try:
+            for _ in range(self.rng.choice((0, 0, 1, 2, 3, 4, 5))):
+                spare.append(socket.create_connection((self.web, 80 if scheme == "http" else 443), timeout=5))
+            parallel = ["--parallel", "--parallel-immediate", "--parallel-max", str(self.rng.randint(2, 6))]
+            page = f"{scheme}://{host}/pages/page-{self.rng.randrange(40):02d}.html"
+            self._curl(parallel, page, *assets)
+            time.sleep(self.rng.uniform(0.05, 2.0))  # the reader looks at the page; the spare ones idle
+        finally:
+            for connection in spare:
+                connection.close()
 
     def http_api_get(self) -> None:
         scheme = self.rng.choice(("http", "https"))
@@ -179,7 +210,7 @@ class Agent:
         urls = [
             f"{scheme}://{host}/api/items/{self.rng.randrange(1000)}" for _ in range(self.rng.randint(1, 3))
         ]
-        self._curl(urls)
+        self._curl([], *urls)
 
     def http_api_post(self) -> None:
         document = {
@@ -197,19 +228,19 @@ class Agent:
                 "Content-Type: application/json",
                 "-d",
                 json.dumps(document),
-                f"{scheme}://{host}/api/telemetry",
-            ]
+            ],
+            f"{scheme}://{host}/api/telemetry",
         )
 
     def form_login(self) -> None:
         user, password = self.config.credentials["http_form"]
         self._curl(
-            ["-d", f"username={user}&password={password}", f"https://web.{self.config.dns_zone}/login"]
+            ["-d", f"username={user}&password={password}"], f"https://web.{self.config.dns_zone}/login"
         )
 
     def admin_page(self) -> None:
         user, password = self.config.credentials["http_basic"]
-        self._curl(["-u", f"{user}:{password}", f"https://web.{self.config.dns_zone}/admin/"])
+        self._curl(["-u", f"{user}:{password}"], f"https://web.{self.config.dns_zone}/admin/")
 
     def web2_page(self) -> None:
         self._tool(
