@@ -1,14 +1,14 @@
-"""Test data of the dataset tests: real captures from ../shared/data/real and lab-format run dirs."""
+"""Test data of the dataset tests: the real captures (the folder `real_captures` resolves) and lab-format run
+dirs around them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
+from real_captures import REAL_DATA, require_real_data
 
-REPO = Path(__file__).resolve().parents[2]
-REAL = (REPO.parent / "shared" / "data" / "real").resolve()
+REAL = REAL_DATA
 FIXTURES = Path(__file__).parent / "fixtures"
 SSHGUESS = "zeek/testing/btest/Traces/ssh/sshguess.pcap"
 SSH_ATTACKER, SSH_SERVER = "192.168.56.1", "192.168.56.103"
@@ -40,9 +40,8 @@ def ssh_key(port: int, reverse: bool = False) -> Key:
 
 
 def require_real() -> Path:
-    if not (REAL / "MANIFEST.tsv").is_file():
-        pytest.skip(f"real captures not found at {REAL}")
-    return REAL
+    """The real-capture folder; one without its manifest fails the test (see `real_captures`)."""
+    return require_real_data()
 
 
 def write_lab_run(

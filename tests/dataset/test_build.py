@@ -1,5 +1,5 @@
-"""End-to-end builds on real captures of ../shared/data/real: a lab-format run dir, MANIFEST files and a
-CICFlowMeter CSV joined to its pcap, through the real featurizer, into split parquet files and a card."""
+"""End-to-end builds on real captures (the committed set or the extended corpus): a lab-format run dir, MANIFEST
+files and a CICFlowMeter CSV joined to its pcap, through the real featurizer, into split parquet files and a card."""
 
 from __future__ import annotations
 

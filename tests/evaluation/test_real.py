@@ -1,5 +1,5 @@
 """The real-traffic evaluation: its metrics on arrays small enough to check by hand, and the command end to end
-on a few real captures through the embedded default bundle (skipped where the real captures are not present)."""
+on four real captures through the embedded default bundle."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from packetclip_training.evaluation.real import (
     argmax_labels,
     by_family,
     choose_threshold,
-    default_real_data,
     evaluate_runs,
     false_alarm_rate,
     family_of,
@@ -208,7 +207,6 @@ def test_evaluate_runs_from_file_runs_and_markdown() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # End to end on real captures
 
-REAL_DATA = default_real_data()
 BENIGN_ZEEK = "zeek/testing/btest/Traces/http/bro.org.pcap"
 BENIGN_NDPI = "nDPI/tests/cfgs/default/pcap/443-chrome.pcap"
 SSH_GUESSING = "zeek/testing/btest/Traces/ssh/sshguess.pcap"  # 11 connections, all from 192.168.56.1
@@ -217,14 +215,12 @@ ATTACKER = {SSH_GUESSING: "192.168.56.1"}  # the manifest's evidence names it; g
 
 
 @pytest.fixture(scope="module")
-def small_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_manifest(real_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A manifest of four real captures beside links to the real source folders (the files keep their paths)."""
-    if not (REAL_DATA / "MANIFEST.tsv").is_file():
-        pytest.skip(f"real captures not found at {REAL_DATA} (set PACKETCLIP_REAL_DATA)")
     folder = tmp_path_factory.mktemp("real")
     for top in ("zeek", "nDPI"):
-        (folder / top).symlink_to(REAL_DATA / top, target_is_directory=True)
-    with (REAL_DATA / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
+        (folder / top).symlink_to(real_data / top, target_is_directory=True)
+    with (real_data / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         rows = [row for row in reader if row["file"] in (BENIGN_ZEEK, BENIGN_NDPI, SSH_GUESSING, VNC_SCANNER)]
         header = reader.fieldnames

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-
 from packetclip.featurizer import ParseStats, featurize_pcap, pack
+from real_captures import EXTENDED, manifest_files
 
 
 def test_every_manifest_capture_featurizes(real_data):
-    with open(real_data / "MANIFEST.tsv", newline="") as manifest:
-        files = [row["file"] for row in csv.DictReader(manifest, delimiter="\t")]
-    assert len(files) > 700
+    files = manifest_files(real_data)
+    # the manifest was read whole: the committed set holds 32 captures, the extended corpus several hundred
+    assert len(files) > 700 if EXTENDED else len(files) == 32
     total = ParseStats()
     connections = 0
     for name in files:
@@ -27,7 +26,9 @@ def test_every_manifest_capture_featurizes(real_data):
             assert pack(conns)["valid"].any(axis=1).all(), name
         connections += len(conns)
         total.merge(stats)
-    # sanity of the whole corpus: mostly IP traffic that parses, with a small tail of damage and exotica
-    assert total.parsed > 0.95 * total.frames
-    assert total.malformed_total < 0.001 * total.frames
-    assert connections > 5000
+    # sanity of the whole corpus: mostly IP traffic that parses, with a small tail of damage and exotica (a larger
+    # one in the committed set, which was chosen for them: odd link layers, fuzzed frames, nmap's non-IP probes)
+    parsed, malformed, least = (0.95, 0.001, 5000) if EXTENDED else (0.9, 0.002, 2500)
+    assert total.parsed > parsed * total.frames
+    assert total.malformed_total < malformed * total.frames
+    assert connections > least

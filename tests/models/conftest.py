@@ -1,7 +1,8 @@
 """Datasets the model tests train on: real packets, built once per session with the project's own builder.
 
-`real_packets` holds the nDPI test captures of the real corpus (several thousand connections of many
-protocols); `lab_packets` the committed quick lab sample (all eleven fine classes).
+`real_packets` holds the nDPI test captures of the real-capture folder in use: the committed set's 20 (about 2,400
+connections, most of them one SYN scan) or the extended corpus's (several thousand connections of many protocols);
+`lab_packets` the committed quick lab sample (all eleven fine classes).
 """
 
 from __future__ import annotations
