@@ -200,7 +200,8 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
     type=click.FloatRange(0.0, 1.0),
     default=TrainConfig.tool_invariance,
     show_default=True,
-    help="Share of training connections whose source port and TCP window are redrawn before embedding.",
+    help="Share of training connections whose source port and TCP window are redrawn before embedding (and, for"
+    " another such share, the data their SYNs carry).",
 )
 @click.option(
     "--rate-jitter",
