@@ -1320,6 +1320,22 @@ _RECON: list[Variant] = [
     ),
     _v(
         "port_scan",
+        "nmap-sS-T4-top100-all-servers",
+        "nmap",
+        nmap(
+            "-sS",
+            "-T4",
+            "-Pn",
+            ports=top_ports(100),
+            targets=lambda lab, _scale: sorted(set(lab.servers.values())),
+        ),
+        90,
+        "many",
+        "SYN scan of the 100 most common ports across every server of the subnet (a horizontal sweep, as worms and "
+        "internet-wide scanners do)",
+    ),
+    _v(
+        "port_scan",
         "masscan-4hosts-1kpps",
         "masscan",
         masscan(ports=2000, rate=1000, wait=2),
@@ -1375,6 +1391,23 @@ _RECON: list[Variant] = [
         90,
         "many",
         "OS detection combined with light service probing",
+    ),
+    _v(
+        "os_scan",
+        "nmap-O-T4-4hosts",
+        "nmap",
+        nmap(
+            "-O",
+            "--max-os-tries",
+            "1",
+            "-T4",
+            "-Pn",
+            ports=top_ports(100),
+            targets=servers("web", "ssh", "ftp", "dns"),
+        ),
+        120,
+        "many",
+        "OS detection of four servers after a scan of their 100 most common ports",
     ),
     _v(
         "os_scan",
