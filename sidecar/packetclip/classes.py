@@ -1,6 +1,6 @@
 """The label vocabulary shared by the lab, the datasets, the models and every verdict record.
 
-Changing a name here changes the verdict-record contract (DESIGN.md) and needs a version bump.
+Changing a name here changes the verdict-record contract (docs/design.md) and needs a version bump.
 """
 
 COARSE_CLASSES: tuple[str, ...] = ("benign", "dos", "recon", "bruteforce")

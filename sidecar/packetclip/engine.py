@@ -78,7 +78,7 @@ ENCODER_CALL_SLOTS = 256
 
 @dataclass
 class Verdict:
-    """One connection's verdict, as the verdict-record contract (DESIGN.md) names its fields."""
+    """One connection's verdict, as the verdict-record contract (docs/design.md) names its fields."""
 
     ts: float  # first packet, epoch seconds
     uid: str

@@ -1,6 +1,6 @@
 """Verdict records as files: Zeek's ASCII-writer layout (the default) and JSON lines.
 
-Owns the verdict-record contract of DESIGN.md as it is written out: the field names, their order and Zeek types,
+Owns the verdict-record contract of docs/design.md as it is written out: the field names, their order and Zeek types,
 the `scores` object of JSON records, and Zeek's escaping. It does not compute verdicts (`packetclip.engine`) or
 decide where records go (the commands open the stream).
 

@@ -1,5 +1,5 @@
 """Verdict records on disk: Zeek's ASCII-writer layout and escaping, and JSON lines that validate against the
-verdict-record contract of DESIGN.md (checked field by field on real verdicts of the lab capture)."""
+verdict-record contract of docs/design.md (checked field by field on real verdicts of the lab capture)."""
 
 from __future__ import annotations
 

@@ -2,5 +2,5 @@
 
 `codec` is the v1 JSON data model, `client` the WebSocket client (handshake, reconnect, publish), `service` the
 serve loop (queue, micro-batches through the shared engine, verdicts, metrics, hot reload). The wire contract is
-DESIGN.md's "Zeek <-> sidecar wire"; the protocol facts are ZEEK.md's.
+docs/design.md's "Zeek <-> sidecar wire"; the protocol facts are in docs/zeek.md.
 """

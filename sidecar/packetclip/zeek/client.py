@@ -6,7 +6,7 @@ capped, with full jitter) for reconnects. It does not decide what to subscribe t
 (`service`), and it does not reconnect by itself: the service's loop owns that, so that queued work survives a
 reconnect.
 
-Choices that follow Zeek's endpoint (ZEEK.md):
+Choices that follow Zeek's endpoint (docs/zeek.md):
 - messages are sent with `ensure_ascii=False`: Zeek <= 7 rejects `\\uXXXX` escapes from clients;
 - messages are read as bytes (`decode=False`): Zeek's encoder copies raw bytes into strings, and a text frame
   that is not UTF-8 must be one bad message for the service to count, not a failed connection;

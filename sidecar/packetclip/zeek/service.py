@@ -1,6 +1,6 @@
 """The serve loop of the live Zeek sidecar: requests in, verdicts out, across reconnects.
 
-Owns the wire contract's sidecar side (DESIGN.md, "Zeek <-> sidecar wire"):
+Owns the wire contract's sidecar side (docs/design.md, "Zeek <-> sidecar wire"):
 
 - subscribe to `packetclip/request/` (or `packetclip/request/<shard>/`), then publish
   `PacketCLIP::hello(sidecar, model)` on `packetclip/control/` (again after every reconnect and model reload);
