@@ -22,7 +22,10 @@ def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
         Path("lab-runs/full-seed2-vulnerability_scan"),
         Path("lab-runs") / reflectors_and_line_rate,
         Path("lab-runs/full-seed2-dictionary_attack"),
-        Path("lab-runs/full-seed1-os_scan-nmap-O-T4-4hosts-port_scan-nmap-sS-T4-top100-all-servers"),
+        *(
+            Path(f"lab-runs/full-seed{seed}-os_scan-nmap-O-T4-4hosts-port_scan-nmap-sS-T4-top100-all-servers")
+            for seed in (1, 2, 3)
+        ),
     ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.real_test_only == ["packet-captures/*"]
