@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -40,3 +41,32 @@ def test_clean_removes_what_a_crashed_run_left(lab_ready, capsys):
     finally:
         sleeper.kill()
         subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+
+
+def test_clean_leaves_a_running_lab_alone(lab_ready, capsys):
+    """A lab whose owner process lives keeps its namespaces, temp dir and account; a crashed one beside it goes."""
+    live_ns, live_dir = "pcl0a11fe-att1", Path(tempfile.gettempdir()) / "pcl0a11fe-running"
+    dead_ns, dead_dir = "pcl0dead2-att1", Path(tempfile.gettempdir()) / "pcl0dead2-crashed"
+    owner = subprocess.Popen(["sleep", "300"])
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    try:
+        for namespace, directory, pid in ((live_ns, live_dir, owner.pid), (dead_ns, dead_dir, gone.pid)):
+            subprocess.run(["ip", "netns", "add", namespace], check=True)
+            directory.mkdir()
+            (directory / "owner.pid").write_text(f"{pid}\n")
+        assert main(["lab", "clean"]) == 0
+        removed = json.loads(capsys.readouterr().out)
+        assert removed["running"] == ["pcl0a11fe"]
+        assert dead_ns in removed["namespaces"] and str(dead_dir) in removed["temp_dirs"]
+        assert live_ns not in removed["namespaces"] and str(live_dir) not in removed["temp_dirs"]
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert live_ns in listed and dead_ns not in listed
+        assert live_dir.is_dir() and not dead_dir.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+        for namespace in (live_ns, dead_ns):
+            subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
+        for directory in (live_dir, dead_dir):
+            shutil.rmtree(directory, ignore_errors=True)

@@ -133,7 +133,8 @@ def cut(
 
 @lab.command()
 def clean() -> None:
-    """Remove leftovers of crashed runs: lab namespaces and their processes, the lab account, temp dirs."""
+    """Remove leftovers of crashed runs: lab namespaces and their processes, the lab account, temp dirs (a lab
+    that is still running keeps its own)."""
     try:
         removed = clean_leftovers()
     except NotRootError as exc:

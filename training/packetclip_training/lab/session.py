@@ -40,7 +40,8 @@ from packetclip_training.lab.topology import (
 
 log = logging.getLogger(__name__)
 
-TEMP_DIR_PATTERN = re.compile(r"^pcl[0-9a-f]{6}-")
+TEMP_DIR_PATTERN = re.compile(r"^(pcl[0-9a-f]{6})-")
+OWNER_FILE = "owner.pid"  # in a live session's temp dir: the process that owns the session
 
 
 class LabTerminated(BaseException):
@@ -75,6 +76,7 @@ class LabSession:
         try:
             self.root = Path(tempfile.mkdtemp(prefix=f"{self.topology.prefix}-"))
             self.root.chmod(0o755)  # daemons drop to www-data / the lab account and must read their files
+            (self.root / OWNER_FILE).write_text(f"{os.getpid()}\n")  # `clean_leftovers` leaves a live lab be
             self.topology.up()
             server_ips = {host.name: host.ip for host in self.topology.hosts_with_role("server")}
             used = {host.ip for host in self.topology.hosts}
@@ -157,17 +159,41 @@ class LabSession:
         return rows
 
 
+def live_labs() -> set[str]:
+    """Topology prefixes of the lab sessions running now: a temp dir whose owner process is alive."""
+    live = set()
+    for path in Path(tempfile.gettempdir()).iterdir():
+        match = TEMP_DIR_PATTERN.match(path.name)
+        owner = path / OWNER_FILE
+        if not match or not owner.is_file():
+            continue
+        try:
+            os.kill(int(owner.read_text().strip()), 0)
+        except (ValueError, ProcessLookupError):
+            continue  # unreadable, or its process is gone: a crashed run's
+        except PermissionError:
+            pass  # alive, another user's
+        live.add(match.group(1))
+    return live
+
+
 def clean_leftovers() -> dict[str, list[str]]:
-    """Remove what crashed runs left: lab namespaces (and their processes), the lab account, lab temp dirs."""
+    """Remove what crashed runs left: lab namespaces (and their processes), the lab account, lab temp dirs.
+    A lab that is running (`live_labs`) keeps all of these; its prefix is listed under "running"."""
     require_root()
-    removed: dict[str, list[str]] = {"namespaces": clean_leftover_namespaces(), "users": [], "temp_dirs": []}
+    running = live_labs()
+    removed: dict[str, list[str]] = {
+        "namespaces": clean_leftover_namespaces(keep=running), "users": [], "temp_dirs": [],
+        "running": sorted(running),
+    }  # fmt: skip
     for entry in pwd.getpwall():
-        if entry.pw_gecos == LAB_USER_GECOS:
+        if entry.pw_gecos == LAB_USER_GECOS and not running:  # the account serves the live lab
             run_cmd(["userdel", entry.pw_name], check=False)
             removed["users"].append(entry.pw_name)
     temp = Path(tempfile.gettempdir())
     for path in temp.iterdir():
-        if TEMP_DIR_PATTERN.match(path.name) and path.is_dir():
+        match = TEMP_DIR_PATTERN.match(path.name)
+        if match and match.group(1) not in running and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             removed["temp_dirs"].append(str(path))
     return removed

@@ -30,7 +30,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -408,10 +408,14 @@ def leftover_namespaces() -> list[str]:
     return [name for name in list_namespaces() if NAMESPACE_PATTERN.match(name)]
 
 
-def clean_leftover_namespaces() -> list[str]:
-    """Remove every lab namespace of any run (processes killed first); returns the names removed."""
+def clean_leftover_namespaces(keep: Collection[str] = ()) -> list[str]:
+    """Remove every lab namespace of any run but the `keep` prefixes' (processes killed first); returns the names
+    removed."""
     removed = []
     for namespace in leftover_namespaces():
+        match = NAMESPACE_PATTERN.match(namespace)
+        if match and match.group(1) in keep:
+            continue
         delete_namespace(namespace)
         removed.append(namespace)
     return removed
