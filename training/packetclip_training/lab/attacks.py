@@ -575,6 +575,11 @@ def servers(*names: str) -> Callable[[LabContext, float], list[str]]:
     return lambda lab, _scale: [lab.servers[name] for name in names]
 
 
+def all_servers(lab: LabContext, _scale: float) -> list[str]:
+    """Every server address of the subnet, once each."""
+    return sorted(set(lab.servers.values()))
+
+
 def sweep(lab: LabContext, scale: float) -> list[str]:
     return [sweep_block(lab.sweep_cidr, scale)]
 
@@ -1327,7 +1332,7 @@ _RECON: list[Variant] = [
             "-T4",
             "-Pn",
             ports=top_ports(100),
-            targets=lambda lab, _scale: sorted(set(lab.servers.values())),
+            targets=all_servers,
         ),
         90,
         "many",
@@ -1492,7 +1497,7 @@ _RECON: list[Variant] = [
             "vuln and safe",
             "-Pn",
             ports=top_ports(50),
-            targets=lambda lab, _scale: sorted(set(lab.servers.values())),
+            targets=all_servers,
         ),
         150,
         "many",
