@@ -9,8 +9,7 @@ with these fields redrawn:
 
 - the originator's source port, when it is an ephemeral one (≥ 1024): one new random port per connection, written
   as the source port of the originator's packets and the destination port of the responder's (TCP and UDP);
-- the TCP window the originator offers: one new random value per connection, on all its TCP packets.
-
+- the TCP window the originator offers: one new random value per connection, on all its TCP packets;
 - the data an originator's SYNs carry (`redraw_syn_payloads`): none for half of the chosen connections, a
   random 1 to 1,024 bytes for the others. hping3 `-d`, t50 (12 bytes on every SYN) and some botnets put data in
   a SYN, others do not; a SYN flood is one either way. A model that saw data only on the lab's one-port floods
@@ -70,12 +69,7 @@ def randomise_tool_fields(
     rows, cols = np.nonzero(np.asarray(valid, bool) & chosen[:, None])
     if not len(rows):
         return out
-    first = out[rows, cols, 0].astype(np.int64)
-    version = first >> 4
-    protocol = np.where(version == 4, out[rows, cols, 9], np.where(version == 6, out[rows, cols, 6], 0))
-    fragment_offset = (out[rows, cols, 6].astype(np.int64) & 0x1F) << 8 | out[rows, cols, 7]
-    whole = np.where(version == 4, fragment_offset == 0, version == 6)  # IPv6 here: no extension header
-    header = np.where(version == 4, (first & 0x0F) * 4, 40)
+    _, protocol, whole, header = _layout(out, rows, cols)
     transport = whole & ((protocol == _TCP) | (protocol == _UDP)) & (header + 4 <= snaplen)
     from_originator = np.asarray(direction)[rows, cols] == ORIGINATOR
     # the originator's port: the source port of its packets, the destination port of the replies
@@ -117,12 +111,7 @@ def redraw_syn_payloads(
     rows, cols = np.nonzero(np.asarray(valid, bool) & chosen[:, None] & (np.asarray(direction) == ORIGINATOR))
     if not len(rows):
         return out, lengths
-    first = out[rows, cols, 0].astype(np.int64)
-    version = first >> 4
-    protocol = np.where(version == 4, out[rows, cols, 9], np.where(version == 6, out[rows, cols, 6], 0))
-    fragment_offset = (out[rows, cols, 6].astype(np.int64) & 0x1F) << 8 | out[rows, cols, 7]
-    whole = np.where(version == 4, fragment_offset == 0, version == 6)
-    header = np.where(version == 4, (first & 0x0F) * 4, 40)
+    version, protocol, whole, header = _layout(out, rows, cols)
     tcp = whole & (protocol == _TCP) & (header + 14 <= snaplen)
     flags = out[rows, cols, np.minimum(header + 13, snaplen - 1)]
     syn = tcp & ((flags & (_SYN | _ACK)) == _SYN)
@@ -135,14 +124,27 @@ def redraw_syn_payloads(
     # the IPv4 total length, or the IPv6 payload length (no extension header here)
     field = np.where(version == 4, lengths[rows, cols], lengths[rows, cols] - 40)
     _write16(out, rows, cols, np.where(version == 4, 2, 4), np.clip(field, 0, 0xFFFF))
-    for row, col, start, size in zip(
-        rows.tolist(), cols.tolist(), data_at.tolist(), new.tolist(), strict=True
-    ):
-        if start < snaplen:
-            end = min(start + size, snaplen)
-            out[row, col, start:end] = rng.integers(0, 256, end - start, dtype=np.uint8)
-            out[row, col, end:] = 0
+    # positions from the end of the TCP header on: the new data as far as the snap length keeps it, then zeros
+    position = np.arange(snaplen)[None, :]  # (1, S)
+    packets = out[rows, cols]  # (k, S)
+    after_header = position >= data_at[:, None]
+    data = after_header & (position < (data_at + new)[:, None])
+    packets[after_header] = 0
+    packets[data] = rng.integers(0, 256, int(data.sum()), dtype=np.uint8)
+    out[rows, cols] = packets
     return out, lengths
+
+
+def _layout(out: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(IP version, transport protocol, whole — not a later fragment, no IPv6 extension header —, transport
+    header offset) of the packets at (rows, cols) of packed bytes."""
+    first = out[rows, cols, 0].astype(np.int64)
+    version = first >> 4
+    protocol = np.where(version == 4, out[rows, cols, 9], np.where(version == 6, out[rows, cols, 6], 0))
+    fragment_offset = (out[rows, cols, 6].astype(np.int64) & 0x1F) << 8 | out[rows, cols, 7]
+    whole = np.where(version == 4, fragment_offset == 0, version == 6)  # IPv6 here: no extension header
+    header = np.where(version == 4, (first & 0x0F) * 4, 40)
+    return version, protocol, whole, header
 
 
 def _read16(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, at: np.ndarray) -> np.ndarray:
