@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from real_captures import REAL_DATA, require_real_data
+from real_captures import REAL_DATA as REAL
 
-REAL = REAL_DATA
 FIXTURES = Path(__file__).parent / "fixtures"
 SSHGUESS = "zeek/testing/btest/Traces/ssh/sshguess.pcap"
 SSH_ATTACKER, SSH_SERVER = "192.168.56.1", "192.168.56.103"
@@ -37,11 +36,6 @@ def ssh_key(port: int, reverse: bool = False) -> Key:
     if reverse:
         return Key(ts, SSH_SERVER, SSH_ATTACKER, 22, port)
     return Key(ts, SSH_ATTACKER, SSH_SERVER, port, 22)
-
-
-def require_real() -> Path:
-    """The real-capture folder; one without its manifest fails the test (see `real_captures`)."""
-    return require_real_data()
 
 
 def write_lab_run(
