@@ -108,6 +108,10 @@ export {
 		uid: string &log;
 		## The connection's endpoints.
 		id: conn_id &log;
+		## Transport protocol of the connection.
+		proto: transport_proto &log;
+		## Community ID (v1) of the connection's flow.
+		community_id: string &log;
 		## Coarse class: ``benign``, ``dos``, ``recon``, ``bruteforce``,
 		## or ``error`` when the sidecar could not classify it.
 		label: string &log;
@@ -151,12 +155,14 @@ export {
 	type Collection: record {
 		## The connection's endpoints.
 		id: conn_id;
-		## Time of its first packet.
+		## Time of its first packet (the connection's ``start_time``, the
+		## packet's own timestamp).
 		first_ts: time;
 		## Set once the connection was sent or skipped: its further
 		## packets are ignored.
 		done: bool &default=F;
-		## Per frame: time as seconds since the epoch.
+		## Per frame: the packet's own timestamp, as seconds since the
+		## epoch.
 		ts: vector of double &default=vector();
 		## Per frame: sent by the originator.
 		is_orig: vector of bool &default=vector();
@@ -245,6 +251,37 @@ export {
 	global requests_expired = 0;
 	## Requests dropped by a :zeek:see:`PacketCLIP::request_policy` hook.
 	global requests_vetoed = 0;
+	## Connections not sent because no packet source reported a data-link
+	## type (the sidecar cannot read frames without one).
+	global requests_without_link_type = 0;
+	## Requests published again by :zeek:see:`PacketCLIP::resend_pending`.
+	global requests_resent = 0;
+	## Second verdicts for a request that was published again (the
+	## sidecar had received it after all); not counted as unmatched.
+	global verdicts_duplicate = 0;
+
+	## Sent requests kept whole while :zeek:see:`PacketCLIP::hold_pending`
+	## is set, by uid, so that they can be published again.
+	global held_requests: table[string] of Request;
+
+	## Gives up waiting for the verdict of request *uid*: writes its row to
+	## ``packetclip.log`` with label ``error`` and *reason* as the
+	## explanation, so that the loss is visible per connection.
+	global give_up: function(uid: string, reason: string);
+
+	## Requests given up by :zeek:see:`PacketCLIP::give_up`.
+	global requests_lost = 0;
+
+	## Publishes every request still waiting for its verdict again (those
+	## kept in :zeek:see:`PacketCLIP::held_requests`): a sidecar that
+	## (re)connects has never seen the requests published while no sidecar
+	## was subscribed, nor those its previous run had not answered.
+	global resend_pending: function(): count;
+
+	## The capture's data-link type number (1 Ethernet, 113 Linux SLL,
+	## ...), read from :zeek:see:`packet_source` while it is open; -1 until
+	## a packet source has reported one.
+	global capture_link_type = -1;
 }
 
 redef record connection += {
@@ -273,9 +310,9 @@ global notice_types: table[string] of Notice::Type = {
 	["bruteforce"] = BruteForce,
 };
 
-## The capture's data-link type, read from the packet source once.
-global link_type_cache = 0;
-global link_type_known = F;
+## Uids of requests published again, so that a second verdict for one is
+## counted as a duplicate rather than as unmatched.
+global resent_uids: set[string];
 
 function this_node(): string
 	{
@@ -311,18 +348,17 @@ function pending_expired(t: table[string] of Pending, uid: string): interval
 	return 0secs;
 	}
 
-function capture_link_type(): count
+## Reads the data-link type from the packet source, unless it is known. A
+## source that is not open (a capture at ``Pcap::file_done``, when most
+## connections are flushed) reports -1: that value is never kept.
+function note_link_type()
 	{
-	if ( ! link_type_known )
-		{
-		local source = packet_source();
-		if ( source?$link_type && source$link_type >= 0 )
-			link_type_cache = int_to_count(source$link_type);
+	if ( capture_link_type >= 0 )
+		return;
 
-		link_type_known = T;
-		}
-
-	return link_type_cache;
+	local source = packet_source();
+	if ( source$link_type >= 0 )
+		capture_link_type = source$link_type;
 	}
 
 function subscribe(topic: string)
@@ -357,10 +393,22 @@ function flush(uid: string)
 	delete collecting[uid];
 	col$done = T;
 
+	# Normally known since the connection's first packet; read again in
+	# case no packet source had reported it then.
+	note_link_type();
+	if ( capture_link_type < 0 )
+		{
+		if ( requests_without_link_type == 0 )
+			Reporter::warning("packetclip: the packet source reports no data-link type; connections are not sent");
+
+		++requests_without_link_type;
+		return;
+		}
+
 	local req = Request($node=this_node(), $uid=uid, $orig_h=col$id$orig_h,
 	    $orig_p=col$id$orig_p, $resp_h=col$id$resp_h, $resp_p=col$id$resp_p,
-	    $link_type=capture_link_type(), $ts=col$ts, $is_orig=col$is_orig,
-	    $frames=col$frames);
+	    $link_type=int_to_count(capture_link_type), $ts=col$ts,
+	    $is_orig=col$is_orig, $frames=col$frames);
 
 	# The connection record keeps the collection until Zeek removes it:
 	# drop the frames now.
@@ -376,8 +424,49 @@ function flush(uid: string)
 		}
 
 	pending[uid] = Pending($id=col$id, $ts=col$first_ts);
+	if ( hold_pending )
+		held_requests[uid] = req;
+
 	publish(topic, req);
 	++requests_published;
+	}
+
+## One row of packetclip.log, in the layout packetclip classify writes too.
+function write_row(uid: string, where: Pending, label: string, attack: string,
+    score: double, explanation: string, model: string)
+	{
+	Log::write(LOG, Info($ts=where$ts, $uid=uid, $id=where$id,
+	    $proto=get_port_transport_proto(where$id$resp_p),
+	    $community_id=community_id_v1(where$id), $label=label,
+	    $attack=attack, $score=score, $explanation=explanation,
+	    $model=model));
+	}
+
+function give_up(uid: string, reason: string)
+	{
+	if ( uid !in pending )
+		return;
+
+	local where = pending[uid];
+	delete pending[uid];
+	delete held_requests[uid];
+
+	write_row(uid, where, "error", "error", 0.0, reason, "");
+	++requests_lost;
+	}
+
+function resend_pending(): count
+	{
+	local sent = 0;
+	for ( uid, req in held_requests )
+		{
+		publish(request_topic_for(req$orig_h), req);
+		add resent_uids[uid];
+		++sent;
+		}
+
+	requests_resent += sent;
+	return sent;
 	}
 
 function flush_all()
@@ -429,10 +518,23 @@ function start_collection(c: connection): Collection
 	if ( ! enable || ! sampled() )
 		return skipped;
 
-	local col = Collection($id=c$id, $first_ts=network_time());
+	# The packet source is open while it hands over a packet: read the
+	# link type now, not at the end of a capture, when it reports -1.
+	note_link_type();
+
+	local col = Collection($id=c$id, $first_ts=c$start_time);
 	collecting[c$uid] = col;
 	schedule max_wait { max_wait_reached(c$uid) };
 	return col;
+	}
+
+## The current packet's own timestamp. Zeek never moves network time
+## backwards, so network_time() is wrong for a packet whose timestamp is
+## earlier than one seen before.
+function packet_time(frame: pcap_packet): double
+	{
+	return count_to_double(frame$ts_sec) + count_to_double(frame$ts_usec) /
+	    1000000.0;
 	}
 
 function collect(c: connection, p: pkt_hdr)
@@ -444,9 +546,15 @@ function collect(c: connection, p: pkt_hdr)
 	if ( col$done )
 		return;
 
+	# For a fragmented datagram Zeek raises new_packet once, when the
+	# datagram is reassembled, and the current packet is the fragment
+	# that completed it (often a later fragment, without a transport
+	# header). That frame is sent as it is: the sidecar takes a later
+	# fragment as a packet of the connection, as packetclip classify
+	# does.
 	local frame = get_current_packet();
 	local n = |col$frames|;
-	col$ts[n] = time_to_double(network_time());
+	col$ts[n] = packet_time(frame);
 	col$is_orig[n] = sent_by_originator(c, p);
 	col$frames[n] = encode_base64(sub_bytes(frame$data, 1, snaplen));
 
@@ -503,16 +611,19 @@ event verdict(uid: string, label: string, attack: string, score: double,
 	{
 	if ( uid !in pending )
 		{
-		++verdicts_unmatched;
+		if ( uid in resent_uids )
+			++verdicts_duplicate;
+		else
+			++verdicts_unmatched;
+
 		return;
 		}
 
 	local where = pending[uid];
 	delete pending[uid];
+	delete held_requests[uid];
 
-	Log::write(LOG, Info($ts=where$ts, $uid=uid, $id=where$id, $label=label,
-	    $attack=attack, $score=score, $explanation=explanation,
-	    $model=model));
+	write_row(uid, where, label, attack, score, explanation, model);
 	++verdicts_logged;
 
 	raise_notice(uid, where, label, attack, score, explanation);
@@ -532,8 +643,10 @@ event zeek_init()
 
 event zeek_done()
 	{
-	if ( requests_expired > 0 || verdicts_unmatched > 0 )
-		Reporter::warning(fmt("packetclip: %d requests published, %d verdicts logged, %d requests expired without a verdict, %d verdicts unmatched",
+	if ( requests_expired > 0
+	    || verdicts_unmatched > 0
+	    || requests_without_link_type > 0 )
+		Reporter::warning(fmt("packetclip: %d requests published, %d verdicts logged, %d requests expired without a verdict, %d verdicts unmatched, %d connections not sent for want of a link type",
 		    requests_published, verdicts_logged, requests_expired,
-		    verdicts_unmatched));
+		    verdicts_unmatched, requests_without_link_type));
 	}

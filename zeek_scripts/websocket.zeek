@@ -10,11 +10,12 @@
 ##!
 ##! How Zeek opens the endpoint depends on its version:
 ##!
-##! - before 7.2: ``Broker::listen_websocket``, TLS turned off with
+##! - before 7.2.2: ``Broker::listen_websocket``, TLS turned off with
 ##!   ``Broker::disable_ssl`` (standalone only, where no Broker peering uses
-##!   it);
-##! - 7.2 to 8.0: ``Cluster::listen_websocket``, plain unless TLS options are
-##!   given;
+##!   it). Zeek 7.2.0 and 7.2.1 have ``Cluster::listen_websocket`` too, but
+##!   their ``Cluster::WebSocketServerOptions`` has no ``listen_addr`` yet;
+##! - 7.2.2 to 8.0: ``Cluster::listen_websocket``, plain unless TLS options
+##!   are given;
 ##! - 8.1 and later: a standalone Zeek has no cluster backend, and Zeek's
 ##!   ``frameworks/cluster/websocket/server`` script sets one up and listens;
 ##!   its address and port come from ``ZEEK_WEBSOCKET_LISTEN_ADDRESS`` and
@@ -50,7 +51,7 @@ export {
 @load frameworks/cluster/websocket/server
 @else
 
-@if ( ! Version::at_least("7.2") )
+@if ( ! Version::at_least("7.2.2") )
 redef Broker::disable_ssl = T;
 @endif
 
@@ -80,7 +81,7 @@ event zeek_init() &priority=-10
 	local where = listen_address();
 	local which = listen_port();
 
-@if ( Version::at_least("7.2") )
+@if ( Version::at_least("7.2.2") )
 	if ( ! Cluster::listen_websocket(Cluster::WebSocketServerOptions(
 	    $listen_addr=where, $listen_port=which)) )
 		Reporter::error(fmt(

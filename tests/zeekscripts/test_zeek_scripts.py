@@ -13,16 +13,20 @@ Zeek is installed; `zeek-script` checks syntax only, so unknown identifiers and 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import dpkt
 import pytest
+
+from packetclip.output import LOG_PATH, ZEEK_FIELDS, ZeekWriter
 
 log = logging.getLogger(__name__)
 
@@ -207,20 +211,89 @@ def test_topics_follow_contract() -> None:
     assert "subscribe(control_topic);" in script
 
 
-def test_log_stream_has_contract_fields() -> None:
-    """packetclip.log carries the contract's verdict fields plus ts and the conn id."""
-    fields = dict(record_fields("Info"))
-    assert fields == {
-        "ts": "time &log",
-        "uid": "string &log",
-        "id": "conn_id &log",
-        "label": "string &log",
-        "attack": "string &log",
-        "score": "double &log",
-        "explanation": "string &log",
-        "model": "string &log",
-    }
+# Zeek types of the Info record as the ASCII writer declares them in #types; a record field (conn_id) is logged as
+# its fields, prefixed with the field's name.
+LOG_TYPES = {"time": "time", "string": "string", "double": "double", "transport_proto": "enum"}
+CONN_ID_FIELDS = (("orig_h", "addr"), ("orig_p", "port"), ("resp_h", "addr"), ("resp_p", "port"))
+
+
+def logged_columns() -> list[tuple[str, str]]:
+    """(name, log type) of every column of packetclip.log, read from main.zeek's Info record."""
+    columns = []
+    for name, declared in record_fields("Info"):
+        assert declared.endswith(" &log"), f"Info${name} is not logged"
+        zeek_type = declared.removesuffix(" &log")
+        if zeek_type == "conn_id":
+            columns.extend((f"{name}.{sub}", kind) for sub, kind in CONN_ID_FIELDS)
+        else:
+            columns.append((name, LOG_TYPES[zeek_type]))
+    return columns
+
+
+def test_zeek_log_layout_is_classifys() -> None:
+    """packetclip.log from Zeek and from `packetclip classify --format zeek` have one layout: the same columns,
+    in the same order, with the same types (both files carry `#path packetclip`)."""
+    assert logged_columns() == list(ZEEK_FIELDS)
     assert '$path="packetclip"' in MAIN_SCRIPT.read_text()
+    assert LOG_PATH == "packetclip"
+
+
+def test_verdict_btest_checks_the_header_classify_writes() -> None:
+    """The btest that runs Zeek compares packetclip.log's #fields and #types lines with a baseline; that
+    baseline is exactly the header classify's writer produces."""
+    stream = io.StringIO()
+    ZeekWriter(stream, clock=lambda: 0.0)
+    header = [line for line in stream.getvalue().splitlines() if line.startswith(("#fields", "#types"))]
+    baseline = (BTEST_DIR / "Baseline" / "tests.verdicts" / "header").read_text().splitlines()
+    assert baseline == header
+    assert "btest-diff header" in (BTEST_DIR / "tests" / "verdicts.zeek").read_text()
+
+
+# --- version guards ----------------------------------------------------------------------------------------------
+
+
+def guarding_versions(script: str, needle: str) -> list[str]:
+    """The Version::at_least arguments of the @if blocks open at every line containing `needle` (an @else
+    flips the block to "before that version", written with a leading "<")."""
+    stack: list[str] = []
+    found = []
+    for line in script.splitlines():
+        opened = re.match(r'@if \( (!)? ?Version::at_least\("([0-9.]+)"\) \)', line)
+        if opened:
+            stack.append(("<" if opened.group(1) else "") + opened.group(2))
+        elif line.startswith("@if"):
+            stack.append("")
+        elif line.startswith("@else"):
+            top = stack.pop()
+            stack.append(top[1:] if top.startswith("<") else ("<" + top if top else ""))
+        elif line.startswith("@endif"):
+            stack.pop()
+        if needle in line:
+            found.extend(v for v in stack if v)
+    return found
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_websocket_server_options_listen_addr_is_guarded_for_7_2_2() -> None:
+    """`Cluster::WebSocketServerOptions$listen_addr` exists from Zeek 7.2.2 on (7.2.0 and 7.2.1 lack it): every
+    use is inside a guard of at least 7.2.2, and the older branch (Broker::listen_websocket, TLS off) covers
+    everything below it."""
+    script = (PACKAGE_DIR / "websocket.zeek").read_text()
+    at_least = [v for v in guarding_versions(script, "$listen_addr=") if not v.startswith("<")]
+    assert at_least and max(version_tuple(v) for v in at_least) >= (7, 2, 2)
+    broker = guarding_versions(script, "Broker::listen_websocket(")
+    assert "<7.2.2" in broker
+    assert guarding_versions(script, "redef Broker::disable_ssl = T;") == ["<8.1", "<7.2.2"]
+
+
+def test_the_guard_reader_can_fail() -> None:
+    """The reader above finds the version of a guard that is too old."""
+    old = '@if ( Version::at_least("7.2") )\n\tx($listen_addr=a);\n@else\n\ty();\n@endif\n'
+    assert guarding_versions(old, "$listen_addr=") == ["7.2"]
+    assert guarding_versions(old, "y();") == ["<7.2"]
 
 
 # --- the btest suite's data --------------------------------------------------------------------------------------
@@ -277,3 +350,55 @@ def test_every_btest_diff_has_a_baseline() -> None:
         for name in re.findall(r"@TEST-EXEC: btest-diff (\S+)", test.read_text()):
             baseline = BTEST_DIR / "Baseline" / f"tests.{test.stem}" / name
             assert baseline.is_file(), f"{test.name}: no baseline {baseline}"
+
+
+# --- the edge-case captures (issue 20) ---------------------------------------------------------------------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from zeek_view import zeek_requests  # noqa: E402
+
+EDGE_TESTS = {
+    "edge-short-capture": "packetclip-short.pcap",
+    "edge-fragments": "packetclip-fragments.pcap",
+    "edge-backwards-times": "packetclip-backwards.pcap",
+}
+EDGE_MAKER = BTEST_DIR / "traces" / "make_packetclip_edges.py"
+
+
+@pytest.mark.parametrize("test", sorted(EDGE_TESTS))
+def test_edge_baseline_matches_capture(test: str) -> None:
+    """The request lines of each edge-case btest, recomputed from its capture (tests/zeekscripts/zeek_view.py);
+    the btest runs the capture through Zeek and prints them with tests/zeek/scripts/print-requests.zeek."""
+    capture = BTEST_DIR / "traces" / EDGE_TESTS[test]
+    baseline = (BTEST_DIR / "Baseline" / f"tests.{test}" / "requests").read_text().splitlines()
+    assert baseline == sorted(request.btest_line() for request in zeek_requests(capture))
+    assert f"$TRACES/{EDGE_TESTS[test]}" in (BTEST_DIR / "tests" / f"{test}.zeek").read_text()
+
+
+def test_edge_captures_exercise_their_faults() -> None:
+    """Each capture has what its btest is about: the short one lasts less than max_wait (1.5 s) in another link
+    type than Ethernet, the fragmented one hands Zeek later fragments and one first fragment as completing
+    frames, the backwards one has connections that start before packets already seen."""
+    short = zeek_requests(BTEST_DIR / "traces" / "packetclip-short.pcap")
+    times = [t for request in short for t in request.ts]
+    assert max(times) - min(times) < 1.5 and {r.link_type for r in short} == {113}
+    fragmented = zeek_requests(BTEST_DIR / "traces" / "packetclip-fragments.pcap")
+    assert [r.btest_line().split(" frags=")[1].split()[0] for r in fragmented] == ["LLFN"]
+    backwards = zeek_requests(BTEST_DIR / "traces" / "packetclip-backwards.pcap")
+    starts = [r.start for r in backwards]
+    assert starts != sorted(starts) and min(starts) < max(t for r in backwards for t in r.ts) - 5
+
+
+def test_backwards_rows_baseline_has_each_connections_first_packet_time() -> None:
+    rows = (BTEST_DIR / "Baseline" / "tests.edge-backwards-times" / "rows").read_text().splitlines()
+    requests = zeek_requests(BTEST_DIR / "traces" / "packetclip-backwards.pcap")
+    assert rows == sorted(f"{r.start:.6f}\t{r.orig_p}\tbenign" for r in requests)
+
+
+def test_edge_captures_are_what_their_maker_writes(tmp_path: Path) -> None:
+    """The committed captures' provenance: make_packetclip_edges.py writes them byte for byte."""
+    subprocess.run([sys.executable, str(EDGE_MAKER), str(tmp_path)], check=True, timeout=TOOL_TIMEOUT_S)
+    for name in EDGE_TESTS.values():
+        committed = (BTEST_DIR / "traces" / name).read_bytes()
+        assert (tmp_path / name).read_bytes() == committed, name
+        assert len(committed) <= MAX_CAPTURE_BYTES, name
