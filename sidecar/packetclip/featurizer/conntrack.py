@@ -401,6 +401,7 @@ def featurize_frames(
     is_orig: Sequence[bool] | None = None,
     config: FeaturizerConfig | None = None,
     stats: ParseStats | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> Connection | None:
     """One connection from the frames a sensor attributed to it (no timeouts, no splitting).
 
@@ -408,6 +409,12 @@ def featurize_frames(
     sensor's verdict wins), otherwise from the addresses and ports. Frames that do not parse, or that belong to
     another flow when `is_orig` is not given, are counted in `stats` and left out. Returns None when no frame
     is usable.
+
+    A later IP fragment (no transport header) is a packet of the connection when `is_orig` is given: the sensor
+    attributed it, as `ConnectionTracker` attributes a later fragment to its first fragment's connection. Zeek
+    hands over one frame per reassembled datagram, the fragment that completed it, so a connection of
+    fragmented datagrams may consist of later fragments only: its ports are then `ports` (orig_p, resp_p, as
+    the sensor gave them), or 0 without them. Without `is_orig` later fragments are counted and left out.
     """
     if len(ts_list) != len(frames) or (is_orig is not None and len(is_orig) != len(frames)):
         raise ValueError("ts_list, frames and is_orig must have the same length")
@@ -419,14 +426,18 @@ def featurize_frames(
         if len(packet) == 2:
             tracker._count_unusable(packet)
             continue
-        if packet[14] == LATER_FRAGMENT:
-            tracker.stats.count_skipped("fragment_in_explicit_connection")
-            continue
         forward = (packet[2], packet[3], packet[4], packet[5], packet[6])
+        if packet[14] == LATER_FRAGMENT:
+            if is_orig is None:
+                tracker.stats.count_skipped("fragment_in_explicit_connection")
+                continue
+            orig_p, resp_p = ports if ports is not None else (0, 0)
+            sport, dport = (orig_p, resp_p) if is_orig[index] else (resp_p, orig_p)
+            forward = (packet[2], packet[3], packet[4], sport, dport)
         if conn is None:
             given = None if is_orig is None else bool(is_orig[index])
             flipped = _should_flip(packet[2], packet[5], packet[6], packet[7]) if given is None else not given
-            reverse = (packet[2], packet[4], packet[3], packet[6], packet[5])
+            reverse = (forward[0], forward[2], forward[1], forward[4], forward[3])
             conn = _Tracked(
                 reverse if flipped else forward, ts, packet[1], packet[13], flipped and given is None
             )

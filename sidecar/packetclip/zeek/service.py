@@ -120,6 +120,7 @@ class Request:
     is_orig: list[bool]
     frames: list[bytes]
     received: float  # time.monotonic() when its message arrived: latency is measured from here
+    ports: tuple[int, int] | None = None  # (orig_p, resp_p): for frames without a transport header
 
 
 class RequestError(ValueError):
@@ -181,9 +182,9 @@ def parse_request(event: Event, settings: ServeSettings, received: float) -> Req
         raise RequestError(
             "too_many_frames", f"{len(frames)} frames, at most {settings.max_frames}", uid, node
         )
-    return Request(
-        node, uid, int(args[6]), ts, is_orig, _decode_frames(frames, settings, uid, node), received
-    )
+    frame_bytes = _decode_frames(frames, settings, uid, node)
+    ports = (args[3].number, args[5].number)
+    return Request(node, uid, int(args[6]), ts, is_orig, frame_bytes, received, ports)
 
 
 def _check_elements(values: list[Any], expected: type, name: str, broker: str, uid: str, node: str) -> None:
@@ -544,6 +545,7 @@ class Sidecar:
                 request.is_orig,
                 self.engine.featurizer_config,
                 stats,
+                ports=request.ports,
             )
         except Exception as exc:  # the featurizer is fuzzed, but a sensor must outlive one unexpected frame
             log.exception("featurizer failed on request %s", request.uid)
