@@ -3,9 +3,11 @@ captures, with exact topics and argument types; hello after subscribe; bad input
 restart loses no queued request; overload answered and counted; shards; metrics; hot reload wiring.
 
 Exactness: the peer's script emulation cuts connections with the featurizer's tracker (as `classify` does) and
-publishes them in the tracker's release order; both sides run the engine with batch size 1, so every connection
-sees the same originator context (the engine orders a micro-batch by first-packet time, and the order across
-batches is the release order on both sides). Larger batches are exercised by the other tests.
+publishes them in the tracker's release order; the sidecar's reorder window hands them to the engine in
+first-packet order, as `classify` does by default, so every connection sees the same originator context. Both
+sides run the engine with batch size 1 (scores then match to the last bit). The emulation publishes a connection
+when the tracker releases it, which can be long after `max_wait`: that test gives the sidecar a `max_wait` longer
+than the captures and lets the hold limit release each capture's requests once all are in.
 """
 
 from __future__ import annotations
@@ -116,16 +118,16 @@ def _verdict_uids(received: list[Any]) -> set[str]:
 
 def classify_reference(bundle: Path, capture: Path) -> dict[str, Verdict]:
     verdicts: list[Verdict] = []
-    # the Zeek scripts hand connections over as their table releases them: classify's release order
-    classify_captures(Engine(bundle, batch_size=1), [capture], verdicts.append, order="release")
+    classify_captures(Engine(bundle, batch_size=1), [capture], verdicts.append)  # first-packet order
     return {v.uid: v for v in verdicts}
 
 
 def test_verdicts_equal_classify_on_lab_and_real_captures(bundle_path: Path, real_data: Path) -> None:
     """Every connection of the lab capture and of five real captures gets exactly one verdict from the live path,
-    with the label, attack and score `packetclip classify --order release` gives it, on `packetclip/verdict/<node>/`, with the
+    with the label, attack and score `packetclip classify` gives it, on `packetclip/verdict/<node>/`, with the
     contract's argument types (the peer drops mistyped events, so a type error would lose verdicts); the hello
-    comes after the subscription was acknowledged."""
+    comes after the subscription was acknowledged. Each capture is a node of its own (its own order and
+    contexts), published one after the other; none arrived after its place had passed."""
     captures = [LAB_CAPTURE, *(real_data / name for name in REAL_CAPTURES)]
     expected = {capture.name: classify_reference(bundle_path, capture) for capture in captures}
     requests = {capture.name: list(requests_from_capture(capture)) for capture in captures}
@@ -136,12 +138,14 @@ def test_verdicts_equal_classify_on_lab_and_real_captures(bundle_path: Path, rea
         assert peer.handshakes == ["packetclip-sidecar"]
         assert peer.received[0].event.name == HELLO_EVENT and peer.received[0].topic == "packetclip/control/"
         assert peer.received[0].event.args == ["packetclip-sidecar", sidecar.engine.model_version]
+        everything = await replay(peer, [request for batch in requests.values() for request in batch], 120)
         for name, batch in requests.items():
-            answers[name] = await replay(peer, batch)
+            answers[name] = {request.uid: everything[request.uid] for request in batch}
             topics[name] = {r.topic for r in peer.events(VERDICT_EVENT) if r.event.args[0] in answers[name]}
         assert peer.type_errors == [] and peer.errors_sent == []
 
-    sidecar = run_live(Engine(bundle_path, batch_size=1), body, batch_size=1)
+    sidecar = run_live(Engine(bundle_path, batch_size=1), body, batch_size=1, max_wait=1e6, order_hold=3.0)
+    assert sidecar.metrics.order_late == 0 and sidecar.metrics.order_forced == 0
     total = 0
     for name, reference in expected.items():
         assert len(requests[name]) == len(reference) > 0, name
@@ -271,7 +275,8 @@ def test_a_zeek_restart_loses_no_queued_request(bundle_path: Path) -> None:
 
 def test_above_capacity_the_newest_requests_are_refused_counted_and_answered(bundle_path: Path) -> None:
     """With the engine held and a queue of 5, of 30 requests the first batch and the next 5 queued ones are
-    classified, every later one is answered at once with an "overloaded" error verdict and counted as dropped."""
+    classified, every later one is answered at once with an "overloaded" error verdict and counted as dropped
+    (order_hold 0: requests go to the queue as they arrive)."""
     engine = GatedEngine(Engine(bundle_path))
     requests = list(requests_from_capture(LAB_CAPTURE))[:30]
 
@@ -289,7 +294,7 @@ def test_above_capacity_the_newest_requests_are_refused_counted_and_answered(bun
         assert {args[0] for args in errors} == uids
         assert all("overloaded" in args[4] for args in errors)
 
-    sidecar = run_live(engine, body, max_queue=5)
+    sidecar = run_live(engine, body, max_queue=5, order_hold=0.0)
     assert sidecar.metrics.dropped["queue_full"] == 24
     assert sidecar.metrics.verdicts.total() == 30 and sidecar.metrics.verdicts["error"] == 24
 

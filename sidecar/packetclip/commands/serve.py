@@ -97,6 +97,8 @@ async def serve_forever(
               help="Most requests per engine call (default: config, else 256).")  # fmt: skip
 @click.option("--max-queue", type=click.IntRange(min=1), default=None,
               help="Requests waiting for the engine; the newest above it is answered 'error' (default 10000).")  # fmt: skip
+@click.option("--max-wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="The Zeek scripts' PacketCLIP::max_wait, for first-packet order (default 1.5).")  # fmt: skip
 @click.option("--name", default=None, help="This sidecar's name (X-Application-Name and hello).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default 1).")
 @click.option(
@@ -112,6 +114,7 @@ def serve(
     metrics_port: int | None,
     batch_size: int | None,
     max_queue: int | None,
+    max_wait: float | None,
     name: str | None,
     threads: int | None,
     log_format: str | None,
@@ -127,6 +130,7 @@ def serve(
             shards=shards,
             metrics_port=metrics_port,
             max_queue=max_queue,
+            max_wait=max_wait,
             name=name,
             log_format=log_format,
         )

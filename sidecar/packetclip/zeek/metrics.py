@@ -9,6 +9,9 @@ does not decide what is counted when (`service`). No client library: the format 
     packetclip_serve_errors_total{kind}                   bad input and failures, by kind
     packetclip_serve_dropped_total{reason}                requests or verdicts given up (queue_full, outbox_full)
     packetclip_serve_queue_depth                          requests waiting for the engine
+    packetclip_serve_held                                 requests held for first-packet order
+    packetclip_serve_order_forced_total                   requests released early to stay within max_held
+    packetclip_serve_order_late_total                     requests that arrived after a later-starting one left
     packetclip_serve_outbox_depth                         messages waiting to be sent
     packetclip_serve_connected                            1 while subscribed to Zeek
     packetclip_serve_reconnects_total                     connections opened after the first
@@ -44,6 +47,9 @@ class Metrics:
         self.errors: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.queue_depth = 0
+        self.held = 0
+        self.order_forced = 0
+        self.order_late = 0
         self.outbox_depth = 0
         self.connected = 0
         self.reconnects = 0
@@ -107,6 +113,11 @@ class Metrics:
             _metric(
                 lines, "queue_depth", "gauge", "Requests waiting for the engine.", [("", self.queue_depth)]
             )
+            _metric(lines, "held", "gauge", "Requests held for first-packet order.", [("", self.held)])
+            _metric(lines, "order_forced_total", "counter", "Requests released early to stay within max_held.",
+                    [("", self.order_forced)])  # fmt: skip
+            _metric(lines, "order_late_total", "counter", "Requests that arrived after a later-starting one left.",
+                    [("", self.order_late)])  # fmt: skip
             _metric(lines, "outbox_depth", "gauge", "Messages waiting to be sent.", [("", self.outbox_depth)])
             _metric(lines, "connected", "gauge", "1 while subscribed to Zeek.", [("", self.connected)])
             _metric(

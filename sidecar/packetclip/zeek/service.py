@@ -13,13 +13,21 @@ Owns the wire contract's sidecar side (docs/design.md, "Zeek <-> sidecar wire"):
   cannot classify it (bad base64, oversized or no usable frame, overload): Zeek reading a capture waits for
   every answer before it exits.
 
-Queue and batching. Requests wait in a bounded FIFO (`max_queue`). The inference thread takes whatever is
-waiting, up to `batch_size`, the moment it is free: no lingering for a fuller batch, so a quiet sensor gets
-batch-of-one latency and a busy one gets large batches (throughput) with latency bounded by one batch's time.
-Above capacity the *newest* request is refused (tail drop): it is answered at once with an "error" verdict and
-counted (`dropped_total{reason="queue_full"}`), the accepted requests keep their arrival order (the temporal
-model's context is built in that order), and memory stays bounded by `max_queue` requests of at most
-`max_frames` x `max_frame_bytes` bytes. Messages to send wait in a bounded outbox (`max_outbox`, also tail drop).
+Order. Each node's requests pass a reorder window first (`packetclip.zeek.reorder`): they reach the engine in
+first-packet order whatever order and moment they arrive in, so a verdict does not depend on batch boundaries or
+on which neighbour Zeek published first (the window's docstring has the rule: a watermark from the frame times a
+node has sent, Zeek's `max_wait` and a slack; a hold limit in wall-clock time; everything at the end of a
+connection to Zeek or on shutdown). The engine is handed each node's requests as they left the window, in runs
+it keeps in that order. Added latency: about `max_wait` + `order_slack` after a connection's first packet, never
+more than `order_hold` after its request arrived.
+
+Queue and batching. Requests that left the window wait in a bounded FIFO (`max_queue`). The inference thread
+takes whatever is waiting, up to `batch_size`, the moment it is free: no lingering for a fuller batch, so a busy
+sensor gets large batches (throughput) with latency bounded by one batch's time. Above capacity the *newest*
+request is refused (tail drop): it is answered at once with an "error" verdict and counted
+(`dropped_total{reason="queue_full"}`), the accepted requests keep their order, and memory stays bounded by
+`max_held` + `max_queue` requests of at most `max_frames` x `max_frame_bytes` bytes. Messages to send wait in a
+bounded outbox (`max_outbox`, also tail drop).
 
 Reconnects. The queue, the inference thread and the outbox outlive a connection: requests received before Zeek
 went away are still classified, and their verdicts are sent, in order, once a new connection is subscribed (a
@@ -30,7 +38,8 @@ Bad input (invalid JSON, messages that are not the v1 model, unknown events, wro
 messages from Zeek) is counted by kind (`errors_total{kind}`), logged (the first few of each kind, then every
 thousandth) and skipped; the loop keeps serving.
 
-It does not parse the wire format (`codec`), open sockets (`client`) or run models (`packetclip.engine`).
+It does not parse the wire format (`codec`), open sockets (`client`), order requests (`reorder`) or run models
+(`packetclip.engine`).
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from packetclip.bundle import BundleError
-from packetclip.engine import Engine
+from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import Connection, ParseStats, featurize_frames
 from packetclip.store import ActiveModelWatcher, StoreError
 from packetclip.zeek.client import (
@@ -71,6 +80,7 @@ from packetclip.zeek.codec import (
     decode_message,
 )
 from packetclip.zeek.metrics import Metrics, MetricsServer
+from packetclip.zeek.reorder import ReorderWindow
 from packetclip.zeek.settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,7 @@ ERROR_LABEL = "error"
 NODE_NAME = re.compile(r"^[^/\s]*$")  # a node name becomes a topic level: no slash, no whitespace
 COMPLAIN_FIRST = 10  # log messages per kind of bad input before only every COMPLAIN_EVERY-th is logged
 COMPLAIN_EVERY = 1000
+ORDER_TICK = 0.05  # seconds between checks of the reorder window's hold limits
 
 # PacketCLIP::request's signature: (name, the Python type the codec decodes the Broker type to, Broker type)
 REQUEST_SIGNATURE: tuple[tuple[str, type, str], ...] = (
@@ -121,6 +132,8 @@ class Request:
     frames: list[bytes]
     received: float  # time.monotonic() when its message arrived: latency is measured from here
     ports: tuple[int, int] | None = None  # (orig_p, resp_p): for frames without a transport header
+    # orders connections whose first packets have the same time: the endpoints, then the uid (never arrival)
+    tie: tuple[Any, ...] = ()
 
 
 class RequestError(ValueError):
@@ -184,7 +197,10 @@ def parse_request(event: Event, settings: ServeSettings, received: float) -> Req
         )
     frame_bytes = _decode_frames(frames, settings, uid, node)
     ports = (args[3].number, args[5].number)
-    return Request(node, uid, int(args[6]), ts, is_orig, frame_bytes, received, ports)
+    orig_h, resp_h = args[2], args[4]
+    tie = (orig_h.version, orig_h.packed, args[3].number, resp_h.version, resp_h.packed, args[5].number,
+           args[5].protocol, uid)  # fmt: skip
+    return Request(node, uid, int(args[6]), ts, is_orig, frame_bytes, received, ports, tie)
 
 
 def _check_elements(values: list[Any], expected: type, name: str, broker: str, uid: str, node: str) -> None:
@@ -271,6 +287,9 @@ class Sidecar:
         self.parse_stats = ParseStats()  # frames of every request, as the featurizer counted them
         self.subscribed = asyncio.Event()  # set while a session is up (tests and the benchmark wait on it)
         self._queue: RequestQueue | None = None
+        self._window: ReorderWindow[Request] = ReorderWindow(
+            settings.max_wait, settings.order_slack, settings.hold_limit, settings.max_held
+        )
         self._outbox: deque[Outgoing] = deque()
         self._outbox_ready: asyncio.Event | None = None
         self._inflight = 0  # requests taken by the inference thread and not yet answered
@@ -298,6 +317,7 @@ class Sidecar:
                 self.metrics, self.settings.metrics_host, self.settings.metrics_port
             ).start()
         classifier = asyncio.create_task(self._classify_loop(), name="classify")
+        expirer = asyncio.create_task(self._expire_loop(), name="expire")
         sessions = 0
         try:
             while not stop.is_set():
@@ -310,6 +330,7 @@ class Sidecar:
                 await self._serve_session(session, stop)
         finally:
             classifier.cancel()
+            expirer.cancel()
             self._executor.shutdown(wait=True)
             if self._metrics_server is not None:
                 self._metrics_server.close()
@@ -344,6 +365,7 @@ class Sidecar:
             done, _ = await asyncio.wait({reader, writer, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
                 reader.cancel()
+                self._release(self._window.drain())
                 await self._drain(writer)
             for ended in (reader, writer):
                 if ended in done and not ended.cancelled() and ended.exception() is not None:
@@ -352,6 +374,7 @@ class Sidecar:
             for task in (reader, writer, stopper):
                 task.cancel()
             await asyncio.gather(reader, writer, stopper, return_exceptions=True)
+            self._release(self._window.drain())  # this Zeek sends nothing more; a new one has its own clock
             self.subscribed.clear()
             self.metrics.set_gauges(connected=0)
             await session.close()
@@ -427,17 +450,31 @@ class Sidecar:
         except RequestError as exc:
             self._refuse(exc)
             return
+        newest = max(request.ts)
+        self._release(self._window.add(request.node, request.ts[0], request.tie, newest, request, received))
+
+    def _release(self, requests: list[Request]) -> None:
+        """Queue the requests that left the reorder window, in order; refuse those above capacity."""
         assert self._queue is not None
-        if not self._queue.put(request):
-            self.metrics.count_drop("queue_full")
-            self._answer_error(
-                request.uid,
-                request.node,
-                f"sidecar overloaded: {self._queue.capacity} requests queued",
-                received,
-            )
-            return
-        self.metrics.queue_depth = len(self._queue)
+        for request in requests:
+            if not self._queue.put(request):
+                self.metrics.count_drop("queue_full")
+                self._answer_error(
+                    request.uid,
+                    request.node,
+                    f"sidecar overloaded: {self._queue.capacity} requests queued",
+                    request.received,
+                )
+        window = self._window
+        self.metrics.set_gauges(
+            queue_depth=len(self._queue), held=len(window), order_forced=window.forced, order_late=window.late
+        )
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ORDER_TICK)
+            if len(self._window):
+                self._release(self._window.expire(time.monotonic()))
 
     def _refuse(self, error: RequestError) -> None:
         self._complain(error.kind, f"request {error.uid or '?'} from {error.node!r}: {error.reason}")
@@ -505,7 +542,7 @@ class Sidecar:
                 by_node.setdefault(request.node, []).append((index, connection))
         for node, rows in by_node.items():
             try:
-                verdicts = self.engine.classify([connection for _, connection in rows], sensor=node)
+                verdicts = self._classify_in_order([connection for _, connection in rows], node)
             except Exception as exc:  # one failing batch must not end the service: answer it and go on
                 log.exception("engine failed on a batch of %d from %s", len(rows), node)
                 self.metrics.count_error("engine_failed")
@@ -533,6 +570,18 @@ class Sidecar:
                     request.received,
                 )
         return [answer for answer in answers if answer is not None], reloaded
+
+    def _classify_in_order(self, connections: list[Connection], node: str) -> list[Verdict]:
+        """The engine's verdicts with the connections taken in the order given: the engine sorts what it is
+        handed by first-packet time, so it gets runs in which that time never decreases (a request that arrived
+        late, or whose first frame was unusable, starts a new run)."""
+        verdicts: list[Verdict] = []
+        start = 0
+        for end in range(1, len(connections) + 1):
+            if end == len(connections) or connections[end].ts < connections[end - 1].ts:
+                verdicts += self.engine.classify(connections[start:end], sensor=node)
+                start = end
+        return verdicts
 
     def _featurize(self, request: Request) -> Connection | str:
         """The request's connection, or the reason there is none."""

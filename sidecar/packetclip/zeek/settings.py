@@ -11,6 +11,7 @@ command-line flag > config file > default. It does not connect anywhere or run a
     shard = 0                  # omit for the unsharded topic
     shards = 4                 # the Zeek scripts' PacketCLIP::num_shards (1 when unsharded)
     max_queue = 10000
+    max_wait = 1.5             # the Zeek scripts' PacketCLIP::max_wait, in seconds
     metrics_port = 9273
     log_format = "json"        # or "text"
 
@@ -48,6 +49,14 @@ class ServeSettings:
     max_queue: int = (
         10_000  # requests waiting for the engine; above it the newest is refused (answered "error")
     )
+    # first-packet order (packetclip.zeek.reorder): the Zeek scripts' PacketCLIP::max_wait (1.5 s, its default)
+    # in seconds, at least Zeek's (a larger value only adds latency); a request waits until its node has sent a
+    # frame max_wait + order_slack newer than its first packet, or order_hold seconds (default max_wait +
+    # order_slack) after it arrived; at most max_held wait (beyond that the earliest leave, counted)
+    max_wait: float = 1.5
+    order_slack: float = 0.5  # Zeek's timers fire late under load (at most 300 per packet) and packets queue
+    order_hold: float | None = None  # None: max_wait + order_slack; 0: arrival order, nothing waits
+    max_held: int = 20_000  # ~8 KB each (30 frames of 192 bytes): ~160 MB at most
     max_outbox: int = 50_000  # messages waiting for the socket (e.g. while Zeek restarts); above it dropped
     max_frames: int = 256  # frames per request; Zeek sends max_packets (30): more is a broken or hostile peer
     max_frame_bytes: int = 65_535  # decoded bytes per frame; Zeek sends snaplen bytes, never a jumbo frame
@@ -68,9 +77,14 @@ class ServeSettings:
             "max_frames",
             "max_frame_bytes",
             "max_message_bytes",
+            "max_held",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"serve setting {name} must be positive, got {getattr(self, name)}")
+        for name in ("max_wait", "order_slack", "order_hold"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < float("inf"):
+                raise ConfigError(f"serve setting {name} must be a number of seconds >= 0, got {value}")
         if self.shard is not None and self.shard < 0:
             raise ConfigError(f"serve setting shard must be >= 0, got {self.shard}")
         if self.shards < 1 or (self.shard is not None and self.shards > 1 and self.shard >= self.shards):
@@ -85,6 +99,11 @@ class ServeSettings:
             )
         if not self.zeek.startswith(("ws://", "wss://")):
             raise ConfigError(f"serve setting zeek must be a ws:// or wss:// URL, got {self.zeek!r}")
+
+    @property
+    def hold_limit(self) -> float:
+        """Seconds a request may wait for first-packet order after it arrived."""
+        return self.max_wait + self.order_slack if self.order_hold is None else self.order_hold
 
     def updated(self, **values: Any) -> ServeSettings:
         """A copy with the values that are not None (command-line flags not given are None)."""
