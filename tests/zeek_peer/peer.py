@@ -237,6 +237,12 @@ class ZeekPeer:
             self._server = None
         self.clients.clear()
 
+    async def drop_clients(self) -> None:
+        """Close every client connection (1001) and keep listening: Zeek dropping a client, e.g. one that missed
+        its pings; the client reconnects to the same Zeek."""
+        for client in list(self.clients):
+            await client.connection.close(1001, "going away")
+
     async def restart(self, downtime: float = 0.2) -> None:
         """Stop, wait, listen again on the same port (a Zeek restart)."""
         await self.stop()
@@ -366,8 +372,9 @@ class ZeekPeer:
             await asyncio.wait_for(self._arrived.wait_for(lambda: predicate(self.received)), timeout)
 
     async def wait_clients(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until `count` clients are subscribed (at least `count`; exactly none for 0)."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.clients) < count:
+        while len(self.clients) < count or (count == 0 and self.clients):
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{len(self.clients)} clients subscribed, expected {count}")
             await asyncio.sleep(0.01)

@@ -1,0 +1,203 @@
+"""Python stand-ins for the parts of the packetclip Zeek scripts the sidecar's ordering and replay rely on, driven
+through the Zeek-faithful peer (`peer.py`).
+
+`publication_schedule` is main.zeek's rule for *when* a connection is published: at its `max_packets`-th frame,
+at `connection_state_remove`, or by the `max_wait` timer `max_wait` after its first packet, whichever comes first;
+frames after `max_wait` are never collected. Which frames form a connection comes from the peer's emulation
+(`requests_from_capture`, the featurizer's tracker); the stand-in cuts each one at `max_wait`, gives it a publication
+time (network time) the rule allows (its `max_packets`-th frame when it has them, else any moment between its last
+frame and its timer: the connection may end, or not, before the timer) and returns the requests in publication
+order. Different seeds give different publication orders of the same requests, each one a real Zeek could produce.
+
+`OfflineZeek` is offline.zeek with main.zeek's pending bookkeeping, for `zeek -r` with a sidecar attached:
+
+- the capture is held until the first `PacketCLIP::hello`; no hello within `hello_timeout` is an error;
+- every published request is pending (kept whole, as `held_requests`) until its verdict arrives;
+- a sidecar that says hello again gets every pending request published again (`requests_resent`; in an order of
+  its own, as iterating a Zeek table gives), and its uid is remembered (`resent_uids`);
+- a verdict for a pending request becomes a log row and the request leaves pending; a verdict for no pending
+  request is a duplicate when its uid was published again, else unmatched; neither is logged;
+- after the capture, the drain waits until nothing is pending; when no verdict (or re-send) has come for
+  `drain_timeout` (wall clock), every request left becomes an `error` row saying it was lost (`requests_lost`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peer import ScriptOptions, ScriptRequest, ZeekPeer, requests_from_capture
+
+from packetclip.zeek.codec import Event
+
+HELLO = "PacketCLIP::hello"
+VERDICT = "PacketCLIP::verdict"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A request with the network time the scripts publish it at."""
+
+    at: float
+    request: ScriptRequest
+
+
+def cut_at_max_wait(request: ScriptRequest, max_wait: float) -> ScriptRequest:
+    """The request with only the frames collected before its `max_wait` timer fired."""
+    args = list(request.event.args)
+    ts, is_orig, frames = args[7], args[8], args[9]
+    keep = sum(1 for t in ts if t < ts[0] + max_wait)
+    args[7], args[8], args[9] = ts[:keep], is_orig[:keep], frames[:keep]
+    return ScriptRequest(request.topic, Event(request.event.name, args))
+
+
+def publication_schedule(
+    path: Path, seed: int, max_wait: float = 1.5, options: ScriptOptions | None = None
+) -> list[Published]:
+    """The capture's requests in an order main.zeek could publish them in (see the module docstring)."""
+    options = options or ScriptOptions()
+    rng = random.Random(seed)
+    scheduled = []
+    for arrival, request in enumerate(requests_from_capture(path, options)):
+        request = cut_at_max_wait(request, max_wait)
+        ts = request.event.args[7]
+        # flushed by its max_packets-th frame; else at connection_state_remove or by the max_wait timer
+        at = ts[-1] if len(ts) >= options.max_packets else rng.uniform(ts[-1], ts[0] + max_wait)
+        scheduled.append((at, rng.random(), arrival, request))
+    return [Published(at, request) for at, _, _, request in sorted(scheduled, key=lambda s: s[:3])]
+
+
+def interleave(schedules: list[list[Published]], seed: int) -> list[ScriptRequest]:
+    """Several nodes' schedules merged at random, each node's own order kept (nodes have separate clocks)."""
+    rng = random.Random(seed)
+    positions = [0] * len(schedules)
+    merged: list[ScriptRequest] = []
+    while any(p < len(s) for p, s in zip(positions, schedules, strict=True)):
+        node = rng.choice([i for i, s in enumerate(schedules) if positions[i] < len(s)])
+        merged.append(schedules[node][positions[node]].request)
+        positions[node] += 1
+    return merged
+
+
+@dataclass
+class Row:
+    """One row of packetclip.log."""
+
+    uid: str
+    label: str
+    attack: str
+    score: float
+    explanation: str
+    model: str
+
+
+@dataclass
+class OfflineZeek:
+    """offline.zeek and main.zeek's pending bookkeeping on top of a peer (see the module docstring)."""
+
+    peer: ZeekPeer
+    hello_timeout: float = 60.0
+    drain_timeout: float = 30.0
+    seed: int = 0
+    pending: dict[str, ScriptRequest] = field(default_factory=dict)
+    resent_uids: set[str] = field(default_factory=set)
+    rows: list[Row] = field(default_factory=list)
+    hellos: int = 0
+    requests_published: int = 0
+    requests_resent: int = 0
+    verdicts_duplicate: int = 0
+    verdicts_unmatched: int = 0
+    requests_lost: int = 0
+    last_progress: float = 0.0
+    _seen: int = 0
+    _handler: asyncio.Task[None] | None = None
+    _rng: random.Random = field(default_factory=random.Random)
+
+    async def __aenter__(self) -> OfflineZeek:
+        self._rng.seed(self.seed)
+        self._handler = asyncio.create_task(self._handle_events())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._handler is not None
+        self._handler.cancel()
+        await asyncio.gather(self._handler, return_exceptions=True)
+
+    async def wait_for_hello(self) -> None:
+        """zeek_init: the capture waits for the sidecar's first hello (hello_timeout, else an error)."""
+        deadline = time.monotonic() + self.hello_timeout
+        while self.hellos == 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no sidecar said hello within {self.hello_timeout} s")
+            await asyncio.sleep(0.01)
+
+    async def publish(self, request: ScriptRequest) -> None:
+        """main.zeek's flush: pending (kept whole while reading a capture), then published."""
+        self.pending[request.uid] = request
+        await self.peer.publish(request.topic, request.event)
+        self.requests_published += 1
+
+    async def settle(self) -> None:
+        """Wait until every event the peer has received is handled."""
+        while self._seen < len(self.peer.received):
+            await asyncio.sleep(0.005)
+
+    async def drain(self) -> None:
+        """Pcap::file_done: wait until nothing is pending; give up what is left after drain_timeout without
+        progress."""
+        self.last_progress = time.monotonic()
+        while self.pending:
+            if time.monotonic() - self.last_progress >= self.drain_timeout:
+                for uid in list(self.pending):
+                    self._give_up(uid, f"lost: no verdict within {self.drain_timeout} s of the last answer")
+                return
+            await asyncio.sleep(0.01)
+
+    # --- events from the sidecar --------------------------------------------------------------------------------
+
+    async def _handle_events(self) -> None:
+        while True:
+            # polled: cancelling a task parked in the peer's Condition could hang the exit (Python 3.11)
+            await asyncio.sleep(0.005)
+            while self._seen < len(self.peer.received):
+                event = self.peer.received[self._seen].event
+                self._seen += 1
+                if event.name == HELLO:
+                    await self._hello()
+                elif event.name == VERDICT:
+                    self._verdict(*event.args)
+
+    async def _hello(self) -> None:
+        """`hellos` counts the hellos handled (after the re-sends they caused)."""
+        if self.hellos == 0:
+            self.hellos = 1
+            return  # continue_processing(): the capture starts
+        waiting = list(self.pending.values())
+        self._rng.shuffle(waiting)  # a Zeek table iterates in an order of its own
+        for request in waiting:
+            await self.peer.publish(request.topic, request.event)
+            self.resent_uids.add(request.uid)
+        self.requests_resent += len(waiting)
+        if waiting:
+            self.last_progress = time.monotonic()
+        self.hellos += 1
+
+    def _verdict(self, uid: str, label: str, attack: str, score: float, explanation: str, model: str) -> None:
+        self.last_progress = time.monotonic()
+        if uid not in self.pending:
+            if uid in self.resent_uids:
+                self.verdicts_duplicate += 1
+            else:
+                self.verdicts_unmatched += 1
+            return
+        del self.pending[uid]
+        self.rows.append(Row(uid, label, attack, score, explanation, model))
+
+    def _give_up(self, uid: str, reason: str) -> None:
+        del self.pending[uid]
+        self.rows.append(Row(uid, "error", "error", 0.0, reason, ""))
+        self.requests_lost += 1
