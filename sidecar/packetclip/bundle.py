@@ -346,6 +346,13 @@ def _check_compatible(manifest: dict[str, Any], source: Path) -> None:
             f"from this runtime's {FEATURIZER_VERSION!r}; use a bundle exported for featurizer "
             f"{FEATURIZER_VERSION!r} or the packetclip release that matches the bundle"
         )
+    window = manifest["featurizer"].get("window")
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int | float) or not 0.0 < window < float("inf")
+    ):
+        raise BundleError(
+            f"bundle {source}: {MANIFEST_NAME}: featurizer.window {window!r} is not a positive number of seconds"
+        )
     classes = manifest["classes"]
     expected = {
         "coarse": list(COARSE_CLASSES),

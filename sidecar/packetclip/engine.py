@@ -333,6 +333,9 @@ def _load_models(bundle: Bundle, threads: int) -> _Models:
         featurizer=FeaturizerConfig(
             max_packets=int(manifest_featurizer.get("max_packets", FeaturizerConfig.max_packets)),
             snaplen=int(manifest_featurizer.get("snaplen", FeaturizerConfig.snaplen)),
+            window=None
+            if manifest_featurizer.get("window") is None
+            else float(manifest_featurizer["window"]),
         ),
         concepts=concepts,
         mission_concepts={
@@ -434,7 +437,7 @@ class Engine:
 
     @property
     def featurizer_config(self) -> FeaturizerConfig:
-        """How connections must be cut for this bundle (max_packets and snaplen from its manifest)."""
+        """How connections must be cut for this bundle (max_packets, snaplen and window from its manifest)."""
         return self._models.featurizer
 
     def reset(self) -> None:

@@ -316,6 +316,8 @@ def test_a_listed_file_that_links_outside_the_bundle_is_refused(bundle_dir, tmp_
             lambda m: m.update(featurizer_version="999"),
             r"featurizer version '999' differs from this runtime's",
         ),
+        (lambda m: m["featurizer"].update(window=-1.5), r"featurizer\.window -1\.5 is not a positive"),
+        (lambda m: m["featurizer"].update(window=True), r"featurizer\.window True is not a positive"),
     ],
     ids=[
         "format",
@@ -326,6 +328,8 @@ def test_a_listed_file_that_links_outside_the_bundle_is_refused(bundle_dir, tmp_
         "unlisted-model",
         "classes",
         "featurizer",
+        "window-negative",
+        "window-boolean",
     ],
 )
 def test_a_wrong_manifest_is_refused_naming_the_manifest(bundle_dir, change, message):

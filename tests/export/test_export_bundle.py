@@ -13,7 +13,7 @@ from packetclip.bundle import check_fixtures, load_bundle, load_concepts, load_d
 from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_FEATURES, RESPONDER_CONNECTIONS, RESPONDER_FEATURES, RESPONDER_WINDOW
 from packetclip.missions import load_missions
-from packetclip_training.export_cli import data_card_summary, fixture_rows
+from packetclip_training.export_cli import data_card_summary, dataset_window, fixture_rows
 from packetclip_training.models.encoder import PacketEncoder, load_config
 from support import export_tiny_bundles, hashed_text_vectors
 
@@ -71,6 +71,19 @@ def test_data_card_summary_keeps_counts_not_inputs() -> None:
     card = json.loads((SAMPLE / "card.json").read_text())
     assert summary["counts"]["fine"] == card["counts"]["fine"]
     assert "inputs" not in summary
+
+
+def test_the_bundle_carries_the_window_its_dataset_was_cut_with(bundle: Path, tmp_path: Path) -> None:
+    card = json.loads((SAMPLE / "card.json").read_text())
+    window = card["featurizer"]["config"].get("window")
+    assert load_bundle(bundle).featurizer.get("window") == window
+    assert dataset_window(SAMPLE) == ({} if window is None else {"window": window})
+    card["featurizer"]["config"]["window"] = 5
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert dataset_window(tmp_path) == {"window": 5.0}
+    card["featurizer"]["config"]["window"] = None
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert dataset_window(tmp_path) == {}
 
 
 def test_the_text_head_places_text_where_alignment_did(bundle: Path) -> None:

@@ -154,3 +154,73 @@ def test_oldest_open_ts_skips_connections_released_at_max_packets(real_data):
     released = [c for ts, lt, f in frames[:3] for c in tracker.add(ts, lt, f)]
     assert len(released) == 1 and len(tracker) == 1  # still followed, but its record is out
     assert tracker.oldest_open_ts() == float("inf")
+
+
+def _spread(frames, step):
+    """The capture's frames, one every `step` seconds (the same packets, slower)."""
+    start = frames[0][0]
+    return [(start + i * step, link_type, frame) for i, (_, link_type, frame) in enumerate(frames)]
+
+
+def _track(frames, config, release_full=False):
+    tracker = ConnectionTracker(config, release_full=release_full)
+    records = [c for ts, lt, f in frames for c in tracker.add(ts, lt, f)]
+    return records + tracker.flush()
+
+
+def test_window_keeps_the_packets_of_the_first_seconds_only(real_data):
+    frames = _spread(list(read_frames(real_data / SF_HTTP)), 1.0)  # 8 packets, one a second
+    (conn,) = _track(frames, FeaturizerConfig(window=2.5))
+    start = frames[0][0]
+    assert conn.pkt_ts.tolist() == [start, start + 1.0, start + 2.0]
+    assert conn.n_packets == 8  # the counters still follow the whole connection
+    (unlimited,) = _track(frames, FeaturizerConfig())
+    assert unlimited.pkt_ts.size == 8
+
+
+def test_release_full_hands_a_connection_out_when_its_window_closes(real_data):
+    frames = _spread(list(read_frames(real_data / SF_HTTP)), 1.0)
+    tracker = ConnectionTracker(FeaturizerConfig(window=2.5), release_full=True)
+    out = [[c.pkt_ts.size for c in tracker.add(ts, lt, f)] for ts, lt, f in frames]
+    assert out == [[], [], [], [3], [], [], [], []]  # the packet at 3 s closes the window
+    assert tracker.flush() == [] and tracker.released_early == 1  # one record per connection
+    assert tracker.oldest_open_ts() == float("inf")
+
+
+def test_featurize_frames_cuts_by_the_window_as_the_tracker_does(real_data):
+    frames = _spread(list(read_frames(real_data / SF_HTTP)), 0.7)
+    config = FeaturizerConfig(window=2.0)
+    (tracked,) = _track(frames, config)
+    explicit = featurize_frames(
+        frames[0][1], [ts for ts, _, _ in frames], [f for _, _, f in frames], config=config
+    )
+    assert explicit is not None and tracked.pkt_ts.size == 3  # 0, 0.7 and 1.4 s; 2.1 s is past the window
+    for name in ("pkt_ts", "pkt_dir", "pkt_len", "pkt_bytes"):
+        assert np.array_equal(getattr(explicit, name), getattr(tracked, name)), name
+
+
+def test_window_must_be_a_positive_finite_number_of_seconds():
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        try:
+            FeaturizerConfig(window=bad)
+        except ValueError as exc:
+            assert "window" in str(exc)
+        else:
+            raise AssertionError(f"window={bad} accepted")
+    assert FeaturizerConfig(window=1.5).window == 1.5 and FeaturizerConfig().window is None
+
+
+def test_release_full_closes_a_window_on_any_later_packet(real_data):
+    """As Zeek's max_wait timer fires on network time: a connection that goes quiet within its window is handed
+    out when another connection's packet passes the window's end, not at its inactivity timeout."""
+    http = _spread(list(read_frames(real_data / SF_HTTP)), 0.1)[:4]  # 0.0-0.3 s, then quiet
+    start = http[0][0]
+    _, syn_link, syn_frame = next(iter(read_frames(real_data / S0_SYNS)))
+    tracker = ConnectionTracker(FeaturizerConfig(window=1.0), release_full=True)
+    assert [c for ts, lt, f in http for c in tracker.add(ts, lt, f)] == []
+    assert tracker.add(start + 0.9, syn_link, syn_frame) == []  # within the window: nothing yet
+    (released,) = tracker.add(start + 1.2, syn_link, syn_frame)
+    assert released.resp_p == 80 and released.pkt_ts.size == 4
+    assert tracker.oldest_open_ts() == start + 0.9  # only the SYN's connection is still open
+    (syn,) = tracker.flush()  # the HTTP connection is never returned twice
+    assert syn.uid != released.uid and syn.ts == start + 0.9

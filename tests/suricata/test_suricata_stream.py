@@ -14,6 +14,7 @@ from pathlib import Path
 from packetclip.suricata.eve import EveFlowEnd, EvePacket, EveParser, format_timestamp, parse_timestamp
 from packetclip.suricata.flows import FlowAssembler
 from packetclip.suricata.follow import EveFileFollower, EveSocketListener
+from packetclip.suricata.sidecar import DEFAULT_MAX_WAIT, flow_max_wait
 
 FRAME = bytes(range(60))
 
@@ -163,3 +164,11 @@ def test_a_flows_packets_are_handed_out_in_time_order() -> None:
     (flow,) = ready
     assert flow.ts == [1.0, 1.1, 1.2] and [len(f) for f in flow.frames] == [40, 48, 44]
     assert assembler.counts.reordered_flows == 1
+
+
+def test_flows_wait_for_the_bundles_window_unless_told_otherwise(caplog) -> None:
+    assert flow_max_wait(None, 5.0) == 5.0  # the packets the model was trained on
+    assert flow_max_wait(None, None) == DEFAULT_MAX_WAIT  # a bundle without a window
+    assert flow_max_wait(8.0, 5.0) == 8.0 and not caplog.records
+    assert flow_max_wait(1.0, 5.0) == 1.0
+    assert "trained on the packets of the first 5.00 s" in caplog.text

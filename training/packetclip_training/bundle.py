@@ -465,6 +465,11 @@ def _checked_featurizer(featurizer: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("max_packets", "snaplen"):
         if not isinstance(ready.get(key), int):
             raise BundleWriteError(f"featurizer: {key!r} must be an integer (got {ready.get(key)!r})")
+    window = ready.get("window")
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int | float) or not 0.0 < window < float("inf")
+    ):
+        raise BundleWriteError(f"featurizer: 'window' must be a positive number of seconds (got {window!r})")
     return ready
 
 

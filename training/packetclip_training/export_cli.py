@@ -88,6 +88,15 @@ def data_card_summary(dataset: Path) -> dict[str, Any]:
     return summary
 
 
+def dataset_window(dataset: Path) -> dict[str, float]:
+    """The featurizer window the dataset was cut with, as the manifest's `featurizer.window` (absent when the
+    dataset kept the first max_packets packets whatever their time): the sensor must cut connections the same
+    way."""
+    card = json.loads((dataset / "card.json").read_text())
+    window = card.get("featurizer", {}).get("config", {}).get("window")
+    return {} if window is None else {"window": float(window)}
+
+
 def export_bundle(
     dataset: Path,
     encoder_path: Path,
@@ -179,6 +188,7 @@ def export_bundle(
                 "version": FEATURIZER_VERSION,
                 "max_packets": encoder.config.max_packets,
                 "snaplen": encoder.config.snaplen,
+                **dataset_window(dataset),
             },
             context=context_section(reasoner.config),
             created=created,

@@ -58,8 +58,9 @@ def suricata() -> None:
 @click.option(
     "--dataset-v6", default=DEFAULT_SET_V6, show_default=True, help="Dataset of flagged IPv6 sources."
 )
-@click.option("--max-wait", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
-              help="Seconds after a flow's first packet before it is classified with the packets it has.")  # fmt: skip
+@click.option("--max-wait", type=click.FloatRange(min=0.01), default=None, metavar="SECONDS",
+              help="Seconds after a flow's first packet before it is classified with the packets it has "
+                   "(default: the bundle's featurizer window, else 2).")  # fmt: skip
 @click.option("--sensor", default="suricata", show_default=True,
               help="Sensor name: the key of originator histories.")  # fmt: skip
 @click.option("--stop-after-idle", type=click.FloatRange(min=0.1), default=None,
@@ -79,7 +80,7 @@ def run(
     flag_ttl: float,
     dataset_v4: str,
     dataset_v6: str,
-    max_wait: float,
+    max_wait: float | None,
     sensor: str,
     stop_after_idle: float | None,
     model: str | None,

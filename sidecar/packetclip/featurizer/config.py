@@ -1,7 +1,9 @@
 """The featurizer's configuration and version.
 
 Owns `FEATURIZER_VERSION` and `FeaturizerConfig`. Changing a default that alters the bytes fed to a model
-(max_packets, snaplen, what is masked) requires bumping FEATURIZER_VERSION so old models refuse new features.
+(max_packets, snaplen, window, what is masked) requires bumping FEATURIZER_VERSION so old models refuse new
+features. A bundle records the max_packets, snaplen and window it was trained with, and every sensor path cuts
+connections with the bundle's values.
 """
 
 from __future__ import annotations
@@ -28,12 +30,19 @@ class FeaturizerConfig:
         5.0  # Zeek's tcp_close_delay/tcp_reset_delay: late ACKs after FIN/RST still belong
     )
     max_pending_fragments: int = 4096  # first fragments remembered to attach later fragments; bounds memory
+    # Seconds after a connection's first packet during which its packets are kept (None: no limit, only
+    # max_packets). A sensor hands a connection over at max_packets packets or this long after its first
+    # packet, whichever comes first; with the window the model sees the same packets whichever path collected
+    # them (offline tracker, Zeek's scripts, Suricata's flows) and training replays that rule. Bundles record it.
+    window: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_packets < 1 or self.snaplen < 20:
             raise ValueError(
                 f"max_packets must be >= 1 and snaplen >= 20 (got {self.max_packets}, {self.snaplen})"
             )
+        if self.window is not None and not (0.0 < self.window < float("inf")):
+            raise ValueError(f"window must be a positive number of seconds or None (got {self.window})")
 
     def inactivity(self, proto: int) -> float:
         if proto == 6:

@@ -135,6 +135,11 @@ class ConnectionTracker:
         # the config is frozen: its per-packet values are read once here rather than on every packet
         self._max_packets = self.config.max_packets
         self._snaplen = self.config.snaplen
+        self._window = _NEVER if self.config.window is None else self.config.window
+        # release_full with a window: (window end, tiebreak, connection), so a connection is handed out when packet
+        # time passes its window even if none of its own packets comes later (Zeek's max_wait timer does the same)
+        self._window_ends: list[tuple[float, int, _Tracked]] = []
+        self._track_windows = release_full and self.config.window is not None
         self._inactivity = {proto: self.config.inactivity(proto) for proto in _PROTO_NAMES}
 
     def __len__(self) -> int:
@@ -148,6 +153,11 @@ class ConnectionTracker:
             self._now = ts
         deadlines = self._deadlines
         finished = self._expire(self._now) if deadlines and deadlines[0][0] <= self._now else []
+        windows = self._window_ends
+        if windows and windows[0][0] < self._now:
+            self._close_windows(self._now)
+            finished.extend(self._ready)
+            self._ready.clear()
         packet = parse_frame(link_type, frame)
         if len(packet) == 2:
             self._count_unusable(packet)
@@ -187,6 +197,7 @@ class ConnectionTracker:
         open_conns = sorted(self._table.values(), key=_LAST_TS)
         self._table.clear()
         self._deadlines.clear()
+        self._window_ends.clear()
         self._starts.clear()
         self._fragments.clear()
         return [record for record in map(self._finish, open_conns) if record is not None]
@@ -211,6 +222,8 @@ class ConnectionTracker:
         conn = _Tracked(reverse if flipped else packet[2:7], ts, packet[1], packet[13], flipped)
         self._table[conn.key] = conn
         self._push(ts + self._inactivity[proto], conn)
+        if self._track_windows:
+            heapq.heappush(self._window_ends, (ts + self._window, next(self._tiebreak), conn))
         self._starts.add(ts, conn, len(self._table))
         return conn, not flipped
 
@@ -247,6 +260,12 @@ class ConnectionTracker:
                 letter = "D" if is_orig else "d"
                 if letter not in conn.history:
                     conn.history += letter
+        if conn.released:
+            return
+        if ts - conn.first_ts > self._window:  # past the window: the record is complete without this packet
+            if self.release_full:
+                self._release(conn)
+            return
         if len(conn.pkt_ts) < self._max_packets:  # keep the packet: its time, direction, length, masked bytes
             conn.pkt_ts.append(ts)
             conn.pkt_dir.append(1 if is_orig else 0)
@@ -255,10 +274,22 @@ class ConnectionTracker:
             snaplen = self._snaplen
             conn.pkt_bytes += masked_packet(frame[ip_off : ip_off + snaplen], snaplen, own_isn, peer_isn)
             if self.release_full and len(conn.pkt_ts) == self._max_packets:
-                self._ready.append(build_connection(conn, snaplen))
-                conn.released = True
-                conn.pkt_bytes = bytearray()  # the record holds them now; the table keeps counters only
-                self.released_early += 1
+                self._release(conn)
+
+    def _close_windows(self, now: float) -> None:
+        """Release (into `_ready`) the connections whose window ended before `now`, in order of their start."""
+        windows = self._window_ends
+        while windows and windows[0][0] < now:
+            conn = heapq.heappop(windows)[2]
+            if not conn.released and not conn.finished:
+                self._release(conn)
+
+    def _release(self, conn: _Tracked) -> None:
+        """Hand the record out now (release_full): its packets are all in, by count or by the window."""
+        self._ready.append(build_connection(conn, self._snaplen))
+        conn.released = True
+        conn.pkt_bytes = bytearray()  # the record holds them now; the table keeps counters only
+        self.released_early += 1
 
     def _update_tcp(self, conn: _Tracked, sender, peer, is_orig: bool, ts: float, packet: tuple) -> None:
         flags, seq = packet[7], packet[8]

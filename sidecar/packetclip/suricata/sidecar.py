@@ -41,10 +41,29 @@ def _first_ts(flow: FlowFrames) -> float:
     return flow.ts[0]
 
 
+DEFAULT_MAX_WAIT = 2.0  # for a bundle without a featurizer window
+
+
+def flow_max_wait(configured: float | None, window: float | None) -> float:
+    """How long a flow is collected: as configured, else the bundle's window, else DEFAULT_MAX_WAIT. A wait
+    shorter than the window hands the model fewer packets than it was trained on: said in the log."""
+    wait = configured if configured is not None else window if window is not None else DEFAULT_MAX_WAIT
+    if window is not None and wait < window:
+        log.warning(
+            "flows are classified %.2f s after their first packet, but the model was trained on the packets of "
+            "the first %.2f s (its featurizer window): later packets of a connection are not seen",
+            wait,
+            window,
+        )
+    return wait
+
+
 @dataclass
 class SidecarSettings:
     sensor: str = "suricata"  # originator-context key prefix: one sensor's hosts share a history
-    max_wait: float = 2.0  # seconds after a flow's first packet before it is classified with what it has
+    # seconds after a flow's first packet before it is classified with what it has; None: the bundle's featurizer
+    # window (the packets the model was trained on), else DEFAULT_MAX_WAIT
+    max_wait: float | None = None
     poll_timeout: float = 0.2  # seconds one read of an idle stream waits
     expire_every: float = 0.25  # seconds between passes over open flows and flagged addresses
     max_open_flows: int = 100_000  # bounds the assembler under a flood of one-packet flows
@@ -89,8 +108,11 @@ class SuricataSidecar:
         self.settings = settings or SidecarSettings()
         self.watcher = watcher  # reloads the engine when the model store's activation changes
         self.parser = EveParser()
+        config = engine.featurizer_config
         self.assembler = FlowAssembler(
-            engine.featurizer_config.max_packets, self.settings.max_wait, self.settings.max_open_flows
+            config.max_packets,
+            flow_max_wait(self.settings.max_wait, config.window),
+            self.settings.max_open_flows,
         )
         self.frame_stats = ParseStats()
         self.counts = SidecarCounts()
@@ -210,6 +232,9 @@ class SuricataSidecar:
         try:
             self.engine.reload(self.watcher.active_bundle_path())
             self.counts.reloads += 1
+            config = self.engine.featurizer_config
+            self.assembler.max_packets = config.max_packets
+            self.assembler.max_wait = flow_max_wait(self.settings.max_wait, config.window)
         except Exception:  # a bad activation keeps the current model serving
             log.exception("model activation not loaded; the current model keeps serving")
 

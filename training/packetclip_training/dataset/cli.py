@@ -51,6 +51,11 @@ def dataset() -> None:
 @click.option("--max-packets", type=int, help="Featurizer max_packets (overrides the recipe).")
 @click.option("--snaplen", type=int, help="Featurizer snaplen (overrides the recipe).")
 @click.option(
+    "--window",
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Featurizer window: seconds after a connection's first packet whose packets are kept (overrides the recipe).",
+)
+@click.option(
     "--jobs", type=int, default=1, show_default=True, help="Processes featurizing sources in parallel."
 )
 @click.option("--force", is_flag=True, help="Replace a dataset already in --out.")
@@ -69,6 +74,7 @@ def build(
     seed: int | None,
     max_packets: int | None,
     snaplen: int | None,
+    window: float | None,
     jobs: int,
     force: bool,
 ) -> None:
@@ -93,7 +99,7 @@ def build(
         )
     if seed is not None:
         recipe.split = replace(recipe.split, seed=seed)
-    for name, value in (("max_packets", max_packets), ("snaplen", snaplen)):
+    for name, value in (("max_packets", max_packets), ("snaplen", snaplen), ("window", window)):
         if value is not None:
             recipe.featurizer[name] = value
     try:
