@@ -54,8 +54,12 @@ export {
 	## A connection is sent this long after its first packet even when it
 	## has fewer than :zeek:see:`PacketCLIP::max_packets` frames and is
 	## still open, so that a scan's half-open attempts are classified
-	## without waiting for Zeek's inactivity timeouts.
-	option max_wait = 1500msec;
+	## without waiting for Zeek's inactivity timeouts. Frames after it are
+	## never collected. The default is the featurizer window the default
+	## model is trained with: a shorter wait hands the model fewer packets
+	## than it learnt from. ``packetclip serve --max-wait`` must be at
+	## least this value.
+	option max_wait = 5sec;
 
 	## Topic prefix of the requests. With one shard, requests go to this
 	## topic itself.

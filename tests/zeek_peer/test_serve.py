@@ -16,6 +16,7 @@ import asyncio
 import base64
 import ipaddress
 import json
+import logging
 import sys
 import threading
 import urllib.request
@@ -40,6 +41,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "runtime"))
 from peer import PeerOptions, ScriptOptions, ZeekPeer, requests_from_capture, shard_of  # noqa: E402
 from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
+from windowed_bundle import windowed_copy  # noqa: E402
 
 REAL_CAPTURES = (
     "zeek/testing/btest/Traces/ssh/sshguess.pcap",
@@ -352,6 +354,53 @@ def test_an_activation_reloads_between_batches_and_says_hello_again(bundle_path:
 
     sidecar = run_live(engine, body, watcher=OneActivation(bundle_path))
     assert engine.reloads == [bundle_path] and sidecar.metrics.model_reloads == 1
+
+
+def window_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "featurizer window" in r.getMessage()]
+
+
+def test_a_model_trained_on_more_seconds_than_zeek_sends_is_warned_about_at_start(
+    bundle_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bundle whose featurizer window is longer than max_wait (the scripts' PacketCLIP::max_wait) learnt from
+    packets Zeek never sends: the sidecar says so when it starts; a window up to max_wait, or none, is quiet."""
+    caplog.set_level(logging.WARNING, logger="packetclip.zeek.service")
+    for window, max_wait, warned in (
+        (8.0, 5.0, True),
+        (5.0, 5.0, False),
+        (8.0, 8.0, False),
+        (None, 5.0, False),
+    ):
+        caplog.clear()
+        bundle = windowed_copy(bundle_path, tmp_path / f"bundle-{window}-{max_wait}", window)
+        Sidecar(ServeSettings(max_wait=max_wait), Engine(bundle))
+        assert bool(window_warnings(caplog)) == warned, (window, max_wait)
+    caplog.clear()
+    Sidecar(ServeSettings(max_wait=1.5), Engine(windowed_copy(bundle_path, tmp_path / "bundle-5", 5.0)))
+    assert window_warnings(caplog) == [
+        f"model {Engine(bundle_path).model_version} was trained on the packets of each connection's first 5 s (its "
+        "featurizer window), but Zeek sends a connection 1.5 s after its first packet (max_wait): set "
+        "PacketCLIP::max_wait and --max-wait to at least 5 s"
+    ]
+
+
+def test_a_reload_to_a_model_with_a_longer_window_is_warned_about(
+    bundle_path: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="packetclip.zeek.service")
+    longer = windowed_copy(bundle_path, tmp_path / "bundle-longer", 8.0)
+    engine = GatedEngine(Engine(windowed_copy(bundle_path, tmp_path / "bundle-5", 5.0)))
+    engine.gate.set()
+    request = next(iter(requests_from_capture(LAB_CAPTURE)))
+
+    async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
+        assert window_warnings(caplog) == []  # the first model's window is max_wait
+        await replay(peer, [request])
+
+    sidecar = run_live(engine, body, watcher=OneActivation(longer), order_hold=0.0)
+    assert engine.reloads == [longer] and sidecar.metrics.model_reloads == 1
+    assert len(window_warnings(caplog)) == 1
 
 
 def test_the_peer_refuses_a_wrong_path_and_the_sidecar_retries(bundle_path: Path) -> None:

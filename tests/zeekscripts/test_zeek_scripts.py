@@ -336,6 +336,33 @@ def test_small_capture_is_small() -> None:
     assert SMALL_CAPTURE.stat().st_size <= MAX_CAPTURE_BYTES
 
 
+def script_max_wait() -> float:
+    """`PacketCLIP::max_wait`'s default in main.zeek, in seconds."""
+    found = re.search(r"option max_wait = (\d+(?:\.\d+)?)(msec|sec|min);", MAIN_SCRIPT.read_text())
+    assert found, "main.zeek declares no max_wait option"
+    return float(found[1]) * {"msec": 0.001, "sec": 1.0, "min": 60.0}[found[2]]
+
+
+def test_max_wait_default_is_the_sidecars_and_the_default_recipes_window() -> None:
+    """Zeek sends a connection max_wait after its first packet: the default is the featurizer window the default
+    recipe trains with (the model sees the seconds it learnt from), and `packetclip serve`'s default matches it
+    (its first-packet order waits for Zeek's max_wait)."""
+    yaml = pytest.importorskip("yaml")
+    from packetclip.zeek.settings import ServeSettings
+
+    recipe = REPO_ROOT / "training" / "packetclip_training" / "dataset" / "recipes" / "default.yaml"
+    window = yaml.safe_load(recipe.read_text())["featurizer"]["window"]
+    assert script_max_wait() == ServeSettings().max_wait == window == 5.0
+
+
+def test_small_capture_fires_the_max_wait_timer() -> None:
+    """The half-open SYN of the suite's capture is sent by its max_wait timer: the capture's last packet comes
+    more than max_wait after every other connection's first packet, moving network time past their timers."""
+    with SMALL_CAPTURE.open("rb") as handle:
+        times = [ts for ts, _ in dpkt.pcap.Reader(handle)]
+    assert times[-1] - max(times[:-1]) > script_max_wait()
+
+
 def test_request_baseline_matches_capture() -> None:
     """The btest baseline was written by reasoning, not by Zeek: recompute it from the capture itself."""
     baseline = (BTEST_DIR / "Baseline" / "tests.requests" / "requests").read_text().splitlines()
@@ -376,12 +403,12 @@ def test_edge_baseline_matches_capture(test: str) -> None:
 
 
 def test_edge_captures_exercise_their_faults() -> None:
-    """Each capture has what its btest is about: the short one lasts less than max_wait (1.5 s) in another link
+    """Each capture has what its btest is about: the short one lasts less than max_wait in another link
     type than Ethernet, the fragmented one hands Zeek later fragments and one first fragment as completing
     frames, the backwards one has connections that start before packets already seen."""
     short = zeek_requests(BTEST_DIR / "traces" / "packetclip-short.pcap")
     times = [t for request in short for t in request.ts]
-    assert max(times) - min(times) < 1.5 and {r.link_type for r in short} == {113}
+    assert max(times) - min(times) < script_max_wait() and {r.link_type for r in short} == {113}
     fragmented = zeek_requests(BTEST_DIR / "traces" / "packetclip-fragments.pcap")
     assert [r.btest_line().split(" frags=")[1].split()[0] for r in fragmented] == ["LLFN"]
     backwards = zeek_requests(BTEST_DIR / "traces" / "packetclip-backwards.pcap")

@@ -98,7 +98,8 @@ async def serve_forever(
 @click.option("--max-queue", type=click.IntRange(min=1), default=None,
               help="Requests waiting for the engine; the newest above it is answered 'error' (default 10000).")  # fmt: skip
 @click.option("--max-wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="The Zeek scripts' PacketCLIP::max_wait, for first-packet order (default 1.5).")  # fmt: skip
+              help="The Zeek scripts' PacketCLIP::max_wait, for first-packet order (default 5, the scripts' "
+                   "default and the default recipe's featurizer window).")  # fmt: skip
 @click.option("--name", default=None, help="This sidecar's name (X-Application-Name and hello).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default 1).")
 @click.option(

@@ -34,6 +34,10 @@ went away are still classified, and their verdicts are sent, in order, once a ne
 message leaves the outbox only when the socket accepted it). What Zeek does with a verdict for a connection it
 no longer remembers is Zeek's business (it expires pending state).
 
+Model and Zeek must agree on time: a bundle whose featurizer window is longer than `max_wait` (the scripts'
+`PacketCLIP::max_wait`) was trained on packets Zeek never sends; that is logged as a warning at start and after
+every model reload.
+
 Bad input (invalid JSON, messages that are not the v1 model, unknown events, wrong argument types, error
 messages from Zeek) is counted by kind (`errors_total{kind}`), logged (the first few of each kind, then every
 thousandth) and skipped; the loop keeps serving.
@@ -298,6 +302,7 @@ class Sidecar:
         self._complaints: dict[str, int] = {}
         self._metrics_server: MetricsServer | None = None
         self.ack: Ack | None = None
+        warn_if_window_exceeds_wait(settings.max_wait, engine.featurizer_config.window, engine.model_version)
 
     @property
     def topics(self) -> list[str]:
@@ -621,7 +626,28 @@ class Sidecar:
         self.metrics.set_gauges(model_reloads=self.metrics.model_reloads + 1)
         self.metrics.model = self.engine.model_version
         log.info("now serving model %s from %s", self.engine.model_version, path)
+        warn_if_window_exceeds_wait(
+            self.settings.max_wait, self.engine.featurizer_config.window, self.engine.model_version
+        )
         return True
+
+
+def warn_if_window_exceeds_wait(max_wait: float, window: float | None, model: str) -> bool:
+    """Log a warning when the model was trained on more seconds of each connection than Zeek collects (its
+    featurizer window is longer than max_wait, which must match the scripts' PacketCLIP::max_wait): the model
+    then sees fewer packets than it learnt from. True when it warned."""
+    if window is None or window <= max_wait:
+        return False
+    log.warning(
+        "model %s was trained on the packets of each connection's first %g s (its featurizer window), but "
+        "Zeek sends a connection %g s after its first packet (max_wait): set PacketCLIP::max_wait and "
+        "--max-wait to at least %g s",
+        model,
+        window,
+        max_wait,
+        window,
+    )
+    return True
 
 
 def _reasons(stats: ParseStats) -> str:

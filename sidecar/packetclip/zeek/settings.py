@@ -11,7 +11,7 @@ command-line flag > config file > default. It does not connect anywhere or run a
     shard = 0                  # omit for the unsharded topic
     shards = 4                 # the Zeek scripts' PacketCLIP::num_shards (1 when unsharded)
     max_queue = 10000
-    max_wait = 1.5             # the Zeek scripts' PacketCLIP::max_wait, in seconds
+    max_wait = 5.0             # the Zeek scripts' PacketCLIP::max_wait, in seconds
     metrics_port = 9273
     log_format = "json"        # or "text"
 
@@ -49,11 +49,12 @@ class ServeSettings:
     max_queue: int = (
         10_000  # requests waiting for the engine; above it the newest is refused (answered "error")
     )
-    # first-packet order (packetclip.zeek.reorder): the Zeek scripts' PacketCLIP::max_wait (1.5 s, its default)
-    # in seconds, at least Zeek's (a larger value only adds latency); a request waits until its node has sent a
-    # frame max_wait + order_slack newer than its first packet, or order_hold seconds (default max_wait +
-    # order_slack) after it arrived; at most max_held wait (beyond that the earliest leave, counted)
-    max_wait: float = 1.5
+    # first-packet order (packetclip.zeek.reorder): the Zeek scripts' PacketCLIP::max_wait (5 s, its default:
+    # the default training recipe's featurizer window) in seconds, at least Zeek's (a larger value only adds
+    # latency); a request waits until its node has sent a frame max_wait + order_slack newer than its first
+    # packet, or order_hold seconds (default max_wait + order_slack) after it arrived; at most max_held wait
+    # (beyond that the earliest leave, counted)
+    max_wait: float = 5.0
     order_slack: float = 0.5  # Zeek's timers fire late under load (at most 300 per packet) and packets queue
     order_hold: float | None = None  # None: max_wait + order_slack; 0: arrival order, nothing waits
     max_held: int = 20_000  # ~8 KB each (30 frames of 192 bytes): ~160 MB at most

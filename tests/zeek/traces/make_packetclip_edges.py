@@ -1,6 +1,6 @@
 """Writes the three small captures of the btest suite's edge cases (issue 20), with dpkt:
 
-- packetclip-short.pcap: Linux cooked capture (SLL, link type 113), 0.4 s long, shorter than max_wait (1.5 s):
+- packetclip-short.pcap: Linux cooked capture (SLL, link type 113), 0.4 s long, shorter than max_wait (5 s):
   an open TCP handshake, a UDP query and answer, an ICMP echo. Every connection is sent at the end of the capture
   (Pcap::file_done), when the packet source is closed and reports link type -1: the requests must still say 113.
 - packetclip-fragments.pcap: Ethernet, one UDP flow of three 1200-byte datagrams, each in three IPv4 fragments

@@ -2,8 +2,8 @@
 
 Six connections, each chosen for one path of the Zeek package: a TCP connection that closes (8 frames, both
 directions), a UDP query and answer, a half-open SYN (sent by max_wait, never closed), 35 one-way UDP packets
-(capped at max_packets = 30), an ICMP echo, and a late UDP packet that moves network time past every max_wait and
-is itself sent at the end of the capture. Run it with scapy installed: python make_packetclip_small.py OUT.pcap
+(capped at max_packets = 30), an ICMP echo, and a late UDP packet, 6 s after the first, that moves network time
+past every max_wait (5 s by default) and is itself sent at the end of the capture. Run it with scapy installed: python make_packetclip_small.py OUT.pcap
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def packets() -> list[Ether]:
         frame(0.81, ether() / IP(src="10.0.0.2", dst="10.0.0.1") / ICMP(type=0, id=1, seq=1) / Raw(b"ping"))
     )
     out.append(
-        frame(3.00, ether() / IP(src="10.0.0.7", dst="10.0.0.8") / UDP(sport=3000, dport=4000) / Raw(b"late"))
+        frame(6.00, ether() / IP(src="10.0.0.7", dst="10.0.0.8") / UDP(sport=3000, dport=4000) / Raw(b"late"))
     )
     return out
 
