@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from packetclip.ordering import FirstPacketOrder
+from packetclip.ordering import FirstPacketOrder, endpoint_tie
 
 
 def _order(max_held: int = 100) -> FirstPacketOrder[tuple[float, str]]:
@@ -63,3 +63,23 @@ def test_open_starts_skip_ended_connections_and_compact():
     assert len(starts._heap) <= 2 * 1 + 1024 + 1 and starts.oldest() == 3.0
     starts.clear()
     assert starts.oldest() == float("inf")
+
+
+def test_with_a_tie_order_equal_times_leave_by_endpoints_whatever_their_arrival():
+    """The tie order classify and the Zeek sidecar share (`endpoint_tie`): connections with the same first-packet
+    time leave by originator, responder, protocol and uid, whichever order they finished in; one that started at
+    the time of a connection still open waits for it, since the open one may sort first."""
+    conns = [
+        (1.0, "10.0.0.2", 1000, "10.0.0.9", 53, "udp", "Cb"),
+        (1.0, "10.0.0.1", 2000, "10.0.0.9", 53, "udp", "Ca"),
+        (1.0, "10.0.0.1", 1000, "10.0.0.9", 53, "udp", "Cc"),
+        (1.0, "::1", 1000, "::2", 53, "udp", "Cd"),
+    ]
+    outputs = []
+    for seed in range(4):
+        shuffled = random.Random(seed).sample(conns, len(conns))
+        order = FirstPacketOrder(lambda item: item[0], 100, lambda item: endpoint_tie(*item[1:]))
+        order.push(shuffled)
+        assert order.pop_ready(open_since=1.0) == []  # an open connection from t=1 may sort before them
+        outputs.append([item[6] for item in order.pop_ready(open_since=1.5)])
+    assert outputs == [["Cc", "Ca", "Cb", "Cd"]] * 4

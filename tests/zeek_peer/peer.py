@@ -18,17 +18,26 @@
   `metadata` selects the two-element (Zeek <= 8.0) or three-element (empty metadata vector) event form;
 - pings every `ping_interval` seconds (a client that does not answer is dropped by websockets).
 
-`requests_from_capture` replays a capture as the packetclip Zeek scripts publish it: per connection the first
-`max_packets` frames (link-layer header included, cut at `snaplen`, base64), `is_orig`, `ts` as double, the
-capture's link type, the node name (the capture's file name by default, which is what `packetclip classify` keys
-originator contexts by), flushed at `max_packets` or when the connection ends (end of capture included), sharded
-by originator (`addr_to_counts(orig_h)` last word modulo the shard count).
+`requests_from_capture` replays a capture as the packetclip Zeek scripts collect it: per connection its first
+`max_packets` frames among those within `max_wait` of its first packet (link-layer header included, cut at
+`snaplen`, base64), `is_orig`, `ts` as double, the capture's link type, the node name (the capture's file name by
+default, which is what `packetclip classify` keys originator contexts by), flushed at `max_packets`, when the
+connection ends, when packet time passes its first packet + `max_wait` (the scripts' timer, which fires as network
+time moves) or at the end of the capture, sharded by originator (`addr_to_counts(orig_h)` last word modulo the
+shard count).
 
 Connection boundaries: Zeek decides them in the real deployment; here the featurizer's `ConnectionTracker` (in its
-`release_full` mode, the one `classify` uses) decides which frames form a connection and when it is flushed,
-and a 5-tuple table of raw frames supplies the bytes; connections released together (a timeout sweep, the end
-of the capture) are published in order of first packet, as `classify` hands them to the engine. The verdicts of the sidecar can therefore be compared
-with `packetclip classify` connection by connection (same uid, same frames, same order of release).
+`release_full` mode, the one `classify` uses, with `max_wait` as its window) decides which frames form a
+connection and when it is flushed, and a 5-tuple table of raw frames supplies the bytes; connections released
+together (a window or timeout sweep, the end of the capture) are published in order of first packet. The verdicts
+of the sidecar can therefore be compared with `packetclip classify` connection by connection (same uid, same
+frames) when `classify` runs a bundle whose window is `max_wait`.
+
+Fragments: for a fragmented datagram Zeek raises `new_packet` once, with the fragment that completed it, while the
+tracker (as `classify`) keeps every fragment, the later ones attributed through the first. That connection's
+frames cannot be both Zeek's and the tracker's, so `requests_from_capture` raises `FragmentedConnection` for it
+rather than publish frames Zeek would not send (tests/zeekscripts/zeek_view.py models Zeek's side for the small
+fragment captures of the btest suite).
 """
 
 from __future__ import annotations
@@ -392,6 +401,9 @@ class ScriptOptions:
 
     max_packets: int = 30  # PacketCLIP::max_packets
     snaplen: int = 192  # PacketCLIP::snaplen (its default): bytes of the frame, link-layer header included
+    # PacketCLIP::max_wait (its default) in seconds: a connection is sent this long after its first packet, and no
+    # later frame is collected
+    max_wait: float = 5.0
     shards: int = 0  # PacketCLIP::shards; 0: the unsharded topic
     node: str | None = None  # the node name; None: the capture's file name (classify's sensor key)
 
@@ -408,6 +420,11 @@ class ScriptRequest:
         return str(self.event.args[1])
 
 
+class FragmentedConnection(ValueError):
+    """A connection whose packets include later fragments of a datagram: Zeek hands over one frame per datagram,
+    the tracker (and `classify`) every fragment, so no request can carry both views (see the module docstring)."""
+
+
 def shard_of(orig_h: str, shards: int) -> int:
     """The scripts' shard: the last 32-bit word of the originator address modulo the shard count."""
     return (int(ipaddress.ip_address(orig_h)) & 0xFFFFFFFF) % shards
@@ -419,18 +436,25 @@ def requests_from_capture(
     """The requests the scripts publish while Zeek reads `path`, in publication order."""
     options = options or ScriptOptions()
     node = options.node if options.node is not None else path.name
-    tracker = ConnectionTracker(FeaturizerConfig(max_packets=options.max_packets), stats, release_full=True)
+    # the featurizer's window is the scripts' max_wait: in release_full mode the tracker hands a connection over
+    # at max_packets frames, when it ends, or when packet time passes first packet + max_wait (the timer)
+    config = FeaturizerConfig(max_packets=options.max_packets, window=options.max_wait)
+    tracker = ConnectionTracker(config, stats, release_full=True)
     recent: dict[tuple, deque[tuple[float, int, bytes]]] = {}
+    # times of later fragments: they name no ports, the tracker attributes them to connections
+    later_fragments: set[float] = set()
     for ts, link_type, frame in read_frames(path, stats):
         packet = parse_frame(link_type, frame)
         if len(packet) != 2 and packet[P_FRAG] != LATER_FRAGMENT:
             ends = sorted(((packet[P_SRC], packet[P_SPORT]), (packet[P_DST], packet[P_DPORT])))
             key = (packet[P_PROTO], *ends)
             recent.setdefault(key, deque(maxlen=options.max_packets + 1)).append((ts, link_type, frame))
+        elif len(packet) != 2:
+            later_fragments.add(ts)
         for connection in _by_first_packet(tracker.add(ts, link_type, frame)):
-            yield _request(connection, recent, options, node)
+            yield _request(connection, recent, later_fragments, options, node)
     for connection in _by_first_packet(tracker.flush()):
-        yield _request(connection, recent, options, node)
+        yield _request(connection, recent, later_fragments, options, node)
 
 
 def _by_first_packet(connections: list[Any]) -> list[Any]:
@@ -439,7 +463,13 @@ def _by_first_packet(connections: list[Any]) -> list[Any]:
     return sorted(connections, key=lambda connection: connection.ts) if len(connections) > 1 else connections
 
 
-def _request(connection: Any, recent: dict[tuple, deque], options: ScriptOptions, node: str) -> ScriptRequest:
+def _request(
+    connection: Any,
+    recent: dict[tuple, deque],
+    later_fragments: set[float],
+    options: ScriptOptions,
+    node: str,
+) -> ScriptRequest:
     orig, resp = ipaddress.ip_address(connection.orig_h), ipaddress.ip_address(connection.resp_h)
     proto = {"tcp": 6, "udp": 17}.get(connection.proto, 1 if orig.version == 4 else 58)
     ends = sorted(((orig.packed, connection.orig_p), (resp.packed, connection.resp_p)))
@@ -447,8 +477,12 @@ def _request(connection: Any, recent: dict[tuple, deque], options: ScriptOptions
     wanted = connection.pkt_ts.tolist()
     while frames and frames[0][0] < wanted[0]:
         frames.popleft()  # the tail of an earlier connection on the same 5-tuple
+    # the tracker kept the frames of the 5-tuple from its first packet on, up to max_packets, none later than
+    # max_wait after the first (a frame past it, or of a next connection, stays for the next request)
     taken = [frames.popleft() for _ in range(min(len(wanted), len(frames)))]
-    if [ts for ts, _, _ in taken] != wanted:
+    if [ts for ts, _, _ in taken] != wanted or max(wanted) - wanted[0] > options.max_wait:
+        if later_fragments.intersection(wanted):
+            raise FragmentedConnection(f"{connection.uid}: its packets include later fragments of a datagram")
         raise AssertionError(f"{connection.uid}: frames of the 5-tuple do not match the tracker's packets")
     protocol = connection.proto if connection.proto in ("tcp", "udp") else "icmp"
     args = [

@@ -3,11 +3,12 @@ through the Zeek-faithful peer (`peer.py`).
 
 `publication_schedule` is main.zeek's rule for *when* a connection is published: at its `max_packets`-th frame,
 at `connection_state_remove`, or by the `max_wait` timer `max_wait` after its first packet, whichever comes first;
-frames after `max_wait` are never collected. Which frames form a connection comes from the peer's emulation
-(`requests_from_capture`, the featurizer's tracker); the stand-in cuts each one at `max_wait`, gives it a publication
-time (network time) the rule allows (its `max_packets`-th frame when it has them, else any moment between its last
-frame and its timer: the connection may end, or not, before the timer) and returns the requests in publication
-order. Different seeds give different publication orders of the same requests, each one a real Zeek could produce.
+frames after `max_wait` are never collected. Which frames a request carries comes from the peer's emulation
+(`requests_from_capture`: the featurizer's tracker with `ScriptOptions.max_wait` as its window, so the frames are
+already those collected before the timer); the stand-in gives each request a publication time (network time) the
+rule allows (its `max_packets`-th frame when it has them, else any moment between its last frame and its timer:
+the connection may end, or not, before the timer) and returns the requests in publication order. Different seeds
+give different publication orders of the same requests, each one a real Zeek could produce.
 
 `OfflineZeek` is offline.zeek with main.zeek's pending bookkeeping, for `zeek -r` with a sidecar attached:
 
@@ -32,8 +33,6 @@ from typing import Any
 
 from peer import ScriptOptions, ScriptRequest, ZeekPeer, requests_from_capture
 
-from packetclip.zeek.codec import Event
-
 HELLO = "PacketCLIP::hello"
 VERDICT = "PacketCLIP::verdict"
 
@@ -46,27 +45,16 @@ class Published:
     request: ScriptRequest
 
 
-def cut_at_max_wait(request: ScriptRequest, max_wait: float) -> ScriptRequest:
-    """The request with only the frames collected before its `max_wait` timer fired."""
-    args = list(request.event.args)
-    ts, is_orig, frames = args[7], args[8], args[9]
-    keep = sum(1 for t in ts if t < ts[0] + max_wait)
-    args[7], args[8], args[9] = ts[:keep], is_orig[:keep], frames[:keep]
-    return ScriptRequest(request.topic, Event(request.event.name, args))
-
-
-def publication_schedule(
-    path: Path, seed: int, max_wait: float = 1.5, options: ScriptOptions | None = None
-) -> list[Published]:
+def publication_schedule(path: Path, seed: int, options: ScriptOptions | None = None) -> list[Published]:
     """The capture's requests in an order main.zeek could publish them in (see the module docstring)."""
     options = options or ScriptOptions()
     rng = random.Random(seed)
     scheduled = []
     for arrival, request in enumerate(requests_from_capture(path, options)):
-        request = cut_at_max_wait(request, max_wait)
         ts = request.event.args[7]
         # flushed by its max_packets-th frame; else at connection_state_remove or by the max_wait timer
-        at = ts[-1] if len(ts) >= options.max_packets else rng.uniform(ts[-1], ts[0] + max_wait)
+        last = max(ts)
+        at = last if len(ts) >= options.max_packets else rng.uniform(last, ts[0] + options.max_wait)
         scheduled.append((at, rng.random(), arrival, request))
     return [Published(at, request) for at, _, _, request in sorted(scheduled, key=lambda s: s[:3])]
 

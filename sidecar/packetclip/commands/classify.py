@@ -45,7 +45,7 @@ from packetclip.featurizer import (
     PcapError,
     read_frames,
 )
-from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder
+from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
 from packetclip.output import FORMATS, open_writer
 from packetclip.store import ModelStore
 
@@ -98,7 +98,7 @@ def classify_captures(
         summary.captures += 1
         file_stats = ParseStats()
         try:
-            reorder = FirstPacketOrder(_first_ts, max_held) if order == "first-packet" else None
+            reorder = FirstPacketOrder(_first_ts, max_held, _tie) if order == "first-packet" else None
             _classify_capture(
                 engine, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
             )
@@ -115,6 +115,11 @@ def classify_captures(
 
 def _first_ts(item: tuple[Connection, float]) -> float:
     return item[0].ts
+
+
+def _tie(item: tuple[Connection, float]) -> tuple[Any, ...]:
+    conn = item[0]
+    return endpoint_tie(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p, conn.proto, conn.uid)
 
 
 def _classify_capture(

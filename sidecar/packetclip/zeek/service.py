@@ -64,6 +64,7 @@ from typing import Any
 from packetclip.bundle import BundleError
 from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import Connection, ParseStats, featurize_frames
+from packetclip.ordering import endpoint_tie
 from packetclip.store import ActiveModelWatcher, StoreError
 from packetclip.zeek.client import (
     CONNECT_ERRORS,
@@ -136,7 +137,7 @@ class Request:
     frames: list[bytes]
     received: float  # time.monotonic() when its message arrived: latency is measured from here
     ports: tuple[int, int] | None = None  # (orig_p, resp_p): for frames without a transport header
-    # orders connections whose first packets have the same time: the endpoints, then the uid (never arrival)
+    # orders connections whose first packets have the same time (`endpoint_tie`, as classify does; never arrival)
     tie: tuple[Any, ...] = ()
 
 
@@ -201,9 +202,7 @@ def parse_request(event: Event, settings: ServeSettings, received: float) -> Req
         )
     frame_bytes = _decode_frames(frames, settings, uid, node)
     ports = (args[3].number, args[5].number)
-    orig_h, resp_h = args[2], args[4]
-    tie = (orig_h.version, orig_h.packed, args[3].number, resp_h.version, resp_h.packed, args[5].number,
-           args[5].protocol, uid)  # fmt: skip
+    tie = endpoint_tie(str(args[2]), args[3].number, str(args[4]), args[5].number, args[5].protocol, uid)
     return Request(node, uid, int(args[6]), ts, is_orig, frame_bytes, received, ports, tie)
 
 
