@@ -14,7 +14,8 @@ exits 1 (0 when every capture was read, 2 for a usage error).
 
 Bounded memory: the featurizer's tracker keeps a connection until it times out or closes, and keeps only the first
 `max_packets` packets' bytes. In its `release_full` mode it hands a connection to the engine the moment its first
-`max_packets` packets are in (what Zeek's side of the wire does too), drops its packet bytes, and keeps only its
+`max_packets` packets are in or packet time passes the bundle's window (what Zeek's scripts do with `max_packets`
+and `max_wait`), drops its packet bytes, and keeps only its
 counters until it ends the connection without a second record, so each connection gets exactly one record. A flood's single long connection is therefore classified within `max_packets` packets
 instead of at its inactivity timeout, and the facts in its record are those of its first `max_packets` packets.
 
@@ -51,7 +52,6 @@ from packetclip.store import ModelStore
 
 log = logging.getLogger(__name__)
 
-ORDERS = ("first-packet", "release")  # the order connections reach the engine in (see classify_captures)
 _PCAP_RECORD_HEADER = 16  # bytes of a pcap record header: progress counts them with each frame
 _PROGRESS_EVERY = (
     2048  # frames between progress-bar updates: redrawing per frame would cost more than parsing
@@ -81,24 +81,20 @@ def classify_captures(
     progress: Callable[[int], None] | None = None,
     measure_latency: bool = False,
     max_held: int = DEFAULT_MAX_HELD,
-    order: str = "first-packet",
     on_file_error: Callable[[str], None] | None = None,
 ) -> StreamSummary:
     """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
     in the summary (and to `on_file_error` the moment they fail) and skipped; the others are still processed.
-    Finished connections reach the engine in first-packet order (`packetclip.ordering`; at most `max_held` wait
-    for an earlier one still open), or with `order="release"` in the order the connection table releases them,
-    those one frame releases together in first-packet order (what a Zeek sensor hands over: at `max_packets`, at
-    the connection's end)."""
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    Finished connections reach the engine in first-packet order, equal times by endpoints (`packetclip.ordering`;
+    at most `max_held` wait for an earlier one still open), the order training replays a capture in and the Zeek
+    sidecar classifies each node's requests in."""
     summary = StreamSummary()
     started = time.perf_counter()
     for path in paths:
         summary.captures += 1
         file_stats = ParseStats()
         try:
-            reorder = FirstPacketOrder(_first_ts, max_held, _tie) if order == "first-packet" else None
+            reorder = FirstPacketOrder(_first_ts, max_held, _tie)
             _classify_capture(
                 engine, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
             )
@@ -130,10 +126,9 @@ def _classify_capture(
     summary: StreamSummary,
     progress: Callable[[int], None] | None,
     measure_latency: bool,
-    reorder: FirstPacketOrder[tuple[Connection, float]] | None,
+    reorder: FirstPacketOrder[tuple[Connection, float]],
 ) -> None:
-    """`reorder` holds (connection, when the tracker released it) for first-packet order; None: connections go
-    on as the tracker releases them."""
+    """`reorder` holds (connection, when the tracker released it) for first-packet order."""
     sensor = path.name
     tracker = ConnectionTracker(engine.featurizer_config, stats, release_full=True)
     batch_size = engine.batch_size
@@ -167,13 +162,8 @@ def _classify_capture(
             if finished:
                 # the oldest open connection only changes when a record comes out, so only then look
                 at = clock() if measure_latency else 0.0
-                released = [(conn, at) for conn in finished]
-                if reorder is None:
-                    # connections one frame ends together go in first-packet order, as Zeek's do
-                    take(sorted(released, key=_first_ts))
-                else:
-                    reorder.push(released)
-                    take(reorder.pop_ready(tracker.oldest_open_ts()))
+                reorder.push([(conn, at) for conn in finished])
+                take(reorder.pop_ready(tracker.oldest_open_ts()))
             if progress is not None:
                 consumed += len(frame) + _PCAP_RECORD_HEADER
                 frames += 1
@@ -183,11 +173,9 @@ def _classify_capture(
     finally:
         # a damaged file still yields verdicts for everything read before the damage
         at = clock() if measure_latency else 0.0
-        released = [(conn, at) for conn in tracker.flush()]
-        if reorder is not None:
-            reorder.push(released)
-            released = reorder.drain()
-            summary.reordered_forced += reorder.forced
+        reorder.push([(conn, at) for conn in tracker.flush()])
+        released = reorder.drain()
+        summary.reordered_forced += reorder.forced
         pending.extend(released)  # one last call: the engine takes it in first-packet order, batch by batch
         if pending:
             run_batch()
@@ -281,9 +269,6 @@ def _total_bytes(paths: Iterable[str]) -> int:
               help="Connections per inference call (default: config, else 256).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
-@click.option("--order", type=click.Choice(ORDERS), default="first-packet", show_default=True,
-              help="first-packet: as training replays captures (and the Suricata sidecar classifies); "
-              "release: as the connection table releases them (as the Zeek scripts hand them over).")  # fmt: skip
 def classify(
     pcaps: tuple[str, ...],
     model: str | None,
@@ -291,7 +276,6 @@ def classify(
     output: str | None,
     batch_size: int | None,
     threads: int | None,
-    order: str,
 ) -> None:
     """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd).
 
@@ -309,13 +293,10 @@ def classify(
                     pcaps,
                     writer.write,
                     progress=bar.update,
-                    order=order,
                     on_file_error=lambda message: report_file_error(message, below_progress_bar=True),
                 )
         else:
-            summary = classify_captures(
-                engine, pcaps, writer.write, order=order, on_file_error=report_file_error
-            )
+            summary = classify_captures(engine, pcaps, writer.write, on_file_error=report_file_error)
     finally:
         writer.close()
         if output is not None:
