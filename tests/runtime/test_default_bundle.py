@@ -66,9 +66,9 @@ def _truth(conn, episodes: list[dict[str, str]]) -> str | None:
 
 def test_the_sample_capture_is_classified_right(bundle) -> None:
     episodes = _labels()
-    connections = list(featurize_pcap(SAMPLE / "capture.pcap"))
     engine = Engine(bundle)
     try:
+        connections = list(featurize_pcap(SAMPLE / "capture.pcap", engine.featurizer_config))
         verdicts = engine.classify(connections, sensor="capture.pcap")
     finally:
         engine.close()
