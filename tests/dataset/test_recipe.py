@@ -29,7 +29,7 @@ def test_default_recipe_names_the_full_lab_profile_and_the_real_captures():
     ]
     assert recipe.real_manifest == Path("../shared/data/real/MANIFEST.tsv") and recipe.real_include is None
     assert recipe.real_test_only == ["packet-captures/*"]
-    assert recipe.featurizer == {"max_packets": 30, "snaplen": 128}
+    assert recipe.featurizer == {"max_packets": 30, "snaplen": 128, "window": 5.0}
     assert recipe.split.train == 0.7 and recipe.split.real_test_share == 0.2
 
 
