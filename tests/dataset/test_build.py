@@ -218,3 +218,23 @@ def test_existing_dataset_needs_force(built, tmp_path):
     assert train_main(["dataset", "build", "--real-manifest", str(REAL / "MANIFEST.tsv"),
                        "--real-include", SSHGUESS, "--out", str(target), "--force"]) == 0  # fmt: skip
     assert json.loads((target / "card.json").read_text())["counts"]["total"] != built[1]["counts"]["total"]
+
+
+def test_window_option_cuts_the_dataset_and_is_recorded(tmp_path):
+    require_real()
+    csv = FIXTURES / "sshguess_aci_flows.csv"
+    spans = {}
+    for window in (None, 0.01):  # this capture's connections send their first 30 packets within 0.08 s
+        out = tmp_path / f"w{window}"
+        extra = [] if window is None else ["--window", str(window)]
+        code = train_main(["dataset", "build", "--flows", str(csv), "--pcap", str(REAL / SSHGUESS),
+                           "--utc-offset", "-3", "--out", str(out), *extra])  # fmt: skip
+        assert code == 0
+        card = json.loads((out / "card.json").read_text())
+        assert card["featurizer"]["config"]["window"] == window
+        frames = pd.concat(read_all(out).values())
+        # seconds from each connection's first kept packet to its last kept one
+        spans[window] = max(
+            float(np.sum(np.asarray(iat)[1:n])) for iat, n in zip(frames["iat"], frames["n"], strict=True)
+        )
+    assert spans[0.01] <= 0.01 < spans[None]
