@@ -6,8 +6,10 @@ ever).
 `packetclip serve` process. The first one is killed (SIGKILL) while requests wait in its reorder window and
 queue; requests published while no sidecar is there reach nobody; the second one says hello and gets every
 pending request again. Then Zeek drops the second sidecar's connection once, so that it says hello again while
-still holding requests: Zeek publishes those again, the sidecar answers both copies, and the second verdicts are
-counted as duplicates, never logged.
+still holding requests it has read: Zeek publishes those again, the sidecar answers both copies, and the second
+verdicts are counted as duplicates, never logged. The test waits on what the stand-in has handled (polling), never on
+how fast the sidecar happens to be: the drop comes after the sidecar has answered part of the last third, and the
+end after every duplicate has arrived.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,6 +59,15 @@ def start_sidecar(url: str, bundle: Path, config: Path, log: Path) -> subprocess
         )
 
 
+async def until(predicate: Callable[[], bool], timeout: float) -> None:
+    """Poll: the stand-in handles the peer's events on its own task, after they arrive."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout} s")
+        await asyncio.sleep(0.01)
+
+
 def test_a_sidecar_killed_and_restarted_mid_capture_leaves_one_verdict_per_connection(
     bundle_path: Path, tmp_path: Path
 ) -> None:
@@ -75,7 +88,7 @@ def test_a_sidecar_killed_and_restarted_mid_capture_leaves_one_verdict_per_conne
                 await zeek.publish(request)
             # the first third spans 10 s of the capture: the watermark (max_wait 5 s + slack) lets 14 leave, the
             # rest wait for later frames or the hold limit (5.5 s), so the sidecar dies holding requests
-            await peer.wait_for(lambda received: len(zeek.rows) >= 10, 60)
+            await until(lambda: len(zeek.rows) >= 10, 60)
             sidecars[0].kill()  # SIGKILL: what it held and queued is gone
             sidecars[0].wait(10)
             await peer.wait_clients(0)  # the peer has read all it sent before it died
@@ -87,12 +100,22 @@ def test_a_sidecar_killed_and_restarted_mid_capture_leaves_one_verdict_per_conne
             while zeek.hellos < 2:
                 await asyncio.sleep(0.01)
             seen["resent_at_restart"] = zeek.requests_resent
+            last = {request.uid for request in requests[2 * third :]}
             for request in requests[2 * third :]:
                 await zeek.publish(request)
+            # a verdict for the last third shows the sidecar reading it; the capture's last requests then wait out the
+            # hold limit (5.5 s) in its reorder window, so it is dropped holding requests it has read
+            await until(lambda: any(row.uid in last for row in zeek.rows), 60)
+            await asyncio.sleep(0.5)
+            seen["pending_at_drop"] = len(zeek.pending)
             await peer.drop_clients()  # the sidecar reconnects holding requests, and says hello again
             while zeek.hellos < 3:
                 await asyncio.sleep(0.01)
             await zeek.drain()
+            # the copies published again at the third hello are answered after the originals' verdicts ended the
+            # drain: wait for them, so that they are seen counted and not logged
+            await until(lambda: zeek.verdicts_duplicate >= seen["pending_at_drop"], 60)
+            await zeek.settle()
             return zeek
 
     try:
@@ -107,5 +130,6 @@ def test_a_sidecar_killed_and_restarted_mid_capture_leaves_one_verdict_per_conne
     assert zeek.requests_lost == 0, log.read_text()[-3000:]
     assert sorted(row.uid for row in zeek.rows) == sorted(request.uid for request in requests)
     assert all(row.label != "error" for row in zeek.rows)
-    assert zeek.verdicts_duplicate > 0 and zeek.verdicts_unmatched == 0
+    assert seen["pending_at_drop"] > 0, "the second sidecar should be dropped holding requests"
+    assert zeek.verdicts_duplicate == seen["pending_at_drop"] and zeek.verdicts_unmatched == 0
     assert zeek.requests_published == len(requests)
