@@ -78,7 +78,13 @@ def test_every_part_has_its_section(run) -> None:
     assert results["heldout_overall"]["rows"] + results["seen_overall"]["rows"] == test_rows
     # the sample's validation split holds real benign files: an operating point is chosen; lab benign connections
     # are either during an attack episode or outside every one
-    groups = results["operating_point"]["test"]
+    point = results["operating_point"]
+    groups = point["test"]
+    # the threshold weighs every calibration file the same: their mean false-alarm rate stays within the budget
+    assert point["weighting"] == "each file weighs the same"
+    assert 0 < point["calibration_files"] <= point["calibration_connections"]
+    assert point["calibration_false_alarms_file_macro"] <= point["budget"]
+    assert all("false_alarms_file_macro" in group for group in groups.values())
     assert (
         groups["lab_during_attacks"]["benign_connections"]
         + groups["lab_outside_attacks"]["benign_connections"]

@@ -69,6 +69,41 @@ def test_threshold_edges() -> None:
     assert (scores >= choose_threshold(scores, 0.29)).sum() == 29
 
 
+def test_threshold_by_file_weighs_every_file_the_same() -> None:
+    # one chatty capture (50 connections scored high) beside 99 quiet captures of one connection each: by
+    # connection it holds a third of the rows and sets the threshold above all of them; by file it is 1 % of the
+    # weight, so the budget may flag it all and nothing else
+    chatty = np.linspace(0.95, 0.999, 50)
+    quiet = np.linspace(0.0, 0.5, 99)
+    scores = np.concatenate([chatty, quiet])
+    files = np.array(["chatty"] * 50 + [f"quiet-{i}" for i in range(99)])
+    by_connection = choose_threshold(scores, 0.01)
+    assert by_connection == np.nextafter(chatty[-2], np.inf)  # 1 % of 149 allows one row
+    by_file = choose_threshold(scores, 0.01, files)
+    assert by_file == np.nextafter(quiet.max(), np.inf)
+    assert (scores >= by_file).sum() == 50 and (quiet >= by_file).sum() == 0
+    # half the budget: half the chatty file's rows, its highest ones
+    half = choose_threshold(scores, 0.005, files)
+    assert (scores >= half).sum() == 25 and (chatty[-25:] >= half).all()
+
+
+def test_threshold_by_file_with_one_row_per_file_is_the_connection_rule() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random(500)
+    files = np.array([f"f{i}" for i in range(500)])
+    for budget in (0.0, 0.01, 0.05, 0.29, 1.0):
+        assert choose_threshold(scores, budget, files) == choose_threshold(scores, budget)
+
+
+def test_threshold_by_file_keeps_ties_out_across_files() -> None:
+    # two files tie at 0.9; each weighs half, and a 40 % budget cannot take the tie whole
+    scores = np.array([0.9, 0.1, 0.9, 0.2])
+    files = np.array(["a", "a", "b", "b"])
+    threshold = choose_threshold(scores, 0.4, files)
+    assert 0.9 < threshold < 0.9 + 1e-12
+    assert choose_threshold(scores, 0.5, files) == np.nextafter(0.2, np.inf)
+
+
 def test_operating_point_labels() -> None:
     probabilities = np.array(
         [

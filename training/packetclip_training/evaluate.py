@@ -47,6 +47,7 @@ from packetclip_training.evaluation.real import (
     choose_threshold,
     false_alarm_rate,
     family_of,
+    file_macro,
     mauc,
     operating_point_labels,
     recall_by_class,
@@ -341,7 +342,8 @@ def operating_point(
     val_coarse, _ = reasoner_probabilities(inputs.reasoner, val)
     val_truth = _coarse_truth(_labels(val))
     calibration = (val.columns["source_kind"].astype(str) == "real") & (val_truth == "benign")
-    threshold = choose_threshold(attack_scores(val_coarse[calibration]), budget)
+    calibration_files = val.columns["source"].astype(str)[calibration]
+    threshold = choose_threshold(attack_scores(val_coarse[calibration]), budget, calibration_files)
     if threshold is None:
         return None
     test = inputs.splits["test"]
@@ -349,6 +351,7 @@ def operating_point(
     kind = test.columns["source_kind"].astype(str)
     at_point = operating_point_labels(test_coarse, threshold)
     at_argmax = argmax_labels(test_coarse)
+    files = test.columns["source"].astype(str)
     judged: dict[str, Any] = {}
     lab = kind == "lab"
     attacking = during_attacks(list(inputs.splits.values()), test)
@@ -362,6 +365,7 @@ def operating_point(
             "benign_connections": int((rows & (truth == "benign")).sum()),
             "false_alarms": false_alarm_rate(truth[rows], at_point[rows]),
             "false_alarms_argmax": false_alarm_rate(truth[rows], at_argmax[rows]),
+            "false_alarms_file_macro": file_macro(truth[rows], at_point[rows], files[rows])["false_alarm"],
             "recall": recall_by_class(truth[rows], at_point[rows]),
             "recall_argmax": recall_by_class(truth[rows], at_argmax[rows]),
         }
@@ -369,10 +373,17 @@ def operating_point(
         "attack_threshold": threshold,
         "budget": budget,
         "chosen_on": "real benign connections of the validation split (whole capture files held out of training)",
+        "weighting": "each file weighs the same",
         "calibration_connections": int(calibration.sum()),
+        "calibration_files": len(set(calibration_files.tolist())),
         "calibration_false_alarms": false_alarm_rate(
             val_truth[calibration], operating_point_labels(val_coarse[calibration], threshold)
         ),
+        "calibration_false_alarms_file_macro": file_macro(
+            val_truth[calibration],
+            operating_point_labels(val_coarse[calibration], threshold),
+            calibration_files,
+        )["false_alarm"],
         "test": judged,
     }
 
@@ -494,7 +505,11 @@ def leave_family_out(
     threshold = None  # no real benign validation file outside the family: argmax verdicts only
     if len(calibration):
         val_coarse = predict(judge, training_arrays(val, FINE_CLASSES), calibration)[0]
-        threshold = choose_threshold(attack_scores(val_coarse.astype(np.float64)), FALSE_ALARM_BUDGET)
+        threshold = choose_threshold(
+            attack_scores(val_coarse.astype(np.float64)),
+            FALSE_ALARM_BUDGET,
+            val.columns["source"].astype(str)[calibration],
+        )
     models: dict[str, Any] = {}
     for name, coarse in scored.items():
         verdicts = {name: argmax_labels(coarse)}

@@ -115,6 +115,18 @@ def headline(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "higher_is_better": False,
                 "rows": real["benign_connections"],
             },
+            *(
+                [
+                    {
+                        "metric": "operating point: benign false alarms, held-out real captures, mean over files",
+                        "value": real["false_alarms_file_macro"],
+                        "higher_is_better": False,
+                        "rows": real["benign_connections"],
+                    }
+                ]
+                if real.get("false_alarms_file_macro") is not None
+                else []
+            ),
             {
                 "metric": "operating point: benign false alarms, lab test split",
                 "value": point["test"]["lab"]["false_alarms"],
@@ -242,8 +254,8 @@ def loso_section(runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
             )  # fmt: skip
     points = [
         f"- {run['family']}: 1 − P(benign) ≥ {run['attack_threshold']:.4f}, chosen on {run['calibration_benign']:,} "
-        f"real benign validation connections; {run['train_rows_left_out']:,} training rows left out, "
-        f"{run['seconds']:.0f} s"
+        f"real benign validation connections, each file weighing the same; {run['train_rows_left_out']:,} training "
+        f"rows left out, {run['seconds']:.0f} s"
         for run in runs
         if run["attack_threshold"] is not None
     ]
@@ -259,8 +271,15 @@ def operating_point_section(point: Mapping[str, Any] | None) -> list[str]:
         "",
         f"A connection is an attack only when 1 − P(benign) ≥ **{point['attack_threshold']:.4f}**, chosen as the "
         f"smallest threshold raising at most {point['budget']:.0%} of the "
-        f"{point['calibration_connections']:,} {point['chosen_on']} "
-        f"({_share(point['calibration_false_alarms'])} there). On the test split:",
+        f"{point['calibration_connections']:,} {point['chosen_on']}, "
+        + (
+            f"{point.get('weighting')} ({point['calibration_files']:,} files; "
+            f"{_share(point['calibration_false_alarms_file_macro'])} per file on average, "
+            if point.get("weighting")
+            else "("
+        )
+        + f"{_share(point['calibration_false_alarms'])} of the connections). On the test split (false alarms: share "
+        "of the benign connections, and in brackets the mean over files):",
         "",
         "| traffic | connections | benign | false alarms (argmax → point) | dos | recon | bruteforce |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -272,7 +291,13 @@ def operating_point_section(point: Mapping[str, Any] | None) -> list[str]:
         ]
         lines.append(
             f"| {name} | {judged['connections']:,} | {judged['benign_connections']:,} | "
-            f"{_share(judged['false_alarms_argmax'])} → {_share(judged['false_alarms'])} | "
+            f"{_share(judged['false_alarms_argmax'])} → {_share(judged['false_alarms'])}"
+            + (
+                f" ({_share(judged['false_alarms_file_macro'])})"
+                if "false_alarms_file_macro" in judged
+                else ""
+            )
+            + " | "
             + " | ".join(recall)
             + " |"
         )

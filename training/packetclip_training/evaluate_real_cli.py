@@ -53,7 +53,7 @@ bundle_option = click.option(
     type=click.FloatRange(min=0.0, max=1.0),
     default=FALSE_ALARM_BUDGET,
     show_default=True,
-    help="Share of calibration benign connections the operating point may flag.",
+    help="Share of calibration benign connections the operating point may flag (each file weighing the same).",
 )
 @click.option(
     "--out",

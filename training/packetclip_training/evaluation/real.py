@@ -269,19 +269,34 @@ def operating_point_labels(
     return names
 
 
-def choose_threshold(benign_attack_scores: np.ndarray, budget: float = FALSE_ALARM_BUDGET) -> float | None:
-    """The smallest threshold t with share(score ≥ t) ≤ budget on benign rows; None without benign rows.
+def choose_threshold(
+    benign_attack_scores: np.ndarray, budget: float = FALSE_ALARM_BUDGET, files: np.ndarray | None = None
+) -> float | None:
+    """The smallest threshold t whose flagged share (score ≥ t) of the benign rows is at most `budget`; None
+    without benign rows.
 
-    At most k = floor(budget · n) rows may be flagged, so t must lie above the (k+1)-th highest score: the
-    next float above it (ties there are all kept out). With k ≥ n every row may be flagged and t is 0.
+    Without `files` every row weighs the same: at most floor(budget · n) rows may be flagged, so t lies just above
+    the highest score left unflagged (ties there are all kept out). With `files` (one name per row) every file
+    weighs the same and its rows share its weight: the budget is a share of the average file's connections, so
+    one chatty capture cannot set the operating point for all the others (`file_macro` judges the same way).
+    With the whole weight within the budget every row may be flagged and t is 0.
     """
-    scores = np.sort(np.asarray(benign_attack_scores, dtype=np.float64))[::-1]
+    scores = np.asarray(benign_attack_scores, dtype=np.float64)
     if len(scores) == 0:
         return None
-    allowed = int(np.floor(budget * len(scores) + 1e-9))  # 1e-9: 0.29 · 100 is 28.999… in floats, not 29
-    if allowed >= len(scores):
+    if files is None:
+        weights = np.full(len(scores), 1.0 / len(scores))
+    else:
+        _, owner, sizes = np.unique(np.asarray(files, dtype=str), return_inverse=True, return_counts=True)
+        weights = 1.0 / (sizes[owner] * len(sizes))
+    values, at = np.unique(scores, return_inverse=True)  # ascending; rows with one score are flagged together
+    flagged = np.cumsum(np.bincount(at, weights=weights, minlength=len(values))[::-1])  # highest values first
+    # how many of the highest values may be flagged (1e-9: 29 rows of 1/100 sum to 0.29000000000000004, within a
+    # budget of 0.29)
+    fits = int((flagged <= budget * (1 + 1e-9) + 1e-12).sum())
+    if fits >= len(values):
         return 0.0
-    return float(np.nextafter(scores[allowed], np.inf))
+    return float(np.nextafter(values[::-1][fits], np.inf))
 
 
 def recall_by_class(
@@ -383,14 +398,16 @@ def by_family(
 def operating_point(
     rows: ScoredRows, calibration: Sequence[str], budget: float = FALSE_ALARM_BUDGET
 ) -> dict[str, Any]:
-    """Threshold chosen on the benign rows of the `calibration` families, judged on every other benign row.
+    """Threshold chosen on the benign rows of the `calibration` families (each file weighing the same:
+    `choose_threshold`), judged on every other benign row.
 
     Every family's numbers at that threshold are given; the calibration families' false alarms are in-sample
     (at most the budget by construction), the held-out ones are the honest estimate.
     """
     calibrating = np.isin(rows.families, np.asarray(list(calibration), dtype=object))
     benign = rows.truth == BENIGN
-    threshold = choose_threshold(attack_scores(rows.probabilities[calibrating & benign]), budget)
+    chosen = calibrating & benign
+    threshold = choose_threshold(attack_scores(rows.probabilities[chosen]), budget, rows.files[chosen])
     if threshold is None:
         raise ValueError(f"no benign connection in calibration families {list(calibration)}")
     predicted = operating_point_labels(rows.probabilities, threshold)
@@ -608,9 +625,9 @@ def _operating_point_section(name: str, point: Mapping[str, Any]) -> list[str]:
     return [
         f"### Operating point {name}: attack if 1 − P(benign) ≥ {point['threshold']:.4g}",
         "",
-        f"The smallest threshold with ≤ {_pct(point['budget'])} false alarms on "
+        f"The smallest threshold with ≤ {_pct(point['budget'])} false alarms, each file weighing the same, on "
         f"{point['calibration_benign']:,} benign connections of {', '.join(point['calibration'])} (in-sample "
-        f"{_pct(point['calibration_false_alarm'])}); held out: {', '.join(point['held_out']) or 'nothing'}, "
+        f"{_pct(point['calibration_false_alarm'])} of the connections); held out: {', '.join(point['held_out']) or 'nothing'}, "
         f"{point['held_out_benign']:,} benign connections, false alarms "
         f"**{_pct(point['held_out_false_alarm'])}** "
         f"(per-file mean {_pct(point['held_out_false_alarm_file_macro'])}).",
