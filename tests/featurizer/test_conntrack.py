@@ -199,6 +199,24 @@ def test_featurize_frames_cuts_by_the_window_as_the_tracker_does(real_data):
         assert np.array_equal(getattr(explicit, name), getattr(tracked, name)), name
 
 
+def test_a_packet_at_the_end_of_the_window_is_past_it(real_data):
+    """Zeek's max_wait timer, due at first packet + max_wait, fires before a packet of that very time is processed
+    (its timer manager expires every timer due at or before the packet's time first): that packet is not sent, and
+    every path leaves it out as well."""
+    frames = _spread(list(read_frames(real_data / SF_HTTP)), 1.0)
+    start = frames[0][0]
+    config = FeaturizerConfig(window=2.0)
+    (conn,) = _track(frames, config)
+    assert conn.pkt_ts.tolist() == [start, start + 1.0]  # start + 2.0 is the window's end: left out
+    tracker = ConnectionTracker(config, release_full=True)
+    out = [[c.pkt_ts.size for c in tracker.add(ts, lt, f)] for ts, lt, f in frames]
+    assert out == [[], [], [2], [], [], [], [], []]  # released by the packet at the window's end
+    explicit = featurize_frames(
+        frames[0][1], [ts for ts, _, _ in frames], [f for _, _, f in frames], config=config
+    )
+    assert explicit is not None and explicit.pkt_ts.tolist() == conn.pkt_ts.tolist()
+
+
 def test_window_must_be_a_positive_finite_number_of_seconds():
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         try:

@@ -34,6 +34,7 @@ class FeaturizerConfig:
     # max_packets). A sensor hands a connection over at max_packets packets or this long after its first
     # packet, whichever comes first; with the window the model sees the same packets whichever path collected
     # them (offline tracker, Zeek's scripts, Suricata's flows) and training replays that rule. Bundles record it.
+    # A packet at first + window exactly is past it (Zeek's timer due then fires before that packet is processed).
     window: float | None = None
 
     def __post_init__(self) -> None:

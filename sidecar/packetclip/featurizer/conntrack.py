@@ -154,7 +154,7 @@ class ConnectionTracker:
         deadlines = self._deadlines
         finished = self._expire(self._now) if deadlines and deadlines[0][0] <= self._now else []
         windows = self._window_ends
-        if windows and windows[0][0] < self._now:
+        if windows and windows[0][0] <= self._now:
             self._close_windows(self._now)
             finished.extend(self._ready)
             self._ready.clear()
@@ -262,7 +262,8 @@ class ConnectionTracker:
                     conn.history += letter
         if conn.released:
             return
-        if ts - conn.first_ts > self._window:  # past the window: the record is complete without this packet
+        # the window's end itself is past it, as a Zeek timer due at that time fires before the packet is processed
+        if ts >= conn.first_ts + self._window:  # past the window: the record is complete without this packet
             if self.release_full:
                 self._release(conn)
             return
@@ -277,9 +278,9 @@ class ConnectionTracker:
                 self._release(conn)
 
     def _close_windows(self, now: float) -> None:
-        """Release (into `_ready`) the connections whose window ended before `now`, in order of their start."""
+        """Release (into `_ready`) the connections whose window ended by `now`, in order of their start."""
         windows = self._window_ends
-        while windows and windows[0][0] < now:
+        while windows and windows[0][0] <= now:
             conn = heapq.heappop(windows)[2]
             if not conn.released and not conn.finished:
                 self._release(conn)
