@@ -14,10 +14,11 @@ still in order among themselves, and are counted as `forced` (a SYN flood's half
 their inactivity timeout; nothing would leave for minutes otherwise).
 
 Connections whose first packets have the same time (captures with millisecond timestamps, floods) are ordered by
-`endpoint_tie`: originator, responder, protocol, uid. `classify` (here) and the Zeek sidecar's reorder window
-(on the endpoints Zeek sends) use it, so a tie is broken alike whichever order the sensor finished or published
-the connections in (the Suricata sidecar still breaks ties by arrival); a waiting connection leaves only once every open connection started strictly later,
-since an open one with the same time may sort before it.
+`endpoint_tie`: originator, responder, protocol, uid. `classify` (here), the Zeek sidecar's reorder window (on
+the endpoints Zeek sends) and the Suricata sidecar (on each flow's first packet, without Suricata's per-run
+flow_id) use it, so a tie is broken alike whichever order the sensor finished or published the connections in; a
+waiting connection leaves only once every open connection started strictly later, since an open one with the same
+time may sort before it.
 
 `OpenStarts` is the other half: the first-packet time of the oldest connection a tracker still holds, for the
 tracker (`packetclip.featurizer.conntrack`) and the Suricata flow assembler alike.

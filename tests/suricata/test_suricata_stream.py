@@ -11,10 +11,11 @@ import socket
 import time
 from pathlib import Path
 
+from packetclip.ordering import FirstPacketOrder
 from packetclip.suricata.eve import EveFlowEnd, EvePacket, EveParser, format_timestamp, parse_timestamp
 from packetclip.suricata.flows import FlowAssembler
 from packetclip.suricata.follow import EveFileFollower, EveSocketListener
-from packetclip.suricata.sidecar import DEFAULT_MAX_WAIT, flow_max_wait
+from packetclip.suricata.sidecar import DEFAULT_MAX_WAIT, _first_ts, _tie, flow_max_wait
 
 FRAME = bytes(range(60))
 
@@ -172,3 +173,26 @@ def test_flows_wait_for_the_bundles_window_unless_told_otherwise(caplog) -> None
     assert flow_max_wait(8.0, 5.0) == 8.0 and not caplog.records
     assert flow_max_wait(1.0, 5.0) == 1.0
     assert "trained on the packets of the first 5.00 s" in caplog.text
+
+
+def test_flows_starting_at_one_time_leave_in_endpoint_order_whatever_order_they_finished() -> None:
+    """Ties of first-packet time are broken as `classify` and the Zeek sidecar break them (`endpoint_tie`), not by
+    which flow Suricata finished first: the originator histories, and so the verdicts, do not depend on it."""
+    parser = EveParser()
+
+    def flows() -> list:  # type: ignore[type-arg]
+        assembler = FlowAssembler(max_packets=1, max_wait=5.0)
+        out = []
+        for flow_id, src in ((3, "10.0.0.9"), (1, "10.0.0.1"), (2, "10.0.0.5")):
+            item = parser.parse(packet_line(flow_id, 20.0, src=src))
+            assert isinstance(item, EvePacket)
+            out += assembler.add(item, 0.0)
+        return out
+
+    finished = flows()
+    orders = []
+    for arrival in (finished, finished[::-1], finished[1:] + finished[:1]):
+        order = FirstPacketOrder(_first_ts, tie=_tie)
+        order.push(arrival)
+        orders.append([flow.first.src_ip for flow in order.drain()])
+    assert orders[0] == ["10.0.0.1", "10.0.0.5", "10.0.0.9"] and orders[1:] == orders[:1] * 2

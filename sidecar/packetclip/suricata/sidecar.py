@@ -26,7 +26,7 @@ from typing import Any
 
 from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import Connection, ParseStats, featurize_frames
-from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder
+from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
 from packetclip.store import ActiveModelWatcher
 from packetclip.suricata.datasets import DatasetFeedback
 from packetclip.suricata.eve import EveFlowEnd, EveParser
@@ -39,6 +39,16 @@ log = logging.getLogger(__name__)
 
 def _first_ts(flow: FlowFrames) -> float:
     return flow.ts[0]
+
+
+def _tie(flow: FlowFrames) -> tuple[Any, ...]:
+    """`endpoint_tie` on the flow's first packet (its source as the originator, as Suricata takes it; eve's
+    protocol names in Zeek's spelling). No uid: Suricata's flow_id differs from run to run, and two flows with one
+    5-tuple never start at the same time."""
+    first = flow.first
+    proto = first.proto.lower()
+    proto = "icmp" if "icmp" in proto else proto
+    return endpoint_tie(first.src_ip, first.src_port, first.dest_ip, first.dest_port, proto, "")
 
 
 DEFAULT_MAX_WAIT = 2.0  # for a bundle without a featurizer window
@@ -117,7 +127,7 @@ class SuricataSidecar:
         self.frame_stats = ParseStats()
         self.counts = SidecarCounts()
         # ready flows wait for every flow that started earlier, so the engine sees them in first-packet order
-        self.order: FirstPacketOrder[FlowFrames] = FirstPacketOrder(_first_ts, self.settings.max_held)
+        self.order: FirstPacketOrder[FlowFrames] = FirstPacketOrder(_first_ts, self.settings.max_held, _tie)
         self.verdicts: list[tuple[FlowFrames, Verdict]] = []  # kept only when `keep_verdicts` (tests, bench)
         self.keep_verdicts = False
         self._last_expire = 0.0
