@@ -233,3 +233,35 @@ def test_a_block_computing_only_its_first_tokens_matches_the_full_block() -> Non
         part = block(tokens, key_bias, queries=queries)
         assert part.shape == (6, queries, 32)
         torch.testing.assert_close(part, full[:, :queries], rtol=0, atol=1e-5)
+
+
+def test_replay_order_breaks_first_packet_ties_as_the_sensor_paths_do() -> None:
+    """Training replays a split in the order `classify` and the sidecars hand connections to the engine: by
+    first-packet time, ties by `endpoint_tie` (never by the dataset's row order)."""
+    from packetclip.ordering import FirstPacketOrder, endpoint_tie
+    from packetclip_training.reasoner_data import replay_order
+
+    rows = [  # (ts, orig_h, orig_p, resp_h, resp_p, proto, uid)
+        (2.0, "10.0.0.9", 1000, "10.0.0.1", 80, "tcp", "Cb"),
+        (1.0, "10.0.0.10", 5, "10.0.0.1", 80, "tcp", "Cc"),
+        (1.0, "10.0.0.9", 7, "10.0.0.1", 80, "udp", "Cd"),
+        (1.0, "10.0.0.9", 7, "10.0.0.1", 80, "tcp", "Ce"),
+        (1.0, "::1", 7, "::2", 80, "tcp", "Cf"),
+        (0.5, "10.0.0.200", 7, "10.0.0.1", 80, "tcp", "Cg"),
+        (1.0, "10.0.0.9", 7, "10.0.0.1", 80, "tcp", "Ca"),  # one 5-tuple twice at one time: the uid decides
+    ]
+    columns = {
+        name: np.array([row[i] for row in rows], dtype=object if i not in (0,) else np.float64)
+        for i, name in enumerate(("ts", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "uid"))
+    }
+    order = [rows[i][6] for i in replay_order(columns)]
+    # 10.0.0.9 sorts before 10.0.0.10 by address, not by text; IPv4 before IPv6; tcp before udp
+    assert order == ["Cg", "Ca", "Ce", "Cd", "Cc", "Cf", "Cb"]
+    sensor = FirstPacketOrder(lambda row: row[0], tie=lambda row: endpoint_tie(*row[1:]))
+    sensor.push(rows[::-1])
+    assert [row[6] for row in sensor.drain()] == order
+    assert [rows[i][6] for i in replay_order({k: v for k, v in columns.items() if k != "uid"})][:3] == [
+        "Cg",
+        "Ce",
+        "Ca",
+    ]

@@ -107,7 +107,7 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     """The runtime, fed a split file by file in micro-batches, builds the contexts and responder features
     `build_contexts` builds (with the context packets' embeddings when the reasoner reads them)."""
     from packetclip.context import valid_packet_facts
-    from packetclip_training.reasoner_data import build_contexts, packet_times
+    from packetclip_training.reasoner_data import build_contexts, packet_times, replay_order
 
     connections, columns, arrays = split_connections("test")
     fixture = {
@@ -134,7 +134,8 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     row_of = {conn.uid: row for row, conn in enumerate(connections)}
     assert len(row_of) == len(connections)
     for source in sorted(set(sources.tolist())):
-        rows = [r for r in np.argsort(columns["ts"], kind="stable").tolist() if sources[r] == source]
+        # in first-packet order, ties by endpoint_tie: as every sensor path hands connections to the engine
+        rows = [r for r in replay_order(columns).tolist() if sources[r] == source]
         for start in range(0, len(rows), 16):  # several micro-batches: the history must carry across them
             result = engine.infer_batch(
                 [connections[r] for r in rows[start : start + 16]], sensor=str(source)

@@ -15,8 +15,8 @@ contexts), cached separately.
 
 Originators and responders are keyed by capture file and address: two captures never share a history, as two
 sensors would not.
-Connections are replayed in order of their first packet; the sensor classifies them as they finish, which for the
-many short connections of scans, floods and brute force is the same order.
+Connections are replayed in order of their first packet, ties broken by `packetclip.ordering.endpoint_tie` (as
+every sensor path orders them before the engine: `packetclip.ordering`).
 
 Does not own the model or its training loop (`reasoner`), the encoder (`models.encoder`) or the dataset format.
 """
@@ -24,10 +24,12 @@ Does not own the model or its training loop (`reasoner`), the encoder (`models.e
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +43,7 @@ from packetclip.context import (
     receiving_side,
     valid_packet_facts,
 )
+from packetclip.ordering import endpoint_tie
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 from packetclip_training.one_sided import originator_view
@@ -50,7 +53,8 @@ log = logging.getLogger(__name__)
 
 CONTEXT_COLUMNS = ("source_file", "orig_h", "orig_p", "resp_h", "resp_p", "proto", "ts")
 LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "episode", "uid", "source_kind", "source")
-CACHE_FORMAT = "packetclip-reasoner-cache/3"  # 2: context slots carry packet facts; 3: responder features
+# 2: context slots carry packet facts; 3: responder features; 4: first-packet ties broken by endpoint_tie
+CACHE_FORMAT = "packetclip-reasoner-cache/4"
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
 _AUGMENT_SEED = 0  # tool-invariance draws: fixed, so a cached augmented split is the same split
 _AUGMENTATIONS = "ports-window-syn-data"  # what `vary_tool_fields` redraws: a cache of other draws is stale
@@ -120,6 +124,36 @@ def packet_times(ts: np.ndarray, iat: np.ndarray) -> np.ndarray:
     return ts[:, None].astype(np.float64) + np.cumsum(iat.astype(np.float64), axis=1)
 
 
+def replay_order(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """Row indices in first-packet order; rows with the same first-packet time in `endpoint_tie` order (uid ""
+    where the columns have none), as the sensor's paths hand connections to the engine."""
+    ts = np.asarray(columns["ts"], dtype=np.float64)
+    order = np.argsort(ts, kind="stable")
+    sorted_ts = ts[order]
+    starts = np.flatnonzero(
+        np.r_[True, sorted_ts[1:] != sorted_ts[:-1], True]
+    )  # runs of one time, and the end
+    uid = columns.get("uid")
+    for begin, end in itertools.pairwise(starts):
+        if end - begin < 2:
+            continue
+        rows = order[begin:end]
+        keys = [_tie(columns, row, uid) for row in rows]
+        order[begin:end] = rows[sorted(range(len(rows)), key=keys.__getitem__)]
+    return order
+
+
+def _tie(columns: dict[str, np.ndarray], row: int, uid: np.ndarray | None) -> tuple[Any, ...]:
+    return endpoint_tie(
+        str(columns["orig_h"][row]),
+        int(columns["orig_p"][row]),
+        str(columns["resp_h"][row]),
+        int(columns["resp_p"][row]),
+        str(columns["proto"][row]),
+        "" if uid is None else str(uid[row]),
+    )
+
+
 def build_contexts(
     columns: dict[str, np.ndarray],
     offsets: np.ndarray,
@@ -142,8 +176,7 @@ def build_contexts(
     valid = np.zeros((count, slots), bool)
     previous = np.full(count, -1, np.int64)
     last_of: dict[str, int] = {}
-    order = np.argsort(columns["ts"], kind="stable")
-    for row in order:
+    for row in replay_order(columns):
         source_file, originator = columns["source_file"][row], str(columns["orig_h"][row])
         key = f"{source_file}|{originator}"
         responder, port = str(columns["resp_h"][row]), int(columns["resp_p"][row])
