@@ -35,10 +35,10 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -96,6 +96,19 @@ class Verdict:
     explanation: str
     model: str  # bundle version
     concepts: list[tuple[str, str, float]] = field(default_factory=list)  # (mission, concept, activation)
+    # user-written missions scored zero-shot (`packetclip.user_missions`): name -> probability; empty without any
+    missions: dict[str, float] = field(default_factory=dict)
+
+
+class MissionScorer(Protocol):
+    """What the engine needs of a user-mission scorer (`packetclip.user_missions.UserMissionScorer`)."""
+
+    names: tuple[str, ...]
+
+    def scores(self, aligned: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+MissionScorerFactory = Callable[[Bundle], "MissionScorer | None"]
 
 
 def session_options(threads: int) -> Any:
@@ -382,6 +395,7 @@ class Engine:
         activity_window: float = 60.0,
         rounded_iat_ms: float | None = None,
         shards: int = 1,
+        user_missions: MissionScorerFactory | None = None,
     ) -> None:
         if threads < 1 or batch_size < 1 or shards < 1:
             raise ValueError("threads, batch_size and shards must be positive")
@@ -397,7 +411,11 @@ class Engine:
         # matrix product) is held to `threads` while a batch runs, like onnxruntime — left alone, OpenBLAS takes
         # every core for products of a few million multiply-adds and keeps them spinning afterwards
         self._blas = ThreadpoolController()
+        # builds the user-mission scorer of a bundle (None: no user missions), again for every reloaded bundle:
+        # a mission's vector lives in the space of the bundle's text head
+        self.user_missions = user_missions
         self._models = _load_models(self._open(bundle), threads)
+        self._missions = self._mission_scorer(self._models.bundle)
         self.activity = ActivityTracker(max_originators=max_originators, window_seconds=activity_window)
         self.inbound = self._new_inbound(self._models)
         self._reset_encoder_state()
@@ -407,6 +425,14 @@ class Engine:
         """Responder windows as the bundle's reasoner was trained with (they hold no encoder output)."""
         window, kept = models.bundle.responder_window
         return ResponderActivity(window, kept, max_responders=self.max_originators, shards=self.shards)
+
+    def _mission_scorer(self, bundle: Bundle) -> MissionScorer | None:
+        return None if self.user_missions is None else self.user_missions(bundle)
+
+    @property
+    def user_mission_names(self) -> tuple[str, ...]:
+        """The user-written missions scored for the bundle being served (empty: none)."""
+        return () if self._missions is None else tuple(self._missions.names)
 
     @staticmethod
     def _open(bundle: Bundle | str | Path) -> Bundle:
@@ -454,7 +480,9 @@ class Engine:
         fails to load raises here and the current one keeps serving. Originator contexts and cached embeddings
         survive when the encoder is byte-identical; otherwise they restart (mixing embedding spaces is wrong)."""
         models = _load_models(self._open(bundle), self.threads)
+        missions = self._mission_scorer(models.bundle)
         with self._lock:
+            self._missions = missions
             same_encoder = models.encoder_digest == self._models.encoder_digest and models.encoder_digest
             same_context = models.reads_context == self._models.reads_context
             if models.bundle.responder_window != self._models.bundle.responder_window:
@@ -628,6 +656,11 @@ class Engine:
             self._responders(inference, label_names, attack_names),
         )  # fmt: skip
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
+        mission_columns = {} if self._missions is None else self._missions.scores(aligned)
+        mission_rows = [
+            {name: float(column[row]) for name, column in mission_columns.items()}
+            for row in range(len(inference.connections))
+        ]
         verdicts = []
         for row, conn in enumerate(inference.connections):
             label_index = int(labels[row])
@@ -649,6 +682,7 @@ class Engine:
                     explanation=explanations[row],
                     model=models.bundle.version,
                     concepts=top[row],
+                    missions=mission_rows[row],
                 )
             )
         return verdicts

@@ -43,7 +43,8 @@ SET_SEPARATOR = ","
 EMPTY_FIELD = "(empty)"
 UNSET_FIELD = "-"
 
-# (Zeek field name, Zeek type), in the contract's order; `scores` exists in JSON records only.
+# (Zeek field name, Zeek type), in the contract's order; `scores` (and `missions`, the user-written missions'
+# scores when there are any) exist in JSON records only.
 ZEEK_FIELDS: tuple[tuple[str, str], ...] = (
     ("ts", "time"),
     ("uid", "string"),
@@ -92,6 +93,8 @@ def verdict_record(verdict: Verdict) -> dict[str, Any]:
     """The contract's record of one verdict (JSON field names and order)."""
     record = {name: getattr(verdict, _ATTRIBUTES.get(name, name)) for name in JSON_FIELDS}
     record["scores"] = dict(verdict.scores)  # a copy: the record is the caller's to change
+    if verdict.missions:  # user-written missions (`--missions`): after the contract's fields, only when scored
+        record["missions"] = dict(verdict.missions)
     return record
 
 

@@ -218,3 +218,103 @@ def test_with_the_embedded_default_bundle_a_syn_flood_mission_prefers_syn_floods
     scorer = load_user_mission_scorer(bundle, missions_dir, exported_text_encoder)
     assert scorer is not None
     assert_syn_mission_prefers_syn_floods(scorer, bundle)
+
+
+# --- user missions live: the engine, the records and the commands ------------------------------------------------
+
+
+def test_the_engine_adds_each_user_missions_score_to_every_verdict_and_rebuilds_it_on_reload(
+    bundle: Bundle, tmp_path: Path, missions_dir: Path
+) -> None:
+    from packetclip.engine import Engine
+    from packetclip.featurizer import featurize_pcap
+    from packetclip.output import verdict_record
+
+    built: list[str] = []
+
+    def factory(for_bundle: Bundle) -> UserMissionScorer:
+        built.append(for_bundle.version)
+        return UserMissionScorer(for_bundle, hashed_text_vectors, load_missions(missions_dir))
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "lab-quick" / "capture.pcap"
+    engine = Engine(bundle, user_missions=factory)
+    plain = Engine(bundle)
+    try:
+        connections = list(featurize_pcap(sample, engine.featurizer_config))[:40]
+        verdicts = engine.classify(connections, sensor="sample")
+        assert engine.user_mission_names == ("syn_watch",) and built == [bundle.version]
+        assert all(
+            set(v.missions) == {"syn_watch"} and 0.0 <= v.missions["syn_watch"] <= 1.0 for v in verdicts
+        )
+        record = verdict_record(verdicts[0])
+        assert list(record)[-1] == "missions" and record["missions"] == verdicts[0].missions
+        # the scores are extra columns: the verdicts themselves are those of an engine without user missions
+        reference = plain.classify(connections, sensor="sample")
+        assert [(v.label, v.attack, v.score) for v in verdicts] == [
+            (v.label, v.attack, v.score) for v in reference
+        ]
+        assert all(v.missions == {} and "missions" not in verdict_record(v) for v in reference)
+        newer = export_test_bundles(tmp_path, ("2026.11.27-2",))[0]
+        engine.reload(newer)
+        assert built == [bundle.version, "2026.11.27-2"]  # a mission vector lives in its bundle's space
+    finally:
+        engine.close()
+        plain.close()
+
+
+def test_an_eve_record_carries_the_user_missions_scores_only_when_there_are_some(bundle: Bundle) -> None:
+    from packetclip.engine import Verdict
+    from packetclip.suricata.eve import EvePacket
+    from packetclip.suricata.flows import FlowFrames
+    from packetclip.suricata.verdicts import eve_record
+
+    first = EvePacket(7, 1.0, "10.0.0.1", 1234, "10.0.0.2", 123, "UDP", 1, b"", "")
+    flow = FlowFrames(7, 1, first, [1.0], [b""])
+    verdict = Verdict(
+        1.0, "C1", "10.0.0.1", 1234, "10.0.0.2", 123, "udp", "", "dos", "udp_flood", 0.9, {"dos": 0.9}, {}, "x",
+        bundle.version,
+    )  # fmt: skip
+    assert "missions" not in eve_record(verdict, flow, 1)["packetclip"]
+    verdict.missions = {"ntp_flood": 0.97}
+    assert eve_record(verdict, flow, 1)["packetclip"]["missions"] == {"ntp_flood": 0.97}
+
+
+def test_a_missions_folder_that_is_not_a_folder_is_a_clear_error(tmp_path: Path) -> None:
+    from packetclip.cli import main
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "lab-quick" / "capture.pcap"
+    missing = tmp_path / "nowhere"
+    assert main(["classify", str(sample), "--missions", str(missing), "-o", str(tmp_path / "out")]) == 1
+
+
+@pytest.mark.slow
+def test_the_readme_mission_written_in_yaml_alone_picks_out_the_ntp_flood_of_the_sample(
+    exported_text_encoder: Path, tmp_path: Path
+) -> None:
+    """README, "User-written missions": `samples/missions/ntp_flood.yaml` scores the lab sample's flood to UDP port
+    123 (the class the bundle knows is the coarser udp_flood) above every other labelled class, through
+    `packetclip classify --missions`, with the embedded default bundle and the real text encoder."""
+    from types import SimpleNamespace
+
+    from packetclip.cli import main
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import test_default_bundle as sample_labels
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "verdicts.jsonl"
+    argv = [
+        "classify", str(repo / "samples" / "lab-quick" / "capture.pcap"), "--format", "json", "-o", str(out),
+        "--missions", str(repo / "samples" / "missions"), "--text-encoder", str(exported_text_encoder),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    episodes = sample_labels._labels()
+    by_class: dict[str, list[float]] = {}
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        assert set(record["missions"]) == {"ntp_flood"}
+        truth = sample_labels._truth(SimpleNamespace(orig_h=record["id.orig_h"], ts=record["ts"]), episodes)
+        if truth is not None:
+            by_class.setdefault(truth, []).append(record["missions"]["ntp_flood"])
+    flood = float(np.median(by_class.pop("udp_flood")))  # the sample's one UDP flood: hping3 to port 123
+    assert flood > 0.5 and all(flood > float(np.median(scores)) for scores in by_class.values()), by_class

@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -49,6 +50,7 @@ from packetclip.featurizer import (
 from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
 from packetclip.output import FORMATS, open_writer
 from packetclip.store import ModelStore
+from packetclip.user_missions import load_user_mission_scorer
 
 log = logging.getLogger(__name__)
 
@@ -196,20 +198,56 @@ def resolve_model(model: str | None, store: str | None = None) -> Path:
 
 
 def open_engine(
-    model: str | None, threads: int | None, batch_size: int | None, **engine_options: Any
+    model: str | None,
+    threads: int | None,
+    batch_size: int | None,
+    missions: str | None = None,
+    text_encoder: str | None = None,
+    **engine_options: Any,
 ) -> Engine:
-    """An engine on the resolved bundle with settings from flags, environment or config file (config.py)."""
+    """An engine on the resolved bundle with settings from flags, environment or config file (config.py); with a
+    `missions` folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored too."""
     try:
-        settings = load_config(threads=threads, batch_size=batch_size)
+        settings = load_config(
+            threads=threads, batch_size=batch_size, missions=missions, text_encoder=text_encoder
+        )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     path = resolve_model(model)
+    if settings.missions is not None:
+        if not settings.missions.is_dir():
+            raise click.ClickException(
+                f"missions folder {settings.missions} (from {settings.sources['missions']}) is not a folder"
+            )
+        engine_options["user_missions"] = partial(
+            load_user_mission_scorer,
+            missions_dir=settings.missions,
+            text_encoder_dir=settings.text_encoder,
+            threads=settings.threads,
+        )
     try:
-        return Engine(
+        engine = Engine(
             load_bundle(path), threads=settings.threads, batch_size=settings.batch_size, **engine_options
         )
     except BundleError as exc:
         raise click.ClickException(str(exc)) from exc
+    if engine.user_mission_names:
+        log.info("user missions scored: %s", ", ".join(engine.user_mission_names))
+    return engine
+
+
+def missions_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--missions DIR` and `--text-encoder DIR`, for the commands that write user-mission scores."""
+    command = click.option(
+        "--text-encoder", "text_encoder", default=None, metavar="DIR",
+        help="The exported text encoder (default: config, else <store>/text-encoder; `packetclip models "
+        "text-encoder` writes it).",
+    )(command)  # fmt: skip
+    return click.option(
+        "--missions", "missions", default=None, metavar="DIR",
+        help="Folder of user-written mission YAML: each mission the bundle was not trained with gets a score "
+        "(default: config, else none).",
+    )(command)  # fmt: skip
 
 
 def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None) -> None:
@@ -269,6 +307,7 @@ def _total_bytes(paths: Iterable[str]) -> int:
               help="Connections per inference call (default: config, else 256).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
+@missions_options
 def classify(
     pcaps: tuple[str, ...],
     model: str | None,
@@ -276,13 +315,21 @@ def classify(
     output: str | None,
     batch_size: int | None,
     threads: int | None,
+    missions: str | None,
+    text_encoder: str | None,
 ) -> None:
     """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd).
 
     A capture that cannot be read is reported on stderr and skipped, the others are classified in full, and the
     exit status is 1 (0 when every capture was read).
     """
-    engine = open_engine(model, threads, batch_size)
+    engine = open_engine(model, threads, batch_size, missions, text_encoder)
+    if engine.user_mission_names and fmt != "json":
+        log.warning(
+            "user missions %s are scored in JSON records only (--format json); the Zeek layout has no column "
+            "for them",
+            ", ".join(engine.user_mission_names),
+        )
     stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
     writer = open_writer(fmt, stream)
     try:

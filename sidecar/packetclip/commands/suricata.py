@@ -18,7 +18,7 @@ import threading
 
 import click
 
-from packetclip.commands.classify import open_engine
+from packetclip.commands.classify import missions_options, open_engine
 from packetclip.config import ConfigError, load_config
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.suricata.control import SuricataControl
@@ -69,6 +69,7 @@ def suricata() -> None:
               help="Bundle (default: the store's active bundle, reloaded on activation; else the embedded one).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Flows per inference call.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
+@missions_options
 def run(
     eve_file: str | None,
     eve_socket: str | None,
@@ -86,13 +87,15 @@ def run(
     model: str | None,
     batch_size: int | None,
     threads: int | None,
+    missions: str | None,
+    text_encoder: str | None,
 ) -> None:
     """Classify the flows Suricata samples (rules/suricata/packetclip-sampling.rules) as it sees them."""
     if (eve_file is None) == (eve_socket is None):
         raise click.UsageError("give exactly one of --eve and --eve-socket")
     if verdicts_file is not None and verdicts_socket is not None:
         raise click.UsageError("give at most one of --verdicts and --verdicts-socket")
-    engine = open_engine(model, threads, batch_size)
+    engine = open_engine(model, threads, batch_size, missions, text_encoder)
     source: EveSource = (
         EveFileFollower(eve_file, from_start=not from_end)
         if eve_file is not None

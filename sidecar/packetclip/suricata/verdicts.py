@@ -9,7 +9,8 @@ Owns the record layout and where records go. One record per classified flow:
      "proto": "TCP",                                     upper-case, as eve spells TCP/UDP/ICMP
      "community_id": "1:...",                            Suricata's when its eve has community-id on, else ours
      "packetclip": {"label", "attack", "score", "scores", "explanation", "model",   the verdict-record contract
-                    "uid", "packets", "flush"}}          our uid, packets classified, why the flow was handed out
+                    "uid", "packets", "flush",           our uid, packets classified, why the flow was handed out
+                    "missions"}}                         user-written missions' scores, only with `--missions`
 
 Event-specific fields sit under an object named after the event type, as eve does for `alert`, `flow`, `dns`.
 Destinations: a file (appended, one line per record, flushed per batch; reopened when `reopen()` is called, e.g.
@@ -40,7 +41,7 @@ def eve_record(verdict: Verdict, flow: FlowFrames, packets: int) -> dict[str, An
     proto = _EVE_PROTO.get(verdict.proto, verdict.proto.upper())
     if proto == "ICMP" and ":" in verdict.orig_h:
         proto = "IPv6-ICMP"  # eve's name for ICMPv6
-    return {
+    record = {
         "timestamp": format_timestamp(verdict.ts),
         "flow_id": flow.flow_id,
         "event_type": EVENT_TYPE,
@@ -62,6 +63,9 @@ def eve_record(verdict: Verdict, flow: FlowFrames, packets: int) -> dict[str, An
             "flush": flow.reason,
         },
     }
+    if verdict.missions:  # user-written missions' scores (`--missions`), only when there are any
+        record[EVENT_TYPE]["missions"] = dict(verdict.missions)
+    return record
 
 
 class RecordSink(Protocol):
