@@ -265,3 +265,23 @@ def test_replay_order_breaks_first_packet_ties_as_the_sensor_paths_do() -> None:
         "Ce",
         "Ca",
     ]
+
+
+def test_epoch_rows_draw_a_share_of_each_class_from_real_captures() -> None:
+    from packetclip_training.reasoner import TrainConfig, epoch_rows
+
+    # class 0: 1,000 lab rows and 20 real ones; class 1: 300 lab rows only
+    fine = np.array([0] * 1020 + [1] * 300)
+    real = np.zeros(len(fine), bool)
+    real[1000:1020] = True
+    config = TrainConfig(max_per_class=500, min_per_class=100)
+    plain = epoch_rows(fine, config, np.random.default_rng(0), real)
+    assert (fine[plain] == 0).sum() == 500 and (fine[plain] == 1).sum() == 300
+    assert np.array_equal(plain, epoch_rows(fine, config, np.random.default_rng(0)))  # off: real is ignored
+    config.real_share = 0.1
+    rows = epoch_rows(fine, config, np.random.default_rng(0), real)
+    assert (fine[rows] == 0).sum() == 500 and (fine[rows] == 1).sum() == 300  # the same number per class
+    assert real[rows].sum() == 50  # 10 % of class 0's 500, from its 20 real rows (with replacement)
+    config.real_share = 0.5
+    rows = epoch_rows(fine, config, np.random.default_rng(0), real)
+    assert real[rows].sum() == 80 and (fine[rows] == 0).sum() == 500  # capped at real_repeats (4) × 20 rows

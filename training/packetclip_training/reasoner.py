@@ -153,6 +153,11 @@ class TrainConfig:
     # either way (`tool_invariance.jitter_responder_rates`): a tool's speed is its setting, not the attack
     rate_jitter: float = 0.5
     rate_jitter_factor: float = 4.0
+    # share of each class's rows per epoch drawn from real captures where the class has any (with replacement, at
+    # most `real_repeats` draws per real row on average): real benign traffic is 4 % of the benign rows and comes
+    # from hundreds of applications the lab does not run; drawn at its share, the reasoner meets it rarely
+    real_share: float = 0.0
+    real_repeats: float = 4.0
     seed: int = 0
 
 
@@ -342,6 +347,7 @@ class TrainingArrays:
     fine: np.ndarray  # int64 (n,) index into the fine classes trained on (-1: not trained on)
     previous: np.ndarray  # int64 (n,) previous connection of the same originator, -1 none
     previous_age: np.ndarray  # float64 (n,) seconds since that previous connection started
+    real: np.ndarray | None = None  # bool (n,): the row comes from a real capture (None: unknown, all lab)
 
 
 def concept_targets(graphs: MissionGraphs, missions: Sequence[Mission], classes: Sequence[str]) -> np.ndarray:
@@ -357,17 +363,32 @@ def concept_targets(graphs: MissionGraphs, missions: Sequence[Mission], classes:
     return targets
 
 
-def epoch_rows(fine: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> np.ndarray:
-    """One epoch's rows: ≤ max_per_class of each class, small classes drawn with replacement to min_per_class."""
+def epoch_rows(
+    fine: np.ndarray, config: TrainConfig, rng: np.random.Generator, real: np.ndarray | None = None
+) -> np.ndarray:
+    """One epoch's rows: ≤ max_per_class of each class, small classes drawn with replacement to min_per_class;
+    with `real` (bool per row) and `config.real_share`, that share of each class's draw comes from its real rows
+    (at most `real_repeats` times their number), the rest from its other rows."""
     picked = []
     for label in np.unique(fine[fine >= 0]):
         rows = np.flatnonzero(fine == label)
         if len(rows) >= config.max_per_class:
-            picked.append(rng.choice(rows, config.max_per_class, replace=False))
+            count, replace = config.max_per_class, False
         elif len(rows) >= config.min_per_class:
+            count, replace = len(rows), None  # every row once
+        else:
+            count, replace = config.min_per_class, True
+        real_rows = rows[real[rows]] if real is not None and config.real_share > 0 else rows[:0]
+        other = rows[~real[rows]] if len(real_rows) else rows
+        wanted = min(round(config.real_share * count), int(config.real_repeats * len(real_rows)))
+        if len(real_rows) and len(other) and wanted > 0:
+            picked.append(rng.choice(real_rows, wanted, replace=wanted > len(real_rows)))
+            rest = count - wanted
+            picked.append(rng.choice(other, rest, replace=rest > len(other)))
+        elif replace is None:
             picked.append(rows)
         else:
-            picked.append(rng.choice(rows, config.min_per_class, replace=True))
+            picked.append(rng.choice(rows, count, replace=replace))
     order = np.concatenate(picked) if picked else np.zeros(0, np.int64)
     return rng.permutation(order)
 
@@ -425,14 +446,16 @@ def train_reasoner(
     concept_target = torch.from_numpy(targets)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, math.ceil(len(epoch_rows(train.fine, config, rng)) / config.batch_size))
+    steps_per_epoch = max(
+        1, math.ceil(len(epoch_rows(train.fine, config, rng, train.real)) / config.batch_size)
+    )
     total = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=total)
     curve: list[dict[str, Any]] = []
     started, step = time.monotonic(), 0
     for epoch in range(1, config.epochs + 1):
         model.train()
-        rows = epoch_rows(train.fine, config, rng)
+        rows = epoch_rows(train.fine, config, rng, train.real)
         sums = np.zeros(4)
         for start in range(0, len(rows), config.batch_size):
             if step >= total:

@@ -72,7 +72,8 @@ def training_arrays(
     ts = split.columns["ts"].astype(np.float64)
     previous = split.previous
     age = np.where(previous >= 0, ts - ts[np.maximum(previous, 0)], np.inf)
-    return TrainingArrays(split.connection, split.context, fine, previous, age)
+    real = split.columns["source_kind"].astype(str) == "real" if "source_kind" in split.columns else None
+    return TrainingArrays(split.connection, split.context, fine, previous, age, real)
 
 
 def fraction_rows(fine: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -211,6 +212,14 @@ def quick_metrics(truth_fine: np.ndarray, coarse: np.ndarray, fine: np.ndarray) 
     help="Share of training rows towards a busy responder whose victim-side rate is rescaled (up to "
     f"{TrainConfig.rate_jitter_factor:g}x either way).",
 )
+@click.option(
+    "--real-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=TrainConfig.real_share,
+    show_default=True,
+    help="Share of each class's rows per epoch drawn from real captures where the class has any (at most "
+    f"{TrainConfig.real_repeats:g} draws per real row on average).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="torch CPU threads (default: torch's choice).")
 def reasoner(
@@ -226,6 +235,7 @@ def reasoner(
     behaviour_dropout: float,
     tool_invariance: float,
     rate_jitter: float,
+    real_share: float,
     seed: int,
     threads: int | None,
 ) -> None:
@@ -248,6 +258,7 @@ def reasoner(
         behaviour_dropout=behaviour_dropout,
         tool_invariance=tool_invariance,
         rate_jitter=rate_jitter,
+        real_share=real_share,
         seed=seed,
     )
     train = reasoner_training_split(
