@@ -32,6 +32,10 @@ export {
 		## The sidecar classified a connection as brute force against
 		## a login service.
 		BruteForce,
+		## A user-written mission (``packetclip serve --missions``)
+		## scored a connection at least its threshold in
+		## :zeek:see:`PacketCLIP::mission_thresholds`.
+		UserMission,
 	};
 
 	## Turns frame collection on or off while Zeek runs. Connections
@@ -97,6 +101,11 @@ export {
 	## it was raised.
 	option notice_suppress_for = 1hr;
 
+	## Lowest score per user-written mission that raises a
+	## :zeek:see:`PacketCLIP::UserMission` notice. Missions not in the
+	## table never raise one.
+	option mission_thresholds: table[string] of double = table();
+
 	## How long a live sensor keeps a sent request while waiting for its
 	## verdict; verdicts arriving later are counted as unmatched. Reading
 	## a capture with the sidecar attached, requests never expire: the
@@ -128,6 +137,9 @@ export {
 		explanation: string &log;
 		## Version of the model bundle that classified it.
 		model: string &log;
+		## Scores of the user-written missions the sidecar scores, as
+		## ``name=score``; unset when it scores none.
+		missions: vector of string &log &optional;
 	};
 
 	## A request before it is published: the arguments of
@@ -151,6 +163,10 @@ export {
 		id: conn_id;
 		## Time of its first packet.
 		ts: time;
+		## Scores of user-written missions, as ``name=score``, when
+		## :zeek:see:`PacketCLIP::mission_scores` came before the
+		## verdict.
+		missions: vector of string &optional;
 	};
 
 	## Frames collected so far for one connection. The connection
@@ -200,6 +216,15 @@ export {
 	## model: version of the model bundle.
 	global verdict: event(uid: string, label: string, attack: string,
 	    score: double, explanation: string, model: string);
+
+	## Sidecar -> Zeek, on the same topic, right before the verdict of a
+	## connection, when the sidecar scores user-written missions.
+	##
+	## uid: the connection's uid, as in the request.
+	## missions: names of the user-written missions.
+	## scores: each mission's score (a probability), in the same order.
+	global mission_scores: event(uid: string, missions: vector of string,
+	    scores: vector of double);
 
 	## Sidecar -> Zeek, once it has subscribed: it is ready for requests.
 	##
@@ -439,11 +464,16 @@ function flush(uid: string)
 function write_row(uid: string, where: Pending, label: string, attack: string,
     score: double, explanation: string, model: string)
 	{
-	Log::write(LOG, Info($ts=where$ts, $uid=uid, $id=where$id,
+	local info = Info($ts=where$ts, $uid=uid, $id=where$id,
 	    $proto=get_port_transport_proto(where$id$resp_p),
 	    $community_id=community_id_v1(where$id), $label=label,
 	    $attack=attack, $score=score, $explanation=explanation,
-	    $model=model));
+	    $model=model);
+
+	if ( where?$missions )
+		info$missions = where$missions;
+
+	Log::write(LOG, info);
 	}
 
 function give_up(uid: string, reason: string)
@@ -631,6 +661,33 @@ event verdict(uid: string, label: string, attack: string, score: double,
 	++verdicts_logged;
 
 	raise_notice(uid, where, label, attack, score, explanation);
+	}
+
+event mission_scores(uid: string, missions: vector of string, scores: vector of
+    double)
+	{
+	if ( uid !in pending || |missions| != |scores| )
+		return;
+
+	local where = pending[uid];
+	local entries: vector of string = vector();
+
+	for ( i in missions )
+		{
+		entries[|entries|] = fmt("%s=%.6f", missions[i], scores[i]);
+
+		if ( missions[i] !in mission_thresholds
+		    || scores[i] < mission_thresholds[missions[i]] )
+			next;
+
+		NOTICE([$note=UserMission, $msg=fmt(
+		    "PacketCLIP mission %s from %s, score %.2f", missions[i],
+		    where$id$orig_h, scores[i]), $uid=uid, $id=where$id,
+		    $src=where$id$orig_h, $identifier=cat(where$id$orig_h, "/",
+		    missions[i]), $suppress_for=notice_suppress_for]);
+		}
+
+	where$missions = entries;
 	}
 
 event zeek_init() &priority=5

@@ -31,6 +31,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol, TextIO
 
 from packetclip.engine import Verdict
@@ -59,6 +60,7 @@ ZEEK_FIELDS: tuple[tuple[str, str], ...] = (
     ("score", "double"),
     ("explanation", "string"),
     ("model", "string"),
+    ("missions", "vector[string]"),
 )
 JSON_FIELDS: tuple[str, ...] = (
     "ts",
@@ -93,7 +95,9 @@ def verdict_record(verdict: Verdict) -> dict[str, Any]:
     """The contract's record of one verdict (JSON field names and order)."""
     record = {name: getattr(verdict, _ATTRIBUTES.get(name, name)) for name in JSON_FIELDS}
     record["scores"] = dict(verdict.scores)  # a copy: the record is the caller's to change
-    if verdict.missions:  # user-written missions (`--missions`): after the contract's fields, only when scored
+    if (
+        verdict.missions
+    ):  # user-written missions (`--missions`): after the contract's fields, only when scored
         record["missions"] = dict(verdict.missions)
     return record
 
@@ -113,15 +117,34 @@ def zeek_escape(text: str, utf8: bool = True) -> str:
     return escaped
 
 
+def mission_entries(missions: dict[str, float]) -> list[str]:
+    """User-written missions' scores as the Zeek log's `missions` column holds them: `name=score`, six decimals,
+    as the package's `fmt("%s=%.6f", ...)` writes them."""
+    return [f"{name}={float(score):.6f}" for name, score in missions.items()]
+
+
 def zeek_value(value: Any, zeek_type: str, utf8: bool = True) -> str:
-    """One field as Zeek's ASCII writer renders a value of `zeek_type`."""
+    """One field as Zeek's ASCII writer renders a value of `zeek_type`; a `vector[...]` value is a list (empty:
+    Zeek's empty field) or None (unset)."""
     if value is None:
         return UNSET_FIELD
+    if zeek_type.startswith("vector["):
+        element = zeek_type[len("vector[") : -1]
+        if not value:
+            return EMPTY_FIELD
+        # a separator inside an element is escaped, as Zeek's writer does
+        return SET_SEPARATOR.join(
+            zeek_value(item, element, utf8).replace(SET_SEPARATOR, "\\x2c") for item in value
+        )
     if zeek_type in ("time", "double", "interval"):
         return f"{float(value):.6f}"
     if zeek_type in ("port", "count", "int"):
         return str(int(value))
     return zeek_escape(str(value), utf8)
+
+
+def _render_missions(render: Callable[[Any], str], missions: dict[str, float]) -> str:
+    return render(mission_entries(missions) or None)
 
 
 def zeek_timestamp(epoch: float) -> str:
@@ -166,7 +189,10 @@ class ZeekWriter:
         fields = []
         for name, kind in ZEEK_FIELDS:
             repeats = kind in _REPEATING or name in _REPEATING_FIELDS
-            fields.append((_ATTRIBUTES.get(name, name), self._renderer(kind, repeats)))
+            render = self._renderer(kind, repeats)
+            if name == "missions":  # no user missions: unset, as Zeek leaves the optional field
+                render = partial(_render_missions, render)
+            fields.append((_ATTRIBUTES.get(name, name), render))
         self._fields = tuple(fields)
 
     def write(self, verdict: Verdict) -> None:

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from packetclip.commands.classify import classify, classify_captures
 from packetclip.engine import Engine
 from packetclip.featurizer import ConnectionTracker, FeaturizerConfig, ParseStats, featurize_pcap, read_frames
+from packetclip.output import ZEEK_FIELDS
 from real_captures import manifest_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -119,7 +120,7 @@ def test_every_real_capture_classifies_and_malformed_frames_are_counted(
     assert result.exit_code in (0, 1), result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     rows = [line for line in out.read_text().splitlines() if not line.startswith("#")]
-    assert rows and all(len(row.split("\t")) == 13 for row in rows)
+    assert rows and all(len(row.split("\t")) == len(ZEEK_FIELDS) for row in rows)
     assert f"malformed: {expected.malformed_total}" in result.stderr
     assert expected.malformed_total > 0  # the real captures do hold damaged frames
     for reason, count in expected.malformed.items():

@@ -15,15 +15,13 @@ import pytest
 from packetclip.classes import COARSE_CLASSES, FINE_TO_COARSE
 from packetclip.engine import Engine, Verdict, decide
 from packetclip.featurizer import featurize_pcap
-from packetclip.output import JsonWriter, ZeekWriter, open_writer, zeek_escape
+from packetclip.output import ZEEK_FIELDS, JsonWriter, ZeekWriter, open_writer, zeek_escape
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_engine import LAB_CAPTURE, runtime_bundle
 
-FIELDS = (
-    "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto community_id label attack score explanation model"
-)
-TYPES = "time string addr port addr port enum string string string double string string"
+FIELDS = "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto community_id label attack score explanation model missions"
+TYPES = "time string addr port addr port enum string string string double string string vector[string]"
 
 
 def make_verdict(**changes: object) -> Verdict:
@@ -75,9 +73,19 @@ def test_zeek_layout_header_rows_and_close() -> None:
     row = lines[8].split("\t")
     assert row == [
         "1700000000.500000", "CAbc", "10.0.0.1", "40000", "2001:db8::1", "80", "tcp", "1:xyz=", "recon",
-        "port_scan", "0.750000", "TCP to port 80.", "2026.11.27-1",
+        "port_scan", "0.750000", "TCP to port 80.", "2026.11.27-1", "-",
     ]  # fmt: skip
     assert lines[9].startswith("#close\t") and lines[10] == ""
+
+
+def test_user_missions_fill_the_missions_column_as_zeeks_package_writes_it() -> None:
+    out = io.StringIO()
+    writer = ZeekWriter(out, clock=lambda: 0.0)
+    writer.write(make_verdict(missions={"ntp_flood": 0.9981204, "web_probe": 0.5}))
+    writer.write(make_verdict(missions={}))
+    rows = [line.split("\t") for line in out.getvalue().splitlines() if not line.startswith("#")]
+    assert rows[0][-1] == "ntp_flood=0.998120,web_probe=0.500000"  # fmt("%s=%.6f"), set separator between
+    assert rows[1][-1] == "-"  # no missions: unset, as Zeek leaves the optional field
 
 
 def test_zeek_escaping_keeps_one_line_per_record() -> None:
@@ -164,5 +172,5 @@ def test_zeek_rows_of_real_verdicts_have_every_field(lab_verdicts: list[Verdict]
     writer.close()
     rows = [line.split("\t") for line in out.getvalue().splitlines() if not line.startswith("#")]
     assert len(rows) == len(lab_verdicts)
-    assert all(len(row) == 13 for row in rows)
+    assert all(len(row) == len(ZEEK_FIELDS) for row in rows)
     assert {row[8] for row in rows} <= set(COARSE_CLASSES)

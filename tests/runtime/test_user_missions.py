@@ -318,3 +318,31 @@ def test_the_readme_mission_written_in_yaml_alone_picks_out_the_ntp_flood_of_the
             by_class.setdefault(truth, []).append(record["missions"]["ntp_flood"])
     flood = float(np.median(by_class.pop("udp_flood")))  # the sample's one UDP flood: hping3 to port 123
     assert flood > 0.5 and all(flood > float(np.median(scores)) for scores in by_class.values()), by_class
+
+
+def test_classify_suricata_and_serve_open_their_engine_with_the_missions_setting(
+    bundle: Bundle, missions_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The flag, PACKETCLIP_MISSIONS or the config file's `missions` key: each command's engine scores them."""
+    from packetclip.commands.classify import open_engine
+    from packetclip.commands.serve import open_serving_engine
+
+    class StandIn:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            return hashed_text_vectors(list(texts))
+
+    monkeypatch.setattr("packetclip.user_missions.open_text_encoder", lambda directory, threads: StandIn())
+    monkeypatch.delenv("PACKETCLIP_MISSIONS", raising=False)
+    monkeypatch.setenv("PACKETCLIP_CONFIG", str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").write_text("")
+    model = str(bundle.source)
+    assert open_engine(model, None, None).user_mission_names == ()
+    assert open_engine(model, None, None, str(missions_dir)).user_mission_names == ("syn_watch",)
+    engine, _ = open_serving_engine(model, None, None, 16, missions=str(missions_dir))
+    assert engine.user_mission_names == ("syn_watch",)
+    monkeypatch.setenv("PACKETCLIP_MISSIONS", str(missions_dir))
+    assert open_engine(model, None, None).user_mission_names == ("syn_watch",)
+    config = tmp_path / "config.toml"
+    config.write_text(f'missions = "{missions_dir}"\n')
+    monkeypatch.delenv("PACKETCLIP_MISSIONS")
+    assert open_serving_engine(model, str(config), None, 16)[0].user_mission_names == ("syn_watch",)

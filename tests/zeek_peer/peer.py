@@ -93,6 +93,7 @@ PACKETCLIP_EVENTS: dict[str, tuple[str, ...]] = {
         "vector<real>", "vector<boolean>", "vector<string>",
     ),
     "PacketCLIP::verdict": ("string", "string", "string", "real", "string", "string"),
+    "PacketCLIP::mission_scores": ("string", "vector<string>", "vector<real>"),
     "PacketCLIP::hello": ("string", "string"),
 }  # fmt: skip
 _ZEEK_ESCAPES = {

@@ -18,6 +18,8 @@ give different publication orders of the same requests, each one a real Zeek cou
   its own, as iterating a Zeek table gives), and its uid is remembered (`resent_uids`);
 - a verdict for a pending request becomes a log row and the request leaves pending; a verdict for no pending
   request is a duplicate when its uid was published again, else unmatched; neither is logged;
+- `PacketCLIP::mission_scores` for a pending request keeps its user-written missions' scores, as main.zeek writes
+  them into the row's `missions` column (`name=score`, six decimals); without it the column is unset (None);
 - after the capture, the drain waits until nothing is pending; when no verdict (or re-send) has come for
   `drain_timeout` (wall clock), every request left becomes an `error` row saying it was lost (`requests_lost`).
 """
@@ -35,6 +37,7 @@ from peer import ScriptOptions, ScriptRequest, ZeekPeer, requests_from_capture
 
 HELLO = "PacketCLIP::hello"
 VERDICT = "PacketCLIP::verdict"
+MISSION_SCORES = "PacketCLIP::mission_scores"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Row:
     score: float
     explanation: str
     model: str
+    missions: list[str] | None = None  # `name=score` entries; None: unset
 
 
 @dataclass
@@ -93,6 +97,7 @@ class OfflineZeek:
     seed: int = 0
     pending: dict[str, ScriptRequest] = field(default_factory=dict)
     resent_uids: set[str] = field(default_factory=set)
+    missions: dict[str, list[str]] = field(default_factory=dict)  # pending uid -> its `missions` column
     rows: list[Row] = field(default_factory=list)
     hellos: int = 0
     requests_published: int = 0
@@ -158,6 +163,8 @@ class OfflineZeek:
                     await self._hello()
                 elif event.name == VERDICT:
                     self._verdict(*event.args)
+                elif event.name == MISSION_SCORES:
+                    self._mission_scores(*event.args)
 
     async def _hello(self) -> None:
         """`hellos` counts the hellos handled (after the re-sends they caused)."""
@@ -183,9 +190,13 @@ class OfflineZeek:
                 self.verdicts_unmatched += 1
             return
         del self.pending[uid]
-        self.rows.append(Row(uid, label, attack, score, explanation, model))
+        self.rows.append(Row(uid, label, attack, score, explanation, model, self.missions.pop(uid, None)))
+
+    def _mission_scores(self, uid: str, missions: list[str], scores: list[float]) -> None:
+        if uid in self.pending and len(missions) == len(scores):
+            self.missions[uid] = [f"{name}={score:.6f}" for name, score in zip(missions, scores, strict=True)]
 
     def _give_up(self, uid: str, reason: str) -> None:
         del self.pending[uid]
-        self.rows.append(Row(uid, "error", "error", 0.0, reason, ""))
+        self.rows.append(Row(uid, "error", "error", 0.0, reason, "", self.missions.pop(uid, None)))
         self.requests_lost += 1

@@ -181,6 +181,14 @@ def test_verdict_handler_matches_contract() -> None:
         assert handler_signature("verdict") == contract_signature("verdict", doc), doc
 
 
+def test_mission_scores_event_follows_this_repositorys_contract() -> None:
+    """User-written missions' scores travel in an event of their own, declared and handled as docs/design.md
+    says (the shared design notes predate it)."""
+    contract = contract_signature("mission_scores")
+    assert contract == [("uid", "string"), ("missions", "vector of string"), ("scores", "vector of double")]
+    assert declared_signature("mission_scores") == contract == handler_signature("mission_scores")
+
+
 def test_request_record_and_publish_calls_follow_contract() -> None:
     """The Request record mirrors the event, and both publish calls spread it in the contract's order."""
     contract = contract_signature("request")
@@ -213,7 +221,10 @@ def test_topics_follow_contract() -> None:
 
 # Zeek types of the Info record as the ASCII writer declares them in #types; a record field (conn_id) is logged as
 # its fields, prefixed with the field's name.
-LOG_TYPES = {"time": "time", "string": "string", "double": "double", "transport_proto": "enum"}
+LOG_TYPES = {
+    "time": "time", "string": "string", "double": "double", "transport_proto": "enum",
+    "vector of string": "vector[string]",
+}  # fmt: skip
 CONN_ID_FIELDS = (("orig_h", "addr"), ("orig_p", "port"), ("resp_h", "addr"), ("resp_p", "port"))
 
 
@@ -221,6 +232,7 @@ def logged_columns() -> list[tuple[str, str]]:
     """(name, log type) of every column of packetclip.log, read from main.zeek's Info record."""
     columns = []
     for name, declared in record_fields("Info"):
+        declared = declared.removesuffix(" &optional")  # logged as unset ("-") when not set
         assert declared.endswith(" &log"), f"Info${name} is not logged"
         zeek_type = declared.removesuffix(" &log")
         if zeek_type == "conn_id":

@@ -38,8 +38,8 @@ from typing import Any, TextIO
 import click
 
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
-from packetclip.config import ConfigError, load_config
-from packetclip.engine import Engine, Verdict
+from packetclip.config import ConfigError, RuntimeConfig, load_config
+from packetclip.engine import Engine, MissionScorerFactory, Verdict
 from packetclip.featurizer import (
     Connection,
     ConnectionTracker,
@@ -214,17 +214,7 @@ def open_engine(
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     path = resolve_model(model)
-    if settings.missions is not None:
-        if not settings.missions.is_dir():
-            raise click.ClickException(
-                f"missions folder {settings.missions} (from {settings.sources['missions']}) is not a folder"
-            )
-        engine_options["user_missions"] = partial(
-            load_user_mission_scorer,
-            missions_dir=settings.missions,
-            text_encoder_dir=settings.text_encoder,
-            threads=settings.threads,
-        )
+    engine_options["user_missions"] = user_mission_factory(settings)
     try:
         engine = Engine(
             load_bundle(path), threads=settings.threads, batch_size=settings.batch_size, **engine_options
@@ -234,6 +224,22 @@ def open_engine(
     if engine.user_mission_names:
         log.info("user missions scored: %s", ", ".join(engine.user_mission_names))
     return engine
+
+
+def user_mission_factory(settings: RuntimeConfig) -> MissionScorerFactory | None:
+    """What builds a bundle's user-mission scorer from the `missions` setting (None: no missions folder set)."""
+    if settings.missions is None:
+        return None
+    if not settings.missions.is_dir():
+        raise click.ClickException(
+            f"missions folder {settings.missions} (from {settings.sources['missions']}) is not a folder"
+        )
+    return partial(
+        load_user_mission_scorer,
+        missions_dir=settings.missions,
+        text_encoder_dir=settings.text_encoder,
+        threads=settings.threads,
+    )
 
 
 def missions_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -324,12 +330,6 @@ def classify(
     exit status is 1 (0 when every capture was read).
     """
     engine = open_engine(model, threads, batch_size, missions, text_encoder)
-    if engine.user_mission_names and fmt != "json":
-        log.warning(
-            "user missions %s are scored in JSON records only (--format json); the Zeek layout has no column "
-            "for them",
-            ", ".join(engine.user_mission_names),
-        )
     stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
     writer = open_writer(fmt, stream)
     try:

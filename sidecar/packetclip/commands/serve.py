@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from packetclip.bundle import BundleError, load_bundle
+from packetclip.commands.classify import missions_options, user_mission_factory
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.store import ActiveModelWatcher, ModelStore
@@ -52,17 +53,34 @@ def use_json_logs() -> None:
 
 
 def open_serving_engine(
-    model: str | None, config: str | None, threads: int | None, batch_size: int, shards: int = 1
+    model: str | None,
+    config: str | None,
+    threads: int | None,
+    batch_size: int,
+    shards: int = 1,
+    missions: str | None = None,
+    text_encoder: str | None = None,
 ) -> tuple[Engine, ActiveModelWatcher | None]:
-    """The engine, and the store watcher when the bundle comes from the store (a fixed --model never reloads)."""
-    settings = load_config(config=config, threads=threads, batch_size=batch_size)
+    """The engine, and the store watcher when the bundle comes from the store (a fixed --model never reloads);
+    with a missions folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored."""
+    settings = load_config(
+        config=config, threads=threads, batch_size=batch_size, missions=missions, text_encoder=text_encoder
+    )
     watcher = None
     if model:
         path = Path(model)
     else:
         watcher = ActiveModelWatcher(ModelStore(settings.store))
         path = watcher.active_bundle_path()
-    engine = Engine(load_bundle(path), threads=settings.threads, batch_size=batch_size, shards=shards)
+    engine = Engine(
+        load_bundle(path),
+        threads=settings.threads,
+        batch_size=batch_size,
+        shards=shards,
+        user_missions=user_mission_factory(settings),
+    )
+    if engine.user_mission_names:
+        log.info("user missions scored: %s", ", ".join(engine.user_mission_names))
     return engine, watcher
 
 
@@ -107,6 +125,7 @@ async def serve_forever(
 )
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
               help="TOML config file (runtime keys and a [serve] table).")  # fmt: skip
+@missions_options
 def serve(
     zeek: str | None,
     model: str | None,
@@ -120,6 +139,8 @@ def serve(
     threads: int | None,
     log_format: str | None,
     config: str | None,
+    missions: str | None,
+    text_encoder: str | None,
 ) -> None:
     """Classify the connections Zeek publishes and send the verdicts back (runs until SIGINT/SIGTERM)."""
     try:
@@ -139,7 +160,9 @@ def serve(
         settings = settings.updated(batch_size=runtime_batch)
         if settings.log_format == "json":
             use_json_logs()
-        engine, watcher = open_serving_engine(model, config, threads, settings.batch_size, settings.shards)
+        engine, watcher = open_serving_engine(
+            model, config, threads, settings.batch_size, settings.shards, missions, text_encoder
+        )
     except (ConfigError, BundleError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     where = f"shard {settings.shard}" if settings.shard is not None else "the unsharded topic"

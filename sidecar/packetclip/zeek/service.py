@@ -95,6 +95,7 @@ CONTROL_TOPIC = "packetclip/control/"
 VERDICT_TOPIC = "packetclip/verdict/{node}/"
 REQUEST_EVENT = "PacketCLIP::request"
 VERDICT_EVENT = "PacketCLIP::verdict"
+MISSION_SCORES_EVENT = "PacketCLIP::mission_scores"
 HELLO_EVENT = "PacketCLIP::hello"
 ERROR_LABEL = "error"
 NODE_NAME = re.compile(r"^[^/\s]*$")  # a node name becomes a topic level: no slash, no whitespace
@@ -496,6 +497,12 @@ class Sidecar:
         )
         return Outgoing(event_text(verdict_topic(node), event), label, received)
 
+    @staticmethod
+    def _mission_scores(node: str, uid: str, missions: dict[str, float]) -> Outgoing:
+        names = list(missions)
+        event = Event(MISSION_SCORES_EVENT, [uid, names, [float(missions[name]) for name in names]])
+        return Outgoing(event_text(verdict_topic(node), event))
+
     def _post(self, item: Outgoing) -> None:
         if len(self._outbox) >= self.settings.max_outbox:
             self.metrics.count_drop("outbox_full")
@@ -534,14 +541,16 @@ class Sidecar:
         """Verdict messages for a batch, in its order (runs in the inference thread); reloads first when the
         store's activation changed."""
         reloaded = self._reload_if_activated()
-        answers: list[Outgoing | None] = [None] * len(batch)
+        answers: list[list[Outgoing]] = [[] for _ in batch]  # per request: its messages, in order
         by_node: dict[str, list[tuple[int, Connection]]] = {}
         for index, request in enumerate(batch):
             connection = self._featurize(request)
             if isinstance(connection, str):
-                answers[index] = self._verdict(
-                    request.node, request.uid, ERROR_LABEL, ERROR_LABEL, 0.0, connection, request.received
-                )
+                answers[index] = [
+                    self._verdict(
+                        request.node, request.uid, ERROR_LABEL, ERROR_LABEL, 0.0, connection, request.received
+                    )
+                ]
             else:
                 by_node.setdefault(request.node, []).append((index, connection))
         for node, rows in by_node.items():
@@ -552,28 +561,38 @@ class Sidecar:
                 self.metrics.count_error("engine_failed")
                 for index, _ in rows:
                     request = batch[index]
-                    answers[index] = self._verdict(
-                        node,
-                        request.uid,
-                        ERROR_LABEL,
-                        ERROR_LABEL,
-                        0.0,
-                        f"engine failed: {exc}",
-                        request.received,
-                    )
+                    answers[index] = [
+                        self._verdict(
+                            node,
+                            request.uid,
+                            ERROR_LABEL,
+                            ERROR_LABEL,
+                            0.0,
+                            f"engine failed: {exc}",
+                            request.received,
+                        )
+                    ]
                 continue
             for (index, _), verdict in zip(rows, verdicts, strict=True):
                 request = batch[index]
-                answers[index] = self._verdict(
-                    node,
-                    request.uid,
-                    verdict.label,
-                    verdict.attack,
-                    verdict.score,
-                    verdict.explanation,
-                    request.received,
-                )
-        return [answer for answer in answers if answer is not None], reloaded
+                # a verdict's user-mission scores go first, so Zeek holds them when the verdict's row is written
+                answers[index] = [
+                    *(
+                        [self._mission_scores(node, request.uid, verdict.missions)]
+                        if verdict.missions
+                        else []
+                    ),
+                    self._verdict(
+                        node,
+                        request.uid,
+                        verdict.label,
+                        verdict.attack,
+                        verdict.score,
+                        verdict.explanation,
+                        request.received,
+                    ),
+                ]
+        return [message for messages in answers for message in messages], reloaded
 
     def _classify_in_order(self, connections: list[Connection], node: str) -> list[Verdict]:
         """The engine's verdicts with the connections taken in the order given: the engine sorts what it is

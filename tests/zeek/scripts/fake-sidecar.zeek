@@ -38,6 +38,12 @@ event zeek_init()
 hook PacketCLIP::request_policy(topic: string, req: PacketCLIP::Request)
 	{
 	local a = answers[req$resp_p];
+
+	# a sidecar scoring user-written missions sends their scores first
+	if ( req$resp_p == 80/tcp )
+		event PacketCLIP::mission_scores(req$uid, vector("ntp_flood", "web_probe"),
+		    vector(0.1, 0.93));
+
 	event PacketCLIP::verdict(req$uid, a$label, a$attack, a$score, a$explanation,
 	    "btest-model");
 	}
