@@ -196,3 +196,18 @@ def test_flows_starting_at_one_time_leave_in_endpoint_order_whatever_order_they_
         order.push(arrival)
         orders.append([flow.first.src_ip for flow in order.drain()])
     assert orders[0] == ["10.0.0.1", "10.0.0.5", "10.0.0.9"] and orders[1:] == orders[:1] * 2
+
+
+def test_lines_that_once_stopped_suricata_run_are_counted_and_skipped() -> None:
+    """A packet record whose timestamp lies past year 9999 once it is moved to UTC (datetime cannot write it back)
+    and a line nested deeper than the JSON decoder recurses: each is counted by reason, and the next good line is
+    still read."""
+    parser = EveParser()
+    late = json.loads(packet_line(1, 1.0))
+    late["timestamp"] = "9999-12-31T23:59:59.999999-2359"
+    early = dict(late, timestamp="1969-12-31T23:59:59.000000+0000")
+    assert parser.parse(json.dumps(late)) is None and parser.parse(json.dumps(early)) is None
+    assert parser.parse(b"[" * 100_000) is None
+    assert isinstance(parser.parse(packet_line(2, 1_700_000_000.25)), EvePacket)
+    assert parser.counts.malformed == {"bad_timestamp": 2, "too_deep": 1}
+    assert format_timestamp(parse_timestamp("9999-12-30T23:59:59.000000+0000")).startswith("9999-12-30T23:59:59")

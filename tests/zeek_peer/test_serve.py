@@ -153,9 +153,9 @@ def _request(uid: str, frames: list[str], node: str = "worker-1", **changes: Any
 
 
 def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_serving(bundle_path: Path) -> None:
-    """Invalid JSON (Zeek's raw \\v escape, non-UTF-8 bytes), a non-event, an unknown event, wrong argument types,
-    bad base64, an oversized frame, frames that carry no IP and an error message from Zeek are each counted by
-    kind; the requests with a readable uid and node get an "error" verdict with the reason; a good request sent
+    """Invalid JSON (Zeek's raw \\v escape, non-UTF-8 bytes), JSON nested past the decoders' recursion, a
+    non-event, an unknown event, wrong argument types, bad base64, an oversized frame, frames that carry no IP and
+    an error message from Zeek are each counted by kind; the requests with a readable uid and node get an "error" verdict with the reason; a good request sent
     afterwards still gets its verdict."""
     good = next(iter(requests_from_capture(LAB_CAPTURE, ScriptOptions(node="worker-1"))))
     arp = base64.b64encode(bytes(12) + b"\x08\x06" + bytes(28)).decode()
@@ -163,6 +163,14 @@ def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_servi
 
     async def body(peer: ZeekPeer, sidecar: Sidecar) -> None:
         await peer.broadcast_raw(b'{"type":"data-message","topic":"x\x0b","@data-type":"none","data":{}}')
+        await peer.broadcast_raw(b"[" * 100_000)  # deeper than the decoder recurses (RecursionError)
+        await peer.broadcast_raw(
+            b'{"type":"data-message","topic":"packetclip/request/","@data-type":"vector","data":'
+            + b'[{"@data-type":"vector","data":' * 3000
+            + b"[]"
+            + b"}]" * 3000
+            + b"}"
+        )  # valid JSON whose Broker vectors nest deeper than the codec recurses
         await peer.broadcast_raw(b'{"type":"error","code":"x","context":"\xff\xfe"}')
         await peer.broadcast_raw(
             b'{"type":"error","code":"deserialization_failed","context":"failed to create Zeek event"}'
@@ -184,7 +192,7 @@ def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_servi
 
     sidecar = run_live(Engine(bundle_path), body)
     errors = sidecar.metrics.errors
-    assert errors["invalid_json"] == 2
+    assert errors["invalid_json"] == 2 and errors["too_deep"] == 2
     assert errors["peer_error"] == 1
     assert errors["not_an_event"] == 1 and errors["unknown_event"] == 1
     assert errors["wrong_type"] == 1 and errors["bad_base64"] == 1 and errors["oversized_frame"] == 1

@@ -70,6 +70,11 @@ class EveCounts:
         }
 
 
+# 9999-12-31T00:00:00Z: a later time, or one before the epoch, is no packet's (and 9999-12-31 23:59 -2359 would be
+# year 10000, which datetime cannot write back)
+LAST_EPOCH = 253_402_214_400
+
+
 def parse_timestamp(text: str) -> float:
     """Epoch seconds of an eve timestamp (``YYYY-MM-DDTHH:MM:SS[.ffffff]+HHMM``); ValueError when it is not one."""
     if len(text) < 24 or text[10] != "T":
@@ -86,7 +91,10 @@ def parse_timestamp(text: str) -> float:
     if fraction and not fraction.isdigit():
         raise ValueError(f"bad fraction in eve timestamp: {text!r}")
     micros = int(fraction.ljust(6, "0")[:6]) if fraction else 0
-    return (int(whole.timestamp()) - offset) + micros * 1e-6
+    epoch = (int(whole.timestamp()) - offset) + micros * 1e-6
+    if not 0 <= epoch < LAST_EPOCH:  # a record must be writable again (`format_timestamp`), in UTC
+        raise ValueError(f"eve timestamp out of range: {text!r}")
+    return epoch
 
 
 def format_timestamp(epoch: float) -> str:
@@ -114,6 +122,9 @@ class EveParser:
             record = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             self._malformed("not_json")
+            return None
+        except RecursionError:  # nested deeper than the decoder recurses: no eve record is
+            self._malformed("too_deep")
             return None
         if not isinstance(record, dict):
             self._malformed("not_an_object")

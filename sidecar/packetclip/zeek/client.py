@@ -121,7 +121,7 @@ async def open_session(
 def _ack_of(raw: str | bytes) -> Ack:
     try:
         message = decode_message(json.loads(raw))
-    except (ValueError, CodecError) as exc:
+    except (ValueError, CodecError, RecursionError) as exc:
         raise HandshakeError(
             f"expected an ack to the subscription, got an unreadable message ({exc})"
         ) from None

@@ -429,6 +429,9 @@ class Sidecar:
         """Count, classify-queue or answer one raw message; never raises on bad input."""
         try:
             message = decode_message(json.loads(raw))
+        except RecursionError:  # nested deeper than the decoders recurse: never a message of the contract
+            self._complain("too_deep", "skipped a message nested too deeply to decode")
+            return
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
             kind = "bad_message" if isinstance(exc, CodecError) else "invalid_json"
             self._complain(kind, f"skipped a message: {exc}")
