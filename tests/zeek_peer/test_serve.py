@@ -11,6 +11,7 @@ import base64
 import ipaddress
 import json
 import logging
+import socket
 import sys
 import threading
 import urllib.request
@@ -408,6 +409,40 @@ def test_serve_table_of_the_config_file(tmp_path: Path) -> None:
 def test_serve_command_refuses_a_bad_url(bundle_path: Path) -> None:
     result = CliRunner().invoke(serve, ["--zeek", "http://127.0.0.1:1/", "--model", str(bundle_path)])
     assert result.exit_code != 0 and "ws://" in result.output
+    for url, words in (
+        ("ws://127.0.0.1:99999/v1/messages/json", "0-65535"),
+        ("wss:///v1/messages/json", "no host"),
+    ):
+        result = CliRunner().invoke(serve, ["--zeek", url, "--model", str(bundle_path)])
+        assert result.exit_code == 1 and words in result.output and "Traceback" not in result.output, url
+
+
+def test_a_busy_metrics_port_is_a_one_line_error(bundle_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = [
+            "--zeek",
+            "ws://127.0.0.1:1/v1/messages/json",
+            "--model",
+            str(bundle_path),
+            "--metrics-port",
+            str(port),
+        ]
+        result = CliRunner().invoke(serve, argv)
+    assert result.exit_code == 1 and f"cannot serve metrics on 127.0.0.1:{port}" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_metrics_on_a_non_loopback_address_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    from packetclip.zeek.metrics import Metrics, MetricsServer
+
+    with caplog.at_level(logging.WARNING):
+        MetricsServer(Metrics(), "127.0.0.1", 0).start().close()
+        assert "no authentication" not in caplog.text
+        MetricsServer(Metrics(), "0.0.0.0", 0).start().close()
+    assert "reachable from other hosts" in caplog.text
 
 
 def test_request_json_from_the_emulation_is_what_zeek_would_send() -> None:

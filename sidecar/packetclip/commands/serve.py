@@ -22,6 +22,7 @@ from packetclip.commands.classify import missions_options, user_mission_factory
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.store import ActiveModelWatcher, ModelStore
+from packetclip.zeek.metrics import MetricsPortError
 from packetclip.zeek.service import Sidecar
 from packetclip.zeek.settings import ServeSettings, serve_settings
 
@@ -169,6 +170,8 @@ def serve(
     click.echo(f"serving model {engine.model_version} for {settings.zeek} on {where}", err=True)
     try:
         sidecar = asyncio.run(serve_forever(settings, engine, watcher))
+    except MetricsPortError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         engine.close()
     metrics = sidecar.metrics

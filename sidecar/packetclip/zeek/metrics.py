@@ -24,6 +24,7 @@ does not decide what is counted when (`service`). No client library: the format 
 from __future__ import annotations
 
 import bisect
+import ipaddress
 import logging
 import threading
 from collections import Counter
@@ -157,6 +158,20 @@ def _labels(**pairs: str) -> str:
     return "{" + ",".join(f'{key}="{escaped(value)}"' for key, value in pairs.items()) + "}"
 
 
+def _loopback(host: str) -> bool:
+    """True for a loopback address or `localhost`; a name or a wildcard address (0.0.0.0, ::) is not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class MetricsPortError(OSError):
+    """The metrics endpoint cannot listen where it was told to; the message says where and why."""
+
+
 class MetricsServer:
     """`GET /metrics` on host:port in a daemon thread; port 0 picks a free port (see `.port`)."""
 
@@ -178,8 +193,15 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("metrics: " + format, *args)
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:  # busy port, address not on this host, no permission
+            raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
         self._server.daemon_threads = True
+        if not _loopback(host):
+            log.warning(
+                "metrics on %s:%d, reachable from other hosts: the endpoint has no authentication", host, port
+            )
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
 

@@ -25,6 +25,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from packetclip.config import ConfigError
 from packetclip.zeek.client import APPLICATION_NAME
@@ -100,6 +101,15 @@ class ServeSettings:
             )
         if not self.zeek.startswith(("ws://", "wss://")):
             raise ConfigError(f"serve setting zeek must be a ws:// or wss:// URL, got {self.zeek!r}")
+        url = urlsplit(self.zeek)
+        try:
+            url.port  # noqa: B018 (the property checks the port's range)
+        except ValueError:
+            raise ConfigError(
+                f"serve setting zeek: the port of {self.zeek!r} is not a number in 0-65535"
+            ) from None
+        if not url.hostname:
+            raise ConfigError(f"serve setting zeek: {self.zeek!r} names no host")
 
     @property
     def hold_limit(self) -> float:
