@@ -185,6 +185,7 @@ def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_servi
         await peer.publish(topic, _request("Coversized", [base64.b64encode(bytes(70_000)).decode()]))
         await peer.publish(topic, _request("Cnoip", [arp]))
         await peer.publish(topic, _request("Cbadnode", [arp], node="a/b"))
+        await peer.publish(topic, _request("Cemptynode", [arp], node=""))  # its topic would be packetclip/verdict//
         await peer.publish(good.topic, good.event)
         await peer.wait_for(lambda received: good.uid in _verdict_uids(received))
         await peer.wait_for(
@@ -197,8 +198,8 @@ def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_servi
     assert errors["peer_error"] == 1
     assert errors["not_an_event"] == 1 and errors["unknown_event"] == 1
     assert errors["wrong_type"] == 1 and errors["bad_base64"] == 1 and errors["oversized_frame"] == 1
-    assert errors["no_usable_frame"] == 1 and errors["bad_node"] == 1
-    assert sidecar.metrics.requests == 6
+    assert errors["no_usable_frame"] == 1 and errors["bad_node"] == 2
+    assert sidecar.metrics.requests == 7
     assert sidecar.metrics.verdicts["error"] == 4
     assert sum(count for label, count in sidecar.metrics.verdicts.items() if label != "error") == 1
 
