@@ -85,6 +85,9 @@ def event_text(topic: str, event: Event) -> str:
     return json.dumps(encode_event_message(topic, event), ensure_ascii=False, separators=(",", ":"))
 
 
+CLOSE_TIMEOUT = 2.0  # seconds
+
+
 async def open_session(
     url: str,
     topics: Sequence[str],
@@ -104,6 +107,9 @@ async def open_session(
         "max_size": max_message_bytes,
         "ping_interval": ping_interval,
         "open_timeout": open_timeout,
+        # how long a close waits for Zeek's answer (websockets waits 10 s by default): a stop must fit in the
+        # service's TimeoutStopSec (15 s) after drain_timeout (5 s)
+        "close_timeout": CLOSE_TIMEOUT,
         "proxy": None,  # the endpoint is local or on the sensor's network: never an HTTP proxy's business
     }
     websocket = await connect(url, **options)
