@@ -114,6 +114,11 @@ class InstallResult:
     already_installed: bool
 
 
+def _plain_key(key: str) -> bool:
+    """A key names a folder directly under the store's bundles folder: no separator, not `.` or `..`."""
+    return bool(key) and key not in (".", "..") and "/" not in key and "\\" not in key and "\0" not in key
+
+
 def bundle_key(name: str, version: str) -> str:
     return f"{name}-{version}"
 
@@ -174,14 +179,22 @@ class ModelStore:
 
     def active_bundle_path(self) -> Path:
         """The active bundle's folder; the embedded default when nothing is activated (or the pointer is
-        unusable: a sensor must keep classifying, so that case is logged, not raised)."""
+        unusable — missing bundle, or a key that is not a folder of the store: a sensor must keep classifying,
+        so that case is logged, not raised). An installed bundle whose manifest differs from the one recorded at
+        install raises `BundleError`: every command that loads the active bundle refuses it, as `verify` does
+        (its own hashes, which `load_bundle` checks, cover every other file)."""
         key = self.active_key()
         if key is None:
+            return default_bundle_path()
+        if not _plain_key(key):
+            log.error("store %s: active pointer names %r, not a bundle of the store; using the embedded default",
+                      self.root, key)  # fmt: skip
             return default_bundle_path()
         path = self.bundles_dir / key
         if not (path / MANIFEST_NAME).is_file():
             log.error("store %s: active bundle %s is missing; using the embedded default", self.root, key)
             return default_bundle_path()
+        self._check_recorded_manifest(path)
         return path
 
     def list(self) -> list[InstalledBundle]:

@@ -376,3 +376,39 @@ def test_a_command_table_is_left_to_its_command(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text("threads = 2\n[serve]\nbatch_size = 64\n")
     assert load_config(config=config).threads == 2
+
+
+def test_an_active_bundle_rehashed_in_place_is_refused_by_every_loading_command(store: ModelStore) -> None:
+    """A file changed and the manifest's hash list rewritten to match: the bundle's own hashes agree, but the
+    manifest is not the one recorded at install, so the store refuses it wherever the active bundle is loaded
+    (classify, serve, suricata run and bench resolve it through `active_bundle_path`), as `verify` does."""
+    from click.testing import CliRunner
+
+    from packetclip.commands.classify import classify
+
+    folder = store.root / "bundles" / KEYS[0]
+    mission = folder / "missions" / "dos.yaml"
+    mission.write_text(mission.read_text() + "# changed\n")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["missions/dos.yaml"] = sha256_file(mission)
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    load_bundle(folder, verify=True)  # its own hashes agree
+    with pytest.raises(BundleError, match="recorded at install"):
+        store.active_bundle_path()
+    with pytest.raises(BundleError, match="recorded at install"):
+        store.verify()
+    sample = Path(__file__).resolve().parents[2] / "samples" / "lab-quick" / "capture.pcap"
+    result = CliRunner(env={"PACKETCLIP_STORE": str(store.root), "PACKETCLIP_CONFIG": None}).invoke(
+        classify, [str(sample), "-o", os.devnull]
+    )
+    assert result.exit_code == 1 and "recorded at install" in result.output
+
+
+def test_a_pointer_that_leaves_the_store_is_not_followed(store: ModelStore, embedded: Path) -> None:
+    outside = store.root.parent / "elsewhere"
+    shutil.copytree(store.root / "bundles" / KEYS[1], outside)
+    store.pointer_path.write_text(json.dumps({"bundle": KEYS[1]}))
+    assert store.active_bundle_path() == store.root / "bundles" / KEYS[1]  # the pointer as written is read
+    for key in ("../../elsewhere", "/tmp", "..", "."):
+        store.pointer_path.write_text(json.dumps({"bundle": key}))
+        assert store.active_bundle_path() == embedded, key

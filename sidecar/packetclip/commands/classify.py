@@ -213,9 +213,9 @@ def open_engine(
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    path = resolve_model(model)
     engine_options["user_missions"] = user_mission_factory(settings)
     try:
+        path = resolve_model(model)
         engine = Engine(
             load_bundle(path), threads=settings.threads, batch_size=settings.batch_size, **engine_options
         )
