@@ -37,7 +37,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from packetclip.bundle import (
@@ -112,6 +112,29 @@ class InstallResult:
 
     bundle: InstalledBundle
     already_installed: bool
+
+
+def _copy_listed(bundle: Bundle, destination: Path) -> None:
+    """The manifest and the files it lists, copied as regular files readable by all (0644; folders 0755) whatever
+    the source's modes; a symbolic link or a name leaving the bundle is refused (`BundleError`)."""
+    folders = {destination}
+    for name in (MANIFEST_NAME, *bundle.manifest["files"]):
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise BundleError(f"bundle {bundle.source}: {name}: a name outside the bundle")
+        source = bundle.root / relative
+        if source.is_symlink():
+            raise BundleError(
+                f"bundle {bundle.source}: {name} is a symbolic link; a bundle holds regular files"
+            )
+        target = destination / relative
+        folders.update(target.parents[: len(relative.parts) - 1])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with source.open("rb") as reader, target.open("xb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        target.chmod(0o644)
+    for folder in folders:
+        folder.chmod(0o755)
 
 
 def _plain_key(key: str) -> bool:
@@ -316,7 +339,7 @@ class ModelStore:
             return self._reinstall(original, target, key)
         check_fixtures(original)  # on the source, so a refusal names what the operator gave
         copy = staging / key
-        shutil.copytree(original.root, copy, symlinks=True)
+        _copy_listed(original, copy)
         # what becomes visible is the copy: its bytes must be the ones just checked (the source may change)
         staged = load_bundle(copy, verify=True)
         if staged.manifest["files"] != original.manifest["files"]:

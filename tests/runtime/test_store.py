@@ -270,23 +270,19 @@ def test_a_crash_while_copying_leaves_nothing_visible(
     tmp_path: Path, bundles: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model_store = ModelStore(tmp_path / "store")
-    real_copytree = shutil.copytree
-    copied: list[str] = []
+    real_copy = shutil.copyfileobj
+    copied: list[object] = []
 
-    def copy_then_crash(source: str, destination: str) -> object:
+    def copy_then_crash(source: Any, destination: Any, *args: Any) -> None:
         if len(copied) == 3:
             raise OSError("simulated crash")
         copied.append(source)
-        return shutil.copy2(source, destination)
+        real_copy(source, destination, *args)
 
-    def crashing_copytree(source: Path, destination: Path, *args: object, **kwargs: object) -> object:
-        # copytree recurses through the module attribute, i.e. through this function
-        return real_copytree(source, destination, symlinks=True, copy_function=copy_then_crash)
-
-    monkeypatch.setattr(store_module.shutil, "copytree", crashing_copytree)
-    with pytest.raises(shutil.Error, match="simulated crash"):
+    monkeypatch.setattr(store_module.shutil, "copyfileobj", copy_then_crash)
+    with pytest.raises(OSError, match="simulated crash"):
         model_store.install(bundles[0])
-    monkeypatch.setattr(store_module.shutil, "copytree", real_copytree)
+    monkeypatch.setattr(store_module.shutil, "copyfileobj", real_copy)
     assert [e.key for e in model_store.list()] == [EMBEDDED]
     assert list((model_store.root / ".staging").iterdir()) == []
     assert model_store.install(bundles[0]).bundle.key == KEYS[0]  # and a retry works
@@ -412,3 +408,27 @@ def test_a_pointer_that_leaves_the_store_is_not_followed(store: ModelStore, embe
     for key in ("../../elsewhere", "/tmp", "..", "."):
         store.pointer_path.write_text(json.dumps({"bundle": key}))
         assert store.active_bundle_path() == embedded, key
+
+
+def test_install_copies_regular_files_with_plain_modes_and_refuses_links(
+    tmp_path: Path, bundles: list[Path]
+) -> None:
+    """Installed copies are 0644 files in 0755 folders whatever the source's modes (a world-writable source must
+    not give a world-writable installed model); a symbolic link in the source is refused, never installed."""
+    loose = tmp_path / "loose"
+    shutil.copytree(bundles[0], loose)
+    for path in [loose, *loose.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    model_store = ModelStore(tmp_path / "store")
+    installed = model_store.install(loose).bundle.path
+    for path in [installed, *installed.rglob("*")]:
+        assert path.stat().st_mode & 0o777 == (0o755 if path.is_dir() else 0o644), path
+        assert not path.is_symlink()
+    linked = tmp_path / "linked"
+    shutil.copytree(bundles[1], linked)
+    real = tmp_path / "manifest-elsewhere.json"
+    (linked / "manifest.json").rename(real)
+    (linked / "manifest.json").symlink_to(real)
+    with pytest.raises(BundleError, match="symbolic link"):
+        model_store.install(linked)
+    assert not (model_store.root / "bundles" / KEYS[1]).exists()
