@@ -87,6 +87,7 @@ ROLE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # from filling the disk or the inode table.
 MAX_ARCHIVE_BYTES = 512 * 1024 * 1024
 MAX_ARCHIVE_MEMBERS = 10_000
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024  # far above any manifest (tens of KB); read no more when comparing one
 _HASH_CHUNK = 1024 * 1024  # bytes hashed per read: large files are streamed, never held whole
 
 
@@ -415,8 +416,13 @@ def _open_archive(archive: Path, verify: bool, cache_dir: Path) -> Bundle:
     target = cache_dir / key
     if target.is_dir():
         try:
-            return _open_folder(_single_top_folder(target, archive), archive, verify)
-        except BundleError as exc:
+            folder = _single_top_folder(target, archive)
+            # the cache is a folder anyone with write access could have filled: with verify, its manifest must be
+            # the archive's own (whose hashes then cover every file), not merely consistent with itself
+            if verify and (folder / MANIFEST_NAME).read_bytes() != _archive_manifest(archive):
+                raise BundleError(f"bundle {archive}: the cached {MANIFEST_NAME} is not the archive's")
+            return _open_folder(folder, archive, verify)
+        except (BundleError, OSError) as exc:
             log.warning("cached extraction of %s is unusable (%s); extracting again", archive, exc)
             shutil.rmtree(target)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -431,6 +437,18 @@ def _open_archive(archive: Path, verify: bool, cache_dir: Path) -> Bundle:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return _open_folder(_single_top_folder(target, archive), archive, verify)
+
+
+def _archive_manifest(archive: Path) -> bytes:
+    """The bytes of the archive's `<top folder>/manifest.json` (read from the stream, nothing written)."""
+    with tarfile.open(archive, mode="r:gz") as tar:
+        for member in tar:
+            parts = [part for part in PurePosixPath(member.name).parts if part != "."]
+            if len(parts) == 2 and parts[1] == MANIFEST_NAME and member.isfile():
+                handle = tar.extractfile(member)
+                if handle is not None:
+                    return handle.read(MAX_MANIFEST_BYTES + 1)
+    raise BundleError(f"bundle {archive}: no {MANIFEST_NAME} in its top folder")
 
 
 def _single_top_folder(extracted: Path, archive: Path) -> Path:

@@ -256,6 +256,20 @@ def test_a_damaged_cached_extraction_is_extracted_again(bundle_dir, tmp_path, ca
     assert (again.root / "concepts.json").read_bytes() == (bundle_dir / "concepts.json").read_bytes()
 
 
+def test_a_cached_extraction_rehashed_to_match_itself_is_not_trusted(bundle_dir, tmp_path, cache, caplog):
+    """Someone with write access to the cache changes a file and rewrites the cached manifest's hash list to
+    match: the copy is consistent with itself but its manifest is not the archive's, so it is extracted again."""
+    archive = pack_tarball(bundle_dir, tmp_path / "b.tar.gz")
+    root = load_bundle(archive, cache_dir=cache).root
+    (root / "concepts.json").write_text("[]\n")
+    edit_manifest(root, lambda m: m["files"].update({"concepts.json": sha256_file(root / "concepts.json")}))
+    load_bundle(root)  # consistent with itself
+    with caplog.at_level(logging.WARNING, logger="packetclip.bundle"):
+        again = load_bundle(archive, cache_dir=cache)
+    assert "is not the archive's" in caplog.text
+    assert (again.root / "concepts.json").read_bytes() == (bundle_dir / "concepts.json").read_bytes()
+
+
 TAMPERED = ["encoder.onnx", "concepts.json", "descriptions.npz", "fixtures/reasoner.npz", "missions/dos.yaml"]
 
 
