@@ -373,12 +373,20 @@ def verify_files(root: Path, manifest: Mapping[str, Any], source: Path | None = 
     source = source or root
     resolved_root = root.resolve()
     listed: dict[str, str] = manifest["files"]
-    for relative, digest in sorted(listed.items()):
+    total = 0
+    for relative in sorted(listed):
         path = root / relative
         if path.is_symlink() or not path.resolve().is_relative_to(resolved_root):
             raise BundleError(f"bundle {source}: {relative}: points outside the bundle (or is a link)")
         if not path.is_file():
             raise BundleError(f"bundle {source}: {relative}: listed in the manifest but missing")
+        total += path.stat().st_size
+    if total > MAX_ARCHIVE_BYTES:  # before reading any of it: a folder is held to an archive's limit
+        raise BundleError(
+            f"bundle {source}: its files hold {total:,} bytes, more than a bundle may ({MAX_ARCHIVE_BYTES:,})"
+        )
+    for relative, digest in sorted(listed.items()):
+        path = root / relative
         actual = sha256_file(path)
         if actual != digest:
             raise BundleError(

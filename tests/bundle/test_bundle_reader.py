@@ -448,3 +448,21 @@ def test_an_archive_over_the_size_or_member_cap_is_refused(
     with pytest.raises(BundleError, match=rf"more than {value} (bytes|members)"):
         load_bundle(archive, cache_dir=cache)
     assert list(cache.iterdir()) == [], "the partial extraction is removed"
+
+
+def test_a_folder_whose_files_exceed_an_archives_limit_is_refused_before_hashing(bundle_dir, monkeypatch):
+    from packetclip import bundle as bundle_module
+
+    size = sum(
+        (bundle_dir / name).stat().st_size
+        for name in json.loads((bundle_dir / "manifest.json").read_text())["files"]
+    )
+    monkeypatch.setattr(bundle_module, "MAX_ARCHIVE_BYTES", size - 1)
+    hashed: list[object] = []
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.append(path) or "")
+    with pytest.raises(BundleError, match="more than a bundle may"):
+        load_bundle(bundle_dir)
+    assert hashed == []
+    monkeypatch.setattr(bundle_module, "MAX_ARCHIVE_BYTES", size)
+    monkeypatch.undo()
+    load_bundle(bundle_dir)
