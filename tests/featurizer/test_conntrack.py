@@ -242,3 +242,39 @@ def test_release_full_closes_a_window_on_any_later_packet(real_data):
     assert tracker.oldest_open_ts() == start + 0.9  # only the SYN's connection is still open
     (syn,) = tracker.flush()  # the HTTP connection is never returned twice
     assert syn.uid != released.uid and syn.ts == start + 0.9
+
+
+def test_above_max_open_the_connection_idle_longest_ends_with_its_record_and_is_counted(real_data):
+    """A flood of new connections cannot grow the table past max_open: the one that would time out first (idle
+    longest) ends now, its record out with the frame that made room, and every connection still gets one record."""
+    import dpkt
+
+    (_, link_type, frame), *_ = list(read_frames(real_data / S0_SYNS))
+
+    def syn(port: int) -> bytes:
+        eth = dpkt.ethernet.Ethernet(frame)
+        eth.data.data.sport = port
+        eth.data.data.sum = 0
+        return bytes(eth)
+
+    tracker = ConnectionTracker(FeaturizerConfig(max_open=3))
+    out = [c for i in range(6) for c in tracker.add(100.0 + i, link_type, syn(40000 + i))]
+    assert len(tracker) == 3 and tracker.evicted == 3
+    assert [c.orig_p for c in out] == [40000, 40001, 40002]  # the idlest first, each with what it saw
+    assert sorted(c.orig_p for c in tracker.flush()) == [40003, 40004, 40005]
+    # a connection with recent traffic is not the idlest: the quiet one goes first
+    tracker = ConnectionTracker(FeaturizerConfig(max_open=2))
+    tracker.add(200.0, link_type, syn(41000))
+    tracker.add(201.0, link_type, syn(41001))
+    tracker.add(202.0, link_type, syn(41000))  # 41000 again: its deadline moves past 41001's
+    (evicted,) = tracker.add(203.0, link_type, syn(41002))
+    assert evicted.orig_p == 41001
+
+
+def test_max_open_must_be_positive():
+    try:
+        FeaturizerConfig(max_open=0)
+    except ValueError as exc:
+        assert "max_open" in str(exc)
+    else:
+        raise AssertionError("max_open=0 accepted")

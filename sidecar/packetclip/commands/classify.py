@@ -69,6 +69,7 @@ class StreamSummary:
     labels: Counter[str] = field(default_factory=Counter)
     attacks: Counter[str] = field(default_factory=Counter)
     released_early: int = 0
+    evicted: int = 0  # connections ended early to stay within the tracker's max_open
     reordered_forced: int = 0  # connections that could not wait for an earlier, still open one (max_held)
     captures: int = 0  # captures attempted, the unreadable ones included
     file_errors: list[str] = field(default_factory=list)  # one message per capture that could not be read
@@ -182,6 +183,7 @@ def _classify_capture(
         if pending:
             run_batch()
         summary.released_early += tracker.released_early
+        summary.evicted += tracker.evicted
         if progress is not None and consumed:
             progress(consumed)
 
@@ -274,6 +276,10 @@ def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None)
         f"frames: {stats.frames}  parsed: {stats.parsed}  non-IP: {stats.non_ip}  truncated: {stats.truncated}  "
         f"malformed: {stats.malformed_total}  skipped: {stats.skipped_total}"
     )
+    if summary.evicted:
+        say(
+            f"{summary.evicted} connections ended early, idle longest first, to stay within the open-connection limit"
+        )
     if summary.reordered_forced:
         say(
             f"{summary.reordered_forced} connections classified before an earlier one still open "

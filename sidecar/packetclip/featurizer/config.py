@@ -30,6 +30,10 @@ class FeaturizerConfig:
         5.0  # Zeek's tcp_close_delay/tcp_reset_delay: late ACKs after FIN/RST still belong
     )
     max_pending_fragments: int = 4096  # first fragments remembered to attach later fragments; bounds memory
+    # open connections the offline tracker follows at most (each costs up to a few KB: a spoofed SYN flood opens
+    # one per packet and TCP's inactivity timeout keeps them 5 min); above it the one idle longest ends now, with
+    # the record of what it saw, and is counted (`ConnectionTracker.evicted`)
+    max_open: int = 1_000_000
     # Seconds after a connection's first packet during which its packets are kept (None: no limit, only
     # max_packets). A sensor hands a connection over at max_packets packets or this long after its first
     # packet, whichever comes first; with the window the model sees the same packets whichever path collected
@@ -42,6 +46,8 @@ class FeaturizerConfig:
             raise ValueError(
                 f"max_packets must be >= 1 and snaplen >= 20 (got {self.max_packets}, {self.snaplen})"
             )
+        if self.max_open < 1:
+            raise ValueError(f"max_open must be >= 1 (got {self.max_open})")
         if self.window is not None and not (0.0 < self.window < float("inf")):
             raise ValueError(f"window must be a positive number of seconds or None (got {self.window})")
 

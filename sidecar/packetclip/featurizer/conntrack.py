@@ -124,6 +124,7 @@ class ConnectionTracker:
         self.config = config or FeaturizerConfig()
         self.release_full = release_full
         self.released_early = 0  # connections handed out at max_packets
+        self.evicted = 0  # connections ended early to stay within config.max_open
         self._ready: list[Connection] = []  # released by the frame being added
         self.stats = stats if stats is not None else ParseStats()
         self._table: dict[tuple, _Tracked] = {}
@@ -134,6 +135,7 @@ class ConnectionTracker:
         self._now = float("-inf")
         # the config is frozen: its per-packet values are read once here rather than on every packet
         self._max_packets = self.config.max_packets
+        self._max_open = self.config.max_open
         self._snaplen = self.config.snaplen
         self._window = _NEVER if self.config.window is None else self.config.window
         # release_full with a window: (window end, tiebreak, connection), so a connection is handed out when packet
@@ -225,7 +227,29 @@ class ConnectionTracker:
         if self._track_windows:
             heapq.heappush(self._window_ends, (ts + self._window, next(self._tiebreak), conn))
         self._starts.add(ts, conn, len(self._table))
+        if len(self._table) > self._max_open:
+            self._evict_idlest()
         return conn, not flipped
+
+    def _evict_idlest(self) -> None:
+        """End the open connection that would time out first (the one idle longest, a flood's oldest half-open
+        one) to stay within `max_open`; its record, if not out yet, leaves with the frame being added."""
+        deadlines = self._deadlines
+        while deadlines:
+            _, _, conn = heapq.heappop(deadlines)
+            if conn.finished:
+                continue
+            deadline = self._deadline(conn)
+            if deadlines and deadline > deadlines[0][0]:
+                self._push(deadline, conn)  # active since it was queued: the next entry may be idler
+                continue
+            if self._table.get(conn.key) is conn:
+                del self._table[conn.key]
+            record = self._finish(conn)
+            if record is not None:
+                self._ready.append(record)
+            self.evicted += 1
+            return
 
     def _remember_fragment(self, frag_key: tuple, conn: _Tracked, is_orig: bool) -> None:
         fragments = self._fragments
