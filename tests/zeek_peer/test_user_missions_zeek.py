@@ -13,6 +13,7 @@ import asyncio
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,13 +56,13 @@ def scorer_factory(missions_dir: Path):  # type: ignore[no-untyped-def]
     return lambda bundle: UserMissionScorer(bundle, hashed_text_vectors, load_missions(missions_dir))
 
 
-def test_mission_scores_reach_zeeks_log_as_classify_writes_them(bundle: Path, missions_dir: Path) -> None:
-    requests = [p.request for p in publication_schedule(LAB_CAPTURE, 0, ScriptOptions(node="zeek"))][:120]
+def replay(engine: Engine, requests: list[Any]) -> tuple[OfflineZeek, ZeekPeer]:
+    """The requests published as the scripts publish them, to a sidecar on `engine`, drained; the stand-in's
+    state and the peer."""
 
     async def main() -> tuple[OfflineZeek, ZeekPeer]:
         async with ZeekPeer() as peer, OfflineZeek(peer) as zeek:
             peer.script_subscriptions = ["packetclip/verdict/", "packetclip/control/"]
-            engine = Engine(bundle, user_missions=scorer_factory(missions_dir))
             sidecar = Sidecar(ServeSettings(zeek=peer.url, max_queue=1000), engine)
             stop = asyncio.Event()
             task = asyncio.create_task(sidecar.run(stop))
@@ -75,7 +76,13 @@ def test_mission_scores_reach_zeeks_log_as_classify_writes_them(bundle: Path, mi
                 await asyncio.wait_for(task, 60)
             return zeek, peer
 
-    zeek, peer = asyncio.run(main())
+    return asyncio.run(main())
+
+
+def test_mission_scores_reach_zeeks_log_as_classify_writes_them(bundle: Path, missions_dir: Path) -> None:
+    requests = [p.request for p in publication_schedule(LAB_CAPTURE, 0, ScriptOptions(node="zeek"))][:120]
+
+    zeek, peer = replay(Engine(bundle, user_missions=scorer_factory(missions_dir)), requests)
     assert peer.type_errors == [] and zeek.requests_lost == 0 and zeek.verdicts_unmatched == 0
     assert sorted(row.uid for row in zeek.rows) == sorted(request.uid for request in requests)
     # each verdict follows its own scores, on the node's verdict topic
@@ -112,22 +119,6 @@ def test_mission_scores_reach_zeeks_log_as_classify_writes_them(bundle: Path, mi
 def test_without_missions_the_sidecar_sends_verdicts_only(bundle: Path) -> None:
     requests = [p.request for p in publication_schedule(LAB_CAPTURE, 0, ScriptOptions(node="zeek"))][:20]
 
-    async def main() -> tuple[OfflineZeek, ZeekPeer]:
-        async with ZeekPeer() as peer, OfflineZeek(peer) as zeek:
-            peer.script_subscriptions = ["packetclip/verdict/", "packetclip/control/"]
-            sidecar = Sidecar(ServeSettings(zeek=peer.url), Engine(bundle))
-            stop = asyncio.Event()
-            task = asyncio.create_task(sidecar.run(stop))
-            try:
-                await zeek.wait_for_hello()
-                for request in requests:
-                    await zeek.publish(request)
-                await zeek.drain()
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 60)
-            return zeek, peer
-
-    zeek, peer = asyncio.run(main())
+    zeek, peer = replay(Engine(bundle), requests)
     assert peer.events(MISSION_SCORES_EVENT) == [] and all(row.missions is None for row in zeek.rows)
     assert len(zeek.rows) == len(requests)
