@@ -185,7 +185,8 @@ def test_bad_input_is_counted_answered_when_possible_and_the_sidecar_keeps_servi
         await peer.publish(topic, _request("Coversized", [base64.b64encode(bytes(70_000)).decode()]))
         await peer.publish(topic, _request("Cnoip", [arp]))
         await peer.publish(topic, _request("Cbadnode", [arp], node="a/b"))
-        await peer.publish(topic, _request("Cemptynode", [arp], node=""))  # its topic would be packetclip/verdict//
+        # node "": its verdicts' topic would be packetclip/verdict//
+        await peer.publish(topic, _request("Cemptynode", [arp], node=""))
         await peer.publish(good.topic, good.event)
         await peer.wait_for(lambda received: good.uid in _verdict_uids(received))
         await peer.wait_for(

@@ -41,7 +41,7 @@ def eve_record(verdict: Verdict, flow: FlowFrames, packets: int) -> dict[str, An
     proto = _EVE_PROTO.get(verdict.proto, verdict.proto.upper())
     if proto == "ICMP" and ":" in verdict.orig_h:
         proto = "IPv6-ICMP"  # eve's name for ICMPv6
-    record = {
+    record: dict[str, Any] = {
         "timestamp": format_timestamp(verdict.ts),
         "flow_id": flow.flow_id,
         "event_type": EVENT_TYPE,
