@@ -656,11 +656,13 @@ class Engine:
             self._responders(inference, label_names, attack_names),
         )  # fmt: skip
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
-        mission_columns = {} if self._missions is None else self._missions.scores(aligned)
-        mission_rows = [
-            {name: float(column[row]) for name, column in mission_columns.items()}
-            for row in range(len(inference.connections))
-        ]
+        mission_rows: list[dict[str, float]] = []  # user-written missions' scores, only when there are some
+        if self._missions is not None:
+            columns = self._missions.scores(aligned)
+            mission_rows = [
+                {name: float(column[row]) for name, column in columns.items()}
+                for row in range(len(inference.connections))
+            ]
         verdicts = []
         for row, conn in enumerate(inference.connections):
             label_index = int(labels[row])
@@ -682,7 +684,7 @@ class Engine:
                     explanation=explanations[row],
                     model=models.bundle.version,
                     concepts=top[row],
-                    missions=mission_rows[row],
+                    missions=mission_rows[row] if mission_rows else {},
                 )
             )
         return verdicts

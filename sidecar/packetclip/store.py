@@ -115,13 +115,12 @@ class InstallResult:
 
 
 def _copy_listed(bundle: Bundle, destination: Path) -> None:
-    """The manifest and the files it lists, copied as regular files readable by all (0644; folders 0755) whatever
-    the source's modes; a symbolic link or a name leaving the bundle is refused (`BundleError`)."""
+    """The manifest and the files it lists (plain relative names: the manifest reader refuses others), copied as
+    regular files readable by all (0644; folders 0755) whatever the source's modes; a symbolic link is refused
+    (`BundleError`)."""
     folders = {destination}
     for name in (MANIFEST_NAME, *bundle.manifest["files"]):
         relative = PurePosixPath(name)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise BundleError(f"bundle {bundle.source}: {name}: a name outside the bundle")
         source = bundle.root / relative
         if source.is_symlink():
             raise BundleError(

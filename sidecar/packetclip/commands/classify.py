@@ -223,8 +223,6 @@ def open_engine(
         )
     except BundleError as exc:
         raise click.ClickException(str(exc)) from exc
-    if engine.user_mission_names:
-        log.info("user missions scored: %s", ", ".join(engine.user_mission_names))
     return engine
 
 

@@ -80,8 +80,6 @@ def open_serving_engine(
         shards=shards,
         user_missions=user_mission_factory(settings),
     )
-    if engine.user_mission_names:
-        log.info("user missions scored: %s", ", ".join(engine.user_mission_names))
     return engine, watcher
 
 
