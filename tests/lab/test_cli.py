@@ -53,3 +53,40 @@ def test_scheduler_never_runs_two_episodes_of_one_class_at_once():
     assert next_startable(pending, {"syn_flood"}) == 2
     assert next_startable(pending[:2], {"syn_flood"}) is None
     assert next_startable([], set()) is None
+
+
+def test_scheduler_rests_a_class_after_its_episode_so_the_split_keeps_back_to_back_episodes(
+    tmp_path, monkeypatch
+):
+    """A short tool's episodes ran 0.4 s apart and reused their 5-tuples: every training episode of the
+    multi-host OS scan and of mausezahn's line-rate floods merged into the next one and the split dropped them."""
+    from types import SimpleNamespace
+
+    from packetclip_training.lab import runner
+    from packetclip_training.lab.profiles import PROFILES
+    from packetclip_training.lab.runner import Episode, EpisodeScheduler
+
+    now = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: now[0])
+    attackers = [
+        SimpleNamespace(name="att1", ip="198.18.3.66"),
+        SimpleNamespace(name="att2", ip="198.18.3.67"),
+    ]
+    lab = SimpleNamespace(topology=SimpleNamespace(hosts_with_role=lambda role: attackers), root=tmp_path)
+    profile = PROFILES["full"]
+    scheduler = EpisodeScheduler(lab, profile, "run", 1, capture=None)
+    episode = Episode(
+        "run-e0001", "os_scan/nmap-O-T4-4hosts", "os_scan", "nmap", False, "att1", "198.18.3.66", 60
+    )
+    scheduler._running["att1"] = (episode, None, 0.0)
+    assert scheduler._busy_fines() == {"os_scan"}
+    scheduler._finish("att1", episode)
+    assert scheduler._busy_fines() == {"os_scan"}  # resting, though nothing of the class runs
+    now[0] += profile.class_gap_s - 0.01
+    assert scheduler._busy_fines() == {"os_scan"}
+    now[0] += 0.02
+    assert scheduler._busy_fines() == set()
+    from packetclip.featurizer.config import FeaturizerConfig
+    from packetclip_training.dataset.splits import SplitConfig
+
+    assert profile.class_gap_s > FeaturizerConfig().tcp_close_delay + SplitConfig().guard_s

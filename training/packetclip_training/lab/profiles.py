@@ -28,6 +28,13 @@ class Profile:
     cooldown_s: float
     # Quiet gap between two episodes of the same attacker, so their connections never touch.
     episode_gap_s: float
+    # Quiet gap between the end of an episode and the start of the next episode of the same fine class. The
+    # dataset splits a class episode by episode and drops an episode whose connections reach into the next
+    # split's first one (within its guard); a connection closed by RST or FIN still takes packets of its 5-tuple
+    # for 5 s (Zeek's tcp_close_delay), so back-to-back episodes of a short tool reusing its ports (nmap -O's
+    # probes, mausezahn's port ranges) would merge across episodes and lose every training episode. 7 s = that
+    # delay + the split's 1 s guard + 1 s of slack.
+    class_gap_s: float
     # Mean benign actions per second per client (each action makes one to several connections).
     benign_actions_per_second: float
     # tcpdump stops at this many packets: the run's hard bound on capture size.
@@ -48,6 +55,7 @@ PROFILES: dict[str, Profile] = {
         warmup_s=5.0,
         cooldown_s=3.0,
         episode_gap_s=0.5,
+        class_gap_s=7.0,
         benign_actions_per_second=1.0,
         max_packets=600_000,
     ),
@@ -61,6 +69,7 @@ PROFILES: dict[str, Profile] = {
         warmup_s=30.0,
         cooldown_s=15.0,
         episode_gap_s=2.0,
+        class_gap_s=7.0,
         benign_actions_per_second=2.5,
         max_packets=12_000_000,
     ),

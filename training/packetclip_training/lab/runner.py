@@ -145,13 +145,14 @@ def describe_target(addresses: list[str], attacker_ip: str) -> str:
     return ",".join(targets)
 
 
-def next_startable(pending: Sequence[VariantLike], running_fines: set[str]) -> int | None:
-    """Index of the first pending variant whose fine class is not running already, or None.
+def next_startable(pending: Sequence[VariantLike], busy_fines: set[str]) -> int | None:
+    """Index of the first pending variant whose fine class is not busy (running, or in its quiet gap after an
+    episode: `Profile.class_gap_s`), or None.
 
     Two episodes of one class at once would overlap in time, and the dataset's split drops an episode that runs
     when the next split's first episode of its class starts; attackers run different classes side by side."""
     for index, variant in enumerate(pending):
-        if variant.fine not in running_fines:
+        if variant.fine not in busy_fines:
             return index
     return None
 
@@ -172,6 +173,7 @@ class EpisodeScheduler:
         self.skipped: list[str] = []  # variant names not run for lack of time or capture room
         self._running: dict[str, tuple[Episode, subprocess.Popen[bytes], float]] = {}  # attacker -> (...)
         self._free_at: dict[str, float] = {a.name: 0.0 for a in self.attackers}
+        self._class_free_at: dict[str, float] = {}  # fine class -> when its quiet gap after an episode ends
 
     def plan(self, variants: list[VariantLike]) -> list[VariantLike]:
         order: list[VariantLike] = []
@@ -196,7 +198,7 @@ class EpisodeScheduler:
                 for attacker in self.attackers:
                     if attacker.name in self._running or time.monotonic() < self._free_at[attacker.name]:
                         continue
-                    index = next_startable(pending, {e.fine for e, _, _ in self._running.values()})
+                    index = next_startable(pending, self._busy_fines())
                     if index is not None:
                         self._start(pending.pop(index), attacker.name, attacker.ip)
                 time.sleep(0.05)
@@ -247,6 +249,11 @@ class EpisodeScheduler:
         out.close()
         self._running[attacker] = (episode, process, time.monotonic() + episode.bound_s)
 
+    def _busy_fines(self) -> set[str]:
+        now = time.monotonic()
+        resting = {fine for fine, free_at in self._class_free_at.items() if now < free_at}
+        return resting | {e.fine for e, _, _ in self._running.values()}
+
     def _reap(self) -> None:
         for attacker, (episode, process, deadline) in list(self._running.items()):
             if process.poll() is None and time.monotonic() < deadline:
@@ -265,6 +272,7 @@ class EpisodeScheduler:
             episode.output_tail = output.read_text(errors="replace")[-500:]
         del self._running[attacker]
         self._free_at[attacker] = time.monotonic() + self.profile.episode_gap_s
+        self._class_free_at[episode.fine] = time.monotonic() + self.profile.class_gap_s
 
     def _kill_all(self) -> None:
         for attacker, (episode, process, _) in list(self._running.items()):
