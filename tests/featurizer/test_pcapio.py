@@ -98,6 +98,30 @@ def test_truncated_gzip_stream_ends_cleanly_and_is_counted(real_data, tmp_path):
     assert sum(stats.file_errors.values()) >= 1
 
 
+def test_a_decompression_bomb_is_stopped_at_the_ratio_and_counted(real_data, tmp_path, monkeypatch):
+    """Identical records inflate ~1,000x; the reader stops at `MAX_GZIP_RATIO` (judged here from 1 MiB on, not
+    64 MiB, to keep the file small) and keeps what it read before; a real gzip'd capture reads whole."""
+    from packetclip.featurizer import pcapio
+
+    monkeypatch.setattr(pcapio, "_GZIP_RATIO_FROM", 1 << 20)
+    (_, link_type, frame), *_ = read_frames(real_data / SF_HTTP)
+    plain = tmp_path / "bomb.pcap"
+    write_pcap(plain, [(1.0, frame)] * (8 * (1 << 20) // (16 + len(frame))), link_type)
+    bomb = tmp_path / "bomb.pcap.gz"
+    bomb.write_bytes(gzip.compress(plain.read_bytes(), 9))
+    assert plain.stat().st_size > pcapio.MAX_GZIP_RATIO * bomb.stat().st_size
+    stats = ParseStats()
+    frames = list(read_frames(bomb, stats))
+    assert stats.file_errors == {"gzip_ratio_exceeded": 1}
+    read = 24 + len(frames) * (16 + len(frame))
+    assert 1 << 20 < read <= pcapio.MAX_GZIP_RATIO * bomb.stat().st_size + (1 << 16) < plain.stat().st_size
+    assert all(f == (1.0, link_type, frame) for f in frames)
+
+    stats = ParseStats()
+    assert len(list(read_frames(real_data / GZIPPED, stats))) == 500
+    assert not stats.file_errors
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_corrupted_captures_never_raise_anything_but_pcap_error(real_data, tmp_path, data):

@@ -28,6 +28,13 @@ _CHUNK = 1 << 20  # read size; large enough that refills are rare, small enough 
 _GZIP_CHUNK = 1 << 13
 # Larger than any real frame (the biggest snaplen tools write is 256 KiB): a bigger length means a corrupt record.
 _MAX_RECORD = 1 << 24
+# A compressed capture that inflates past this many times its compressed size is a decompression bomb, not
+# traffic. The gzip'd traces of Zeek's test suite inflate 7-50x, the most 203x (a crafted MIME header test);
+# deflate's limit is about 1,030x, which a stream of identical records nears, at ~70 s of CPU per inflated GB.
+# The file is stopped there, counted (`gzip_ratio_exceeded`), with what was read before it kept.
+MAX_GZIP_RATIO = 256
+# ... judged only from this many inflated bytes on: small files and the first read say nothing about the ratio
+_GZIP_RATIO_FROM = 1 << 26
 
 _PCAP_MAGICS = {
     # magic as read little-endian -> (byte order, seconds per tick, extra record-header bytes)
@@ -53,12 +60,18 @@ class PcapError(Exception):
 class _Source:
     """A file read in chunks; keeps a buffer and refills it when a record straddles the chunk end."""
 
-    def __init__(self, stream: BinaryIO, path: str, stats: ParseStats | None) -> None:
+    def __init__(
+        self, stream: BinaryIO, path: str, stats: ParseStats | None, raw: BinaryIO | None = None
+    ) -> None:
         self.stream = stream
         self.path = path
         self.stats = stats
         self.eof = False
-        self.chunk = _GZIP_CHUNK if isinstance(stream, gzip.GzipFile) else _CHUNK
+        self.raw = raw  # the compressed file under a gzip stream (its position: compressed bytes read)
+        self.inflated = 0  # bytes the gzip stream gave so far
+        # the stream itself was stopped (broken, or a bomb): that is noted, not the record it cut
+        self.ended_early = False
+        self.chunk = _GZIP_CHUNK if raw is not None else _CHUNK
 
     def read(self, size: int) -> bytes:
         if self.eof:
@@ -68,7 +81,19 @@ class _Source:
         except (EOFError, OSError, zlib.error) as exc:  # a truncated or corrupt gzip stream
             log.warning("%s: compressed stream broken (%s); stopping this file", self.path, exc)
             self.note("gzip_stream_broken")
+            self.ended_early = True
             data = b""
+        if self.raw is not None and data:
+            self.inflated += len(data)
+            if self.inflated >= _GZIP_RATIO_FROM and self.inflated > MAX_GZIP_RATIO * max(1, self.raw.tell()):
+                log.warning(
+                    "%s: inflates more than %dx its compressed size (%d bytes from %d); a decompression bomb, "
+                    "not a capture: stopping this file",
+                    self.path, MAX_GZIP_RATIO, self.inflated, self.raw.tell(),
+                )  # fmt: skip
+                self.note("gzip_ratio_exceeded")
+                self.ended_early = True
+                data = b""
         if not data:
             self.eof = True
         return data
@@ -87,23 +112,26 @@ class _Source:
             self.stats.count_file_error(reason)
 
 
-def _open(path: str | os.PathLike[str]) -> BinaryIO:
+def _open(path: str | os.PathLike[str]) -> tuple[BinaryIO, BinaryIO | None]:
+    """The stream to read records from, and under it the compressed file when the capture is gzip'd."""
     try:
         raw = open(path, "rb")  # noqa: SIM115 -- closed by read_frames
     except OSError as exc:
         raise PcapError(f"{os.fspath(path)}: cannot open: {exc.strerror or exc}") from exc
-    with raw:
-        compressed = raw.read(2) == b"\x1f\x8b"
-    # a fresh handle either way: GzipFile does not close a file object it was given
-    return cast(BinaryIO, gzip.open(path, "rb") if compressed else open(path, "rb"))
+    compressed = raw.read(2) == b"\x1f\x8b"
+    raw.seek(0)
+    if not compressed:
+        return raw, None
+    # GzipFile does not close a file object it was given: read_frames closes both
+    return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="rb")), raw
 
 
 def read_frames(path: str | os.PathLike[str], stats: ParseStats | None = None) -> Iterator[Frame]:
     """Yield (ts, link_type, frame) for every record of a pcap/pcapng file, gzip'd or not."""
     name = os.fspath(path)
-    stream = _open(path)
+    stream, raw = _open(path)
     try:
-        source = _Source(stream, name, stats)
+        source = _Source(stream, name, stats, raw)
         head = b""
         while len(head) < 24 and not source.eof:
             head += source.read(24 - len(head))
@@ -120,6 +148,8 @@ def read_frames(path: str | os.PathLike[str], stats: ParseStats | None = None) -
             raise PcapError(f"{name}: not a pcap or pcapng file (magic 0x{magic:08x})")
     finally:
         stream.close()
+        if raw is not None:
+            raw.close()
 
 
 def _pcap_records(source: _Source, head: bytes, magic: int) -> Iterator[Frame]:
@@ -277,5 +307,7 @@ def _interface_options(buf: bytes, start: int, end: int, order: str) -> tuple[fl
 
 
 def _stop(source: _Source, reason: str, index: int) -> None:
+    if source.ended_early and reason.startswith("truncated"):
+        return  # the record was cut by the stream's own stop, already logged and counted once
     log.warning("%s: %s at record %d; stopping this file", source.path, reason.replace("_", " "), index)
     source.note(reason)
