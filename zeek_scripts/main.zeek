@@ -3,9 +3,12 @@
 ##! This script collects the first frames of every connection, publishes them
 ##! to the packetclip sidecar as :zeek:see:`PacketCLIP::request` events, and
 ##! turns the sidecar's :zeek:see:`PacketCLIP::verdict` events into rows of
-##! ``packetclip.log`` and into notices. The wire format (event names, argument
-##! names, types and order, topics) is the contract in the packetclip design
-##! document; the sidecar relies on it exactly.
+##! ``packetclip.log`` and into notices, except for verdicts an allowlist
+##! allows (the sidecar's ``--allowlist`` file, or the ``allow_*`` options
+##! here): those are logged, marked allowed, and raise no notice. The wire
+##! format (event names, argument names, types and order, topics) is the
+##! contract in the packetclip design document; the sidecar relies on it
+##! exactly.
 ##!
 ##! What it does not do: listen for the sidecar's WebSocket connection (see
 ##! ``websocket.zeek``) or hold and drain a capture read with ``zeek -r``
@@ -106,6 +109,29 @@ export {
 	## table never raise one.
 	option mission_thresholds: table[string] of double = table();
 
+	## Originators whose verdicts are allowed: their rows in
+	## ``packetclip.log`` keep label and score, have ``allowed`` set and
+	## the option's name at the end of the explanation, and they raise no
+	## notice. Each ``allow_*`` option allows on its own; combined
+	## conditions (this originator to that port), classes, services,
+	## reasons and expiry belong in the sidecar's allowlist file
+	## (``packetclip serve --allowlist``). Like every option, it can be
+	## changed while Zeek runs through the Config framework
+	## (:zeek:see:`Config::config_files`).
+	option allow_orig_nets: set[subnet] = {};
+
+	## Responders whose verdicts are allowed (see
+	## :zeek:see:`PacketCLIP::allow_orig_nets`).
+	option allow_resp_nets: set[subnet] = {};
+
+	## Networks whose verdicts are allowed when either endpoint is in one
+	## (see :zeek:see:`PacketCLIP::allow_orig_nets`).
+	option allow_nets: set[subnet] = {};
+
+	## Responder ports whose verdicts are allowed, e.g. ``123/udp`` (see
+	## :zeek:see:`PacketCLIP::allow_orig_nets`).
+	option allow_resp_ports: set[port] = {};
+
 	## How long a live sensor keeps a sent request while waiting for its
 	## verdict; verdicts arriving later are counted as unmatched. Reading
 	## a capture with the sidecar attached, requests never expire: the
@@ -140,6 +166,11 @@ export {
 		## Scores of the user-written missions the sidecar scores, as
 		## ``name=score``; unset when it scores none.
 		missions: vector of string &log &optional;
+		## The verdict is allowed: the sidecar's allowlist (see
+		## :zeek:see:`PacketCLIP::allowed`) or an ``allow_*`` option
+		## matched. Label and score stand, the explanation ends with the
+		## reason, and no notice was raised.
+		allowed: bool &log &default=F;
 	};
 
 	## A request before it is published: the arguments of
@@ -167,6 +198,9 @@ export {
 		## :zeek:see:`PacketCLIP::mission_scores` came before the
 		## verdict.
 		missions: vector of string &optional;
+		## Set when :zeek:see:`PacketCLIP::allowed` came before the
+		## verdict.
+		allowed: bool &default=F;
 	};
 
 	## Frames collected so far for one connection. The connection
@@ -226,6 +260,16 @@ export {
 	global mission_scores: event(uid: string, missions: vector of string,
 	    scores: vector of double);
 
+	## Sidecar -> Zeek, on the same topic, right before the verdict of a
+	## connection its allowlist allows (and before
+	## :zeek:see:`PacketCLIP::mission_scores`). The verdict's row is marked
+	## allowed, and neither it nor the mission scores raise a notice.
+	##
+	## uid: the connection's uid, as in the request.
+	## reason: why the allowlist allows it (the verdict's explanation ends
+	##   with it too).
+	global allowed: event(uid: string, reason: string);
+
 	## Sidecar -> Zeek, once it has subscribed: it is ready for requests.
 	##
 	## sidecar: the sidecar's name.
@@ -248,6 +292,10 @@ export {
 
 	## Name of this node as sent in requests.
 	global this_node: function(): string;
+
+	## The name of the ``allow_*`` option that allows a connection with
+	## the endpoints *id*, or an empty string when none does.
+	global allowing_option: function(id: conn_id): string;
 
 	## The topic a request about a connection from *orig_h* goes to.
 	global request_topic_for: function(orig_h: addr): string;
@@ -273,6 +321,8 @@ export {
 	global requests_published = 0;
 	## Verdicts written to the log.
 	global verdicts_logged = 0;
+	## Verdicts written to the log as allowed.
+	global verdicts_allowed = 0;
 	## Verdicts for no pending request (expired, answered twice, or
 	## never asked).
 	global verdicts_unmatched = 0;
@@ -352,6 +402,23 @@ function this_node(): string
 		return Cluster::node;
 
 	return "zeek";
+	}
+
+function allowing_option(id: conn_id): string
+	{
+	if ( id$orig_h in allow_orig_nets )
+		return "PacketCLIP::allow_orig_nets";
+
+	if ( id$resp_h in allow_resp_nets )
+		return "PacketCLIP::allow_resp_nets";
+
+	if ( id$orig_h in allow_nets || id$resp_h in allow_nets )
+		return "PacketCLIP::allow_nets";
+
+	if ( id$resp_p in allow_resp_ports )
+		return "PacketCLIP::allow_resp_ports";
+
+	return "";
 	}
 
 function request_topic_for(orig_h: addr): string
@@ -462,13 +529,13 @@ function flush(uid: string)
 
 ## One row of packetclip.log, in the layout packetclip classify writes too.
 function write_row(uid: string, where: Pending, label: string, attack: string,
-    score: double, explanation: string, model: string)
+    score: double, explanation: string, model: string, is_allowed: bool)
 	{
 	local info = Info($ts=where$ts, $uid=uid, $id=where$id,
 	    $proto=get_port_transport_proto(where$id$resp_p),
 	    $community_id=community_id_v1(where$id), $label=label,
 	    $attack=attack, $score=score, $explanation=explanation,
-	    $model=model);
+	    $model=model, $allowed=is_allowed);
 
 	if ( where?$missions )
 		info$missions = where$missions;
@@ -485,7 +552,7 @@ function give_up(uid: string, reason: string)
 	delete pending[uid];
 	delete held_requests[uid];
 
-	write_row(uid, where, "error", "error", 0.0, reason, "");
+	write_row(uid, where, "error", "error", 0.0, reason, "", F);
 	++requests_lost;
 	}
 
@@ -657,10 +724,35 @@ event verdict(uid: string, label: string, attack: string, score: double,
 	delete pending[uid];
 	delete held_requests[uid];
 
-	write_row(uid, where, label, attack, score, explanation, model);
+	# Allowed by the sidecar's allowlist (its reason already ends the
+	# explanation), or by an allow_* option now. Either way the verdict
+	# stands; only the notice is kept back. An error says nothing about the
+	# traffic, so nothing allows it.
+	local is_allowed = where$allowed;
+	local text = explanation;
+	local by = "";
+	if ( ! is_allowed && label != "error" )
+		by = allowing_option(where$id);
+
+	if ( by != "" )
+		{
+		is_allowed = T;
+		text = fmt("%s Allowed: %s.", explanation, by);
+		}
+
+	write_row(uid, where, label, attack, score, text, model, is_allowed);
 	++verdicts_logged;
 
-	raise_notice(uid, where, label, attack, score, explanation);
+	if ( is_allowed )
+		++verdicts_allowed;
+	else
+		raise_notice(uid, where, label, attack, score, text);
+	}
+
+event allowed(uid: string, reason: string)
+	{
+	if ( uid in pending )
+		pending[uid]$allowed = T;
 	}
 
 event mission_scores(uid: string, missions: vector of string, scores: vector of
@@ -672,11 +764,15 @@ event mission_scores(uid: string, missions: vector of string, scores: vector of
 	local where = pending[uid];
 	local entries: vector of string = vector();
 
+	# An allowed verdict raises no notice, its missions' included.
+	local quiet = where$allowed || allowing_option(where$id) != "";
+
 	for ( i in missions )
 		{
 		entries[|entries|] = fmt("%s=%.6f", missions[i], scores[i]);
 
-		if ( missions[i] !in mission_thresholds
+		if ( quiet
+		    || missions[i] !in mission_thresholds
 		    || scores[i] < mission_thresholds[missions[i]] )
 			next;
 

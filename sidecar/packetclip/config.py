@@ -17,6 +17,8 @@ Precedence, highest first (the first source that sets a value wins, per setting)
                                                                                    / <store>/text-encoder
     missions              --missions DIR              PACKETCLIP_MISSIONS          missions = "DIR"
                                                                                    / none (no user missions)
+    allowlist             --allowlist FILE            PACKETCLIP_ALLOWLIST         allowlist = "FILE"
+                                                                                   / none (nothing allowed)
     ====================  ==========================  ===========================  ==============================
 
 The config file itself is chosen the same way: `--config FILE` > `PACKETCLIP_CONFIG` > the first of
@@ -55,8 +57,9 @@ ENVIRONMENT: dict[str, str] = {
     "batch_size": "PACKETCLIP_BATCH_SIZE",
     "text_encoder": "PACKETCLIP_TEXT_ENCODER",
     "missions": "PACKETCLIP_MISSIONS",
+    "allowlist": "PACKETCLIP_ALLOWLIST",
 }
-PATH_SETTINGS = ("store", "text_encoder", "missions")
+PATH_SETTINGS = ("store", "text_encoder", "missions", "allowlist")
 # tables owned and validated by one command's own settings reader (`packetclip serve` reads `[serve]`)
 COMMAND_TABLES = ("serve",)
 COUNT_SETTINGS = ("threads", "batch_size")
@@ -79,6 +82,7 @@ class RuntimeConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     text_encoder: Path | None = None  # None only before resolution; `load_config` fills <store>/text-encoder
     missions: Path | None = None  # a folder of user-written mission YAML; None: no user missions
+    allowlist: Path | None = None  # the allowlist file (`packetclip.allowlist`); None: nothing is allowed
     config_file: Path | None = None  # the file that was read, if any
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -181,6 +185,7 @@ def load_config(
     batch_size: int | None = None,
     text_encoder: str | os.PathLike[str] | None = None,
     missions: str | os.PathLike[str] | None = None,
+    allowlist: str | os.PathLike[str] | None = None,
 ) -> RuntimeConfig:
     """Resolve every setting: the keyword arguments are the command-line flags (None = not given)."""
     flags: dict[str, Any] = {
@@ -191,6 +196,7 @@ def load_config(
             ("batch_size", _count(batch_size, "--batch-size") if batch_size is not None else None),
             ("text_encoder", Path(text_encoder).expanduser() if text_encoder is not None else None),
             ("missions", Path(missions).expanduser() if missions is not None else None),
+            ("allowlist", Path(allowlist).expanduser() if allowlist is not None else None),
         )
         if value is not None
     }

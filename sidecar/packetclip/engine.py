@@ -19,7 +19,11 @@ Owns turning finished connections into verdicts with one model bundle:
    threshold: `decide`), `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
    winning mission, and `explanation` comes from `packetclip.explain.Explainer` (for the whole batch) over the
    facts the `ActivityTracker` observed: each connection is observed in batch order and its originator's summary
-   taken right after, for the verdicts whose explanation reports it.
+   taken right after, for the verdicts whose explanation reports it;
+4. with an allowlist (`packetclip.allowlist.AllowlistFile`), mark the verdicts of expected traffic allowed: label,
+   attack and scores stay, `allowed` and `allow_reason` are set and the reason ends the explanation. Every sensor
+   path gets its verdicts here, so all of them mark the same ones; without an allowlist nothing is done per
+   verdict.
 
 One onnxruntime session per model, with explicit intra-/inter-op thread counts and sequential execution (a
 sensor shares its cores with Zeek); numpy's BLAS is held to the same thread count while a batch runs.
@@ -43,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from packetclip.allowlist import AllowlistFile
 from packetclip.bundle import Bundle, BundleError, load_bundle
 from packetclip.context import (
     CONTEXT_FEATURES,
@@ -98,6 +103,9 @@ class Verdict:
     concepts: list[tuple[str, str, float]] = field(default_factory=list)  # (mission, concept, activation)
     # user-written missions scored zero-shot (`packetclip.user_missions`): name -> probability; empty without any
     missions: dict[str, float] = field(default_factory=dict)
+    # an allowlist entry matched (`packetclip.allowlist`): the verdict stands, but its traffic is expected
+    allowed: bool = False
+    allow_reason: str = ""  # the matching entry's reason; "" when not allowed
 
 
 class MissionScorer(Protocol):
@@ -396,6 +404,7 @@ class Engine:
         rounded_iat_ms: float | None = None,
         shards: int = 1,
         user_missions: MissionScorerFactory | None = None,
+        allowlist: AllowlistFile | None = None,
     ) -> None:
         if threads < 1 or batch_size < 1 or shards < 1:
             raise ValueError("threads, batch_size and shards must be positive")
@@ -414,6 +423,9 @@ class Engine:
         # builds the user-mission scorer of a bundle (None: no user missions), again for every reloaded bundle:
         # a mission's vector lives in the space of the bundle's text head
         self.user_missions = user_missions
+        # marks the verdicts of expected traffic allowed (None: no allowlist, no work per verdict); it follows its
+        # file by itself, across bundle reloads
+        self.allowlist = allowlist
         self._models = _load_models(self._open(bundle), threads)
         self._missions = self._mission_scorer(self._models.bundle)
         self.activity = ActivityTracker(max_originators=max_originators, window_seconds=activity_window)
@@ -687,6 +699,8 @@ class Engine:
                     missions=mission_rows[row] if mission_rows else {},
                 )
             )
+        if self.allowlist is not None:
+            self.allowlist.mark(verdicts, inference.connections)
         return verdicts
 
     def _activities(

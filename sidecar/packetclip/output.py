@@ -17,9 +17,9 @@ Zeek layout, as Zeek's ASCII log writer produces it with its default options:
     <one row per verdict>
     #close<TAB>YYYY-MM-DD-HH-MM-SS
 
-Values: `time` and `double` with six decimals, `port` and `count` as integers, strings escaped as Zeek does:
-a backslash, ASCII control characters (the tab separator among them) and DEL become ``\\xNN`` per byte; other
-UTF-8 passes through (Zeek's `LogAscii::enable_utf_8`, on by default; `utf8=False` escapes every non-ASCII byte).
+Values: `time` and `double` with six decimals, `port` and `count` as integers, `bool` as T or F, strings escaped as
+Zeek does: a backslash, ASCII control characters (the tab separator among them) and DEL become ``\\xNN`` per byte;
+other UTF-8 passes through (Zeek's `LogAscii::enable_utf_8`, on by default; `utf8=False` escapes every non-ASCII byte).
 An empty string is written `(empty)`, an unset value `-`, and a string that *equals* one of those markers has its
 first character escaped so that it cannot be mistaken for them.
 """
@@ -44,8 +44,8 @@ SET_SEPARATOR = ","
 EMPTY_FIELD = "(empty)"
 UNSET_FIELD = "-"
 
-# (Zeek field name, Zeek type), in the contract's order; `scores` (and `missions`, the user-written missions'
-# scores when there are any) exist in JSON records only.
+# (Zeek field name, Zeek type), in the contract's order; `scores` (and `allow_reason` of an allowed verdict, and
+# `missions`, the user-written missions' scores when there are any) exist in JSON records only.
 ZEEK_FIELDS: tuple[tuple[str, str], ...] = (
     ("ts", "time"),
     ("uid", "string"),
@@ -61,6 +61,7 @@ ZEEK_FIELDS: tuple[tuple[str, str], ...] = (
     ("explanation", "string"),
     ("model", "string"),
     ("missions", "vector[string]"),
+    ("allowed", "bool"),
 )
 JSON_FIELDS: tuple[str, ...] = (
     "ts",
@@ -77,6 +78,7 @@ JSON_FIELDS: tuple[str, ...] = (
     "scores",
     "explanation",
     "model",
+    "allowed",
 )
 FORMATS = ("zeek", "json")
 
@@ -95,9 +97,9 @@ def verdict_record(verdict: Verdict) -> dict[str, Any]:
     """The contract's record of one verdict (JSON field names and order)."""
     record = {name: getattr(verdict, _ATTRIBUTES.get(name, name)) for name in JSON_FIELDS}
     record["scores"] = dict(verdict.scores)  # a copy: the record is the caller's to change
-    if (
-        verdict.missions
-    ):  # user-written missions (`--missions`): after the contract's fields, only when scored
+    if verdict.allowed:  # the allowlist entry's reason (also the explanation's last sentence)
+        record["allow_reason"] = verdict.allow_reason
+    if verdict.missions:  # user-written missions (`--missions`): last, only when scored
         record["missions"] = dict(verdict.missions)
     return record
 
@@ -140,6 +142,8 @@ def zeek_value(value: Any, zeek_type: str, utf8: bool = True) -> str:
         return f"{float(value):.6f}"
     if zeek_type in ("port", "count", "int"):
         return str(int(value))
+    if zeek_type == "bool":
+        return "T" if value else "F"
     return zeek_escape(str(value), utf8)
 
 

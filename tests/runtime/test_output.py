@@ -20,8 +20,11 @@ from packetclip.output import ZEEK_FIELDS, JsonWriter, ZeekWriter, open_writer, 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_engine import LAB_CAPTURE, runtime_bundle
 
-FIELDS = "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto community_id label attack score explanation model missions"
-TYPES = "time string addr port addr port enum string string string double string string vector[string]"
+FIELDS = (
+    "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto community_id label attack score explanation model missions "
+    "allowed"
+)
+TYPES = "time string addr port addr port enum string string string double string string vector[string] bool"
 
 
 def make_verdict(**changes: object) -> Verdict:
@@ -73,7 +76,7 @@ def test_zeek_layout_header_rows_and_close() -> None:
     row = lines[8].split("\t")
     assert row == [
         "1700000000.500000", "CAbc", "10.0.0.1", "40000", "2001:db8::1", "80", "tcp", "1:xyz=", "recon",
-        "port_scan", "0.750000", "TCP to port 80.", "2026.11.27-1", "-",
+        "port_scan", "0.750000", "TCP to port 80.", "2026.11.27-1", "-", "F",
     ]  # fmt: skip
     assert lines[9].startswith("#close\t") and lines[10] == ""
 
@@ -84,8 +87,8 @@ def test_user_missions_fill_the_missions_column_as_zeeks_package_writes_it() -> 
     writer.write(make_verdict(missions={"ntp_flood": 0.9981204, "web_probe": 0.5}))
     writer.write(make_verdict(missions={}))
     rows = [line.split("\t") for line in out.getvalue().splitlines() if not line.startswith("#")]
-    assert rows[0][-1] == "ntp_flood=0.998120,web_probe=0.500000"  # fmt("%s=%.6f"), set separator between
-    assert rows[1][-1] == "-"  # no missions: unset, as Zeek leaves the optional field
+    assert rows[0][-2] == "ntp_flood=0.998120,web_probe=0.500000"  # fmt("%s=%.6f"), set separator between
+    assert rows[1][-2] == "-"  # no missions: unset, as Zeek leaves the optional field
 
 
 def test_zeek_escaping_keeps_one_line_per_record() -> None:
@@ -117,8 +120,9 @@ def check_record(record: dict[str, object], attack_threshold: float | None) -> N
     """The verdict-record contract, as a schema: every field, its type, and the rules between fields; the label
     follows the bundle's decision rule (`attack_threshold`: its operating point, None: the most likely class)."""
     expected = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "community_id",
-                "label", "attack", "score", "scores", "explanation", "model"]  # fmt: skip
+                "label", "attack", "score", "scores", "explanation", "model", "allowed"]  # fmt: skip
     assert list(record) == expected
+    assert record["allowed"] is False  # no allowlist here (tests/runtime/test_allowlist.py has one)
     assert isinstance(record["ts"], float) and record["ts"] > 0
     for key in ("uid", "community_id", "explanation", "model"):
         assert isinstance(record[key], str), key

@@ -94,6 +94,7 @@ PACKETCLIP_EVENTS: dict[str, tuple[str, ...]] = {
     ),
     "PacketCLIP::verdict": ("string", "string", "string", "real", "string", "string"),
     "PacketCLIP::mission_scores": ("string", "vector<string>", "vector<real>"),
+    "PacketCLIP::allowed": ("string", "string"),
     "PacketCLIP::hello": ("string", "string"),
 }  # fmt: skip
 _ZEEK_ESCAPES = {

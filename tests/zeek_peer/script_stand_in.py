@@ -20,6 +20,13 @@ give different publication orders of the same requests, each one a real Zeek cou
   request is a duplicate when its uid was published again, else unmatched; neither is logged;
 - `PacketCLIP::mission_scores` for a pending request keeps its user-written missions' scores, as main.zeek writes
   them into the row's `missions` column (`name=score`, six decimals); without it the column is unset (None);
+- `PacketCLIP::allowed` for a pending request marks it allowed; at its verdict (not an `error`) the `allow_*`
+  options (`allow_orig_nets`, `allow_resp_nets`, `allow_nets`, `allow_resp_ports`, checked in that order) allow
+  it too and name themselves at the end of the explanation; an allowed row has `allowed` set and raises no
+  notice, neither its own nor its missions';
+- `notices` holds the scripts' NOTICE calls as (note, source address, uid): the verdict's class notice when its
+  score reaches `notice_thresholds`, a `UserMission` per mission score reaching `mission_thresholds`
+  (the Notice framework's suppression, which acts after the call, is not played);
 - after the capture, the drain waits until nothing is pending; when no verdict (or re-send) has come for
   `drain_timeout` (wall clock), every request left becomes an `error` row saying it was lost (`requests_lost`).
 """
@@ -27,6 +34,7 @@ give different publication orders of the same requests, each one a real Zeek cou
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,6 +46,13 @@ from peer import ScriptOptions, ScriptRequest, ZeekPeer, requests_from_capture
 HELLO = "PacketCLIP::hello"
 VERDICT = "PacketCLIP::verdict"
 MISSION_SCORES = "PacketCLIP::mission_scores"
+ALLOWED = "PacketCLIP::allowed"
+NOTICE_TYPES = {
+    "dos": "PacketCLIP::DoS",
+    "recon": "PacketCLIP::Recon",
+    "bruteforce": "PacketCLIP::BruteForce",
+}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,7 @@ class Row:
     explanation: str
     model: str
     missions: list[str] | None = None  # `name=score` entries; None: unset
+    allowed: bool = False
 
 
 @dataclass
@@ -98,7 +114,18 @@ class OfflineZeek:
     pending: dict[str, ScriptRequest] = field(default_factory=dict)
     resent_uids: set[str] = field(default_factory=set)
     missions: dict[str, list[str]] = field(default_factory=dict)  # pending uid -> its `missions` column
+    allowed_uids: set[str] = field(default_factory=set)  # pending requests PacketCLIP::allowed arrived for
+    # main.zeek's options, as their defaults are
+    notice_thresholds: dict[str, float] = field(
+        default_factory=lambda: {"dos": 0.8, "recon": 0.8, "bruteforce": 0.8}
+    )
+    mission_thresholds: dict[str, float] = field(default_factory=dict)
+    allow_orig_nets: set[Network] = field(default_factory=set)
+    allow_resp_nets: set[Network] = field(default_factory=set)
+    allow_nets: set[Network] = field(default_factory=set)
+    allow_resp_ports: set[tuple[int, str]] = field(default_factory=set)  # (port, "tcp" | "udp" | "icmp")
     rows: list[Row] = field(default_factory=list)
+    notices: list[tuple[str, str, str]] = field(default_factory=list)  # (note, source address, uid)
     hellos: int = 0
     requests_published: int = 0
     requests_resent: int = 0
@@ -165,6 +192,8 @@ class OfflineZeek:
                     self._verdict(*event.args)
                 elif event.name == MISSION_SCORES:
                     self._mission_scores(*event.args)
+                elif event.name == ALLOWED:
+                    self._allowed(*event.args)
 
     async def _hello(self) -> None:
         """`hellos` counts the hellos handled (after the re-sends they caused)."""
@@ -189,14 +218,47 @@ class OfflineZeek:
             else:
                 self.verdicts_unmatched += 1
             return
-        del self.pending[uid]
-        self.rows.append(Row(uid, label, attack, score, explanation, model, self.missions.pop(uid, None)))
+        request = self.pending.pop(uid)
+        allowed = uid in self.allowed_uids
+        self.allowed_uids.discard(uid)
+        by = self.allowing_option(request) if not allowed and label != "error" else ""
+        if by:
+            allowed, explanation = True, f"{explanation} Allowed: {by}."
+        missions = self.missions.pop(uid, None)
+        self.rows.append(Row(uid, label, attack, score, explanation, model, missions, allowed))
+        threshold = self.notice_thresholds.get(label)
+        if not allowed and label in NOTICE_TYPES and threshold is not None and score >= threshold:
+            self.notices.append((NOTICE_TYPES[label], str(request.event.args[2]), uid))
 
     def _mission_scores(self, uid: str, missions: list[str], scores: list[float]) -> None:
-        if uid in self.pending and len(missions) == len(scores):
-            self.missions[uid] = [f"{name}={score:.6f}" for name, score in zip(missions, scores, strict=True)]
+        if uid not in self.pending or len(missions) != len(scores):
+            return
+        self.missions[uid] = [f"{name}={score:.6f}" for name, score in zip(missions, scores, strict=True)]
+        if uid in self.allowed_uids or self.allowing_option(self.pending[uid]):
+            return
+        for name, score in zip(missions, scores, strict=True):
+            if name in self.mission_thresholds and score >= self.mission_thresholds[name]:
+                self.notices.append(("PacketCLIP::UserMission", str(self.pending[uid].event.args[2]), uid))
+
+    def _allowed(self, uid: str, reason: str) -> None:
+        if uid in self.pending:
+            self.allowed_uids.add(uid)
+
+    def allowing_option(self, request: ScriptRequest) -> str:
+        """main.zeek's `allowing_option`: the allow_* option that allows the request's connection, or ""."""
+        orig_h, resp_h, resp_p = request.event.args[2], request.event.args[4], request.event.args[5]
+        if any(orig_h in net for net in self.allow_orig_nets):
+            return "PacketCLIP::allow_orig_nets"
+        if any(resp_h in net for net in self.allow_resp_nets):
+            return "PacketCLIP::allow_resp_nets"
+        if any(orig_h in net or resp_h in net for net in self.allow_nets):
+            return "PacketCLIP::allow_nets"
+        if (resp_p.number, resp_p.protocol) in self.allow_resp_ports:
+            return "PacketCLIP::allow_resp_ports"
+        return ""
 
     def _give_up(self, uid: str, reason: str) -> None:
         del self.pending[uid]
+        self.allowed_uids.discard(uid)
         self.rows.append(Row(uid, "error", "error", 0.0, reason, "", self.missions.pop(uid, None)))
         self.requests_lost += 1

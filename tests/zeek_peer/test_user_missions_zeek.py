@@ -20,7 +20,7 @@ import pytest
 from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine, Verdict
 from packetclip.missions import load_missions
-from packetclip.output import ZeekWriter
+from packetclip.output import ZEEK_FIELDS, ZeekWriter
 from packetclip.user_missions import UserMissionScorer
 from packetclip.zeek.service import MISSION_SCORES_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
@@ -35,6 +35,7 @@ from test_store import export_test_bundles, hashed_text_vectors  # noqa: E402
 from windowed_bundle import windowed_copy  # noqa: E402
 
 NTP_FLOOD = (HERE.parents[1] / "samples" / "missions" / "ntp_flood.yaml").read_text()
+MISSIONS_COLUMN = [name for name, _ in ZEEK_FIELDS].index("missions")
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_mission_scores_reach_zeeks_log_as_classify_writes_them(bundle: Path, mi
         stream.seek(0)
         stream.truncate()
         writer.write(by_uid[row.uid])
-        column = stream.getvalue().rstrip("\n").split("\t")[-1]
+        column = stream.getvalue().rstrip("\n").split("\t")[MISSIONS_COLUMN]
         assert (
             row.missions is not None and len(row.missions) == 1 and row.missions[0].startswith("ntp_flood=")
         )

@@ -189,6 +189,29 @@ def test_mission_scores_event_follows_this_repositorys_contract() -> None:
     assert declared_signature("mission_scores") == contract == handler_signature("mission_scores")
 
 
+def test_allowed_event_follows_this_repositorys_contract() -> None:
+    """That the sidecar's allowlist allowed a verdict travels in an event of its own, declared and handled as
+    docs/design.md says."""
+    contract = contract_signature("allowed")
+    assert contract == [("uid", "string"), ("reason", "string")]
+    assert declared_signature("allowed") == contract == handler_signature("allowed")
+
+
+def test_allow_options_are_sets_the_config_framework_can_change() -> None:
+    """The allow_* options are `option`s (changeable at run time) of a set of one atomic type: Zeek's config
+    reader (the Config framework's file input) takes sets and vectors of atomic values but no table with values
+    and no record, and a `const` could not change without a restart."""
+    declared = dict(
+        re.findall(r"^\toption (allow_\w+): (.+?) = \{\};$", MAIN_SCRIPT.read_text(), re.MULTILINE)
+    )
+    assert declared == {
+        "allow_orig_nets": "set[subnet]",
+        "allow_resp_nets": "set[subnet]",
+        "allow_nets": "set[subnet]",
+        "allow_resp_ports": "set[port]",
+    }
+
+
 def test_request_record_and_publish_calls_follow_contract() -> None:
     """The Request record mirrors the event, and both publish calls spread it in the contract's order."""
     contract = contract_signature("request")
@@ -223,7 +246,7 @@ def test_topics_follow_contract() -> None:
 # its fields, prefixed with the field's name.
 LOG_TYPES = {
     "time": "time", "string": "string", "double": "double", "transport_proto": "enum",
-    "vector of string": "vector[string]",
+    "vector of string": "vector[string]", "bool": "bool",
 }  # fmt: skip
 CONN_ID_FIELDS = (("orig_h", "addr"), ("orig_p", "port"), ("resp_h", "addr"), ("resp_p", "port"))
 
@@ -233,6 +256,7 @@ def logged_columns() -> list[tuple[str, str]]:
     columns = []
     for name, declared in record_fields("Info"):
         declared = declared.removesuffix(" &optional")  # logged as unset ("-") when not set
+        declared = declared.removesuffix(" &default=F")  # logged as F unless set
         assert declared.endswith(" &log"), f"Info${name} is not logged"
         zeek_type = declared.removesuffix(" &log")
         if zeek_type == "conn_id":
@@ -426,6 +450,61 @@ def test_edge_captures_exercise_their_faults() -> None:
     backwards = zeek_requests(BTEST_DIR / "traces" / "packetclip-backwards.pcap")
     starts = [r.start for r in backwards]
     assert starts != sorted(starts) and min(starts) < max(t for r in backwards for t in r.ts) - 5
+
+
+def fake_sidecar_answers() -> dict[str, tuple[str, str, float, str]]:
+    """tests/zeek/scripts/fake-sidecar.zeek's verdict per responder port ("22/tcp" -> label, attack, score,
+    explanation)."""
+    text = (BTEST_DIR / "scripts" / "fake-sidecar.zeek").read_text()
+    found = re.findall(
+        r'\[(\d+/\w+)\] = Answer\(\$label="(\w+)",\s+\$attack="(\w+)",\s+\$score=([\d.]+),\s+'
+        r'\$explanation="([^"]*)"\)',
+        text,
+    )
+    return {
+        port: (label, attack, float(score), explanation) for port, label, attack, score, explanation in found
+    }
+
+
+def test_allowlist_baselines_follow_from_the_capture_and_the_fake_sidecar() -> None:
+    """The allowlist btest's baselines, recomputed: every connection of the capture gets the fake sidecar's answer
+    for its port; the SSH one (allowed by the sidecar) and 10.0.0.9's (allow_orig_nets) are allowed, the latter
+    with the option's name after its explanation; notices come from the rows not allowed whose score reaches
+    main.zeek's default threshold (0.8), one per originator and class (suppression), and the mission scores of the
+    allowed port-80 row raise none."""
+    test = (BTEST_DIR / "tests" / "allowlist.zeek").read_text()
+    assert "redef PacketCLIP::allow_orig_nets = {10.0.0.9/32};" in test
+    assert (
+        'if ( req$resp_p == 22/tcp )\n\t\tevent PacketCLIP::allowed(req$uid, "the jump host\'s logins");'
+        in test
+    )
+    answers = fake_sidecar_answers()
+    assert len(answers) == 6
+    notes = {"dos": "PacketCLIP::DoS", "recon": "PacketCLIP::Recon", "bruteforce": "PacketCLIP::BruteForce"}
+    rows: list[str] = []
+    raising: dict[tuple[str, str], list[int]] = {}  # (note, originator) -> responder ports of rows raising it
+    for request in zeek_requests(SMALL_CAPTURE):
+        label, attack, score, explanation = answers[f"{request.resp_p}/{request.proto}"]
+        by_sidecar = request.resp_p == 22 and request.proto == "tcp"
+        by_option = request.orig_h == "10.0.0.9" and label != "error"
+        if by_option and not by_sidecar:
+            explanation += " Allowed: PacketCLIP::allow_orig_nets."
+        allowed = by_sidecar or by_option
+        rows.append(
+            f"{request.orig_h}\t{request.resp_p}\t{label}\t{attack}\t{'T' if allowed else 'F'}\t{explanation}"
+        )
+        if not allowed and label in notes and score >= 0.8:
+            raising.setdefault((notes[label], request.orig_h), []).append(request.resp_p)
+    # one row per originator and class raises it, so suppression cannot make the baseline depend on row order
+    assert all(len(ports) == 1 for ports in raising.values())
+    notices = [f"{note}\t{orig_h}\t{ports[0]}" for (note, orig_h), ports in raising.items()]
+    baseline = BTEST_DIR / "Baseline" / "tests.allowlist"
+    assert (baseline / "rows").read_text().splitlines() == sorted(rows)
+    assert (baseline / "notices").read_text().splitlines() == sorted(notices)
+    assert (baseline / "output").read_text() == (
+        f"published={len(rows)} logged={len(rows)} allowed={sum(r.split(chr(9))[4] == 'T' for r in rows)} "
+        "unmatched=0 pending=0\n"
+    )
 
 
 def test_backwards_rows_baseline_has_each_connections_first_packet_time() -> None:

@@ -5,8 +5,9 @@ and tracked one file at a time with bounded memory, finished connections are put
 order training replays a capture in; `packetclip.ordering`) and gathered into micro-batches for the engine, and
 each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
 each gets its own connection table and its file name as the originator-context key, so two captures never share
-a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one)
-and the summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
+a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one),
+the options and set-up the live sidecars share with it (`--missions`, `--allowlist`: `open_engine`,
+`open_allowlist`), and the summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
 
 A capture that cannot be read (missing, empty, not a capture, a folder) is reported on stderr the moment it
 fails, counted in the summary and skipped; the other captures are still classified in full, and the command then
@@ -37,6 +38,7 @@ from typing import Any, TextIO
 
 import click
 
+from packetclip.allowlist import AllowlistError, AllowlistFile
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip.config import ConfigError, RuntimeConfig, load_config
 from packetclip.engine import Engine, MissionScorerFactory, Verdict
@@ -205,17 +207,25 @@ def open_engine(
     batch_size: int | None,
     missions: str | None = None,
     text_encoder: str | None = None,
+    allowlist: str | None = None,
     **engine_options: Any,
 ) -> Engine:
     """An engine on the resolved bundle with settings from flags, environment or config file (config.py); with a
-    `missions` folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored too."""
+    `missions` folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored too, with
+    an `allowlist` file (flag, PACKETCLIP_ALLOWLIST or the config file) the verdicts it matches are marked
+    allowed."""
     try:
         settings = load_config(
-            threads=threads, batch_size=batch_size, missions=missions, text_encoder=text_encoder
+            threads=threads,
+            batch_size=batch_size,
+            missions=missions,
+            text_encoder=text_encoder,
+            allowlist=allowlist,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     engine_options["user_missions"] = user_mission_factory(settings)
+    engine_options["allowlist"] = open_allowlist(settings)
     try:
         path = resolve_model(model)
         engine = Engine(
@@ -242,6 +252,32 @@ def user_mission_factory(settings: RuntimeConfig) -> MissionScorerFactory | None
     )
 
 
+def open_allowlist(settings: RuntimeConfig) -> AllowlistFile | None:
+    """The allowlist the `allowlist` setting names, read and checked (None: no allowlist set). A file that cannot
+    be used stops the command with its one-line error: a sensor must not run on a list its operator did not
+    mean."""
+    if settings.allowlist is None:
+        return None
+    try:
+        allowlist = AllowlistFile(settings.allowlist)
+    except AllowlistError as exc:
+        source = settings.sources.get("allowlist", "flag")
+        named_by = {"flag": "", "environment": " (named by PACKETCLIP_ALLOWLIST)"}.get(
+            source, f" (named by {source})"
+        )
+        raise click.ClickException(f"{exc}{named_by}") from None
+    return allowlist
+
+
+def allowlist_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--allowlist FILE`, for the commands that write verdicts."""
+    return click.option(
+        "--allowlist", "allowlist", default=None, metavar="FILE",
+        help="TOML allowlist: matching verdicts keep label and scores and are marked allowed (default: config, "
+        "else none; re-read when it changes).",
+    )(command)  # fmt: skip
+
+
 def missions_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--missions DIR` and `--text-encoder DIR`, for the commands that write user-mission scores."""
     command = click.option(
@@ -256,8 +292,11 @@ def missions_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)  # fmt: skip
 
 
-def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None) -> None:
-    """Connections per label, malformed frames by reason, time and rates, to stderr."""
+def print_summary(
+    summary: StreamSummary, model: str, out: TextIO | None = None, allowlist: AllowlistFile | None = None
+) -> None:
+    """Connections per label, malformed frames by reason, time and rates (and with an allowlist, the verdicts it
+    marked allowed), to stderr."""
     stats = summary.stats
     seconds = max(summary.seconds, 1e-9)
 
@@ -270,6 +309,12 @@ def print_summary(summary: StreamSummary, model: str, out: TextIO | None = None)
     )
     for label, count in sorted(summary.labels.items(), key=lambda item: (-item[1], item[0])):
         say(f"  {label}: {count}")
+    if allowlist is not None:
+        expired = allowlist.counts.expired
+        say(
+            f"allowed: {allowlist.counts.allowed} by {allowlist.path} ({len(allowlist.allowlist.entries)} entries "
+            f"in force{f', {expired} expired' if expired else ''})"
+        )
     say(
         f"frames: {stats.frames}  parsed: {stats.parsed}  non-IP: {stats.non_ip}  truncated: {stats.truncated}  "
         f"malformed: {stats.malformed_total}  skipped: {stats.skipped_total}"
@@ -318,6 +363,7 @@ def _total_bytes(paths: Iterable[str]) -> int:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
 @missions_options
+@allowlist_option
 def classify(
     pcaps: tuple[str, ...],
     model: str | None,
@@ -327,13 +373,14 @@ def classify(
     threads: int | None,
     missions: str | None,
     text_encoder: str | None,
+    allowlist: str | None,
 ) -> None:
     """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd).
 
     A capture that cannot be read is reported on stderr and skipped, the others are classified in full, and the
     exit status is 1 (0 when every capture was read).
     """
-    engine = open_engine(model, threads, batch_size, missions, text_encoder)
+    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist)
     stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
     writer = open_writer(fmt, stream)
     try:
@@ -353,7 +400,7 @@ def classify(
         if output is not None:
             stream.close()
         engine.close()
-    print_summary(summary, engine.model_version)
+    print_summary(summary, engine.model_version, allowlist=engine.allowlist)
     if summary.file_errors:
         raise click.exceptions.Exit(1)
 

@@ -2,7 +2,7 @@
 
 Owns the command line: resolving settings (flags > config file's `[serve]` table and runtime keys > defaults),
 choosing the bundle (`--model`, else the store's active bundle with hot reload on activation, else the embedded
-one), the log format, signal handling (SIGINT/SIGTERM stop the loop, which drains before exiting). The loop
+one), the allowlist and user missions the settings name, the log format, signal handling (SIGINT/SIGTERM stop the loop, which drains before exiting). The loop
 itself is `packetclip.zeek.service`.
 """
 
@@ -18,7 +18,12 @@ from pathlib import Path
 import click
 
 from packetclip.bundle import BundleError, load_bundle
-from packetclip.commands.classify import missions_options, user_mission_factory
+from packetclip.commands.classify import (
+    allowlist_option,
+    missions_options,
+    open_allowlist,
+    user_mission_factory,
+)
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.store import ActiveModelWatcher, ModelStore
@@ -61,11 +66,18 @@ def open_serving_engine(
     shards: int = 1,
     missions: str | None = None,
     text_encoder: str | None = None,
+    allowlist: str | None = None,
 ) -> tuple[Engine, ActiveModelWatcher | None]:
     """The engine, and the store watcher when the bundle comes from the store (a fixed --model never reloads);
-    with a missions folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored."""
+    with a missions folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored,
+    with an allowlist (flag, PACKETCLIP_ALLOWLIST or the config file) the verdicts it matches are marked allowed."""
     settings = load_config(
-        config=config, threads=threads, batch_size=batch_size, missions=missions, text_encoder=text_encoder
+        config=config,
+        threads=threads,
+        batch_size=batch_size,
+        missions=missions,
+        text_encoder=text_encoder,
+        allowlist=allowlist,
     )
     watcher = None
     if model:
@@ -79,6 +91,7 @@ def open_serving_engine(
         batch_size=batch_size,
         shards=shards,
         user_missions=user_mission_factory(settings),
+        allowlist=open_allowlist(settings),
     )
     return engine, watcher
 
@@ -125,6 +138,7 @@ async def serve_forever(
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
               help="TOML config file (runtime keys and a [serve] table).")  # fmt: skip
 @missions_options
+@allowlist_option
 def serve(
     zeek: str | None,
     model: str | None,
@@ -140,6 +154,7 @@ def serve(
     config: str | None,
     missions: str | None,
     text_encoder: str | None,
+    allowlist: str | None,
 ) -> None:
     """Classify the connections Zeek publishes and send the verdicts back (runs until SIGINT/SIGTERM)."""
     try:
@@ -160,7 +175,7 @@ def serve(
         if settings.log_format == "json":
             use_json_logs()
         engine, watcher = open_serving_engine(
-            model, config, threads, settings.batch_size, settings.shards, missions, text_encoder
+            model, config, threads, settings.batch_size, settings.shards, missions, text_encoder, allowlist
         )
     except (ConfigError, BundleError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
@@ -173,8 +188,9 @@ def serve(
     finally:
         engine.close()
     metrics = sidecar.metrics
+    allowed = f", {metrics.allowed} allowed" if engine.allowlist is not None else ""
     click.echo(
-        f"{metrics.requests} requests, {sum(metrics.verdicts.values())} verdicts, "
+        f"{metrics.requests} requests, {sum(metrics.verdicts.values())} verdicts{allowed}, "
         f"{sum(metrics.errors.values())} errors, {sum(metrics.dropped.values())} dropped",
         err=True,
     )

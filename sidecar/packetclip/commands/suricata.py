@@ -3,8 +3,9 @@
 Owns the command line: where eve comes from (`--eve FILE`, followed across rotation, or `--eve-socket PATH`, a
 socket Suricata's `unix_stream` eve output connects to), where verdict records go (`--verdicts FILE` or
 `--verdicts-socket PATH`, stdout by default), whether flagged originators go back into Suricata
-(`--control-socket PATH`, Suricata's unix command socket), the engine settings shared with `classify`, stopping
-cleanly on SIGTERM/SIGINT (open flows are classified first), and the statistics printed as JSON on stderr at exit.
+(`--control-socket PATH`, Suricata's unix command socket), the engine settings shared with `classify` (the
+allowlist among them: allowed verdicts flag nothing), stopping cleanly on SIGTERM/SIGINT (open flows are classified
+first), and the statistics printed as JSON on stderr at exit.
 The mechanism and its measurements are described in `packetclip.suricata`.
 """
 
@@ -18,7 +19,7 @@ import threading
 
 import click
 
-from packetclip.commands.classify import missions_options, open_engine
+from packetclip.commands.classify import allowlist_option, missions_options, open_engine
 from packetclip.config import ConfigError, load_config
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.suricata.control import SuricataControl
@@ -70,6 +71,7 @@ def suricata() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Flows per inference call.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
 @missions_options
+@allowlist_option
 def run(
     eve_file: str | None,
     eve_socket: str | None,
@@ -89,13 +91,14 @@ def run(
     threads: int | None,
     missions: str | None,
     text_encoder: str | None,
+    allowlist: str | None,
 ) -> None:
     """Classify the flows Suricata samples (rules/suricata/packetclip-sampling.rules) as it sees them."""
     if (eve_file is None) == (eve_socket is None):
         raise click.UsageError("give exactly one of --eve and --eve-socket")
     if verdicts_file is not None and verdicts_socket is not None:
         raise click.UsageError("give at most one of --verdicts and --verdicts-socket")
-    engine = open_engine(model, threads, batch_size, missions, text_encoder)
+    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist)
     source: EveSource = (
         EveFileFollower(eve_file, from_start=not from_end)
         if eve_file is not None

@@ -19,6 +19,8 @@ _UDP_SERVICES = {
     3478: "stun", 4789: "vxlan", 5060: "sip", 5353: "dns", 5355: "dns", 6081: "geneve", 51820: "wireguard",
 }  # fmt: skip
 _SERVICES = {6: _TCP_SERVICES, 17: _UDP_SERVICES}
+# every name `service_name` can give: what an allowlist's `services` may name
+SERVICE_NAMES: frozenset[str] = frozenset((*_TCP_SERVICES.values(), *_UDP_SERVICES.values()))
 
 
 def service_name(proto: int, resp_port: int) -> str:

@@ -1,6 +1,8 @@
 """Verdicts back into Suricata: flagged originators in a dataset its rules test, for a limited time.
 
-Owns which verdicts flag their originator (label other than benign with `score >= threshold`), keeping each
+Owns which verdicts flag their originator (label other than benign with `score >= threshold`, and not allowed by
+the allowlist: `packetclip.allowlist`; an allowed verdict flags nothing, and an address that other verdicts
+flagged stays flagged until its time is up), keeping each
 flagged address for `ttl` seconds after its latest flagging verdict, and mirroring that set into Suricata's
 datasets over the command socket: `dataset-add` when an address is flagged, `dataset-remove` when its time is up
 (a host is not flagged forever). IPv4 and IPv6 addresses go to two datasets (Suricata's `ipv4` and `ipv6` types);
@@ -34,6 +36,7 @@ BENIGN = "benign"
 @dataclass
 class FeedbackCounts:
     flagging_verdicts: int = 0
+    allowed: int = 0  # verdicts that would have flagged their originator, had the allowlist not allowed them
     added: int = 0
     refreshed: int = 0  # verdicts that extended an address already flagged
     removed: int = 0
@@ -69,14 +72,22 @@ class DatasetFeedback:
         self._in_suricata: set[str] = set()  # addresses Suricata has confirmed holding
         self._generation = 0
 
-    def flags(self, verdict: Verdict) -> bool:
+    def calls_for_flag(self, verdict: Verdict) -> bool:
+        """An attack verdict at the threshold or above."""
         return verdict.label not in (BENIGN, "error") and verdict.score >= self.threshold
+
+    def flags(self, verdict: Verdict) -> bool:
+        """Whether the verdict flags its originator: one that calls for it, unless the allowlist allowed it."""
+        return not verdict.allowed and self.calls_for_flag(verdict)
 
     def observe(self, verdicts: list[Verdict]) -> None:
         """Flag the originators of the verdicts that call for it, then push what Suricata lacks."""
         now = self.clock()
         for verdict in verdicts:
-            if not self.flags(verdict):
+            if not self.calls_for_flag(verdict):
+                continue
+            if verdict.allowed:  # expected traffic: the record keeps the verdict, Suricata is not told
+                self.counts.allowed += 1
                 continue
             self.counts.flagging_verdicts += 1
             if verdict.orig_h in self.expires:

@@ -9,7 +9,8 @@ from its responder side, so a flow is cut exactly as `packetclip classify` cuts 
 with the shared `Engine` in one batch, write the eve-style records and pass the verdicts to the dataset feedback
 — and the counters of everything that was skipped. Nothing a sensor sends can stop the loop: malformed lines,
 frames the featurizer cannot use and failures of the engine, the record sink or Suricata's command socket are
-counted and logged.
+counted and logged. The engine marks the verdicts its allowlist allows (`packetclip.allowlist`); their records
+say so and the dataset feedback leaves their originators alone.
 
 It does not parse eve (`eve`), follow the stream (`follow`), group packets (`flows`), format records
 (`verdicts`) or speak the command socket (`control`, `datasets`).
@@ -263,5 +264,6 @@ class SuricataSidecar:
             "verdicts_written": self.sink.written,
             "verdicts_dropped": self.sink.dropped,
             "feedback": None if self.feedback is None else self.feedback.counts.as_dict(),
+            "allowlist": None if self.engine.allowlist is None else self.engine.allowlist.counts.as_dict(),
             "model": self.engine.model_version,
         }

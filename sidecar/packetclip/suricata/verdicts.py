@@ -9,7 +9,9 @@ Owns the record layout and where records go. One record per classified flow:
      "proto": "TCP",                                     upper-case, as eve spells TCP/UDP/ICMP
      "community_id": "1:...",                            Suricata's when its eve has community-id on, else ours
      "packetclip": {"label", "attack", "score", "scores", "explanation", "model",   the verdict-record contract
+                    "allowed",                           an allowlist entry matched (packetclip.allowlist)
                     "uid", "packets", "flush",           our uid, packets classified, why the flow was handed out
+                    "allow_reason",                      the entry's reason, only when allowed
                     "missions"}}                         user-written missions' scores, only with `--missions`
 
 Event-specific fields sit under an object named after the event type, as eve does for `alert`, `flow`, `dns`.
@@ -58,11 +60,14 @@ def eve_record(verdict: Verdict, flow: FlowFrames, packets: int) -> dict[str, An
             "scores": dict(verdict.scores),
             "explanation": verdict.explanation,
             "model": verdict.model,
+            "allowed": verdict.allowed,
             "uid": verdict.uid,
             "packets": packets,
             "flush": flow.reason,
         },
     }
+    if verdict.allowed:  # the allowlist entry's reason (also the explanation's last sentence)
+        record[EVENT_TYPE]["allow_reason"] = verdict.allow_reason
     if verdict.missions:  # user-written missions' scores (`--missions`), only when there are any
         record[EVENT_TYPE]["missions"] = dict(verdict.missions)
     return record

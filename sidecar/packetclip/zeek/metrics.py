@@ -18,6 +18,11 @@ does not decide what is counted when (`service`). No client library: the format 
     packetclip_serve_batches_total                        micro-batches through the engine
     packetclip_serve_model_reloads_total                  hot reloads done
     packetclip_serve_model_info{model}                    1 for the bundle version served
+    packetclip_serve_allowed_total                        verdicts the allowlist marked allowed
+    packetclip_serve_allowlist_entries                    allowlist entries in force (expired ones left)
+    packetclip_serve_allowlist_reloads_total              edits of the allowlist file taken into force
+    packetclip_serve_allowlist_errors_total               edits refused (unreadable or invalid: the list stays)
+    packetclip_serve_allowlist_expired_total              allowlist entries that expired
     packetclip_serve_latency_seconds                      histogram: request received -> verdict sent
 """
 
@@ -57,6 +62,12 @@ class Metrics:
         self.batches = 0
         self.model_reloads = 0
         self.model = ""
+        # the allowlist's counters, copied from it after every batch (`packetclip.allowlist.AllowlistCounts`)
+        self.allowed = 0
+        self.allowlist_entries = 0
+        self.allowlist_reloads = 0
+        self.allowlist_errors = 0
+        self.allowlist_expired = 0
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound (+Inf)
         self.latency_count = 0
         self.latency_sum = 0.0
@@ -131,6 +142,17 @@ class Metrics:
             _metric(
                 lines, "model_info", "gauge", "The bundle version served.", [(_labels(model=self.model), 1)]
             )
+            _metric(lines, "allowed_total", "counter", "Verdicts the allowlist marked allowed.",
+                    [("", self.allowed)])  # fmt: skip
+            _metric(lines, "allowlist_entries", "gauge", "Allowlist entries in force.",
+                    [("", self.allowlist_entries)])  # fmt: skip
+            _metric(lines, "allowlist_reloads_total", "counter", "Edits of the allowlist file taken into force.",
+                    [("", self.allowlist_reloads)])  # fmt: skip
+            _metric(lines, "allowlist_errors_total", "counter",
+                    "Edits of the allowlist file refused (unreadable or invalid); the list before stays.",
+                    [("", self.allowlist_errors)])  # fmt: skip
+            _metric(lines, "allowlist_expired_total", "counter", "Allowlist entries that expired.",
+                    [("", self.allowlist_expired)])  # fmt: skip
             name = PREFIX + "latency_seconds"
             lines.append(f"# HELP {name} Seconds from request received to verdict sent.")
             lines.append(f"# TYPE {name} histogram")

@@ -11,7 +11,10 @@ Owns the wire contract's sidecar side (docs/design.md, "Zeek <-> sidecar wire"):
 - answer every request it could read a uid and node from with `PacketCLIP::verdict(uid, label, attack, score,
   explanation, model)` on `packetclip/verdict/<node>/` — label "error" and the reason as explanation when it
   cannot classify it (bad base64, oversized or no usable frame, overload): Zeek reading a capture waits for
-  every answer before it exits.
+  every answer before it exits;
+- before a verdict, on the same topic: `PacketCLIP::allowed(uid, reason)` when the engine's allowlist allowed it,
+  then `PacketCLIP::mission_scores(uid, missions, scores)` when user-written missions are scored, so that Zeek
+  holds both when it writes the verdict's row (and raises no notice for an allowed one).
 
 Order. Each node's requests pass a reorder window first (`packetclip.zeek.reorder`): they reach the engine in
 first-packet order whatever order and moment they arrive in, so a verdict does not depend on batch boundaries or
@@ -96,6 +99,7 @@ VERDICT_TOPIC = "packetclip/verdict/{node}/"
 REQUEST_EVENT = "PacketCLIP::request"
 VERDICT_EVENT = "PacketCLIP::verdict"
 MISSION_SCORES_EVENT = "PacketCLIP::mission_scores"
+ALLOWED_EVENT = "PacketCLIP::allowed"
 HELLO_EVENT = "PacketCLIP::hello"
 ERROR_LABEL = "error"
 NODE_NAME = re.compile(r"^[^/\s]+$")  # a node name becomes a topic level: not empty, no slash, no whitespace
@@ -303,6 +307,7 @@ class Sidecar:
         self._metrics_server: MetricsServer | None = None
         self.ack: Ack | None = None
         warn_if_window_exceeds_wait(settings.max_wait, engine.featurizer_config.window, engine.model_version)
+        self._note_allowlist()
 
     @property
     def topics(self) -> list[str]:
@@ -501,6 +506,10 @@ class Sidecar:
         return Outgoing(event_text(verdict_topic(node), event), label, received)
 
     @staticmethod
+    def _allowed(node: str, uid: str, reason: str) -> Outgoing:
+        return Outgoing(event_text(verdict_topic(node), Event(ALLOWED_EVENT, [uid, reason])))
+
+    @staticmethod
     def _mission_scores(node: str, uid: str, missions: dict[str, float]) -> Outgoing:
         names = list(missions)
         event = Event(MISSION_SCORES_EVENT, [uid, names, [float(missions[name]) for name in names]])
@@ -578,13 +587,14 @@ class Sidecar:
                 continue
             for (index, _), verdict in zip(rows, verdicts, strict=True):
                 request = batch[index]
-                # a verdict's user-mission scores go first, so Zeek holds them when the verdict's row is written
-                answers[index] = [
-                    *(
-                        [self._mission_scores(node, request.uid, verdict.missions)]
-                        if verdict.missions
-                        else []
-                    ),
+                # what Zeek must hold when it writes the verdict's row goes first: that the allowlist allowed it
+                # (before the mission scores too, whose notices it also keeps back), then the mission scores
+                messages = []
+                if verdict.allowed:
+                    messages.append(self._allowed(node, request.uid, verdict.allow_reason))
+                if verdict.missions:
+                    messages.append(self._mission_scores(node, request.uid, verdict.missions))
+                messages.append(
                     self._verdict(
                         node,
                         request.uid,
@@ -593,9 +603,25 @@ class Sidecar:
                         verdict.score,
                         verdict.explanation,
                         request.received,
-                    ),
-                ]
+                    )
+                )
+                answers[index] = messages
+        self._note_allowlist()
         return [message for messages in answers for message in messages], reloaded
+
+    def _note_allowlist(self) -> None:
+        """The allowlist's counters into the metrics (it counts as the engine marks verdicts and reloads)."""
+        allowlist = self.engine.allowlist
+        if allowlist is None:
+            return
+        counts = allowlist.counts
+        self.metrics.set_gauges(
+            allowed=counts.allowed,
+            allowlist_entries=len(allowlist.allowlist.entries),
+            allowlist_reloads=counts.reloads,
+            allowlist_errors=counts.reload_errors,
+            allowlist_expired=counts.expired,
+        )
 
     def _classify_in_order(self, connections: list[Connection], node: str) -> list[Verdict]:
         """The engine's verdicts with the connections taken in the order given: the engine sorts what it is
