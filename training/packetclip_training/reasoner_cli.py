@@ -249,7 +249,9 @@ def reasoner(
     if heads.heads != "both":
         raise click.ClickException(f"{align_path}: the reasoner needs alignment trained with --heads both")
     missions = load_missions(missions_dir)
-    splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
+    # the test split is embedded (or read from the cache) only once training is done: the training views of a
+    # large dataset are what fill memory
+    splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val")}
     concept_text = concept_embeddings(missions, heads, TextEncoder().encode)
     settings = TrainConfig(
         epochs=epochs,
@@ -265,7 +267,8 @@ def reasoner(
         encoder, encoder_path, dataset, splits["train"], cache, one_sided, tool_invariance
     )
     result = fit_reasoner(train, splits["val"], heads, missions, concept_text, settings)
-    test = splits["test"]
+    del train, splits
+    test = cached_split(encoder, encoder_path, dataset, "test", cache)
     coarse, fine, _, _ = predict(result.model, training_arrays(test, FINE_CLASSES))
     metrics = {
         "train_config": asdict(settings),
