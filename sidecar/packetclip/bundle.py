@@ -18,9 +18,11 @@ Layout (every path relative to the bundle's root):
     descriptions.npz         "embeddings" float16 (T, D) unit rows; "fine" int16 (T,) index into the fine classes
     descriptions.json        {"texts": [T strings], "classes": [the fine class names "fine" indexes]}
     missions/<name>.yaml     the mission files the reasoner was trained with
+    manifest.sig             optional: an Ed25519 signature of manifest.json (`packetclip.signing`); the one file
+                             the manifest does not list, since it cannot hold its own signature's hash
 
-A file on disk that the manifest does not list is refused, not ignored: whatever sits in a bundle folder may be
-loaded by some later version, so everything in it must be covered by the hashes.
+A file on disk that the manifest does not list (other than the signature) is refused, not ignored: whatever sits
+in a bundle folder may be loaded by some later version, so everything in it must be covered by the hashes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 
 BUNDLE_FORMAT = "packetclip-bundle/1"
 MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"  # beside the manifest, never listed in it; read by packetclip.signing
 CONCEPTS_NAME = "concepts.json"
 DESCRIPTIONS_NPZ = "descriptions.npz"
 DESCRIPTIONS_JSON = "descriptions.json"
@@ -302,7 +305,7 @@ def manifest_problems(manifest: object) -> list[str]:
 def _file_table_problems(files: dict[str, Any]) -> list[str]:
     problems = []
     for relative, digest in files.items():
-        if _unsafe_relative(relative) or relative == MANIFEST_NAME:
+        if _unsafe_relative(relative) or relative in (MANIFEST_NAME, SIGNATURE_NAME):
             problems.append(f"files: {relative!r} is not a plain relative path inside the bundle")
         if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
             problems.append(f"files: {relative!r} has no sha256 hex digest")
@@ -369,7 +372,8 @@ def _check_compatible(manifest: dict[str, Any], source: Path) -> None:
 
 
 def verify_files(root: Path, manifest: Mapping[str, Any], source: Path | None = None) -> None:
-    """Every listed file exists inside `root` with its sha256, and no other file is there."""
+    """Every listed file exists inside `root` with its sha256, and no other file is there (but the manifest and
+    its signature, which `packetclip.signing` checks)."""
     source = source or root
     resolved_root = root.resolve()
     listed: dict[str, str] = manifest["files"]
@@ -396,7 +400,7 @@ def verify_files(root: Path, manifest: Mapping[str, Any], source: Path | None = 
         relative = path.relative_to(root).as_posix()
         if path.is_dir() and not path.is_symlink():
             continue
-        if relative != MANIFEST_NAME and relative not in listed:
+        if relative not in (MANIFEST_NAME, SIGNATURE_NAME) and relative not in listed:
             raise BundleError(
                 f"bundle {source}: {relative}: not listed in the manifest (unlisted files are refused)"
             )

@@ -10,6 +10,7 @@ from packetclip import __version__
 from packetclip.commands.bench import bench
 from packetclip.commands.classify import classify
 from packetclip.commands.featurize import featurize
+from packetclip.commands.feedback import feedback
 from packetclip.commands.models import models
 from packetclip.commands.serve import serve
 from packetclip.commands.suricata import suricata
@@ -25,6 +26,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(classify)
 cli.add_command(featurize)
+cli.add_command(feedback)
 cli.add_command(bench)
 cli.add_command(models)
 cli.add_command(serve)

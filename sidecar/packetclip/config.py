@@ -19,6 +19,15 @@ Precedence, highest first (the first source that sets a value wins, per setting)
                                                                                    / none (no user missions)
     allowlist             --allowlist FILE            PACKETCLIP_ALLOWLIST         allowlist = "FILE"
                                                                                    / none (nothing allowed)
+    public_keys           --public-key FILE (repeat)  PACKETCLIP_PUBLIC_KEYS       public_keys = ["FILE", ...]
+                          (`models install` only)     (os.pathsep-separated)       / none (no key trusted)
+    require_signature     --require-signature         PACKETCLIP_REQUIRE_SIGNATURE require_signature = true
+                          (`models install` only)     (1/true/yes or 0/false/no)   / false
+    keep_inputs           --keep-inputs FILE          PACKETCLIP_KEEP_INPUTS       keep_inputs = "FILE"
+                                                                                   / none (nothing kept)
+    keep_inputs_rows                                  PACKETCLIP_KEEP_INPUTS_ROWS  keep_inputs_rows = N
+                                                                                   / 100000
+    keep_inputs_days                                  PACKETCLIP_KEEP_INPUTS_DAYS  keep_inputs_days = N / 7
     ====================  ==========================  ===========================  ==============================
 
 The config file itself is chosen the same way: `--config FILE` > `PACKETCLIP_CONFIG` > the first of
@@ -31,6 +40,8 @@ The file is flat TOML:
     store = "/var/lib/packetclip/models"   # relative paths are relative to the config file's folder
     threads = 1
     batch_size = 256
+    public_keys = ["keys/release.pub.pem"]  # trusted bundle signers (`packetclip.signing`)
+    require_signature = true               # installed bundles must be signed by one of them
 
 An unknown key or a value of the wrong type is an error naming the file and the key (a typo must not silently
 leave a sensor on defaults).
@@ -40,7 +51,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,15 +69,27 @@ ENVIRONMENT: dict[str, str] = {
     "text_encoder": "PACKETCLIP_TEXT_ENCODER",
     "missions": "PACKETCLIP_MISSIONS",
     "allowlist": "PACKETCLIP_ALLOWLIST",
+    "public_keys": "PACKETCLIP_PUBLIC_KEYS",
+    "require_signature": "PACKETCLIP_REQUIRE_SIGNATURE",
+    "keep_inputs": "PACKETCLIP_KEEP_INPUTS",
+    "keep_inputs_rows": "PACKETCLIP_KEEP_INPUTS_ROWS",
+    "keep_inputs_days": "PACKETCLIP_KEEP_INPUTS_DAYS",
 }
-PATH_SETTINGS = ("store", "text_encoder", "missions", "allowlist")
+PATH_SETTINGS = ("store", "text_encoder", "missions", "allowlist", "keep_inputs")
+PATH_LIST_SETTINGS = ("public_keys",)  # several paths: a TOML list, os.pathsep-separated in the environment
+SWITCH_SETTINGS = ("require_signature",)  # true or false
+TRUE_WORDS = ("1", "true", "yes", "on")  # what a switch's environment variable may say, in any case
+FALSE_WORDS = ("0", "false", "no", "off")
 # tables owned and validated by one command's own settings reader (`packetclip serve` reads `[serve]`)
 COMMAND_TABLES = ("serve",)
-COUNT_SETTINGS = ("threads", "batch_size")
+COUNT_SETTINGS = ("threads", "batch_size", "keep_inputs_rows", "keep_inputs_days")
 DEFAULT_THREADS = 1  # a sensor shares its cores with Zeek or Suricata: one inference thread unless told
 DEFAULT_BATCH_SIZE = (
     256  # connections per inference call: amortises onnxruntime's per-call cost, bounds latency
 )
+# kept inputs for feedback (`packetclip.feedback`): ~0.5 GB of rows with the default bundle; a week of triage
+DEFAULT_KEEP_INPUTS_ROWS = 100_000
+DEFAULT_KEEP_INPUTS_DAYS = 7
 
 
 class ConfigError(ValueError):
@@ -83,6 +106,12 @@ class RuntimeConfig:
     text_encoder: Path | None = None  # None only before resolution; `load_config` fills <store>/text-encoder
     missions: Path | None = None  # a folder of user-written mission YAML; None: no user missions
     allowlist: Path | None = None  # the allowlist file (`packetclip.allowlist`); None: nothing is allowed
+    public_keys: tuple[Path, ...] = ()  # Ed25519 public keys whose bundle signatures are trusted
+    require_signature: bool = False  # installed bundles must carry a signature by one of `public_keys`
+    # the feedback store the sensor keeps every verdict's model input in (`packetclip.feedback`); None: none kept
+    keep_inputs: Path | None = None
+    keep_inputs_rows: int = DEFAULT_KEEP_INPUTS_ROWS  # kept inputs at most; the oldest leave first
+    keep_inputs_days: int = DEFAULT_KEEP_INPUTS_DAYS  # kept inputs older than this many days are dropped
     config_file: Path | None = None  # the file that was read, if any
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -138,6 +167,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{where}: expected a path string, got {type(value).__name__} {value!r}")
             settings[key] = path.parent / Path(value).expanduser()
+        elif key in PATH_LIST_SETTINGS:
+            if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+                raise ConfigError(
+                    f"{where}: expected a list of path strings, got {type(value).__name__} {value!r}"
+                )
+            settings[key] = tuple(path.parent / Path(item).expanduser() for item in value)
+        elif key in SWITCH_SETTINGS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
+            settings[key] = value
         else:
             settings[key] = _count(value, where)
     return settings
@@ -167,6 +206,17 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         if key in PATH_SETTINGS:
             settings[key] = Path(raw).expanduser()
             continue
+        if key in PATH_LIST_SETTINGS:
+            settings[key] = tuple(Path(item).expanduser() for item in raw.split(os.pathsep) if item)
+            continue
+        if key in SWITCH_SETTINGS:
+            if raw.strip().lower() not in (*TRUE_WORDS, *FALSE_WORDS):
+                raise ConfigError(
+                    f"environment variable {variable}: expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}, "
+                    f"got {raw!r}"
+                )
+            settings[key] = raw.strip().lower() in TRUE_WORDS
+            continue
         try:
             number = int(raw)
         except ValueError:
@@ -186,6 +236,9 @@ def load_config(
     text_encoder: str | os.PathLike[str] | None = None,
     missions: str | os.PathLike[str] | None = None,
     allowlist: str | os.PathLike[str] | None = None,
+    public_keys: Sequence[str | os.PathLike[str]] | None = None,
+    require_signature: bool | None = None,
+    keep_inputs: str | os.PathLike[str] | None = None,
 ) -> RuntimeConfig:
     """Resolve every setting: the keyword arguments are the command-line flags (None = not given)."""
     flags: dict[str, Any] = {
@@ -197,6 +250,9 @@ def load_config(
             ("text_encoder", Path(text_encoder).expanduser() if text_encoder is not None else None),
             ("missions", Path(missions).expanduser() if missions is not None else None),
             ("allowlist", Path(allowlist).expanduser() if allowlist is not None else None),
+            ("public_keys", tuple(Path(key).expanduser() for key in public_keys) if public_keys else None),
+            ("require_signature", require_signature),
+            ("keep_inputs", Path(keep_inputs).expanduser() if keep_inputs is not None else None),
         )
         if value is not None
     }
@@ -207,6 +263,10 @@ def load_config(
         "store": default_store(),
         "threads": DEFAULT_THREADS,
         "batch_size": DEFAULT_BATCH_SIZE,
+        "public_keys": (),
+        "require_signature": False,
+        "keep_inputs_rows": DEFAULT_KEEP_INPUTS_ROWS,
+        "keep_inputs_days": DEFAULT_KEEP_INPUTS_DAYS,
     }
     layers = (
         ("flag", flags),

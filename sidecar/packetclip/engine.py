@@ -23,7 +23,10 @@ Owns turning finished connections into verdicts with one model bundle:
 4. with an allowlist (`packetclip.allowlist.AllowlistFile`), mark the verdicts of expected traffic allowed: label,
    attack and scores stay, `allowed` and `allow_reason` are set and the reason ends the explanation. Every sensor
    path gets its verdicts here, so all of them mark the same ones; without an allowlist nothing is done per
-   verdict.
+   verdict;
+5. with an input store (`packetclip.feedback.InputStore`, the `keep_inputs` setting), keep what the models were
+   fed for each connection and what they said, one transaction per batch, for an analyst's feedback to be learnt
+   from; without one nothing is done per verdict.
 
 One onnxruntime session per model, with explicit intra-/inter-op thread counts and sequential execution (a
 sensor shares its cores with Zeek); numpy's BLAS is held to the same thread count while a batch runs.
@@ -62,6 +65,7 @@ from packetclip.context import (
 )
 from packetclip.explain import Activity, ActivityTracker, Explainer, strongest
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
+from packetclip.feedback import InputStore
 
 log = logging.getLogger(__name__)
 
@@ -388,6 +392,8 @@ class BatchInference:
     responder_features: np.ndarray
     outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
     sensor: str  # whose connections these are (the originator context and activity key)
+    # the encoder's input as `pack` gave it: bytes (B, N, S), direction, iat, length, valid (B, N)
+    packed: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Engine:
@@ -405,6 +411,7 @@ class Engine:
         shards: int = 1,
         user_missions: MissionScorerFactory | None = None,
         allowlist: AllowlistFile | None = None,
+        inputs: InputStore | None = None,
     ) -> None:
         if threads < 1 or batch_size < 1 or shards < 1:
             raise ValueError("threads, batch_size and shards must be positive")
@@ -426,6 +433,8 @@ class Engine:
         # marks the verdicts of expected traffic allowed (None: no allowlist, no work per verdict); it follows its
         # file by itself, across bundle reloads
         self.allowlist = allowlist
+        # keeps every verdict's model input for feedback (None: nothing kept, no work per verdict)
+        self.inputs = inputs
         self._models = _load_models(self._open(bundle), threads)
         self._missions = self._mission_scorer(self._models.bundle)
         self.activity = ActivityTracker(max_originators=max_originators, window_seconds=activity_window)
@@ -507,6 +516,8 @@ class Engine:
     def close(self) -> None:
         with self._lock:
             self.closed = True
+            if self.inputs is not None:
+                self.inputs.close()
 
     def classify(self, connections: Sequence[Connection], sensor: str = "") -> list[Verdict]:
         """One verdict per connection, in the order given. Micro-batches follow first-packet time (stable), so
@@ -587,6 +598,7 @@ class Engine:
             responder,
             outputs,
             sensor,
+            arrays,
         )
 
     def _embed(
@@ -701,6 +713,8 @@ class Engine:
             )
         if self.allowlist is not None:
             self.allowlist.mark(verdicts, inference.connections)
+        if self.inputs is not None:
+            self.inputs.keep(inference, verdicts, models.bundle)
         return verdicts
 
     def _activities(

@@ -4,11 +4,15 @@ Owns the store's folder (install, list, verify, show, activate, rollback), the a
 `packetclip` process reads, and `ActiveModelWatcher`, the cheap check a running sidecar makes between batches to
 notice an activation. It does not read a bundle's contents (`packetclip.bundle` does: every check of hashes,
 manifest and fixtures is that module's) and does not run verdicts or reload engines (the engine's owner calls
-`engine.reload(load_bundle(store.active_bundle_path()))` when the watcher says so).
+`engine.reload(load_bundle(store.active_bundle_path()))` when the watcher says so). Signatures are
+`packetclip.signing`'s; the store decides where its `SignaturePolicy` applies: to every bundle it installs,
+activates, verifies or hands out as active, except the bundle embedded in the package (it is part of the installed
+package, whose integrity is the package manager's, and no operator key could have signed it).
 
 Layout of a store root:
 
-    bundles/<name>-<version>/   installed bundles, each verified (hashes and parity fixtures) before it appears
+    bundles/<name>-<version>/   installed bundles, each verified (hashes and parity fixtures) before it appears,
+                                with its manifest.sig when it came signed
     active.json                 the activation pointer: {"bundle": "<name>-<version>" | null, "activated": ...}
                                 (null, or no file: the bundle embedded in the package is active)
     history.json                {"previous": [pointer, ...]}: earlier pointers, most recent last, for rollback
@@ -38,10 +42,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packetclip.bundle import (
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     Bundle,
     BundleError,
     check_fixtures,
@@ -50,6 +55,10 @@ from packetclip.bundle import (
     read_manifest,
     sha256_file,
 )
+from packetclip.signing import SignatureCheck, SignaturePolicy
+
+if TYPE_CHECKING:
+    from packetclip.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +124,13 @@ class InstallResult:
 
 
 def _copy_listed(bundle: Bundle, destination: Path) -> None:
-    """The manifest and the files it lists (plain relative names: the manifest reader refuses others), copied as
-    regular files readable by all (0644; folders 0755) whatever the source's modes; a symbolic link is refused
-    (`BundleError`)."""
+    """The manifest, its signature when there is one, and the files the manifest lists (plain relative names: the
+    manifest reader refuses others), copied as regular files readable by all (0644; folders 0755) whatever the
+    source's modes; a symbolic link is refused (`BundleError`)."""
     folders = {destination}
-    for name in (MANIFEST_NAME, *bundle.manifest["files"]):
+    signature = bundle.root / SIGNATURE_NAME
+    signed = (SIGNATURE_NAME,) if signature.exists() or signature.is_symlink() else ()
+    for name in (MANIFEST_NAME, *signed, *bundle.manifest["files"]):
         relative = PurePosixPath(name)
         source = bundle.root / relative
         if source.is_symlink():
@@ -184,12 +195,19 @@ def _fsync_folder(folder: Path) -> None:
 class ModelStore:
     """The bundles installed under `root` and the activation pointer (see the module docstring)."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], signatures: SignaturePolicy | None = None):
         self.root = Path(root)
+        self.signatures = signatures or SignaturePolicy()
         self.bundles_dir = self.root / BUNDLES_DIR
         self.pointer_path = self.root / POINTER_NAME
         self.history_path = self.root / HISTORY_NAME
         self.manifest_index_path = self.root / MANIFEST_INDEX_NAME
+
+    @classmethod
+    def from_settings(cls, settings: RuntimeConfig) -> ModelStore:
+        """The store the settings name, trusting their `public_keys` and requiring a signature when they say so
+        (keys are read when a signature is first checked)."""
+        return cls(settings.store, SignaturePolicy(settings.public_keys, settings.require_signature))
 
     # --- reading ----------------------------------------------------------------------------------------
 
@@ -203,8 +221,8 @@ class ModelStore:
         """The active bundle's folder; the embedded default when nothing is activated (or the pointer is
         unusable — missing bundle, or a key that is not a folder of the store: a sensor must keep classifying,
         so that case is logged, not raised). An installed bundle whose manifest differs from the one recorded at
-        install raises `BundleError`: every command that loads the active bundle refuses it, as `verify` does
-        (its own hashes, which `load_bundle` checks, cover every other file)."""
+        install, or that the signature policy refuses, raises `BundleError`: every command that loads the active
+        bundle refuses it, as `verify` does (its own hashes, which `load_bundle` checks, cover every other file)."""
         key = self.active_key()
         if key is None:
             return default_bundle_path()
@@ -217,6 +235,7 @@ class ModelStore:
             log.error("store %s: active bundle %s is missing; using the embedded default", self.root, key)
             return default_bundle_path()
         self._check_recorded_manifest(path)
+        self.signatures.check(path)
         return path
 
     def list(self) -> list[InstalledBundle]:
@@ -278,11 +297,20 @@ class ModelStore:
         return f" (known: {', '.join(keys)})"
 
     def verify(self, reference: str | None = None) -> tuple[Bundle, dict[str, float]]:
-        """Hashes, manifest and parity fixtures of a bundle (see `resolve`); raises `BundleError`."""
+        """Hashes, manifest, signature (by the store's policy) and parity fixtures of a bundle (see `resolve`);
+        raises `BundleError`."""
         folder = self.resolve(reference)
         self._check_recorded_manifest(folder)
         bundle = load_bundle(folder, verify=True)
+        self.check_signature(bundle)
         return bundle, check_fixtures(bundle)
+
+    def check_signature(self, bundle: Bundle) -> SignatureCheck | None:
+        """The store's signature policy applied to an opened bundle (`SignatureError` when it refuses it); None
+        for the bundle embedded in the package, which the policy does not cover (see the module docstring)."""
+        if bundle.root.resolve() == default_bundle_path().resolve():
+            return None
+        return self.signatures.check(bundle.root, bundle.source)
 
     def show(self, reference: str | None = None) -> dict[str, Any]:
         """A summary of a bundle's manifest (no hashing: `verify` does that)."""
@@ -332,10 +360,11 @@ class ModelStore:
         # opened (and an archive extracted) inside the staging folder, so nothing is left behind on refusal;
         # the message names what the operator gave, not the staging copy
         original = load_bundle(source, verify=True, cache_dir=staging / "extracted")
+        signature = self.signatures.check(original.root, source)
         key = bundle_key(original.name, original.version)
         target = self.bundles_dir / key
         if target.exists():
-            return self._reinstall(original, target, key)
+            return self._reinstall(original, target, key, signature, staging)
         check_fixtures(original)  # on the source, so a refusal names what the operator gave
         copy = staging / key
         _copy_listed(original, copy)
@@ -343,6 +372,7 @@ class ModelStore:
         staged = load_bundle(copy, verify=True)
         if staged.manifest["files"] != original.manifest["files"]:
             raise BundleError(f"bundle {source}: changed while it was being installed")
+        self.signatures.check(copy, source)
         self.bundles_dir.mkdir(parents=True, exist_ok=True)
         # recorded before the bundle is visible: a record without its folder is harmless, the reverse is not
         self._record_manifest(key, sha256_file(copy / MANIFEST_NAME))
@@ -356,7 +386,9 @@ class ModelStore:
         log.info("installed %s from %s into %s", key, source, target)
         return InstallResult(self._entry(target, key, False, False), already_installed=False)
 
-    def _reinstall(self, original: Bundle, target: Path, key: str) -> InstallResult:
+    def _reinstall(
+        self, original: Bundle, target: Path, key: str, signature: SignatureCheck, staging: Path
+    ) -> InstallResult:
         try:
             installed = read_manifest(target)
         except BundleError as exc:
@@ -368,8 +400,40 @@ class ModelStore:
             )
         if key not in self._read_manifest_index():  # an install interrupted after its rename
             self._record_manifest(key, sha256_file(target / MANIFEST_NAME))
+        if signature.trusted_key is not None or not (target / SIGNATURE_NAME).exists():
+            self._add_signature(original, target, key, staging)
+        self.signatures.check(target, original.source)
         log.info("%s is already installed with the same hashes", key)
         return InstallResult(self._entry(target, key, False, False), already_installed=True)
+
+    def _add_signature(self, original: Bundle, target: Path, key: str, staging: Path) -> None:
+        """Installing an installed bundle again, signed, brings its signature into the store (the way to sign
+        bundles installed before they were signed); the caller replaces an earlier signature only with one by a
+        trusted key. Only where the installed manifest is byte for byte the source's, the bytes it covers. Written
+        in `staging` and renamed into place: a crash leaves no stray file in the installed bundle."""
+        signature = original.root / SIGNATURE_NAME
+        if not signature.is_file() or signature.is_symlink():
+            return
+        if (target / MANIFEST_NAME).read_bytes() != (original.root / MANIFEST_NAME).read_bytes():
+            log.warning(
+                "%s: installed manifest differs from %s's; its signature is not copied", key, original.source
+            )
+            return
+        if (target / SIGNATURE_NAME).is_file() and (
+            (target / SIGNATURE_NAME).read_bytes() == signature.read_bytes()
+        ):
+            return
+        handle, temporary = tempfile.mkstemp(prefix=f"{SIGNATURE_NAME}.", dir=staging)
+        try:
+            os.fchmod(handle, 0o644)
+            with os.fdopen(handle, "wb") as out, signature.open("rb") as reader:
+                shutil.copyfileobj(reader, out)
+            os.replace(temporary, target / SIGNATURE_NAME)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+        log.info("%s: signature from %s added to the installed bundle", key, original.source)
 
     def activate(self, reference: str) -> InstalledBundle:
         """Make an installed bundle (or "embedded") the active one, after verifying it; the previous active
@@ -426,6 +490,7 @@ class ModelStore:
     def _verify_for_activation(self, folder: Path) -> None:
         self._check_recorded_manifest(folder)
         bundle = load_bundle(folder, verify=True)
+        self.check_signature(bundle)
         check_fixtures(bundle)
 
     def _check_recorded_manifest(self, folder: Path) -> None:

@@ -20,10 +20,12 @@ import click
 import numpy as np
 import torch
 
+from packetclip.bundle import SIGNATURE_NAME
 from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_WINDOW
 from packetclip.featurizer import FEATURIZER_VERSION
 from packetclip.missions import dump_mission, load_missions
+from packetclip.signing import SigningKeyError, load_private_key, sign_bundle
 from packetclip_training.align import load_heads
 from packetclip_training.bank import build_bank
 from packetclip_training.bundle import ModelSpec, write_bundle
@@ -231,6 +233,12 @@ def _plain(value: object) -> object:
 )
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
 @click.option("--version", "version", help="Bundle version (default: the UTC time of the export).")
+@click.option(
+    "--sign-key",
+    "sign_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Sign the bundle with this Ed25519 private key (PEM, `packetclip models keygen`): writes manifest.sig.",
+)
 @cache_option
 def export(
     dataset: Path,
@@ -242,9 +250,14 @@ def export(
     out: Path,
     name: str,
     version: str | None,
+    sign_key: Path | None,
     cache: Path | None,
 ) -> None:
-    """Export the encoder and reasoner to ONNX and write a verified model bundle."""
+    """Export the encoder and reasoner to ONNX and write a verified model bundle, signed with --sign-key."""
+    try:  # read before the export: a key that cannot sign must not cost an export
+        private = load_private_key(sign_key) if sign_key else None
+    except SigningKeyError as exc:
+        raise click.BadParameter(str(exc), param_hint="--sign-key") from exc
     metrics = json.loads(metrics_path.read_text()) if metrics_path else None
     path = export_bundle(
         dataset,
@@ -258,6 +271,9 @@ def export(
         cache=cache,
         decision=json.loads(decision_path.read_text()) if decision_path else None,
     )
+    if private is not None:
+        signature = sign_bundle(path, private)  # write_bundle verified the folder it wrote
+        click.echo(f"signed with key {signature.key_id} ({path / SIGNATURE_NAME})")
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     click.echo(f"bundle {path} ({size / 1e6:.1f} MB)")
 

@@ -6,8 +6,9 @@ order training replays a capture in; `packetclip.ordering`) and gathered into mi
 each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
 each gets its own connection table and its file name as the originator-context key, so two captures never share
 a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one),
-the options and set-up the live sidecars share with it (`--missions`, `--allowlist`: `open_engine`,
-`open_allowlist`), and the summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
+the options and set-up the live sidecars share with it (`--missions`, `--allowlist`, `--keep-inputs`:
+`open_engine`, `open_allowlist`, `packetclip.commands.feedback`), and the summary on stderr. Records go to stdout
+or `-o FILE`, never mixed with the summary.
 
 A capture that cannot be read (missing, empty, not a capture, a folder) is reported on stderr the moment it
 fails, counted in the summary and skipped; the other captures are still classified in full, and the command then
@@ -40,6 +41,7 @@ import click
 
 from packetclip.allowlist import AllowlistError, AllowlistFile
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
+from packetclip.commands.feedback import keep_inputs_option, open_input_store
 from packetclip.config import ConfigError, RuntimeConfig, load_config
 from packetclip.engine import Engine, MissionScorerFactory, Verdict
 from packetclip.featurizer import (
@@ -195,7 +197,7 @@ def resolve_model(model: str | None, store: str | None = None) -> Path:
     if model:
         return Path(model)
     try:
-        return ModelStore(load_config(store=store).store).active_bundle_path()
+        return ModelStore.from_settings(load_config(store=store)).active_bundle_path()
     except ConfigError as exc:
         log.warning("%s; using the embedded default bundle", exc)
         return default_bundle_path()
@@ -208,12 +210,14 @@ def open_engine(
     missions: str | None = None,
     text_encoder: str | None = None,
     allowlist: str | None = None,
+    keep_inputs: str | None = None,
     **engine_options: Any,
 ) -> Engine:
     """An engine on the resolved bundle with settings from flags, environment or config file (config.py); with a
     `missions` folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored too, with
     an `allowlist` file (flag, PACKETCLIP_ALLOWLIST or the config file) the verdicts it matches are marked
-    allowed."""
+    allowed; with a `keep_inputs` store (flag, PACKETCLIP_KEEP_INPUTS or the config file) every verdict's model
+    input is kept there for feedback."""
     try:
         settings = load_config(
             threads=threads,
@@ -221,11 +225,13 @@ def open_engine(
             missions=missions,
             text_encoder=text_encoder,
             allowlist=allowlist,
+            keep_inputs=keep_inputs,
         )
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     engine_options["user_missions"] = user_mission_factory(settings)
     engine_options["allowlist"] = open_allowlist(settings)
+    engine_options["inputs"] = open_input_store(settings)
     try:
         path = resolve_model(model)
         engine = Engine(
@@ -364,6 +370,7 @@ def _total_bytes(paths: Iterable[str]) -> int:
               help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
 @missions_options
 @allowlist_option
+@keep_inputs_option
 def classify(
     pcaps: tuple[str, ...],
     model: str | None,
@@ -374,13 +381,14 @@ def classify(
     missions: str | None,
     text_encoder: str | None,
     allowlist: str | None,
+    keep_inputs: str | None,
 ) -> None:
     """Print one verdict record per connection of PCAP... (pcap, pcapng, gzip'd).
 
     A capture that cannot be read is reported on stderr and skipped, the others are classified in full, and the
     exit status is 1 (0 when every capture was read).
     """
-    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist)
+    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
     stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
     writer = open_writer(fmt, stream)
     try:
@@ -401,6 +409,8 @@ def classify(
             stream.close()
         engine.close()
     print_summary(summary, engine.model_version, allowlist=engine.allowlist)
+    if engine.inputs is not None:
+        click.echo(f"inputs kept: {engine.inputs.describe()}", err=True)
     if summary.file_errors:
         raise click.exceptions.Exit(1)
 

@@ -1,16 +1,19 @@
-"""`packetclip models`: the model lifecycle on a sensor — list, install, verify, show, activate, rollback, and the
-one-time export of the optional text encoder.
+"""`packetclip models`: the model lifecycle on a sensor — list, install, verify, show, activate, rollback, the
+bundle signing keys (keygen, sign), and the one-time export of the optional text encoder.
 
 Owns the command line only; the store's rules (verification before visibility, atomic activation, history) are
-`packetclip.store`'s, the settings' precedence is `packetclip.config`'s. `text-encoder` runs the factory's
-`packetclip-train text export` as a separate process: the runtime never imports the factory (nor torch).
+`packetclip.store`'s, signatures and keys `packetclip.signing`'s, the settings' precedence is
+`packetclip.config`'s. `text-encoder` runs the factory's `packetclip-train text export` as a separate process:
+the runtime never imports the factory (nor torch).
 
 Exit codes (scripts and configuration management rely on them):
 
     0  done (also: installing an identical bundle again, activating the active one)
-    1  store or settings problem (unwritable folder, bad config file, nothing to roll back to)
-    2  usage error (click's)
-    3  bundle refused: a hash, the manifest or a parity fixture does not match (the active bundle stays)
+    1  store or settings problem (unwritable folder, bad config file, nothing to roll back to, an unusable key
+       file, a signature required with no public key configured)
+    2  usage error (click's; also: `sign` given an archive)
+    3  bundle refused: a hash, the manifest or a parity fixture does not match, or its signature is missing where
+       one is required, by a key not trusted, or does not match the manifest (the active bundle stays)
     4  no such bundle
     5  conflict: the same name and version is installed with other contents
     6  the text encoder cannot be exported here (the `train` extras are missing, or the export failed)
@@ -29,8 +32,15 @@ from typing import Any
 
 import click
 
-from packetclip.bundle import BundleError
+from packetclip.bundle import SIGNATURE_NAME, BundleError, load_bundle
 from packetclip.config import ConfigError, RuntimeConfig, load_config
+from packetclip.signing import (
+    SignaturePolicy,
+    SigningKeyError,
+    generate_key_pair,
+    load_private_key,
+    sign_bundle,
+)
 from packetclip.store import (
     EMBEDDED,
     BundleNotFound,
@@ -108,7 +118,22 @@ def models(ctx: click.Context, store_dir: Path | None, config_file: Path | None)
         raise ModelsError(str(exc)) from exc
     log.info("model store %s (%s)", config.store, config.sources["store"])
     ctx.meta[CONFIG_KEY] = config
-    ctx.obj = ModelStore(config.store)
+    ctx.obj = ModelStore.from_settings(config)
+
+
+def _checking_signatures(store: ModelStore) -> ModelStore:
+    """The store, once its trusted keys are read (an unusable key file, or a signature required without any key,
+    is a settings problem: exit 1, before any bundle is looked at)."""
+    try:
+        keys = store.signatures.keys
+    except SigningKeyError as exc:
+        raise ModelsError(f"public key: {exc}") from exc
+    if store.signatures.required and not keys:
+        raise ModelsError(
+            "a signature is required but no public key is configured (--public-key FILE, PACKETCLIP_PUBLIC_KEYS "
+            "or public_keys in the config file)"
+        )
+    return store
 
 
 LIST_HEADINGS = ("BUNDLE", "VERSION", "CREATED", "PATH")
@@ -160,10 +185,25 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @models.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--activate", is_flag=True, help="Activate it once installed.")
+@click.option("--require-signature", is_flag=True,
+              help="Refuse it unless signed by a trusted key (default: require_signature in the config file, "
+                   "$PACKETCLIP_REQUIRE_SIGNATURE).")  # fmt: skip
+@click.option("--public-key", "public_keys", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A trusted public key (PEM); repeat for several. Replaces public_keys of the config file "
+                   "and $PACKETCLIP_PUBLIC_KEYS.")  # fmt: skip
 @click.pass_context
-def install(ctx: click.Context, source: Path, activate: bool) -> None:
-    """Install a bundle folder or .tar.gz (verified before it becomes visible)."""
+def install(
+    ctx: click.Context, source: Path, activate: bool, require_signature: bool, public_keys: tuple[Path, ...]
+) -> None:
+    """Install a bundle folder or .tar.gz (verified before it becomes visible, with its signature if signed)."""
     store = _store(ctx)
+    if require_signature or public_keys:
+        signatures = SignaturePolicy(
+            public_keys or store.signatures.key_files, require_signature or store.signatures.required
+        )
+        store = ModelStore(store.root, signatures)
+    _checking_signatures(store)
     try:
         result = store.install(source, activate=activate)
     except (BundleError, StoreError) as exc:
@@ -183,9 +223,10 @@ def verify(ctx: click.Context, reference: str | None) -> None:
 
     REFERENCE is an installed bundle (key, name or version), `embedded`, or a path to a bundle.
     """
-    store = _store(ctx)
+    store = _checking_signatures(_store(ctx))
     try:
         bundle, differences = store.verify(reference)
+        signature = store.check_signature(bundle)
     except (BundleError, StoreError) as exc:
         raise _failure(exc) from exc
     worst = ", ".join(f"{role} {difference:.1e}" for role, difference in differences.items())
@@ -193,6 +234,10 @@ def verify(ctx: click.Context, reference: str | None) -> None:
         f"ok: {bundle.name} {bundle.version} ({bundle.source}): {len(bundle.manifest['files'])} files "
         f"match their sha256; fixtures max |difference|: {worst}"
     )
+    if signature is None:
+        click.echo("signature: not checked (the embedded bundle comes with the installed package)")
+    else:
+        click.echo(f"signature: {signature.describe()}")
 
 
 @models.command()
@@ -257,7 +302,7 @@ def _short(value: object) -> str:
 @click.pass_context
 def activate(ctx: click.Context, reference: str) -> None:
     """Make an installed bundle (or `embedded`) the active one, after verifying it."""
-    store = _store(ctx)
+    store = _checking_signatures(_store(ctx))
     try:
         entry = store.activate(reference)
     except (BundleError, StoreError) as exc:
@@ -269,12 +314,54 @@ def activate(ctx: click.Context, reference: str) -> None:
 @click.pass_context
 def rollback(ctx: click.Context) -> None:
     """Re-activate the bundle that was active before the current one."""
-    store = _store(ctx)
+    store = _checking_signatures(_store(ctx))
     try:
         entry = store.rollback()
     except (BundleError, StoreError) as exc:
         raise _failure(exc) from exc
     click.echo(f"active: {entry.key} ({entry.path})")
+
+
+@models.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the key pair (created if absent; existing key files are never overwritten).")  # fmt: skip
+def keygen(out: Path) -> None:
+    """Make an Ed25519 key pair for signing bundles: the private key (0600) and the public key, both PEM."""
+    try:
+        private, public, identity = generate_key_pair(out)
+    except SigningKeyError as exc:
+        raise ModelsError(str(exc)) from exc
+    click.echo(f"private key {private} (keep it off the sensors)")
+    click.echo(f"public key  {public} (give it to the sensors: public_keys in the config file)")
+    click.echo(f"key id      {identity}")
+
+
+@models.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The private key (PEM, from `packetclip models keygen`).")  # fmt: skip
+def sign(bundle: Path, key_file: Path) -> None:
+    """Sign a bundle folder: verify its hashes, then write manifest.sig beside its manifest (replacing an earlier
+    signature). An archive is signed as the folder it is made from, before archiving."""
+    if not bundle.is_dir():
+        raise click.BadParameter(
+            f"{bundle} is not a bundle folder; sign the folder, then archive it (tar -czf)",
+            param_hint="BUNDLE",
+        )
+    try:
+        private = load_private_key(key_file)
+    except SigningKeyError as exc:
+        raise ModelsError(str(exc)) from exc
+    try:
+        opened = load_bundle(bundle, verify=True)
+        signature = sign_bundle(opened.root, private)
+    except BundleError as exc:
+        raise _failure(exc) from exc
+    except OSError as exc:
+        raise ModelsError(f"bundle {bundle}: cannot write {SIGNATURE_NAME} ({exc})") from exc
+    click.echo(
+        f"signed: {opened.name} {opened.version} ({bundle / SIGNATURE_NAME}) with key {signature.key_id}"
+    )
 
 
 def factory_command() -> list[str] | None:

@@ -24,6 +24,7 @@ from packetclip.commands.classify import (
     open_allowlist,
     user_mission_factory,
 )
+from packetclip.commands.feedback import keep_inputs_option, open_input_store
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.store import ActiveModelWatcher, ModelStore
@@ -67,10 +68,12 @@ def open_serving_engine(
     missions: str | None = None,
     text_encoder: str | None = None,
     allowlist: str | None = None,
+    keep_inputs: str | None = None,
 ) -> tuple[Engine, ActiveModelWatcher | None]:
     """The engine, and the store watcher when the bundle comes from the store (a fixed --model never reloads);
     with a missions folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored,
-    with an allowlist (flag, PACKETCLIP_ALLOWLIST or the config file) the verdicts it matches are marked allowed."""
+    with an allowlist (flag, PACKETCLIP_ALLOWLIST or the config file) the verdicts it matches are marked allowed,
+    with a `keep_inputs` store (flag, PACKETCLIP_KEEP_INPUTS or the config file) every verdict's input is kept."""
     settings = load_config(
         config=config,
         threads=threads,
@@ -78,12 +81,13 @@ def open_serving_engine(
         missions=missions,
         text_encoder=text_encoder,
         allowlist=allowlist,
+        keep_inputs=keep_inputs,
     )
     watcher = None
     if model:
         path = Path(model)
     else:
-        watcher = ActiveModelWatcher(ModelStore(settings.store))
+        watcher = ActiveModelWatcher(ModelStore.from_settings(settings))
         path = watcher.active_bundle_path()
     engine = Engine(
         load_bundle(path),
@@ -92,6 +96,7 @@ def open_serving_engine(
         shards=shards,
         user_missions=user_mission_factory(settings),
         allowlist=open_allowlist(settings),
+        inputs=open_input_store(settings),
     )
     return engine, watcher
 
@@ -139,6 +144,7 @@ async def serve_forever(
               help="TOML config file (runtime keys and a [serve] table).")  # fmt: skip
 @missions_options
 @allowlist_option
+@keep_inputs_option
 def serve(
     zeek: str | None,
     model: str | None,
@@ -155,6 +161,7 @@ def serve(
     missions: str | None,
     text_encoder: str | None,
     allowlist: str | None,
+    keep_inputs: str | None,
 ) -> None:
     """Classify the connections Zeek publishes and send the verdicts back (runs until SIGINT/SIGTERM)."""
     try:
@@ -175,7 +182,15 @@ def serve(
         if settings.log_format == "json":
             use_json_logs()
         engine, watcher = open_serving_engine(
-            model, config, threads, settings.batch_size, settings.shards, missions, text_encoder, allowlist
+            model,
+            config,
+            threads,
+            settings.batch_size,
+            settings.shards,
+            missions,
+            text_encoder,
+            allowlist,
+            keep_inputs,
         )
     except (ConfigError, BundleError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc

@@ -20,6 +20,7 @@ import threading
 import click
 
 from packetclip.commands.classify import allowlist_option, missions_options, open_engine
+from packetclip.commands.feedback import keep_inputs_option
 from packetclip.config import ConfigError, load_config
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.suricata.control import SuricataControl
@@ -72,6 +73,7 @@ def suricata() -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
 @missions_options
 @allowlist_option
+@keep_inputs_option
 def run(
     eve_file: str | None,
     eve_socket: str | None,
@@ -92,13 +94,14 @@ def run(
     missions: str | None,
     text_encoder: str | None,
     allowlist: str | None,
+    keep_inputs: str | None,
 ) -> None:
     """Classify the flows Suricata samples (rules/suricata/packetclip-sampling.rules) as it sees them."""
     if (eve_file is None) == (eve_socket is None):
         raise click.UsageError("give exactly one of --eve and --eve-socket")
     if verdicts_file is not None and verdicts_socket is not None:
         raise click.UsageError("give at most one of --verdicts and --verdicts-socket")
-    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist)
+    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
     source: EveSource = (
         EveFileFollower(eve_file, from_start=not from_end)
         if eve_file is not None
@@ -138,7 +141,7 @@ def run(
 def _watcher() -> ActiveModelWatcher | None:
     """Watches the store's activation so `packetclip models activate` reaches a running sidecar."""
     try:
-        return ActiveModelWatcher(ModelStore(load_config().store))
+        return ActiveModelWatcher(ModelStore.from_settings(load_config()))
     except (ConfigError, OSError) as exc:
         log.warning("model store not watched: %s", exc)
         return None

@@ -265,5 +265,6 @@ class SuricataSidecar:
             "verdicts_dropped": self.sink.dropped,
             "feedback": None if self.feedback is None else self.feedback.counts.as_dict(),
             "allowlist": None if self.engine.allowlist is None else self.engine.allowlist.counts.as_dict(),
+            "kept_inputs": None if self.engine.inputs is None else self.engine.inputs.counts.as_dict(),
             "model": self.engine.model_version,
         }

@@ -23,6 +23,9 @@ does not decide what is counted when (`service`). No client library: the format 
     packetclip_serve_allowlist_reloads_total              edits of the allowlist file taken into force
     packetclip_serve_allowlist_errors_total               edits refused (unreadable or invalid: the list stays)
     packetclip_serve_allowlist_expired_total              allowlist entries that expired
+    packetclip_serve_inputs_kept_total                    verdicts whose model input went into the feedback store
+    packetclip_serve_inputs_evicted_total{reason}         kept inputs removed (room: over the row cap; expired)
+    packetclip_serve_inputs_errors_total                  verdicts whose input could not be kept (the verdict went out)
     packetclip_serve_latency_seconds                      histogram: request received -> verdict sent
 """
 
@@ -68,6 +71,11 @@ class Metrics:
         self.allowlist_reloads = 0
         self.allowlist_errors = 0
         self.allowlist_expired = 0
+        # the input store's counters, copied from it after every batch (`packetclip.feedback.InputCounts`)
+        self.inputs_kept = 0
+        self.inputs_evicted = 0
+        self.inputs_expired = 0
+        self.inputs_errors = 0
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound (+Inf)
         self.latency_count = 0
         self.latency_sum = 0.0
@@ -153,6 +161,14 @@ class Metrics:
                     [("", self.allowlist_errors)])  # fmt: skip
             _metric(lines, "allowlist_expired_total", "counter", "Allowlist entries that expired.",
                     [("", self.allowlist_expired)])  # fmt: skip
+            _metric(lines, "inputs_kept_total", "counter", "Verdicts whose model input was kept for feedback.",
+                    [("", self.inputs_kept)])  # fmt: skip
+            _metric(lines, "inputs_evicted_total", "counter", "Kept inputs removed, by reason.",
+                    [(_labels(reason="room"), self.inputs_evicted),
+                     (_labels(reason="expired"), self.inputs_expired)])  # fmt: skip
+            _metric(lines, "inputs_errors_total", "counter",
+                    "Verdicts whose input could not be kept (the store failed; the verdict was sent).",
+                    [("", self.inputs_errors)])  # fmt: skip
             name = PREFIX + "latency_seconds"
             lines.append(f"# HELP {name} Seconds from request received to verdict sent.")
             lines.append(f"# TYPE {name} histogram")

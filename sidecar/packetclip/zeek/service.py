@@ -308,6 +308,7 @@ class Sidecar:
         self.ack: Ack | None = None
         warn_if_window_exceeds_wait(settings.max_wait, engine.featurizer_config.window, engine.model_version)
         self._note_allowlist()
+        self._note_inputs()
 
     @property
     def topics(self) -> list[str]:
@@ -607,6 +608,7 @@ class Sidecar:
                 )
                 answers[index] = messages
         self._note_allowlist()
+        self._note_inputs()
         return [message for messages in answers for message in messages], reloaded
 
     def _note_allowlist(self) -> None:
@@ -621,6 +623,19 @@ class Sidecar:
             allowlist_reloads=counts.reloads,
             allowlist_errors=counts.reload_errors,
             allowlist_expired=counts.expired,
+        )
+
+    def _note_inputs(self) -> None:
+        """The input store's counters into the metrics (it counts as the engine keeps inputs)."""
+        inputs = self.engine.inputs
+        if inputs is None:
+            return
+        counts = inputs.counts
+        self.metrics.set_gauges(
+            inputs_kept=counts.kept,
+            inputs_evicted=counts.evicted,
+            inputs_expired=counts.expired,
+            inputs_errors=counts.write_errors,
         )
 
     def _classify_in_order(self, connections: list[Connection], node: str) -> list[Verdict]:
