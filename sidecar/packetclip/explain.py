@@ -3,10 +3,13 @@
 Owns `ActivityTracker` (a bounded memory of each originator's recent connections and its `Activity` summary) and
 `Explainer` (the sentence built from the connection's facts, the originator's activity, the winning mission's most
 activated concepts and the nearest description of the predicted class in the bundle's description bank). It does
-not classify (the engine does) and does not read packets (the featurizer does).
+not classify (the engine does), does not read packets (the featurizer does) and does not decide which concepts
+the facts allow (`packetclip.concept_rules` does).
 
 Every number an explanation prints is a fact of the connection or of the originator's observed connections. The
 description bank was written from other connections, so only its number-free, class-level sentences are quoted.
+Every concept it names is one the connection's facts and the verdict's class allow: the most activated allowed
+concepts, and the nearest description whose quoted sentence names no concept the facts rule out.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from packetclip.bundle import Bundle, load_concepts, load_descriptions
+from packetclip.concept_rules import ConceptRules
 from packetclip.context import ResponderSummary
 from packetclip.missions import Mission, MissionError, load_mission, normalise_concept
 
@@ -410,6 +414,13 @@ class Explainer:
         self._mission_concepts = {
             name: {normalise_concept(c) for m, c in self.concepts if m == name} for name in mission_names
         }
+        self.concept_rules = ConceptRules(self.concepts, missions, self.mission_of_class)
+        if self.concept_rules.unknown:
+            log.warning(
+                "explanations: %d concepts have no rule of what they claim and are never named: %s",
+                len(self.concept_rules.unknown),
+                ", ".join(sorted(set(self.concept_rules.unknown))),
+            )
         self.stats = {"malformed_rows": 0}
 
     def _prepare_bank(
@@ -429,40 +440,53 @@ class Explainer:
             rows = np.flatnonzero(classes == fine)
             self._class_rows[fine] = rows
             self._class_matrix[fine] = np.ascontiguousarray(embeddings[rows])
-        self._quotable = [
-            self._quotable_part(text, fine) for text, fine in zip(texts, text_classes, strict=True)
-        ]
+        parts = [self._quotable_part(text, fine) for text, fine in zip(texts, text_classes, strict=True)]
+        self._quotable = [quote for quote, _ in parts]
+        # per class, which concept columns each of its texts' quoted sentence names (T_class, K): a text is only
+        # quoted for a row whose facts allow every one of them
+        column_of = {(m, normalise_concept(c)): i for i, (m, c) in enumerate(self.concepts)}
+        self._class_named: dict[str, np.ndarray] = {}
+        for fine, rows in self._class_rows.items():
+            mission = self.mission_of_class.get(fine, "")
+            named = np.zeros((len(rows), len(self.concepts)), dtype=np.float32)
+            for position, row in enumerate(rows.tolist()):
+                columns = [column_of[mission, w] for w in parts[row][1] if (mission, w) in column_of]
+                named[position, columns] = 1.0
+            self._class_named[fine] = named
 
-    def _quotable_part(self, text: str, fine: str) -> str:
+    def _quotable_part(self, text: str, fine: str) -> tuple[str, set[str]]:
         """The sentence of a bank text that names the most concepts of the class's mission (or the class) and
-        holds no number: its class-level part. The rest describes the connection the text was written from."""
+        holds no number: its class-level part, and the concept names it holds. The rest describes the
+        connection the text was written from."""
         mission = self.mission_of_class.get(fine, "")
         words = self._mission_concepts.get(mission, set()) | {fine.replace("_", " ")}
         pattern = re.compile(
             r"\b(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True) if w) + r")\b"
         )
-        best, best_named = "", 0
+        best, best_names = "", set[str]()
         for sentence in _SENTENCE_END.split(" ".join(text.split())):
             if _DIGIT.search(sentence) or '"' in sentence or not sentence.isascii():
                 continue
-            named = len(set(pattern.findall(sentence.lower())))
-            if named > best_named:
-                best, best_named = sentence, named
-        return best
+            names = set(pattern.findall(sentence.lower()))
+            if len(names) > len(best_names):
+                best, best_names = sentence, names
+        return best, best_names
 
     # -- the parts, exposed so callers (and tests) can use them on their own --
 
     def top_concepts(
         self, attack: str, concepts_row: np.ndarray, k: int = _TOP_CONCEPTS
     ) -> list[tuple[str, str, float]]:
-        """The `k` most activated concepts of the mission that maps `attack`: (mission, concept, activation)."""
+        """The `k` most activated concepts of the mission that maps `attack`: (mission, concept, activation),
+        before any connection's facts are checked (an explanation names only those its facts allow)."""
         row = np.asarray(concepts_row, dtype=np.float32).reshape(1, -1)
         if not self._fits(row, len(self.concepts), "concepts"):
             return []
         return self._top_concepts(attack, row, k)[0]
 
     def nearest_description(self, fine: str, aligned_row: np.ndarray) -> tuple[int, str]:
-        """The bank row of class `fine` closest to `aligned_row` by dot product: (row index, quotable part)."""
+        """The bank row of class `fine` closest to `aligned_row` by dot product: (row index, quotable part),
+        before any connection's facts are checked."""
         row = np.asarray(aligned_row, dtype=np.float32).reshape(1, -1)
         if not self._fits(row, self.bank_dim, "aligned"):
             return -1, ""
@@ -509,14 +533,25 @@ class Explainer:
             by_class.setdefault(attacks[row], []).append(row)
         rank_concepts = self._fits(concepts, len(self.concepts), "concepts", len(judged))
         rank_descriptions = self._fits(aligned, self.bank_dim, "aligned", len(judged))
+        inbound = responders if responders is not None else [None] * len(connections)
+        # (B, K): the concepts each judged row's facts and class allow (benign rows name none)
+        allowed = np.zeros((len(connections), len(self.concepts)), dtype=bool)
+        if judged:
+            allowed[judged] = self.concept_rules.allowed(
+                [connections[row] for row in judged],
+                [activities[row] for row in judged],
+                [attacks[row] for row in judged],
+                [inbound[row] for row in judged],
+            )
         for attack, rows in by_class.items():
             if rank_concepts:
-                for row, top in zip(rows, self._top_concepts(attack, concepts[rows]), strict=True):
+                ranked = self._top_concepts(attack, concepts[rows], allowed=allowed[rows])
+                for row, top in zip(rows, ranked, strict=True):
                     tops[row] = top
             if rank_descriptions:
-                for row, (_, quote) in zip(rows, self._nearest(attack, aligned[rows]), strict=True):
+                nearest = self._nearest(attack, aligned[rows], allowed=allowed[rows])
+                for row, (_, quote) in zip(rows, nearest, strict=True):
                     quotes[row] = quote
-        inbound = responders if responders is not None else [None] * len(connections)
         return [
             self._sentence(conn, activity, label, attack, top, quote, responder)
             for conn, activity, label, attack, top, quote, responder in zip(
@@ -534,22 +569,40 @@ class Explainer:
         return False
 
     def _top_concepts(
-        self, attack: str, activations: np.ndarray, k: int = _TOP_CONCEPTS
+        self, attack: str, activations: np.ndarray, k: int = _TOP_CONCEPTS, allowed: np.ndarray | None = None
     ) -> list[list[tuple[str, str, float]]]:
-        """Per row of `activations` (n, K), the `k` strongest printable concepts of `attack`'s mission."""
+        """Per row of `activations` (n, K), the `k` strongest printable concepts of `attack`'s mission; with
+        `allowed` (n, K), only those it allows (fewer, or none, when the facts rule the others out)."""
         columns = self._mission_columns.get(self.mission_of_class.get(attack) or "")
         if columns is None or not len(columns):
             return [[] for _ in range(len(activations))]
+        if allowed is not None:
+            activations = np.where(allowed, activations, -np.inf)
         concepts = self.concepts
-        return [[(*concepts[i], value) for i, value in row] for row in strongest(activations, columns, k)]
+        return [
+            [(*concepts[i], value) for i, value in row if value != -np.inf]
+            for row in strongest(activations, columns, k)
+        ]
 
-    def _nearest(self, fine: str, aligned: np.ndarray) -> list[tuple[int, str]]:
-        """Per row of `aligned` (n, D), the closest bank row of class `fine`: (row index, quotable part)."""
+    def _nearest(
+        self, fine: str, aligned: np.ndarray, allowed: np.ndarray | None = None
+    ) -> list[tuple[int, str]]:
+        """Per row of `aligned` (n, D), the closest bank row of class `fine`: (row index, quotable part); with
+        `allowed` (n, K), the closest whose quoted sentence names only allowed concepts ((-1, "") when none)."""
         matrix = self._class_matrix.get(fine)
         if matrix is None or not len(matrix):
             return [(-1, "")] * len(aligned)
-        best = self._class_rows[fine][np.argmax(aligned @ matrix.T, axis=1)].tolist()
-        return [(row, self._quotable[row]) for row in best]
+        similarity = aligned @ matrix.T  # (n, T_class)
+        if allowed is not None:
+            ruled_out = (~allowed).astype(np.float32) @ self._class_named[fine].T  # (n, T_class)
+            similarity = np.where(ruled_out > 0, -np.inf, similarity)
+        best = np.argmax(similarity, axis=1)
+        usable = np.take_along_axis(similarity, best[:, None], axis=1)[:, 0] != -np.inf
+        rows = self._class_rows[fine][best].tolist()
+        return [
+            (row, self._quotable[row]) if ok else (-1, "")
+            for row, ok in zip(rows, usable.tolist(), strict=True)
+        ]
 
     def _sentence(
         self,
