@@ -57,6 +57,7 @@ def _add_stages(group: click.Group) -> None:
     from packetclip_training.evaluate_lab_run_cli import evaluate_lab_run_command
     from packetclip_training.evaluate_real_cli import evaluate_real
     from packetclip_training.export_cli import export
+    from packetclip_training.finetune_cli import finetune
     from packetclip_training.knowledge.cli import kg
     from packetclip_training.lab.cli import lab
     from packetclip_training.pretrain_cli import pretrain
@@ -74,6 +75,7 @@ def _add_stages(group: click.Group) -> None:
         align,
         reasoner,
         export,
+        finetune,
         evaluate,
         evaluate_real,
         evaluate_lab_run_command,
