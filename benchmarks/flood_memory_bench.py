@@ -6,7 +6,7 @@ source ports, `--rate` SYNs a second of packet time), then runs `packetclip clas
 prints one JSON object: SYNs, capture size, records written, the classify summary's evicted count, wall seconds
 and the child's peak RSS (`getrusage`, one child per run). The capture is made fresh each run from `--seed`.
 
-    python benchmarks/flood_memory_bench.py [--syns 1000000] [--rate 100000] [--model DIR] [--keep DIR]
+    python benchmarks/flood_memory_bench.py [--syns 1000000] [--rate 100000] [--max-open N] [--model DIR] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--model", default=None, help="bundle for classify (default: its own default)")
     parser.add_argument("--keep", type=Path, default=None, help="write the capture here and keep it")
+    parser.add_argument("--max-open", type=int, default=None, help="classify's --max-open (default: its own)")
     args = parser.parse_args(argv)
     if args.syns < 1 or args.rate <= 0:
         parser.error("--syns and --rate must be positive")
@@ -80,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         command += ["classify", "--format", "json", str(capture)]
         if args.model:
             command[-1:-1] = ["--model", args.model]
+        if args.max_open:
+            command[-1:-1] = ["--max-open", str(args.max_open)]
         records_path = folder / "records.json"
         started = time.perf_counter()
         with open(
@@ -95,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": "flood_memory",
             "syns": args.syns,
             "rate_per_s": args.rate,
+            "max_open": args.max_open,
             "capture_bytes": capture.stat().st_size,
             "exit_status": done.returncode,
             "records": records,

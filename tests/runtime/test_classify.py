@@ -79,6 +79,23 @@ def test_json_records_for_every_connection_and_a_bad_file_fails_at_the_end(
         assert f"  {label}: {count}" in result.stderr
 
 
+def test_max_open_caps_the_connection_table_and_counts_what_it_ends_early(
+    bundle_path: Path, tmp_path: Path
+) -> None:
+    """Every connection still gets its record (a later packet of one ended early starts a new connection, with a
+    record of its own); those ended early to stay within the cap are counted."""
+    out = tmp_path / "verdicts.json"
+    args = [str(LAB_CAPTURE), "--model", str(bundle_path), "--format", "json", "-o", str(out)]
+    result = runner().invoke(classify, [*args, "--max-open", "5"])
+    assert result.exit_code == 0, result.stderr
+    capped = [json.loads(line)["uid"] for line in out.read_text().splitlines()]
+    assert {c.uid for c in featurize_pcap(LAB_CAPTURE)} <= set(capped) and len(set(capped)) == len(capped)
+    ended_early = [line for line in result.stderr.splitlines() if "ended early" in line]
+    assert len(ended_early) == 1 and int(ended_early[0].split()[0]) > 0
+    assert "ended early" not in runner().invoke(classify, args).stderr
+    assert runner().invoke(classify, [*args, "--max-open", "0"]).exit_code == 2
+
+
 def test_zeek_is_the_default_format_on_stdout(bundle_path: Path) -> None:
     result = runner().invoke(classify, [str(LAB_CAPTURE), "--model", str(bundle_path)])
     assert result.exit_code == 0, result.stderr

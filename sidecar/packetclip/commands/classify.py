@@ -27,6 +27,7 @@ It does not parse frames (`packetclip.featurizer`), run models (`packetclip.engi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -47,6 +48,7 @@ from packetclip.engine import Engine, MissionScorerFactory, Verdict
 from packetclip.featurizer import (
     Connection,
     ConnectionTracker,
+    FeaturizerConfig,
     ParseStats,
     PcapError,
     read_frames,
@@ -89,13 +91,18 @@ def classify_captures(
     measure_latency: bool = False,
     max_held: int = DEFAULT_MAX_HELD,
     on_file_error: Callable[[str], None] | None = None,
+    max_open: int | None = None,
 ) -> StreamSummary:
     """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
     in the summary (and to `on_file_error` the moment they fail) and skipped; the others are still processed.
     Finished connections reach the engine in first-packet order, equal times by endpoints (`packetclip.ordering`;
     at most `max_held` wait for an earlier one still open), the order training replays a capture in and the Zeek
-    sidecar classifies each node's requests in."""
+    sidecar classifies each node's requests in. `max_open` caps the open connections each capture's tracker follows
+    (default: the featurizer's)."""
     summary = StreamSummary()
+    config = engine.featurizer_config
+    if max_open is not None:
+        config = dataclasses.replace(config, max_open=max_open)
     started = time.perf_counter()
     for path in paths:
         summary.captures += 1
@@ -103,7 +110,7 @@ def classify_captures(
         try:
             reorder = FirstPacketOrder(_first_ts, max_held, _tie)
             _classify_capture(
-                engine, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
+                engine, config, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
             )
         except PcapError as exc:
             summary.file_errors.append(str(exc))
@@ -127,6 +134,7 @@ def _tie(item: tuple[Connection, float]) -> tuple[Any, ...]:
 
 def _classify_capture(
     engine: Engine,
+    config: FeaturizerConfig,
     path: Path,
     sink: Callable[[Verdict], None],
     stats: ParseStats,
@@ -137,7 +145,7 @@ def _classify_capture(
 ) -> None:
     """`reorder` holds (connection, when the tracker released it) for first-packet order."""
     sensor = path.name
-    tracker = ConnectionTracker(engine.featurizer_config, stats, release_full=True)
+    tracker = ConnectionTracker(config, stats, release_full=True)
     batch_size = engine.batch_size
     pending: list[tuple[Connection, float]] = []
     clock = time.perf_counter
@@ -368,6 +376,9 @@ def _total_bytes(paths: Iterable[str]) -> int:
               help="Connections per inference call (default: config, else 256).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
+@click.option("--max-open", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Open connections followed at most; above it the one idle longest ends with what it saw, "
+                   "counted (default 1,000,000; about 2.6 KB each under a spoofed SYN flood).")  # fmt: skip
 @missions_options
 @allowlist_option
 @keep_inputs_option
@@ -378,6 +389,7 @@ def classify(
     output: str | None,
     batch_size: int | None,
     threads: int | None,
+    max_open: int | None,
     missions: str | None,
     text_encoder: str | None,
     allowlist: str | None,
@@ -400,9 +412,12 @@ def classify(
                     writer.write,
                     progress=bar.update,
                     on_file_error=lambda message: report_file_error(message, below_progress_bar=True),
+                    max_open=max_open,
                 )
         else:
-            summary = classify_captures(engine, pcaps, writer.write, on_file_error=report_file_error)
+            summary = classify_captures(
+                engine, pcaps, writer.write, on_file_error=report_file_error, max_open=max_open
+            )
     finally:
         writer.close()
         if output is not None:

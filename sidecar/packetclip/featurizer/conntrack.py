@@ -220,6 +220,10 @@ class ConnectionTracker:
         conn = self._table.get(reverse)
         if conn is not None:
             return conn, False
+        if len(self._table) >= self._max_open:
+            # room is made before the new connection is in the table: it could otherwise be the idlest itself (a
+            # new UDP connection times out before older TCP ones) and be ended before its first packet is counted
+            self._evict_idlest()
         flipped = _should_flip(proto, sport, dport, packet[7])
         conn = _Tracked(reverse if flipped else packet[2:7], ts, packet[1], packet[13], flipped)
         self._table[conn.key] = conn
@@ -227,8 +231,6 @@ class ConnectionTracker:
         if self._track_windows:
             heapq.heappush(self._window_ends, (ts + self._window, next(self._tiebreak), conn))
         self._starts.add(ts, conn, len(self._table))
-        if len(self._table) > self._max_open:
-            self._evict_idlest()
         return conn, not flipped
 
     def _evict_idlest(self) -> None:
