@@ -16,7 +16,11 @@
   subscriptions; Zeek's encoder: strings escaped only for `\\ \\b \\f \\n \\r \\t \\v "` (so `\\v` and raw bytes
   reach the client as Zeek sends them); `reject_unicode_escapes` mimics Zeek <= 7, which refuses `\\uXXXX`;
   `metadata` selects the two-element (Zeek <= 8.0) or three-element (empty metadata vector) event form;
-- pings every `ping_interval` seconds (a client that does not answer is dropped by websockets).
+- pings every `ping_interval` seconds (a client that does not answer is dropped by websockets);
+- hostile moments for delivery tests: `pause_reading` (a stalled Zeek: its endpoint reads nothing more from the
+  socket, pings included, so it sends no pong and the client's writes back up; what it had read is still
+  handled, as Zeek's endpoint queues what it read for the event loop without a bound), `abort_clients` (the TCP
+  connection reset, whatever either side had buffered), and messages of any size (no `max_size` on the peer).
 
 `requests_from_capture` replays a capture as the packetclip Zeek scripts collect it: per connection its first
 `max_packets` frames among those within `max_wait` of its first packet (link-layer header included, cut at
@@ -49,6 +53,8 @@ import itertools
 import json
 import logging
 import re
+import socket
+import struct
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -236,7 +242,7 @@ class ZeekPeer:
     async def start(self) -> None:
         self._server = await serve(
             self._handle, "127.0.0.1", self.port, ping_interval=self.options.ping_interval, compression=None,
-            max_size=None,
+            max_size=None, max_queue=None,  # no flow control of its own: pause_reading alone stops the reading
         )  # fmt: skip
         self.port = next(iter(self._server.sockets)).getsockname()[1]
 
@@ -253,6 +259,26 @@ class ZeekPeer:
         its pings; the client reconnects to the same Zeek."""
         for client in list(self.clients):
             await client.connection.close(1001, "going away")
+
+    def pause_reading(self) -> None:
+        """Stop reading the connected clients' sockets (a stalled Zeek); `resume_reading` or `abort_clients`
+        ends it."""
+        for client in self.clients:
+            client.connection.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        for client in self.clients:
+            client.connection.transport.resume_reading()
+
+    def abort_clients(self) -> None:
+        """Reset every client connection at once (RST: linger 0), losing what is buffered on either side."""
+        for client in list(self.clients):
+            transport = client.connection.transport
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        self.clients.clear()
 
     async def restart(self, downtime: float = 0.2) -> None:
         """Stop, wait, listen again on the same port (a Zeek restart)."""

@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from packetclip.zeek.codec import Ack, CodecError, ErrorMessage, Event, decode_m
 log = logging.getLogger(__name__)
 
 APPLICATION_NAME = re.compile(r"^[-/_.=:*@a-zA-Z0-9]+$")  # what Zeek 8 accepts in X-Application-Name
+MESSAGE_TOO_BIG = 1009  # the close code websockets sends for a message over max_size
 CONNECT_ERRORS = (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, asyncio.TimeoutError)
 
 
@@ -76,8 +77,19 @@ class ZeekSession:
     async def send_text(self, text: str) -> None:
         await self.websocket.send(text)
 
+    async def ping(self) -> Awaitable[float]:
+        """Write a ping after everything sent so far; the awaitable completes when Zeek's pong arrives (which
+        proves Zeek's endpoint has read every earlier message: the stream is ordered)."""
+        return await self.websocket.ping()
+
     async def close(self) -> None:
         await self.websocket.close()
+
+
+def closed_for_size(exc: BaseException | None) -> bool:
+    """True when `exc` ended a connection because a message from Zeek exceeded `max_message_bytes` (websockets
+    closes it with code 1009 itself)."""
+    return isinstance(exc, ConnectionClosed) and exc.sent is not None and exc.sent.code == MESSAGE_TOO_BIG
 
 
 def event_text(topic: str, event: Event) -> str:

@@ -5,7 +5,12 @@ Owns the metric names and their values; thread-safe (the serve loop and the infe
 does not decide what is counted when (`service`). No client library: the format is a few lines of text.
 
     packetclip_serve_requests_total                       requests received (well-formed or not)
-    packetclip_serve_verdicts_total{label}                verdicts sent, by label ("error" included)
+    packetclip_serve_verdicts_total{label}                verdicts sent (first written), by label ("error" included)
+    packetclip_serve_verdicts_confirmed_total             verdicts Zeek's endpoint is known to have read (a pong)
+    packetclip_serve_verdicts_resent_total                verdicts written again: their connection ended unconfirmed
+    packetclip_serve_verdicts_lost_total{reason}          verdicts given up (outbox_full, oversized, shutdown)
+    packetclip_serve_unconfirmed                          messages written and not yet confirmed
+    packetclip_serve_messages_oversized_total{direction}  messages over max_message_bytes (received, sent)
     packetclip_serve_errors_total{kind}                   bad input and failures, by kind
     packetclip_serve_dropped_total{reason}                requests or verdicts given up (queue_full, outbox_full)
     packetclip_serve_queue_depth                          requests waiting for the engine
@@ -55,6 +60,11 @@ class Metrics:
         self.verdicts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
+        self.verdicts_confirmed = 0
+        self.verdicts_resent = 0
+        self.verdicts_lost: Counter[str] = Counter()
+        self.unconfirmed = 0
+        self.oversized: Counter[str] = Counter()
         self.queue_depth = 0
         self.held = 0
         self.order_forced = 0
@@ -92,6 +102,19 @@ class Metrics:
         with self._lock:
             self.dropped[reason] += 1
 
+    def count_lost(self, reason: str, verdicts: int = 1) -> None:
+        with self._lock:
+            self.verdicts_lost[reason] += verdicts
+
+    def count_oversized(self, direction: str) -> None:
+        with self._lock:
+            self.oversized[direction] += 1
+
+    def count_delivery(self, confirmed: int = 0, resent: int = 0) -> None:
+        with self._lock:
+            self.verdicts_confirmed += confirmed
+            self.verdicts_resent += resent
+
     def count_batch(self) -> None:
         with self._lock:
             self.batches += 1
@@ -126,6 +149,19 @@ class Metrics:
             _metric(lines, "requests_total", "counter", "Requests received.", [("", self.requests)])
             _metric(lines, "verdicts_total", "counter", "Verdicts sent, by label.",
                     [(_labels(label=k), v) for k, v in sorted(self.verdicts.items())])  # fmt: skip
+            _metric(lines, "verdicts_confirmed_total", "counter",
+                    "Verdicts Zeek's endpoint is known to have read (a pong followed them).",
+                    [("", self.verdicts_confirmed)])  # fmt: skip
+            _metric(lines, "verdicts_resent_total", "counter",
+                    "Verdicts written again after their connection ended before confirming them.",
+                    [("", self.verdicts_resent)])  # fmt: skip
+            _metric(lines, "verdicts_lost_total", "counter", "Verdicts given up, by reason.",
+                    [(_labels(reason=k), v) for k, v in sorted(self.verdicts_lost.items())])  # fmt: skip
+            _metric(lines, "unconfirmed", "gauge", "Messages written and not yet confirmed.",
+                    [("", self.unconfirmed)])  # fmt: skip
+            _metric(lines, "messages_oversized_total", "counter",
+                    "Messages over max_message_bytes, by direction (received: the connection closed; sent: not sent).",
+                    [(_labels(direction=k), v) for k, v in sorted(self.oversized.items())])  # fmt: skip
             _metric(lines, "errors_total", "counter", "Bad input and failures, by kind.",
                     [(_labels(kind=k), v) for k, v in sorted(self.errors.items())])  # fmt: skip
             _metric(lines, "dropped_total", "counter", "Requests or verdicts given up, by reason.",

@@ -32,10 +32,16 @@ request is refused (tail drop): it is answered at once with an "error" verdict a
 `max_held` + `max_queue` requests of at most `max_frames` x `max_frame_bytes` bytes. Messages to send wait in a
 bounded outbox (`max_outbox`, also tail drop).
 
-Reconnects. The queue, the inference thread and the outbox outlive a connection: requests received before Zeek
-went away are still classified, and their verdicts are sent, in order, once a new connection is subscribed (a
-message leaves the outbox only when the socket accepted it). What Zeek does with a verdict for a connection it
-no longer remembers is Zeek's business (it expires pending state).
+Reconnects and delivery (at least once). The queue, the inference thread and the outbox outlive a connection:
+requests received before Zeek went away are still classified, and their verdicts are sent, in order, once a new
+connection is subscribed. A written message is kept until a pong confirms that Zeek's endpoint read it
+(`packetclip.zeek.delivery`); what a connection ends without confirming goes back to the front of the outbox and
+is sent again (`verdicts_resent_total`), so Zeek may receive a verdict twice, which it logs once. Given up and
+counted (`verdicts_lost_total{reason}`): what is unconfirmed or unanswered when the sidecar stops, a full outbox,
+a message over `max_message_bytes` (a verdict is then answered by a short error verdict). A message from Zeek
+over `max_message_bytes` closes the connection (websockets, 1009): counted in `messages_oversized_total`. Only
+requests on the subscribed topic prefix are answered (others: `errors_total{kind="foreign_topic"}`). What Zeek
+does with a verdict for a connection it no longer remembers is Zeek's business (it expires pending state).
 
 Model and Zeek must agree on time: a bundle whose featurizer window is longer than `max_wait` (the scripts'
 `PacketCLIP::max_wait`) was trained on packets Zeek never sends; that is logged as a warning at start and after
@@ -62,6 +68,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from packetclip.bundle import BundleError
@@ -74,6 +81,7 @@ from packetclip.zeek.client import (
     Backoff,
     HandshakeError,
     ZeekSession,
+    closed_for_size,
     event_text,
     open_session,
 )
@@ -87,6 +95,7 @@ from packetclip.zeek.codec import (
     Port,
     decode_message,
 )
+from packetclip.zeek.delivery import Unconfirmed
 from packetclip.zeek.metrics import Metrics, MetricsServer
 from packetclip.zeek.reorder import ReorderWindow
 from packetclip.zeek.settings import ServeSettings
@@ -106,6 +115,12 @@ NODE_NAME = re.compile(r"^[^/\s]+$")  # a node name becomes a topic level: not e
 COMPLAIN_FIRST = 10  # log messages per kind of bad input before only every COMPLAIN_EVERY-th is logged
 COMPLAIN_EVERY = 1000
 ORDER_TICK = 0.05  # seconds between checks of the reorder window's hold limits
+# messages written before a ping asks Zeek to confirm them while more wait: a few dozen bytes of ping per ~100 KB
+# of verdicts, and at most this many (plus what a stalled socket holds) to send again after a disconnect
+CONFIRM_EVERY = 256
+CONFIRM_IDLE = (
+    0.05  # seconds the outbox stays empty before a ping confirms what was written (one ping per lull)
+)
 
 # PacketCLIP::request's signature: (name, the Python type the codec decodes the Broker type to, Broker type)
 REQUEST_SIGNATURE: tuple[tuple[str, type, str], ...] = (
@@ -248,6 +263,10 @@ class Outgoing:
     text: str
     label: str | None = None
     received: float = 0.0
+    node: str = ""  # a verdict's node and uid: to answer it with a short error should it be too large to send
+    uid: str = ""
+    resend: bool = True  # sent again on the next connection when this one ends unconfirmed (not a hello)
+    written: bool = False  # written once already: a second write counts as resent, not as a new verdict
 
 
 class RequestQueue:
@@ -299,6 +318,10 @@ class Sidecar:
             settings.max_wait, settings.order_slack, settings.hold_limit, settings.max_held
         )
         self._outbox: deque[Outgoing] = deque()
+        self._unconfirmed: Unconfirmed[Outgoing] = Unconfirmed(CONFIRM_EVERY)
+        # a message over this many characters may exceed max_message_bytes (UTF-8: at most 4 bytes a character)
+        self._check_size_above = settings.max_message_bytes // 4
+        self._subscribed_topic = request_topic(settings.shard)
         self._outbox_ready: asyncio.Event | None = None
         self._inflight = 0  # requests taken by the inference thread and not yet answered
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="inference")
@@ -343,8 +366,21 @@ class Sidecar:
             classifier.cancel()
             expirer.cancel()
             self._executor.shutdown(wait=True)
+            self._count_left_at_stop()
             if self._metrics_server is not None:
                 self._metrics_server.close()
+
+    def _count_left_at_stop(self) -> None:
+        """Verdicts written but never confirmed, never written, or never made (requests still queued or in the
+        engine) when the sidecar stops: lost, and counted."""
+        left = [*self._unconfirmed.take_all(), *self._outbox]
+        self._outbox.clear()
+        unanswered = (len(self._queue) if self._queue is not None else 0) + self._inflight
+        verdicts = sum(1 for item in left if item.label is not None) + unanswered
+        if verdicts:
+            self.metrics.count_lost("shutdown", verdicts)
+            log.warning("stopped with %d verdicts not confirmed by Zeek: counted as lost", verdicts)
+        self.metrics.set_gauges(unconfirmed=0, outbox_depth=0)
 
     async def _connect(self, stop: asyncio.Event) -> ZeekSession | None:
         try:
@@ -380,46 +416,106 @@ class Sidecar:
                 await self._drain(writer)
             for ended in (reader, writer):
                 if ended in done and not ended.cancelled() and ended.exception() is not None:
+                    if closed_for_size(ended.exception()):
+                        self.metrics.count_oversized("received")
+                        self._complain(
+                            "oversized_message",
+                            f"Zeek sent a message over {self.settings.max_message_bytes} bytes: "
+                            "the connection closed (1009), and the message is lost",
+                        )
                     log.warning("connection to Zeek ended: %s", ended.exception())
         finally:
             for task in (reader, writer, stopper):
                 task.cancel()
             await asyncio.gather(reader, writer, stopper, return_exceptions=True)
             self._release(self._window.drain())  # this Zeek sends nothing more; a new one has its own clock
+            self._requeue_unconfirmed(stopping=stop.is_set())
             self.subscribed.clear()
             self.metrics.set_gauges(connected=0)
             await session.close()
 
+    def _requeue_unconfirmed(self, stopping: bool) -> None:
+        """The connection ended: what Zeek never confirmed goes back to the front of the outbox, in order, for the
+        next connection (at-least-once; Zeek logs a verdict once and counts a second one). Hellos are not sent
+        again: every connection starts with its own."""
+        again = [item for item in self._unconfirmed.take_all() if item.resend]
+        if again:
+            self._outbox.extendleft(reversed(again))
+            verdicts = sum(1 for item in again if item.label is not None)
+            if verdicts and not stopping:
+                log.warning(
+                    "connection ended before Zeek confirmed %d verdicts: sending them again", verdicts
+                )
+        self.metrics.set_gauges(unconfirmed=0, outbox_depth=len(self._outbox))
+
     async def _drain(self, writer: asyncio.Task[None]) -> None:
-        """On shutdown: let queued requests be classified and their verdicts sent, within drain_timeout."""
+        """On shutdown: let queued requests be classified and their verdicts sent and confirmed, within
+        drain_timeout."""
         assert self._queue is not None
         deadline = time.monotonic() + self.settings.drain_timeout
-        while (len(self._queue) or self._inflight or self._outbox) and not writer.done():
+        unconfirmed = self._unconfirmed
+        while (len(self._queue) or self._inflight or self._outbox or len(unconfirmed)) and not writer.done():
             if time.monotonic() >= deadline:
                 log.warning(
-                    "shutdown: %d requests and %d messages left unanswered after %.1f s",
+                    "shutdown: %d requests and %d messages left unanswered, %d not confirmed, after %.1f s",
                     len(self._queue) + self._inflight,
                     len(self._outbox),
+                    len(unconfirmed),
                     self.settings.drain_timeout,
                 )
                 return
             await asyncio.sleep(0.01)
 
     async def _send_loop(self, session: ZeekSession) -> None:
-        """Hello first, then the outbox in order; a message leaves the outbox once the socket took it."""
+        """Hello first, then the outbox in order. A message leaves the outbox for the unconfirmed tail as it is
+        written, and the tail for good when a pong confirms it (`packetclip.zeek.delivery`)."""
         assert self._outbox_ready is not None
+        ready = self._outbox_ready
         await session.send_text(self._hello_text())
         outbox = self._outbox
+        unconfirmed = self._unconfirmed
+        metrics = self.metrics
         while True:
-            while not outbox:
-                self._outbox_ready.clear()
-                await self._outbox_ready.wait()
-            item = outbox[0]
+            if unconfirmed.wants_ping(idle=False):
+                await self._ping(session)
+            if not outbox:
+                ready.clear()
+                if not unconfirmed.wants_ping(idle=True):
+                    await ready.wait()
+                    continue
+                try:  # idle with messages to confirm: ping unless more come within CONFIRM_IDLE
+                    await asyncio.wait_for(ready.wait(), CONFIRM_IDLE)
+                except TimeoutError:
+                    await self._ping(session)
+                continue
+            item = outbox.popleft()
+            unconfirmed.written(item)  # before the write: a write that fails half-way is sent again
             await session.send_text(item.text)
-            outbox.popleft()
             if item.label is not None:
-                self.metrics.count_verdict(item.label, time.monotonic() - item.received)
-            self.metrics.outbox_depth = len(outbox)
+                if item.written:
+                    metrics.count_delivery(resent=1)
+                else:
+                    metrics.count_verdict(item.label, time.monotonic() - item.received)
+            item.written = True
+            metrics.outbox_depth = len(outbox)
+            metrics.unconfirmed = len(unconfirmed)
+
+    async def _ping(self, session: ZeekSession) -> None:
+        generation = self._unconfirmed.pinged()
+        pong = await session.ping()
+        asyncio.ensure_future(pong).add_done_callback(partial(self._confirmed, generation=generation))
+
+    def _confirmed(self, pong: asyncio.Future[float], *, generation: int) -> None:
+        """A pong arrived (or its connection ended: then nothing is confirmed, and the tail is sent again)."""
+        if pong.cancelled() or pong.exception() is not None:
+            return
+        confirmed = self._unconfirmed.ponged(generation)
+        verdicts = sum(1 for item in confirmed if item.label is not None)
+        if verdicts:
+            self.metrics.count_delivery(confirmed=verdicts)
+        self.metrics.unconfirmed = len(self._unconfirmed)
+        if self._outbox_ready is not None:
+            self._outbox_ready.set()  # the send loop decides whether the rest of the tail needs a ping
 
     def _hello_text(self) -> str:
         return event_text(CONTROL_TOPIC, Event(HELLO_EVENT, [self.settings.name, self.engine.model_version]))
@@ -447,6 +543,11 @@ class Sidecar:
             return
         if isinstance(message, Ack):
             self._complain("unexpected_ack", "skipped an ack outside the handshake")
+            return
+        if not message.topic.startswith(self._subscribed_topic):
+            self._complain(
+                "foreign_topic", f"skipped a message on {message.topic}, not a topic subscribed to"
+            )
             return
         self._handle_data(message, received)
 
@@ -504,7 +605,7 @@ class Sidecar:
         event = Event(
             VERDICT_EVENT, [uid, label, attack, float(score), explanation, self.engine.model_version]
         )
-        return Outgoing(event_text(verdict_topic(node), event), label, received)
+        return Outgoing(event_text(verdict_topic(node), event), label, received, node, uid)
 
     @staticmethod
     def _allowed(node: str, uid: str, reason: str) -> Outgoing:
@@ -517,14 +618,35 @@ class Sidecar:
         return Outgoing(event_text(verdict_topic(node), event))
 
     def _post(self, item: Outgoing) -> None:
+        if len(item.text) > self._check_size_above and not self._fits(item):
+            return
         if len(self._outbox) >= self.settings.max_outbox:
             self.metrics.count_drop("outbox_full")
+            if item.label is not None:
+                self.metrics.count_lost("outbox_full")
             self._complain("outbox_full", "outbox full: a message to Zeek was dropped")
             return
         self._outbox.append(item)
         self.metrics.outbox_depth = len(self._outbox)
         if self._outbox_ready is not None:
             self._outbox_ready.set()
+
+    def _fits(self, item: Outgoing) -> bool:
+        """False for a message over max_message_bytes, counted; a verdict is answered by a short error verdict
+        instead (Zeek still gets its answer), any other message is not sent."""
+        size = len(item.text.encode())
+        if size <= self.settings.max_message_bytes:
+            return True
+        self.metrics.count_oversized("sent")
+        self._complain("oversized_verdict", f"a message to Zeek of {size} bytes exceeds max_message_bytes")
+        if item.label is not None:
+            reason = f"verdict too large to send ({size} bytes)"
+            error = self._verdict(item.node, item.uid, ERROR_LABEL, ERROR_LABEL, 0.0, reason, item.received)
+            if len(error.text.encode()) <= self.settings.max_message_bytes:
+                self._post(error)
+            else:  # the uid or node alone is too long: nothing can answer it
+                self.metrics.count_lost("oversized")
+        return False
 
     def _complain(self, kind: str, message: str) -> None:
         self.metrics.count_error(kind)
@@ -544,7 +666,7 @@ class Sidecar:
             self.metrics.queue_depth = len(self._queue)
             outgoing, reloaded = await loop.run_in_executor(self._executor, self.classify_batch, batch)
             if reloaded:
-                self._post(Outgoing(self._hello_text()))
+                self._post(Outgoing(self._hello_text(), resend=False))
             for item in outgoing:
                 self._post(item)
             self._inflight = 0
