@@ -25,16 +25,16 @@ from packetclip.engine import Engine
 from packetclip.missions import load_missions
 from packetclip.user_missions import UserMissionScorer
 from packetclip.zeek.service import ALLOWED_EVENT, MISSION_SCORES_EVENT, VERDICT_EVENT, Sidecar
-from packetclip.zeek.settings import ServeSettings
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "runtime"))
 from peer import ScriptOptions, ZeekPeer, requests_from_capture  # noqa: E402
-from script_stand_in import OfflineZeek, publication_schedule  # noqa: E402
+from script_stand_in import publication_schedule  # noqa: E402
 from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
 from test_serve import replay as publish_and_wait  # noqa: E402
 from test_serve import run_live  # noqa: E402
+from test_user_missions_zeek import replay  # noqa: E402
 
 from support import hashed_text_vectors  # noqa: E402
 
@@ -53,28 +53,6 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scored_missions(bundle: Bundle) -> UserMissionScorer:
     """The sample's NTP-flood mission with the stand-in text encoder: every verdict gets a mission score."""
     return UserMissionScorer(bundle, hashed_text_vectors, load_missions(REPO / "samples" / "missions"))
-
-
-def replay(engine: Engine, requests: list[Any], **zeek_options: Any) -> tuple[OfflineZeek, ZeekPeer]:
-    """The requests published as the scripts publish them to a sidecar on `engine`, drained."""
-
-    async def main() -> tuple[OfflineZeek, ZeekPeer]:
-        async with ZeekPeer() as peer, OfflineZeek(peer, **zeek_options) as zeek:
-            peer.script_subscriptions = ["packetclip/verdict/", "packetclip/control/"]
-            sidecar = Sidecar(ServeSettings(zeek=peer.url, max_queue=1000), engine)
-            stop = asyncio.Event()
-            task = asyncio.create_task(sidecar.run(stop))
-            try:
-                await zeek.wait_for_hello()
-                for request in requests:
-                    await zeek.publish(request)
-                await zeek.drain()
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 60)
-            return zeek, peer
-
-    return asyncio.run(main())
 
 
 def sample_reason(request: Any, label: str) -> str | None:

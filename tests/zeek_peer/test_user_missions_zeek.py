@@ -57,12 +57,12 @@ def scorer_factory(missions_dir: Path):  # type: ignore[no-untyped-def]
     return lambda bundle: UserMissionScorer(bundle, hashed_text_vectors, load_missions(missions_dir))
 
 
-def replay(engine: Engine, requests: list[Any]) -> tuple[OfflineZeek, ZeekPeer]:
+def replay(engine: Engine, requests: list[Any], **zeek_options: Any) -> tuple[OfflineZeek, ZeekPeer]:
     """The requests published as the scripts publish them, to a sidecar on `engine`, drained; the stand-in's
-    state and the peer."""
+    state (built with `zeek_options`: script options) and the peer."""
 
     async def main() -> tuple[OfflineZeek, ZeekPeer]:
-        async with ZeekPeer() as peer, OfflineZeek(peer) as zeek:
+        async with ZeekPeer() as peer, OfflineZeek(peer, **zeek_options) as zeek:
             peer.script_subscriptions = ["packetclip/verdict/", "packetclip/control/"]
             sidecar = Sidecar(ServeSettings(zeek=peer.url, max_queue=1000), engine)
             stop = asyncio.Event()
