@@ -17,6 +17,10 @@
   reach the client as Zeek sends them); `reject_unicode_escapes` mimics Zeek <= 7, which refuses `\\uXXXX`;
   `metadata` selects the two-element (Zeek <= 8.0) or three-element (empty metadata vector) event form;
 - pings every `ping_interval` seconds (a client that does not answer is dropped by websockets);
+- TLS when `ssl` is given (Zeek's `tls_options`: the URL becomes wss://; a context that requires a client
+  certificate plays mutual TLS); every handshake's request headers are kept in `request_headers`, and `token`
+  plays a proxy in front of Zeek that answers 401 to a handshake without `Authorization: Bearer <token>` (Zeek's
+  endpoint itself has no authentication);
 - hostile moments for delivery tests: `pause_reading` (a stalled Zeek: its endpoint reads nothing more from the
   socket, pings included, so it sends no pong and the client's writes back up; what it had read is still
   handled, as Zeek's endpoint queues what it read for the event loop without a bound), `abort_clients` (the TCP
@@ -54,6 +58,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import struct
 import uuid
 from collections import deque
@@ -63,7 +68,9 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from packetclip.featurizer import ConnectionTracker, FeaturizerConfig, ParseStats, read_frames
 from packetclip.featurizer.frames import (
@@ -192,6 +199,8 @@ class PeerOptions:
     reject_unicode_escapes: bool = False  # True: refuse \\uXXXX from clients, as Zeek <= 7 does
     ping_interval: float | None = 5.0  # Zeek's default
     events: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(PACKETCLIP_EVENTS))
+    ssl: ssl.SSLContext | None = None  # a server context: TLS (wss://)
+    token: str | None = None  # a handshake without `Authorization: Bearer <token>` is answered 401
 
 
 @dataclass
@@ -224,13 +233,15 @@ class ZeekPeer:
         self.type_errors: list[str] = []  # events dropped for argument types (Zeek logs them)
         self.errors_sent: list[dict[str, str]] = []
         self.handshakes: list[str] = []  # application names, in order of acks
+        self.request_headers: list[Headers] = []  # every handshake request's headers, refused ones included
         self._arrived = asyncio.Condition()
         self._ids = itertools.count(1)
         self._server: Server | None = None
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}{PATH}"
+        scheme = "ws" if self.options.ssl is None else "wss"
+        return f"{scheme}://127.0.0.1:{self.port}{PATH}"
 
     async def __aenter__(self) -> ZeekPeer:
         await self.start()
@@ -243,6 +254,7 @@ class ZeekPeer:
         self._server = await serve(
             self._handle, "127.0.0.1", self.port, ping_interval=self.options.ping_interval, compression=None,
             max_size=None, max_queue=None,  # no flow control of its own: pause_reading alone stops the reading
+            ssl=self.options.ssl, process_request=self._check_request,
         )  # fmt: skip
         self.port = next(iter(self._server.sockets)).getsockname()[1]
 
@@ -287,6 +299,13 @@ class ZeekPeer:
         await self.start()
 
     # --- one client -------------------------------------------------------------------------------------------
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.request_headers.append(request.headers)
+        wanted = None if self.options.token is None else f"Bearer {self.options.token}"
+        if wanted is not None and request.headers.get("Authorization") != wanted:
+            return connection.respond(401, "a bearer token is required\n")
+        return None
 
     async def _handle(self, connection: ServerConnection) -> None:
         request = connection.request

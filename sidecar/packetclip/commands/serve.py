@@ -2,7 +2,8 @@
 
 Owns the command line: resolving settings (flags > config file's `[serve]` table and runtime keys > defaults),
 choosing the bundle (`--model`, else the store's active bundle with hot reload on activation, else the embedded
-one), the allowlist and user missions the settings name, the log format, signal handling (SIGINT/SIGTERM stop the loop, which drains before exiting). The loop
+one), the allowlist and user missions the settings name, the connection's TLS files and token (read before the model
+loads, so that a bad one is a one-line error), the log format, signal handling (SIGINT/SIGTERM stop the loop, which drains before exiting). The loop
 itself is `packetclip.zeek.service`.
 """
 
@@ -28,6 +29,7 @@ from packetclip.commands.feedback import keep_inputs_option, open_input_store
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.store import ActiveModelWatcher, ModelStore
+from packetclip.zeek.client import Credentials, load_credentials
 from packetclip.zeek.metrics import MetricsPortError
 from packetclip.zeek.service import Sidecar
 from packetclip.zeek.settings import ServeSettings, serve_settings
@@ -108,11 +110,14 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 
 async def serve_forever(
-    settings: ServeSettings, engine: Engine, watcher: ActiveModelWatcher | None
+    settings: ServeSettings,
+    engine: Engine,
+    watcher: ActiveModelWatcher | None,
+    credentials: Credentials | None = None,
 ) -> Sidecar:
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    sidecar = Sidecar(settings, engine, watcher)
+    sidecar = Sidecar(settings, engine, watcher, credentials=credentials)
     await sidecar.run(stop)
     return sidecar
 
@@ -140,6 +145,14 @@ async def serve_forever(
 @click.option(
     "--log-format", type=click.Choice(["text", "json"]), default=None, help="Log lines as text or JSON."
 )
+@click.option("--tls-ca", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="wss:// only: trust these CAs alone for Zeek's certificate (default: the system's).")  # fmt: skip
+@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="wss:// only: client certificate for mutual TLS (with --tls-key).")  # fmt: skip
+@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The client certificate's private key (unencrypted).")  # fmt: skip
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Send the token in FILE as 'Authorization: Bearer <token>' on the handshake.")  # fmt: skip
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
               help="TOML config file (runtime keys and a [serve] table).")  # fmt: skip
 @missions_options
@@ -157,6 +170,10 @@ def serve(
     name: str | None,
     threads: int | None,
     log_format: str | None,
+    tls_ca: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    token_file: str | None,
     config: str | None,
     missions: str | None,
     text_encoder: str | None,
@@ -176,6 +193,14 @@ def serve(
             max_wait=max_wait,
             name=name,
             log_format=log_format,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            token_file=token_file,
+        )
+        # read now: a missing or unusable file stops the command before the model loads
+        credentials = load_credentials(
+            settings.tls_ca, settings.tls_cert, settings.tls_key, settings.token_file
         )
         runtime_batch = load_config(config=config, batch_size=batch_size).batch_size
         settings = settings.updated(batch_size=runtime_batch)
@@ -197,7 +222,7 @@ def serve(
     where = f"shard {settings.shard}" if settings.shard is not None else "the unsharded topic"
     click.echo(f"serving model {engine.model_version} for {settings.zeek} on {where}", err=True)
     try:
-        sidecar = asyncio.run(serve_forever(settings, engine, watcher))
+        sidecar = asyncio.run(serve_forever(settings, engine, watcher, credentials))
     except MetricsPortError as exc:
         raise click.ClickException(str(exc)) from None
     finally:

@@ -1,7 +1,8 @@
 """A client of Zeek's WebSocket API (Broker v1 JSON): one connection at a time, and the backoff between them.
 
 Owns the handshake (the JSON array of topic prefixes first, then the endpoint's ack), the `X-Application-Name`
-header, publishing events with the exact JSON Zeek accepts, reading raw messages, and `Backoff` (exponential,
+header, the connection's credentials (`Credentials`: the TLS context built from a CA file and a client certificate,
+and a bearer token read from a file), publishing events with the exact JSON Zeek accepts, reading raw messages, and `Backoff` (exponential,
 capped, with full jitter) for reconnects. It does not decide what to subscribe to or what to do with a message
 (`service`), and it does not reconnect by itself: the service's loop owns that, so that queued work survives a
 reconnect.
@@ -21,8 +22,10 @@ import json
 import logging
 import random
 import re
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+import ssl
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 APPLICATION_NAME = re.compile(r"^[-/_.=:*@a-zA-Z0-9]+$")  # what Zeek 8 accepts in X-Application-Name
 MESSAGE_TOO_BIG = 1009  # the close code websockets sends for a message over max_size
 CONNECT_ERRORS = (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, asyncio.TimeoutError)
+
+
+TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: safe in an HTTP header value
 
 
 class HandshakeError(RuntimeError):
@@ -57,6 +63,64 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempts = 0
+
+
+class CredentialsError(ValueError):
+    """A TLS or token file is missing, unreadable or unusable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the sidecar presents and trusts when it connects; built once at start by `load_credentials`."""
+
+    # None: websockets' default for wss:// (the system's CAs, or SSL_CERT_FILE's); ignored for ws://
+    ssl: ssl.SSLContext | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # added to the WebSocket handshake request
+
+
+def load_credentials(
+    tls_ca: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    token_file: str | None = None,
+) -> Credentials:
+    """The TLS context (`tls_ca`: the only CAs trusted for Zeek's certificate; `tls_cert` + `tls_key`: the client
+    certificate for mutual TLS) and the `Authorization: Bearer` header (`token_file`: the token, surrounding
+    whitespace ignored). Raises `CredentialsError` for a file that cannot be read or used."""
+    context = None
+    if tls_ca is not None or tls_cert is not None:
+        try:
+            context = ssl.create_default_context(cafile=tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise CredentialsError(f"tls_ca {tls_ca}: cannot load the CA file ({_reason(exc)})") from None
+        if tls_cert is not None:
+            try:
+                # an encrypted key would make OpenSSL prompt on the terminal: a service has no one to answer
+                context.load_cert_chain(tls_cert, tls_key, password=_no_password)
+            except (OSError, ssl.SSLError, CredentialsError) as exc:
+                raise CredentialsError(
+                    f"tls_cert {tls_cert} / tls_key {tls_key}: cannot load the client certificate ({_reason(exc)})"
+                ) from None
+    headers: dict[str, str] = {}
+    if token_file is not None:
+        try:
+            token = Path(token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CredentialsError(f"token_file {token_file}: cannot read it ({_reason(exc)})") from None
+        if not TOKEN.match(token):
+            raise CredentialsError(
+                f"token_file {token_file}: the token must be one word of printable ASCII (it goes in a header)"
+            )
+        headers["Authorization"] = f"Bearer {token}"
+    return Credentials(context, headers)
+
+
+def _no_password() -> bytes:
+    raise CredentialsError("the key is encrypted; give an unencrypted key readable only by the service")
+
+
+def _reason(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else None) or str(exc)
 
 
 class ZeekSession:
@@ -108,13 +172,16 @@ async def open_session(
     max_message_bytes: int = 4 * 1024 * 1024,
     ping_interval: float | None = 20.0,
     open_timeout: float = 10.0,
+    credentials: Credentials | None = None,
 ) -> ZeekSession:
     """Connect, subscribe to `topics` (prefixes) and wait for the ack. Errors: `HandshakeError` and the
-    connection errors in `CONNECT_ERRORS`."""
+    connection errors in `CONNECT_ERRORS` (a certificate Zeek's side refuses, or one of Zeek's that does not
+    verify, is an `ssl.SSLError`, an `OSError`)."""
     if not APPLICATION_NAME.match(application_name):
         raise ValueError(f"application name {application_name!r} does not match {APPLICATION_NAME.pattern}")
+    credentials = credentials or Credentials()
     options: dict[str, Any] = {
-        "additional_headers": {"X-Application-Name": application_name},
+        "additional_headers": {**credentials.headers, "X-Application-Name": application_name},
         "compression": None,
         "max_size": max_message_bytes,
         "ping_interval": ping_interval,
@@ -124,6 +191,8 @@ async def open_session(
         "close_timeout": CLOSE_TIMEOUT,
         "proxy": None,  # the endpoint is local or on the sensor's network: never an HTTP proxy's business
     }
+    if credentials.ssl is not None:
+        options["ssl"] = credentials.ssl
     websocket = await connect(url, **options)
     try:
         await websocket.send(json.dumps(list(topics), ensure_ascii=False))

@@ -31,6 +31,8 @@ does not decide what is counted when (`service`). No client library: the format 
     packetclip_serve_inputs_kept_total                    verdicts whose model input went into the feedback store
     packetclip_serve_inputs_evicted_total{reason}         kept inputs removed (room: over the row cap; expired)
     packetclip_serve_inputs_errors_total                  verdicts whose input could not be kept (the verdict went out)
+    packetclip_serve_scrapes_failed_total{reason}         metrics requests not answered (busy: every worker taken,
+                                                          refused with 503; gone: the client left mid-response)
     packetclip_serve_latency_seconds                      histogram: request received -> verdict sent
 """
 
@@ -39,9 +41,12 @@ from __future__ import annotations
 import bisect
 import ipaddress
 import logging
+import sys
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,9 @@ PREFIX = "packetclip_serve_"
 # Seconds; dense below 50 ms (the latency target) so that p99 can be read off the histogram.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_CLIENTS = 8  # scrapers handled at once (Prometheus sends one at a time; a few humans with curl besides)
+CLIENT_TIMEOUT = 10.0  # seconds a client may take to send its request or read the answer; then it is dropped
+BUSY_RESPONSE = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 class Metrics:
@@ -86,6 +94,7 @@ class Metrics:
         self.inputs_evicted = 0
         self.inputs_expired = 0
         self.inputs_errors = 0
+        self.scrapes_failed: Counter[str] = Counter()  # busy, gone (the metrics endpoint's own failures)
         self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound (+Inf)
         self.latency_count = 0
         self.latency_sum = 0.0
@@ -105,6 +114,10 @@ class Metrics:
     def count_lost(self, reason: str, verdicts: int = 1) -> None:
         with self._lock:
             self.verdicts_lost[reason] += verdicts
+
+    def count_scrape_failed(self, reason: str) -> None:
+        with self._lock:
+            self.scrapes_failed[reason] += 1
 
     def count_oversized(self, direction: str) -> None:
         with self._lock:
@@ -205,6 +218,9 @@ class Metrics:
             _metric(lines, "inputs_errors_total", "counter",
                     "Verdicts whose input could not be kept (the store failed; the verdict was sent).",
                     [("", self.inputs_errors)])  # fmt: skip
+            _metric(lines, "scrapes_failed_total", "counter",
+                    "Metrics requests not answered, by reason (busy: refused with 503; gone: the client left).",
+                    [(_labels(reason=k), v) for k, v in sorted(self.scrapes_failed.items())])  # fmt: skip
             name = PREFIX + "latency_seconds"
             lines.append(f"# HELP {name} Seconds from request received to verdict sent.")
             lines.append(f"# TYPE {name} histogram")
@@ -246,13 +262,76 @@ class MetricsPortError(OSError):
     """The metrics endpoint cannot listen where it was told to; the message says where and why."""
 
 
-class MetricsServer:
-    """`GET /metrics` on host:port in a daemon thread; port 0 picks a free port (see `.port`)."""
+class _PooledHTTPServer(HTTPServer):
+    """An HTTP server whose connections are handled by at most `max_clients` pooled threads: a connection beyond
+    them is answered 503 and closed at once (counted `busy`), so a burst of clients cannot grow the thread count,
+    and a client gone mid-response is counted (`gone`) and logged at debug instead of a traceback on stderr."""
 
-    def __init__(self, metrics: Metrics, host: str = "127.0.0.1", port: int = 0):
+    request_queue_size = 64  # accepted (and refused) at once in a burst, not left to SYN retries
+
+    def __init__(self, address: tuple[str, int], handler: Any, metrics: Metrics, max_clients: int):
+        self._metrics = metrics
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self._pool = ThreadPoolExecutor(max_clients, thread_name_prefix="metrics-client")
+        super().__init__(address, handler)  # last: a failed bind calls server_close, which needs the pool
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._metrics.count_scrape_failed("busy")
+            log.debug("metrics: %s refused, %s", client_address, "every worker is busy")
+            try:  # a fresh socket's buffer takes these few bytes: never wait on this client
+                request.setblocking(False)
+                request.send(BUSY_RESPONSE)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            self._pool.submit(self._handle, request, client_address)
+        except RuntimeError:  # the pool is shut down: the server is closing
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def _handle(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            self._metrics.count_scrape_failed("gone")
+            log.debug("metrics: %s went away (%s)", client_address, error)
+        else:
+            log.warning("metrics: request from %s failed", client_address, exc_info=True)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MetricsServer:
+    """`GET /metrics` on host:port, answered by at most `max_clients` pooled threads (the accept loop runs in a
+    daemon thread); port 0 picks a free port (see `.port`)."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        max_clients: int = MAX_CLIENTS,
+        client_timeout: float = CLIENT_TIMEOUT,
+    ):
         exposition = metrics.exposition
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = client_timeout  # a client that sends nothing frees its worker after this long
+
             def do_GET(self) -> None:
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics is served")
@@ -268,10 +347,9 @@ class MetricsServer:
                 log.debug("metrics: " + format, *args)
 
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = _PooledHTTPServer((host, port), Handler, metrics, max_clients)
         except OSError as exc:  # busy port, address not on this host, no permission
             raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
-        self._server.daemon_threads = True
         if not _loopback(host):
             log.warning(
                 "metrics on %s:%d, reachable from other hosts: the endpoint has no authentication", host, port

@@ -79,10 +79,12 @@ from packetclip.store import ActiveModelWatcher, StoreError
 from packetclip.zeek.client import (
     CONNECT_ERRORS,
     Backoff,
+    Credentials,
     HandshakeError,
     ZeekSession,
     closed_for_size,
     event_text,
+    load_credentials,
     open_session,
 )
 from packetclip.zeek.codec import (
@@ -305,8 +307,13 @@ class Sidecar:
         engine: Engine,
         watcher: ActiveModelWatcher | None = None,
         metrics: Metrics | None = None,
+        credentials: Credentials | None = None,
     ):
         self.settings = settings
+        # None: loaded from the settings' files now (a file that cannot be used raises CredentialsError)
+        self.credentials = credentials or load_credentials(
+            settings.tls_ca, settings.tls_cert, settings.tls_key, settings.token_file
+        )
         self.engine = engine
         self.watcher = watcher  # None: a fixed --model, never reloaded
         self.metrics = metrics or Metrics()
@@ -390,6 +397,7 @@ class Sidecar:
                 self.settings.name,
                 max_message_bytes=self.settings.max_message_bytes,
                 ping_interval=self.settings.ping_interval,
+                credentials=self.credentials,
             )
         except (*CONNECT_ERRORS, HandshakeError) as exc:
             delay = self._backoff.next_delay()

@@ -14,6 +14,11 @@ command-line flag > config file > default. It does not connect anywhere or run a
     max_wait = 5.0             # the Zeek scripts' PacketCLIP::max_wait, in seconds
     metrics_port = 9273
     log_format = "json"        # or "text"
+    # zeek = "wss://sensor:27759/v1/messages/json"  # the tls_* keys need a wss:// URL
+    tls_ca = "/etc/packetclip/zeek-ca.pem"        # wss:// only; trust these CAs alone for Zeek's certificate
+    tls_cert = "/etc/packetclip/sidecar.pem"      # wss:// only; a client certificate (mutual TLS), with tls_key
+    tls_key = "/etc/packetclip/sidecar.key"
+    token_file = "/etc/packetclip/zeek-token"     # sent as `Authorization: Bearer <token>` in the handshake
 
 An unknown key or a value of the wrong type is an error naming the file and the key.
 """
@@ -70,6 +75,13 @@ class ServeSettings:
     metrics_host: str = "127.0.0.1"  # Prometheus scrape address; metrics are not for the world
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port (tests)
     log_format: str = "text"  # "json": one JSON object per log line, for journald/log shippers
+    # wss:// only. None: the system's CAs (or SSL_CERT_FILE's); a file: these CAs alone verify Zeek's certificate
+    tls_ca: str | None = None
+    tls_cert: str | None = None  # a client certificate, for an endpoint that requires one (mutual TLS)
+    tls_key: str | None = None  # tls_cert's private key, unencrypted (a service cannot type a passphrase)
+    # a file holding a token sent as `Authorization: Bearer <token>` on the handshake (for a proxy in front of
+    # Zeek's endpoint, which has no authentication of its own); a file keeps it off the command line
+    token_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -101,6 +113,13 @@ class ServeSettings:
             )
         if not self.zeek.startswith(("ws://", "wss://")):
             raise ConfigError(f"serve setting zeek must be a ws:// or wss:// URL, got {self.zeek!r}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError(
+                "serve settings tls_cert and tls_key go together (a certificate and its private key)"
+            )
+        tls = [name for name in ("tls_ca", "tls_cert", "tls_key") if getattr(self, name) is not None]
+        if tls and not self.zeek.startswith("wss://"):
+            raise ConfigError(f"serve settings {', '.join(tls)} need a wss:// URL, got {self.zeek!r}")
         url = urlsplit(self.zeek)
         try:
             url.port  # noqa: B018 (the property checks the port's range)
