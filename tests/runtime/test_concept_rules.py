@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_explain import make_conn
 
 from packetclip.bundle import default_bundle_path, load_bundle, load_concepts
 from packetclip.commands.classify import classify_captures
@@ -29,46 +30,9 @@ LAB_CAPTURE = REPO_ROOT / "samples" / "lab-quick" / "capture.pcap"
 MISSIONS = load_missions(REPO_ROOT / "rules" / "missions")
 
 
-def conn(
-    proto: str = "tcp",
-    resp_p: int = 80,
-    *,
-    orig_p: int = 40000,
-    state: str = "SF",
-    history: str = "",
-    orig_pkts: int = 3,
-    resp_pkts: int = 2,
-    orig_bytes: int = 100,
-    resp_bytes: int = 50,
-    duration: float = 0.25,
-    service: str = "",
-) -> Connection:
-    return Connection(
-        uid="C1",
-        ts=1.0,
-        last_ts=1.0 + duration,
-        proto=proto,
-        orig_h="10.0.0.1",
-        orig_p=orig_p,
-        resp_h="10.0.0.2",
-        resp_p=resp_p,
-        ip_version=4,
-        vlan=None,
-        community_id="",
-        pkt_ts=np.zeros(0),
-        pkt_dir=np.zeros(0, np.int8),
-        pkt_len=np.zeros(0, np.int32),
-        pkt_bytes=np.zeros((0, 128), np.uint8),
-        duration=duration,
-        orig_pkts=orig_pkts,
-        resp_pkts=resp_pkts,
-        orig_bytes=orig_bytes,
-        resp_bytes=resp_bytes,
-        conn_state=state,
-        history=history,
-        service=service,
-        n_packets=orig_pkts + resp_pkts,
-    )
+def conn(proto: str = "tcp", resp_p: int = 80, **facts: object) -> Connection:
+    """One connection from 10.0.0.1:40000 to 10.0.0.2 at t=1 with these facts (`test_explain.make_conn`'s)."""
+    return make_conn(1.0, resp_p=resp_p, proto=proto, **facts)  # type: ignore[arg-type]
 
 
 def scan_activity(ports: int = 1, responders: int = 1, connections: int = 1, rate: float = 1.0) -> Activity:

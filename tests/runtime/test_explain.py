@@ -150,6 +150,9 @@ def make_conn(
     orig_bytes: int = 100,
     resp_bytes: int = 50,
     duration: float = 0.25,
+    orig_p: int = 40000,
+    history: str = "",
+    service: str = "",
 ) -> Connection:
     return Connection(
         uid=f"C{ts}-{resp_p}",
@@ -157,7 +160,7 @@ def make_conn(
         last_ts=ts + duration,
         proto=proto,
         orig_h=orig_h,
-        orig_p=40000,
+        orig_p=orig_p,
         resp_h=resp_h,
         resp_p=resp_p,
         ip_version=4,
@@ -173,6 +176,8 @@ def make_conn(
         orig_bytes=orig_bytes,
         resp_bytes=resp_bytes,
         conn_state=state,
+        history=history,
+        service=service,
         n_packets=orig_pkts + resp_pkts,
     )
 
