@@ -80,8 +80,9 @@ PATH_LIST_SETTINGS = ("public_keys",)  # several paths: a TOML list, os.pathsep-
 SWITCH_SETTINGS = ("require_signature",)  # true or false
 TRUE_WORDS = ("1", "true", "yes", "on")  # what a switch's environment variable may say, in any case
 FALSE_WORDS = ("0", "false", "no", "off")
-# tables owned and validated by one command's own settings reader (`packetclip serve` reads `[serve]`)
-COMMAND_TABLES = ("serve",)
+# tables owned and validated by one command's own settings reader (`packetclip serve` reads `[serve]`,
+# `packetclip suricata run` reads `[suricata]`)
+COMMAND_TABLES = ("serve", "suricata")
 COUNT_SETTINGS = ("threads", "batch_size", "keep_inputs_rows", "keep_inputs_days")
 DEFAULT_THREADS = 1  # a sensor shares its cores with Zeek or Suricata: one inference thread unless told
 DEFAULT_BATCH_SIZE = (
@@ -179,6 +180,44 @@ def read_config_file(path: Path) -> dict[str, Any]:
             settings[key] = value
         else:
             settings[key] = _count(value, where)
+    return settings
+
+
+def read_command_table(
+    path: Path | None,
+    table: str,
+    types: Mapping[str, tuple[type, ...]],
+    choices: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """The checked `[table]` of a config file that one command owns (`COMMAND_TABLES`): every key known to
+    `types` (key -> the types its value may have, the first one what it becomes: an int where a float is
+    expected is one), a value of `choices` where those are given; empty when there is no file or no table.
+    Every error names the file and the key."""
+    if path is None:
+        return {}
+    loads = _toml_loader(path)
+    try:
+        data = loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    found = data.get(table, {})
+    if not isinstance(found, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    settings: dict[str, Any] = {}
+    for key, value in found.items():
+        if key not in types:
+            raise ConfigError(f"{path}: [{table}] unknown key {key!r} (known: {', '.join(sorted(types))})")
+        where, expected = f"{path}: [{table}] key {key!r}", types[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
+            raise ConfigError(
+                f"{where}: expected {expected[0].__name__}, got {type(value).__name__} {value!r}"
+            )
+        words = (choices or {}).get(key)
+        if words is not None and value not in words:
+            raise ConfigError(f"{where}: expected {' or '.join(repr(word) for word in words)}, got {value!r}")
+        settings[key] = float(value) if expected[0] is float and isinstance(value, int) else value
     return settings
 
 

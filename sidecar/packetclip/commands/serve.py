@@ -10,10 +10,8 @@ itself is `packetclip.zeek.service`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
@@ -28,6 +26,7 @@ from packetclip.commands.classify import (
 from packetclip.commands.feedback import keep_inputs_option, open_input_store
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
+from packetclip.logs import announce, use_json_logs
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.zeek.client import Credentials, load_credentials
 from packetclip.zeek.metrics import MetricsPortError
@@ -35,30 +34,6 @@ from packetclip.zeek.service import Sidecar
 from packetclip.zeek.settings import ServeSettings, serve_settings
 
 log = logging.getLogger(__name__)
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message (and exc when there is one)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": round(record.created, 6),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def use_json_logs() -> None:
-    """Switch the root logger's handlers (set up by the `packetclip` group) to JSON lines."""
-    root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler(sys.stderr))
-    for handler in root.handlers:
-        handler.setFormatter(JsonLogFormatter())
 
 
 def open_serving_engine(
@@ -220,7 +195,11 @@ def serve(
     except (ConfigError, BundleError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     where = f"shard {settings.shard}" if settings.shard is not None else "the unsharded topic"
-    click.echo(f"serving model {engine.model_version} for {settings.zeek} on {where}", err=True)
+    started = f"serving model {engine.model_version} for {settings.zeek} on {where}"
+    if settings.log_format == "json":  # stderr is all JSON lines then
+        announce(log, started, model=engine.model_version, zeek=settings.zeek, shard=settings.shard)
+    else:
+        click.echo(started, err=True)
     try:
         sidecar = asyncio.run(serve_forever(settings, engine, watcher, credentials))
     except MetricsPortError as exc:
@@ -228,9 +207,14 @@ def serve(
     finally:
         engine.close()
     metrics = sidecar.metrics
-    allowed = f", {metrics.allowed} allowed" if engine.allowlist is not None else ""
-    click.echo(
-        f"{metrics.requests} requests, {sum(metrics.verdicts.values())} verdicts{allowed}, "
-        f"{sum(metrics.errors.values())} errors, {sum(metrics.dropped.values())} dropped",
-        err=True,
-    )
+    totals = {
+        "requests": metrics.requests,
+        "verdicts": sum(metrics.verdicts.values()),
+        **({"allowed": metrics.allowed} if engine.allowlist is not None else {}),
+        "errors": sum(metrics.errors.values()),
+        "dropped": sum(metrics.dropped.values()),
+    }
+    if settings.log_format == "json":
+        announce(log, "serve finished", **totals)
+    else:
+        click.echo(", ".join(f"{count} {name}" for name, count in totals.items()), err=True)

@@ -4,8 +4,10 @@ Owns the command line: where eve comes from (`--eve FILE`, followed across rotat
 socket Suricata's `unix_stream` eve output connects to), where verdict records go (`--verdicts FILE` or
 `--verdicts-socket PATH`, stdout by default), whether flagged originators go back into Suricata
 (`--control-socket PATH`, Suricata's unix command socket), the engine settings shared with `classify` (the
-allowlist among them: allowed verdicts flag nothing), stopping cleanly on SIGTERM/SIGINT (open flows are classified
-first), and the statistics printed as JSON on stderr at exit.
+allowlist among them: allowed verdicts flag nothing), the log format (`--log-format`, else the config file's
+`[suricata]` table: `packetclip.suricata.settings`), stopping cleanly on SIGTERM/SIGINT (open flows are classified
+first), and the statistics printed as JSON on stderr at exit (indented, or with JSON logs one log line that carries
+them as its field `stats`, so that stderr holds JSON lines only).
 The mechanism and its measurements are described in `packetclip.suricata`.
 """
 
@@ -21,11 +23,13 @@ import click
 
 from packetclip.commands.classify import allowlist_option, missions_options, open_engine
 from packetclip.commands.feedback import keep_inputs_option
-from packetclip.config import ConfigError, load_config
+from packetclip.config import ConfigError, find_config_file, load_config
+from packetclip.logs import LOG_FORMATS, announce, use_json_logs
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.suricata.control import SuricataControl
 from packetclip.suricata.datasets import DEFAULT_SET_V4, DEFAULT_SET_V6, DatasetFeedback
 from packetclip.suricata.follow import EveFileFollower, EveSocketListener, EveSource
+from packetclip.suricata.settings import run_settings
 from packetclip.suricata.sidecar import SidecarSettings, SuricataSidecar
 from packetclip.suricata.verdicts import FileSink, RecordSink, SocketSink
 
@@ -71,6 +75,8 @@ def suricata() -> None:
               help="Bundle (default: the store's active bundle, reloaded on activation; else the embedded one).")  # fmt: skip
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Flows per inference call.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Log lines as text or JSON (default: the config file's [suricata] log_format, else text).")  # fmt: skip
 @missions_options
 @allowlist_option
 @keep_inputs_option
@@ -91,6 +97,7 @@ def run(
     model: str | None,
     batch_size: int | None,
     threads: int | None,
+    log_format: str | None,
     missions: str | None,
     text_encoder: str | None,
     allowlist: str | None,
@@ -101,6 +108,12 @@ def run(
         raise click.UsageError("give exactly one of --eve and --eve-socket")
     if verdicts_file is not None and verdicts_socket is not None:
         raise click.UsageError("give at most one of --verdicts and --verdicts-socket")
+    try:
+        settings = run_settings(find_config_file(), log_format=log_format)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if settings.log_format == "json":
+        use_json_logs()
     engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
     source: EveSource = (
         EveFileFollower(eve_file, from_start=not from_end)
@@ -135,7 +148,11 @@ def run(
         if feedback is not None:
             feedback.control.close()
         engine.close()
-        click.echo(json.dumps(sidecar.stats(), indent=1), err=True)
+        stats = sidecar.stats()
+        if settings.log_format == "json":
+            announce(log, "suricata run finished", stats=stats)
+        else:
+            click.echo(json.dumps(stats, indent=1), err=True)
 
 
 def _watcher() -> ActiveModelWatcher | None:

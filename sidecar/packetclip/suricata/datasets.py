@@ -147,10 +147,20 @@ class DatasetFeedback:
             if missing_ok:
                 return True  # removing what is not there (Suricata restarted meanwhile) is done
             self.counts.failures[command] += 1
-            log.warning("Suricata refused %s %s: %s", command, address, exc.message)
+            log.warning(
+                "Suricata refused %s %s: %s",
+                command,
+                address,
+                exc.message,
+                extra={"command": command, "address": address, "count": self.counts.failures[command]},
+            )
             return False
         except ControlError as exc:
             self.counts.failures[command] += 1
-            log.warning("%s", exc)
+            log.warning(
+                "%s",
+                exc,
+                extra={"command": command, "address": address, "count": self.counts.failures[command]},
+            )
             return False
         return True

@@ -145,7 +145,17 @@ class EveParser:
 
     def _malformed(self, reason: str) -> None:
         self.counts.malformed[reason] += 1
-        log.debug("eve line skipped: %s", reason)
+        # the counts as fields of a JSON log line: which reason, how many lines so far for it and in all
+        log.debug(
+            "eve line skipped: %s",
+            reason,
+            extra={
+                "reason": reason,
+                "count": self.counts.malformed[reason],
+                "malformed_lines": self.counts.malformed.total(),
+                "lines": self.counts.lines,
+            },
+        )
 
     def _flow_end(self, record: dict[str, object]) -> EveFlowEnd | None:
         flow_id = record.get("flow_id")

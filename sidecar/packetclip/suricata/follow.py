@@ -68,7 +68,11 @@ class _LineBuffer:
         self.pending = lines.pop()
         if len(self.pending) > MAX_LINE:
             self.counts.oversized_lines += 1
-            log.warning("eve: dropped a line longer than %d bytes", MAX_LINE)
+            log.warning(
+                "eve: dropped a line longer than %d bytes",
+                MAX_LINE,
+                extra={"limit": MAX_LINE, "count": self.counts.oversized_lines},
+            )
             self.pending = b""
         self.counts.lines += len(lines)
         return lines
@@ -76,7 +80,11 @@ class _LineBuffer:
     def drop_partial(self) -> None:
         if self.pending:
             self.counts.partial_lines += 1
-            log.warning("eve: dropped an incomplete line of %d bytes", len(self.pending))
+            log.warning(
+                "eve: dropped an incomplete line of %d bytes",
+                len(self.pending),
+                extra={"bytes": len(self.pending), "count": self.counts.partial_lines},
+            )
         self.pending = b""
 
 
@@ -216,7 +224,11 @@ class EveSocketListener:
         if not data:
             self._drop(connection)
             self.counts.disconnects += 1
-            log.warning("eve: Suricata closed its connection to %s", self.path)
+            log.warning(
+                "eve: Suricata closed its connection to %s",
+                self.path,
+                extra={"path": str(self.path), "count": self.counts.disconnects},
+            )
             return []
         return self._buffers[connection].feed(data)
 

@@ -9,7 +9,8 @@ from its responder side, so a flow is cut exactly as `packetclip classify` cuts 
 with the shared `Engine` in one batch, write the eve-style records and pass the verdicts to the dataset feedback
 — and the counters of everything that was skipped. Nothing a sensor sends can stop the loop: malformed lines,
 frames the featurizer cannot use and failures of the engine, the record sink or Suricata's command socket are
-counted and logged. The engine marks the verdicts its allowlist allows (`packetclip.allowlist`); their records
+counted and logged (each log call passes its counts as `extra` fields, which a JSON log line carries:
+`packetclip.logs`). The engine marks the verdicts its allowlist allows (`packetclip.allowlist`); their records
 say so and the dataset feedback leaves their originators alone.
 
 It does not parse eve (`eve`), follow the stream (`follow`), group packets (`flows`), format records
@@ -217,7 +218,11 @@ class SuricataSidecar:
             verdicts = self.engine.classify([conn for _, conn in usable], self.settings.sensor)
         except Exception:  # a broken batch must not stop the sensor's sidecar; it is counted and logged
             self.counts.classify_errors += 1
-            log.exception("engine failed on a batch of %d flows", len(usable))
+            log.exception(
+                "engine failed on a batch of %d flows",
+                len(usable),
+                extra={"flows": len(usable), "count": self.counts.classify_errors},
+            )
             return []
         self.counts.classify_seconds += time.perf_counter() - started
         records: list[dict[str, Any]] = []
@@ -230,7 +235,11 @@ class SuricataSidecar:
             self.sink.write(records)
         except OSError as exc:
             self.counts.sink_errors += 1
-            log.warning("verdict records not written: %s", exc)
+            log.warning(
+                "verdict records not written: %s",
+                exc,
+                extra={"records": len(records), "count": self.counts.sink_errors},
+            )
         if self.feedback is not None:
             self.feedback.observe(verdicts)
         # last: a flow counts as classified once its record and its feedback are out

@@ -26,13 +26,12 @@ An unknown key or a value of the wrong type is an error naming the file and the 
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from packetclip.config import ConfigError
+from packetclip.config import ConfigError, read_command_table
 from packetclip.zeek.client import APPLICATION_NAME
 
 log = logging.getLogger(__name__)
@@ -154,29 +153,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 def read_serve_table(path: Path | None) -> dict[str, Any]:
     """The checked `[serve]` table of the config file (empty when there is no file or no table)."""
-    if path is None:
-        return {}
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    table = data.get(TABLE, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [{TABLE}] must be a table")
-    settings: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in _TYPES:
-            raise ConfigError(f"{path}: [{TABLE}] unknown key {key!r} (known: {', '.join(sorted(_TYPES))})")
-        expected = _TYPES[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
-            raise ConfigError(
-                f"{path}: [{TABLE}] key {key!r}: expected {expected[0].__name__}, got {type(value).__name__} "
-                f"{value!r}"
-            )
-        settings[key] = float(value) if expected[0] is float and isinstance(value, int) else value
-    return settings
+    return read_command_table(path, TABLE, _TYPES)
 
 
 def serve_settings(config_file: Path | None, **flags: Any) -> ServeSettings:
