@@ -13,7 +13,10 @@ Owns turning finished connections into verdicts with one model bundle:
    reasoner that reads them: one whose ONNX graph has the `context` input); in the same walk, the responder's
    recent inbound activity with `packetclip.context.ResponderActivity` under ``f"{sensor}|{host}"``, the host its
    first packet went to (`receiving_side`), with the window the bundle's manifest names (read by a reasoner
-   with the `responder_features` input, and by the explanations);
+   with the `responder_features` input, and by the explanations). A call may carry several sensors' connections
+   (one sensor name per connection, as `packetclip serve` batches many Zeek nodes): the walk then takes them sensor
+   after sensor, in the order each sensor first appears, each sensor's in first-packet order (`walk_order`), so
+   every sensor's contexts grow exactly as in a call of its own, and the models still run once per micro-batch;
 3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
    coarse class (or, for a bundle with an operating point, an attack class only when 1 - P(benign) reaches its
    threshold: `decide`), `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
@@ -391,9 +394,64 @@ class BatchInference:
     # float32 (B, V): every `RESPONDER_FEATURES` column of the responder's recent inbound activity
     responder_features: np.ndarray
     outputs: dict[str, np.ndarray]  # the reasoner's outputs by name
-    sensor: str  # whose connections these are (the originator context and activity key)
+    # whose connections these are (the originator context and activity key); "" when they are several sensors'
+    sensor: str
     # the encoder's input as `pack` gave it: bytes (B, N, S), direction, iat, length, valid (B, N)
     packed: dict[str, np.ndarray] = field(default_factory=dict)
+    # row i's sensor (the engine always names them; left empty, every row is `sensor`'s)
+    sensors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.sensors:
+            self.sensors = [self.sensor] * len(self.connections)
+
+    def by_sensor(self) -> list[tuple[list[int], BatchInference]]:
+        """The batch cut into one batch per sensor, in order of first appearance, with the rows each came from;
+        the batch itself when it holds one sensor's connections."""
+        rows_of: dict[str, list[int]] = {}
+        for row, name in enumerate(self.sensors):
+            rows_of.setdefault(name, []).append(row)
+        if len(rows_of) <= 1:
+            return [(list(range(len(self.connections))), self)]
+        return [(rows, self._rows(rows, name)) for name, rows in rows_of.items()]
+
+    def _rows(self, rows: list[int], sensor: str) -> BatchInference:
+        index = np.asarray(rows, np.int64)
+        return BatchInference(
+            [self.connections[row] for row in rows],
+            self.packet_embeddings[index],
+            self.connection_embedding[index],
+            self.context[index],
+            self.context_features[index],
+            self.context_valid[index],
+            self.responder_features[index],
+            {name: output[index] for name, output in self.outputs.items()},
+            sensor,
+            {name: array[index] for name, array in self.packed.items()},
+        )
+
+
+def row_sensors(connections: Sequence[Connection], sensor: str | Sequence[str]) -> list[str]:
+    """Each connection's sensor: `sensor` for all of them, or one name per connection."""
+    if isinstance(sensor, str):
+        return [sensor] * len(connections)
+    names = list(sensor)
+    if len(names) != len(connections):
+        raise ValueError(f"{len(names)} sensor names for {len(connections)} connections")
+    return names
+
+
+def walk_order(connections: Sequence[Connection], sensors: Sequence[str]) -> list[int]:
+    """The order the engine takes connections in (indices): sensor after sensor, in the order each first appears,
+    each sensor's connections in first-packet order (a stable sort: equal times keep the order given). Each
+    sensor's connections are taken as a call with only them takes them, and one sensor's all before the next
+    sensor's, as calls one sensor after another would: its contexts, its activity and the memory bounds shared by
+    all sensors (least recently seen evicted first) see the same sequence."""
+    first: dict[str, int] = {}
+    group = [first.setdefault(name, len(first)) for name in sensors]
+    if len(first) <= 1:
+        return sorted(range(len(connections)), key=lambda i: connections[i].ts)
+    return sorted(range(len(connections)), key=lambda i: (group[i], connections[i].ts))
 
 
 class Engine:
@@ -519,40 +577,55 @@ class Engine:
             if self.inputs is not None:
                 self.inputs.close()
 
-    def classify(self, connections: Sequence[Connection], sensor: str = "") -> list[Verdict]:
+    def classify(self, connections: Sequence[Connection], sensor: str | Sequence[str] = "") -> list[Verdict]:
         """One verdict per connection, in the order given. Micro-batches follow first-packet time (stable), so
-        a list that arrives in time order is replayed exactly as training replays a capture."""
+        a list that arrives in time order is replayed exactly as training replays a capture.
+
+        `sensor` names whose connections they are: one name for all, or one per connection. Several sensors'
+        connections are taken as `walk_order` says: the verdicts are those of one call per sensor, in the order
+        the sensors first appear, with the models run once per micro-batch instead of once per sensor."""
         if self.closed:
             raise RuntimeError("engine is closed")
-        order = sorted(range(len(connections)), key=lambda i: connections[i].ts)
+        sensors = row_sensors(connections, sensor)
+        order = walk_order(connections, sensors)
         verdicts: list[Verdict | None] = [None] * len(connections)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            batch_verdicts, _ = self.classify_batch([connections[i] for i in rows], sensor)
+            names = sensor if isinstance(sensor, str) else [sensors[i] for i in rows]
+            # `rows` are in walk order already: the micro-batch's own walk keeps them in it
+            batch_verdicts, _ = self.classify_batch([connections[i] for i in rows], names)
             for row, verdict in zip(rows, batch_verdicts, strict=True):
                 verdicts[row] = verdict
         return [v for v in verdicts if v is not None]
 
     def classify_batch(
-        self, connections: Sequence[Connection], sensor: str = ""
+        self, connections: Sequence[Connection], sensor: str | Sequence[str] = ""
     ) -> tuple[list[Verdict], BatchInference]:
         """One micro-batch: its verdicts and what the models read and said, row for row, both in first-packet
-        order (stable); for evaluations that look at the inputs behind a verdict as well."""
+        order (stable; `walk_order` for several sensors); for evaluations that look at the inputs behind a
+        verdict as well."""
         if self.closed:
             raise RuntimeError("engine is closed")
         with self._lock, self._blas.limit(limits=self.threads, user_api="blas"):
             inference = self._infer(self._models, list(connections), sensor)
             return self._verdicts(inference), inference
 
-    def infer_batch(self, connections: Sequence[Connection], sensor: str = "") -> BatchInference:
+    def infer_batch(
+        self, connections: Sequence[Connection], sensor: str | Sequence[str] = ""
+    ) -> BatchInference:
         """One micro-batch through encoder, context and reasoner (no verdicts); for inspection and tests."""
         with self._lock, self._blas.limit(limits=self.threads, user_api="blas"):
             return self._infer(self._models, list(connections), sensor)
 
     # --- one micro-batch ------------------------------------------------------------------------------------
 
-    def _infer(self, models: _Models, connections: list[Connection], sensor: str) -> BatchInference:
-        connections = sorted(connections, key=lambda c: c.ts)
+    def _infer(
+        self, models: _Models, connections: list[Connection], sensor: str | Sequence[str]
+    ) -> BatchInference:
+        sensors = row_sensors(connections, sensor)
+        order = walk_order(connections, sensors)
+        connections = [connections[i] for i in order]
+        sensors = [sensors[i] for i in order]
         arrays = pack(connections, models.featurizer)
         counts = arrays["valid"].sum(axis=1).tolist()  # valid packets per connection
         packet_embeddings, connection_embedding = self._embed(models, arrays, counts)
@@ -563,17 +636,17 @@ class Engine:
         features = np.zeros((batch, slots, len(CONTEXT_FEATURES)), np.float32)
         valid = np.zeros((batch, slots), bool)
         responder = np.zeros((batch, len(RESPONDER_FEATURES)), np.float32)
-        for row, conn in enumerate(connections):
+        for row, (sensor_name, conn) in enumerate(zip(sensors, connections, strict=True)):
             n = counts[row]
             from_originator = conn.pkt_dir[:n] == 1
             self.history.step(
-                f"{sensor}|{conn.orig_h}", conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], from_originator,
+                f"{sensor_name}|{conn.orig_h}", conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], from_originator,
                 packet_embeddings[row, :n, :width], facts[row, :n], out=(context[row], features[row], valid[row]),
             )  # fmt: skip
             first_out = bool(from_originator[0]) if n else True
             host, port, source = receiving_side(first_out, conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p)
             self.inbound.step(
-                f"{sensor}|{host}", conn.ts, source, port, conn.proto,
+                f"{sensor_name}|{host}", conn.ts, source, port, conn.proto,
                 bool((from_originator != first_out).any()), n, out=responder[row],
             )  # fmt: skip
         if models.context_columns is not None:  # a bundle that reads fewer features, or in another order
@@ -597,8 +670,9 @@ class Engine:
             valid,
             responder,
             outputs,
-            sensor,
+            sensor if isinstance(sensor, str) else (sensors[0] if len(set(sensors)) == 1 else ""),
             arrays,
+            sensors,
         )
 
     def _embed(
@@ -713,8 +787,9 @@ class Engine:
             )
         if self.allowlist is not None:
             self.allowlist.mark(verdicts, inference.connections)
-        if self.inputs is not None:
-            self.inputs.keep(inference, verdicts, models.bundle)
+        if self.inputs is not None:  # a record names its sensor: one write per sensor of the batch
+            for rows, part in inference.by_sensor():
+                self.inputs.keep(part, [verdicts[row] for row in rows], models.bundle)
         return verdicts
 
     def _activities(
@@ -722,9 +797,10 @@ class Engine:
     ) -> list[Activity | None]:
         """Observe the batch's connections in order, each row's originator summary taken right after its own
         connection (what its explanation reports); None where the explanation does not report it."""
-        tracker, sensor, reads = self.activity, inference.sensor, self._models.explainer.reads_activity
+        tracker, reads = self.activity, self._models.explainer.reads_activity
         activities: list[Activity | None] = []
-        for conn, label, attack in zip(inference.connections, labels, attacks, strict=True):
+        rows = zip(inference.sensors, inference.connections, labels, attacks, strict=True)
+        for sensor, conn, label, attack in rows:
             tracker.observe(sensor, conn)
             read = reads(label, attack)
             activities.append(tracker.summary(sensor, conn.orig_h, conn.last_ts) if read else None)

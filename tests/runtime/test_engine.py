@@ -21,7 +21,7 @@ import packetclip.engine as engine_module
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip.classes import FINE_TO_COARSE
 from packetclip.context import RESPONDER_FEATURES
-from packetclip.engine import PACKET_BUCKETS, EmbeddingCache, Engine, session_options
+from packetclip.engine import PACKET_BUCKETS, EmbeddingCache, Engine, Verdict, session_options
 from packetclip.featurizer import Connection, featurize_pcap
 from support import export_tiny_bundles
 
@@ -417,3 +417,103 @@ def test_a_bundle_with_an_operating_point_labels_by_it(
     (copy / "manifest.json").write_text(json.dumps(lenient))
     with pytest.raises(BundleError, match="attack_threshold"):
         Engine(copy)
+
+
+# --- several sensors in one call --------------------------------------------------------------------------------
+
+
+def same_verdict(a: Verdict, b: Verdict) -> bool:
+    """Label, attack, explanation and concepts exactly; probabilities within 1e-6 (a model run over more rows may
+    round its last float32 bit differently)."""
+    return (
+        (a.uid, a.label, a.attack, a.explanation, a.allowed)
+        == (b.uid, b.label, b.attack, b.explanation, b.allowed)
+        and [(m, c) for m, c, _ in a.concepts] == [(m, c) for m, c, _ in b.concepts]
+        and abs(a.score - b.score) <= 1e-6
+        and all(abs(a.scores[k] - b.scores[k]) <= 1e-6 for k in a.scores)
+        and all(abs(a.fine_scores[k] - b.fine_scores[k]) <= 1e-6 for k in a.fine_scores)
+    )
+
+
+def per_sensor_calls(
+    engine: Engine, named: list[tuple[str, Connection]], sensors: list[str]
+) -> list[Verdict]:
+    """The verdicts of one call per sensor, sensor after sensor in the order given, in the order of `named`."""
+    by_uid = {}
+    for sensor in sensors:
+        for verdict in engine.classify([conn for name, conn in named if name == sensor], sensor=sensor):
+            by_uid[verdict.uid] = verdict
+    return [by_uid[conn.uid] for _, conn in named]
+
+
+@pytest.mark.parametrize("max_originators", [10_000, 8])
+def test_one_call_for_several_sensors_gives_the_verdicts_of_a_call_per_sensor(
+    bundle_path: Path, lab_connections: list[Connection], max_originators: int
+) -> None:
+    """One sensor name per connection (as `packetclip serve` batches many Zeek nodes): every connection gets the
+    verdict that one call per sensor, in the order the sensors first appear, gives it, in one model run per
+    micro-batch instead of one per sensor. The sensors' connections come interleaved and out of first-packet
+    order. With room for only 8 originators the memory shared by all sensors evicts: the walk must then take the
+    sensors one after another, as separate calls do, not interleaved."""
+    assert len({conn.uid for conn in lab_connections}) == len(lab_connections)
+    names = ["node-a", "node-b", "node-c"]
+    named = [(names[i % 3], conn) for i, conn in enumerate(lab_connections)][::-1]
+    appearance = list(dict.fromkeys(name for name, _ in named))
+
+    def fresh() -> Engine:
+        return Engine(bundle_path, batch_size=64, max_originators=max_originators)
+
+    merged = fresh()
+    calls: list[int] = []
+    run_batch = merged.classify_batch
+
+    def counted(connections: Any, sensor: Any = "") -> Any:
+        calls.append(len(connections))
+        return run_batch(connections, sensor)
+
+    merged.classify_batch = counted  # type: ignore[method-assign]
+    verdicts = merged.classify([conn for _, conn in named], sensor=[name for name, _ in named])
+    reference = per_sensor_calls(fresh(), named, appearance)
+    assert [v.uid for v in verdicts] == [conn.uid for _, conn in named]
+    different = [v.uid for v, r in zip(verdicts, reference, strict=True) if not same_verdict(v, r)]
+    assert not different, f"{len(different)} verdicts differ from one call per sensor: {different[:5]}"
+    assert len(calls) == -(-len(named) // 64)  # micro-batches of the whole list, not of each sensor
+    # the comparison can fail: the sensor names decide contexts and explanations ...
+    pooled = fresh().classify([conn for _, conn in named], sensor="one")
+    assert any(not same_verdict(v, r) for v, r in zip(pooled, reference, strict=True))
+    if max_originators < 10_000:
+        # ... and, once originators are evicted, so does the walk: the sensors' connections one at a time in
+        # first-packet order, interleaved, evict other originators than sensor after sensor does
+        assert merged.history.evicted > 0
+        interleaved = fresh()
+        by_uid = {}
+        for name, conn in sorted(named, key=lambda item: item[1].ts):
+            by_uid[conn.uid] = interleaved.classify([conn], sensor=name)[0]
+        walked = [by_uid[conn.uid] for _, conn in named]
+        assert any(not same_verdict(v, r) for v, r in zip(walked, reference, strict=True))
+
+
+def test_a_batch_of_several_sensors_keeps_each_rows_sensor(
+    bundle_path: Path, lab_connections: list[Connection]
+) -> None:
+    """A micro-batch's rows carry their own sensor names, in walk order, and a batch cut by sensor keeps rows
+    whole: what an input store writes for each sensor."""
+    connections = lab_connections[:40]
+    sensors = ["b" if i % 4 else "a" for i in range(len(connections))]
+    inference = Engine(bundle_path).infer_batch(connections, sensors)
+    assert inference.sensor == "" and inference.sensors == ["a"] * 10 + ["b"] * 30
+    assert {conn.uid for conn in inference.connections[:10]} == {conn.uid for conn in connections[::4]}
+    for start, end in ((0, 10), (10, 40)):  # each sensor's rows in first-packet order
+        times = [conn.ts for conn in inference.connections[start:end]]
+        assert times == sorted(times)
+    parts = inference.by_sensor()
+    assert [part.sensor for _, part in parts] == ["a", "b"]
+    for rows, part in parts:
+        assert part.connections == [inference.connections[row] for row in rows]
+        np.testing.assert_array_equal(part.connection_embedding, inference.connection_embedding[rows])
+        np.testing.assert_array_equal(part.packed["bytes"], inference.packed["bytes"][rows])
+        np.testing.assert_array_equal(part.outputs["coarse"], inference.outputs["coarse"][rows])
+    single = Engine(bundle_path).infer_batch(connections, "a")
+    assert single.sensor == "a" and single.by_sensor()[0][1] is single
+    with pytest.raises(ValueError, match="sensor names"):
+        Engine(bundle_path).classify(connections, sensor=["a"])

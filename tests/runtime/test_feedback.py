@@ -182,6 +182,40 @@ def labelled_store(bundle_path: Path, path: Path, batch_size: int = 256) -> list
     return connections
 
 
+def kept_rows(path: Path) -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
+    """uid -> (record, arrays) of every kept input in the store at `path`."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT uid, record, arrays FROM inputs").fetchall()
+    return {uid: (json.loads(record), decode_arrays(blob)) for uid, record, blob in rows}
+
+
+def test_a_call_of_several_sensors_keeps_what_a_call_per_sensor_keeps(
+    bundle_path: Path, tmp_path: Path
+) -> None:
+    """`packetclip serve` hands the engine many Zeek nodes' connections in one call: each kept row names its own
+    sensor and holds what a call for that sensor alone kept."""
+    connections = list(featurize_pcap(LAB_CAPTURE))[:120]
+    sensors = [f"node-{i % 3}" for i in range(len(connections))]
+    merged, separate = tmp_path / "merged.sqlite", tmp_path / "separate.sqlite"
+    engine = Engine(bundle_path, inputs=InputStore(merged))
+    engine.classify(connections, sensors)
+    engine.close()
+    engine = Engine(bundle_path, inputs=InputStore(separate))
+    for sensor in dict.fromkeys(sensors):
+        engine.classify([c for c, s in zip(connections, sensors, strict=True) if s == sensor], sensor)
+    engine.close()
+    found, expected = kept_rows(merged), kept_rows(separate)
+    assert found.keys() == expected.keys() == {c.uid for c in connections}
+    sensor_of = {c.uid: s for c, s in zip(connections, sensors, strict=True)}
+    for uid, (record, arrays) in found.items():
+        assert record["sensor"] == sensor_of[uid]
+        assert record["connection"] == expected[uid][0]["connection"]
+        assert record["verdict"]["label"] == expected[uid][0]["verdict"]["label"]
+        assert arrays.keys() == expected[uid][1].keys()
+        for name, array in arrays.items():
+            np.testing.assert_allclose(array, expected[uid][1][name], rtol=0, atol=1e-6, err_msg=name)
+
+
 def test_a_community_id_labels_every_connection_it_names_and_a_label_can_be_replaced(
     bundle_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,7 +7,7 @@ Owns the wire contract's sidecar side (docs/design.md, "Zeek <-> sidecar wire"):
 - check each `PacketCLIP::request` against its exact signature, decode its frames, featurize them
   (`featurize_frames`, Zeek's `is_orig` decides directions, Zeek's uid names the connection) and classify them in
   micro-batches with the shared `Engine` (`sensor` = the requesting node, so each node has its own originator
-  contexts);
+  contexts; one engine call carries many nodes' requests, see "Queue and batching");
 - answer every request it could read a uid and node from with `PacketCLIP::verdict(uid, label, attack, score,
   explanation, model)` on `packetclip/verdict/<node>/` — label "error" and the reason as explanation when it
   cannot classify it (bad base64, oversized or no usable frame, overload): Zeek reading a capture waits for
@@ -21,16 +21,21 @@ first-packet order whatever order and moment they arrive in, so a verdict does n
 on which neighbour Zeek published first (the window's docstring has the rule: a watermark from the frame times a
 node has sent, Zeek's `max_wait` and a slack; a hold limit in wall-clock time; everything at the end of a
 connection to Zeek or on shutdown). The engine is handed each node's requests as they left the window, in runs
-it keeps in that order. Added latency: about `max_wait` + `order_slack` after a connection's first packet, never
-more than `order_hold` after its request arrived.
+it keeps in that order (`engine_calls`). Added latency: about `max_wait` + `order_slack` after a connection's
+first packet, never more than `order_hold` after its request arrived.
 
 Queue and batching. Requests that left the window wait in a bounded FIFO (`max_queue`). The inference thread
 takes whatever is waiting, up to `batch_size`, the moment it is free: no lingering for a fuller batch, so a busy
-sensor gets large batches (throughput) with latency bounded by one batch's time. Above capacity the *newest*
-request is refused (tail drop): it is answered at once with an "error" verdict and counted
-(`dropped_total{reason="queue_full"}`), the accepted requests keep their order, and memory stays bounded by
-`max_held` + `max_queue` requests of at most `max_frames` x `max_frame_bytes` bytes. Messages to send wait in a
-bounded outbox (`max_outbox`, also tail drop).
+sensor gets large batches (throughput) with latency bounded by one batch's time. A batch holds whichever nodes'
+requests were waiting, and its nodes share engine calls (`engine_calls`): the k-th run of every node goes into
+the k-th call, one sensor name per connection, so a batch whose nodes each sent requests in first-packet order is
+one call however many nodes it names, and each node's verdicts are those of a call of its own. When a call of
+several nodes fails, each node's part is tried again alone, so that one node's input the engine cannot take does
+not cost the others their verdicts; what still fails is answered with "error" and counted
+(`errors_total{kind="engine_failed"}`, once per failed call). Above capacity the *newest* request is refused
+(tail drop): it is answered at once with an "error" verdict and counted (`dropped_total{reason="queue_full"}`),
+the accepted requests keep their order, and memory stays bounded by `max_held` + `max_queue` requests of at most
+`max_frames` x `max_frame_bytes` bytes. Messages to send wait in a bounded outbox (`max_outbox`, also tail drop).
 
 Reconnects and delivery (at least once). The queue, the inference thread and the outbox outlive a connection:
 requests received before Zeek went away are still classified, and their verdicts are sent, in order, once a new
@@ -296,6 +301,9 @@ class RequestQueue:
             self._ready.clear()
             await self._ready.wait()
         return [self._items.popleft() for _ in range(min(most, len(self._items)))]
+
+
+NodeRun = tuple[str, list[tuple[int, Connection]]]  # a node and a run of its (batch index, connection) rows
 
 
 class Sidecar:
@@ -696,47 +704,8 @@ class Sidecar:
                 ]
             else:
                 by_node.setdefault(request.node, []).append((index, connection))
-        for node, rows in by_node.items():
-            try:
-                verdicts = self._classify_in_order([connection for _, connection in rows], node)
-            except Exception as exc:  # one failing batch must not end the service: answer it and go on
-                log.exception("engine failed on a batch of %d from %s", len(rows), node)
-                self.metrics.count_error("engine_failed")
-                for index, _ in rows:
-                    request = batch[index]
-                    answers[index] = [
-                        self._verdict(
-                            node,
-                            request.uid,
-                            ERROR_LABEL,
-                            ERROR_LABEL,
-                            0.0,
-                            f"engine failed: {exc}",
-                            request.received,
-                        )
-                    ]
-                continue
-            for (index, _), verdict in zip(rows, verdicts, strict=True):
-                request = batch[index]
-                # what Zeek must hold when it writes the verdict's row goes first: that the allowlist allowed it
-                # (before the mission scores too, whose notices it also keeps back), then the mission scores
-                messages = []
-                if verdict.allowed:
-                    messages.append(self._allowed(node, request.uid, verdict.allow_reason))
-                if verdict.missions:
-                    messages.append(self._mission_scores(node, request.uid, verdict.missions))
-                messages.append(
-                    self._verdict(
-                        node,
-                        request.uid,
-                        verdict.label,
-                        verdict.attack,
-                        verdict.score,
-                        verdict.explanation,
-                        request.received,
-                    )
-                )
-                answers[index] = messages
+        for parts in engine_calls(by_node):
+            self._classify_call(batch, parts, answers)
         self._note_allowlist()
         self._note_inputs()
         return [message for messages in answers for message in messages], reloaded
@@ -768,17 +737,66 @@ class Sidecar:
             inputs_errors=counts.write_errors,
         )
 
-    def _classify_in_order(self, connections: list[Connection], node: str) -> list[Verdict]:
-        """The engine's verdicts with the connections taken in the order given: the engine sorts what it is
-        handed by first-packet time, so it gets runs in which that time never decreases (a request that arrived
-        late, or whose first frame was unusable, starts a new run)."""
-        verdicts: list[Verdict] = []
-        start = 0
-        for end in range(1, len(connections) + 1):
-            if end == len(connections) or connections[end].ts < connections[end - 1].ts:
-                verdicts += self.engine.classify(connections[start:end], sensor=node)
-                start = end
-        return verdicts
+    def _classify_call(
+        self, batch: list[Request], parts: list[NodeRun], answers: list[list[Outgoing]], retry: bool = True
+    ) -> None:
+        """One engine call for runs of several nodes (at most one run each): their answers into `answers`. When it
+        fails, each node's run is tried again alone (`retry`), and what fails alone is answered with an error.
+        A call that fails in packing or the encoder (where one connection's input can break it) has changed no
+        context; one that fails later has already added its rows to their originators' contexts, and a row tried
+        again then finds itself there (the engine does not undo a walk, as it never did for a failed call)."""
+        rows = [(node, index, connection) for node, run in parts for index, connection in run]
+        connections = [connection for _, _, connection in rows]
+        # one node: its name, as a call of its own always had; several: one name per connection
+        sensor: str | list[str] = parts[0][0] if len(parts) == 1 else [node for node, _, _ in rows]
+        try:
+            verdicts = self.engine.classify(connections, sensor=sensor)
+        except Exception as exc:  # one failing batch must not end the service: answer it and go on
+            where = parts[0][0] if len(parts) == 1 else f"{len(parts)} nodes"
+            log.exception("engine failed on a batch of %d from %s", len(rows), where)
+            self.metrics.count_error("engine_failed")
+            if retry and len(parts) > 1:
+                for part in parts:
+                    self._classify_call(batch, [part], answers, retry=False)
+                return
+            for node, index, _ in rows:
+                request = batch[index]
+                answers[index] = [
+                    self._verdict(
+                        node,
+                        request.uid,
+                        ERROR_LABEL,
+                        ERROR_LABEL,
+                        0.0,
+                        f"engine failed: {exc}",
+                        request.received,
+                    )
+                ]
+            return
+        for (node, index, _), verdict in zip(rows, verdicts, strict=True):
+            answers[index] = self._answer(node, batch[index], verdict)
+
+    def _answer(self, node: str, request: Request, verdict: Verdict) -> list[Outgoing]:
+        """A classified request's messages: what Zeek must hold when it writes the verdict's row goes first, that
+        the allowlist allowed it (before the mission scores too, whose notices it also keeps back), then the
+        mission scores, then the verdict."""
+        messages = []
+        if verdict.allowed:
+            messages.append(self._allowed(node, request.uid, verdict.allow_reason))
+        if verdict.missions:
+            messages.append(self._mission_scores(node, request.uid, verdict.missions))
+        messages.append(
+            self._verdict(
+                node,
+                request.uid,
+                verdict.label,
+                verdict.attack,
+                verdict.score,
+                verdict.explanation,
+                request.received,
+            )
+        )
+        return messages
 
     def _featurize(self, request: Request) -> Connection | str:
         """The request's connection, or the reason there is none."""
@@ -822,6 +840,32 @@ class Sidecar:
             self.settings.max_wait, self.engine.featurizer_config.window, self.engine.model_version
         )
         return True
+
+
+def node_runs(rows: list[tuple[int, Connection]]) -> list[list[tuple[int, Connection]]]:
+    """A node's rows, in the order given, cut into runs in which first-packet time never decreases: the engine
+    sorts what it is handed by that time, so a request that arrived late, or whose first frame was unusable,
+    starts a new run, classified after the run before it."""
+    runs: list[list[tuple[int, Connection]]] = []
+    for row in rows:
+        if not runs or row[1].ts < runs[-1][-1][1].ts:
+            runs.append([])
+        runs[-1].append(row)
+    return runs
+
+
+def engine_calls(by_node: dict[str, list[tuple[int, Connection]]]) -> list[list[NodeRun]]:
+    """The engine calls for a batch's rows by node: call k holds the k-th run of every node that has one, nodes in
+    their order in `by_node`. A node's runs stay in separate calls, one after the other; nodes share calls, which
+    the engine walks node after node (`packetclip.engine.walk_order`): each node's contexts see exactly the
+    sequence a call per run of that node gave them, and most batches are one call."""
+    calls: list[list[NodeRun]] = []
+    for node, rows in by_node.items():
+        for k, run in enumerate(node_runs(rows)):
+            if k == len(calls):
+                calls.append([])
+            calls[k].append((node, run))
+    return calls
 
 
 def warn_if_window_exceeds_wait(max_wait: float, window: float | None, model: str) -> bool:
