@@ -21,7 +21,9 @@
 ##! What it does not do: anything on a live sensor.
 
 @load base/frameworks/cluster
-@load ./main
+@load ./transport
+@load ./collection
+@load ./log
 
 module PacketCLIP;
 
@@ -41,16 +43,9 @@ export {
 	## After the capture has ended, how long (wall-clock time) to wait
 	## for a verdict when none has arrived since the last one (or since
 	## the end of the capture). Then every request still without one is
-	## given up (:zeek:see:`PacketCLIP::give_up`: an ``error`` row saying
-	## it was lost) and Zeek exits.
+	## given up (an ``error`` row in ``packetclip.log`` saying it was
+	## lost) and Zeek exits.
 	option drain_timeout = 1min;
-
-	## Set while the capture is held for the sidecar's hello.
-	global waiting_for_hello = F;
-
-	## Set once the capture has ended and Zeek is waiting for the verdicts
-	## of the requests still pending.
-	global draining = F;
 }
 
 # Zeek otherwise exits at the end of a capture, before the last verdicts are
@@ -59,6 +54,13 @@ export {
 @if ( ! Cluster::is_enabled() )
 redef exit_only_after_terminate = T;
 @endif
+
+## Set while the capture is held for the sidecar's hello.
+global waiting_for_hello = F;
+
+## Set once the capture has ended and Zeek is waiting for the verdicts of the
+## requests still pending.
+global draining = F;
 
 ## Checks the hello and drain timeouts; see start_watch.
 global watch: event();
@@ -201,7 +203,7 @@ event hello(sidecar: string, model: string)
 		}
 	}
 
-# After main.zeek's handler has sent the connections still open.
+# After collection.zeek's handler has sent the connections still open.
 event Pcap::file_done(path: string) &priority=-10
 	{
 	if ( Cluster::is_enabled() )
@@ -220,7 +222,7 @@ event Pcap::file_done(path: string) &priority=-10
 		start_watch();
 	}
 
-# After main.zeek's handler has removed the verdict's request from pending.
+# After log.zeek's handler has removed the verdict's request from pending.
 event verdict(uid: string, label: string, attack: string, score: double,
     explanation: string, model: string) &priority=-10
 	{

@@ -25,7 +25,7 @@
 @load base/misc/version
 @load base/utils/numbers
 @load base/frameworks/cluster
-@load ./main
+@load ./transport
 
 module PacketCLIP;
 

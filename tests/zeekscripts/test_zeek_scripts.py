@@ -36,7 +36,13 @@ DESIGN_DOC = Path(os.environ.get("PACKETCLIP_DESIGN_DOC", REPO_ROOT / "docs" / "
 # The project's shared design notes, where a checkout has them beside it: the package must follow them as well.
 SHARED_DESIGN_DOC = REPO_ROOT.parent / "shared" / "docs" / "DESIGN.md"
 PACKAGE_DIR = REPO_ROOT / "zeek_scripts"
-MAIN_SCRIPT = PACKAGE_DIR / "main.zeek"
+# The package's scripts, one per concern, in the order __load__.zeek loads them.
+PACKAGE_SCRIPTS = ("transport", "collection", "notices", "log", "websocket", "offline")
+TRANSPORT_SCRIPT = PACKAGE_DIR / "transport.zeek"  # the wire: events, topics, shards, pending requests
+COLLECTION_SCRIPT = PACKAGE_DIR / "collection.zeek"  # each connection's first frames
+NOTICES_SCRIPT = PACKAGE_DIR / "notices.zeek"  # notices, allow_* options
+LOG_SCRIPT = PACKAGE_DIR / "log.zeek"  # packetclip.log
+STAND_IN = REPO_ROOT / "tests" / "zeek_peer" / "script_stand_in.py"
 BTEST_DIR = REPO_ROOT / "tests" / "zeek"
 SCRIPT_DIRS = (PACKAGE_DIR, REPO_ROOT / "rules" / "zeek", BTEST_DIR)
 
@@ -90,6 +96,168 @@ def test_script_is_zeek_format_clean(script: Path) -> None:
     )
 
 
+# --- the package's layout and exports ---------------------------------------------------------------------------
+
+# What users may touch, per script: options and load-time constants, events, hooks, the request and log records,
+# the log stream and the notice types. Everything else is module-internal.
+EXPORTS = {
+    "transport": {
+        "request_topic", "num_shards", "verdict_topic_prefix", "control_topic", "node_name", "pending_expiry",
+        "Request", "request", "verdict", "mission_scores", "allowed", "hello", "request_policy",
+    },
+    "collection": {"enable", "max_packets", "snaplen", "sample_rate", "max_wait"},
+    "notices": {
+        "Notice::Type", "notice_thresholds", "notice_suppress_for", "mission_thresholds", "allow_orig_nets",
+        "allow_resp_nets", "allow_nets", "allow_resp_ports",
+    },
+    "log": {"Log::ID", "Info", "log_policy", "log_packetclip"},
+    "websocket": {"listen_websocket", "websocket_address", "websocket_port"},
+    "offline": {"wait_for_sidecar", "hello_timeout", "drain_timeout"},
+}  # fmt: skip
+# State and helpers the scripts share inside module PacketCLIP, never exported.
+INTERNALS = (
+    "pending", "hold_pending", "held_requests", "resent_uids", "Pending", "Collection", "collecting", "flush",
+    "flush_all", "send_request", "resend_pending", "give_up", "this_node", "request_topic_for", "allowing_option",
+    "capture_link_type", "waiting_for_hello", "draining", "register_counter", "counted",
+)  # fmt: skip
+# The package's counts, each a Telemetry counter (packetclip_<name>_total).
+COUNTERS = {
+    "requests_published", "requests_vetoed", "requests_expired", "requests_resent", "requests_without_link_type",
+    "requests_lost", "verdicts_logged", "verdicts_allowed", "verdicts_unmatched", "verdicts_duplicate",
+}  # fmt: skip
+EXPORT_ITEM = re.compile(
+    r"^\t(?:option (\w+)|const (\w+) .*&redef;|global (\w+): (?:event\(|hook\(|Log::PolicyHook;)"
+    r"|type (\w+): record \{|redef enum ([\w:]+) \+= \{)"
+)
+
+
+def export_block(text: str) -> list[str]:
+    """The lines inside a script's `export { ... }` block (none for a script without one)."""
+    match = re.search(r"^export \{\n(.*?)^\}$", text, re.DOTALL | re.MULTILINE)
+    return match.group(1).splitlines() if match else []
+
+
+def exported_names(lines: list[str]) -> set[str]:
+    """Names declared at the top level of an export block; fails on any declaration users may not touch."""
+    names = set()
+    for line in lines:
+        if not line.startswith("\t") or line.startswith(("\t\t", "\t#", "\t ", "\t}")):
+            continue  # continuation, record field, enum member, comment
+        item = EXPORT_ITEM.match(line)
+        assert item, f"not an option, constant, event, hook, record or enum users may touch: {line!r}"
+        names.add(next(group for group in item.groups() if group))
+    return names
+
+
+def undocumented(lines: list[str]) -> list[str]:
+    """Declarations of an export block (top-level items, record fields, enum members) without a `##` comment
+    right above them. A `redef enum ... += {` line needs none (Zeek's idiom); its members do."""
+    missing = []
+    members = False  # inside a record's fields or an enum's members
+    previous = ""
+    for line in lines:
+        code = line.strip()
+        top_level = line.startswith("\t") and not line.startswith(("\t\t", "\t ", "\t#"))
+        if top_level:
+            if code.startswith("}"):
+                members = False
+            elif code.startswith("redef enum "):
+                members = code.endswith("{")
+            else:
+                members = code.startswith("type ") and code.endswith("{")
+                if not previous.strip().startswith("##"):
+                    missing.append(code)
+        elif (
+            members
+            and line.startswith("\t\t")
+            and not line.startswith(("\t\t#", "\t\t "))
+            and not previous.strip().startswith("##")
+        ):
+            missing.append(code)
+        previous = line
+    return missing
+
+
+def test_load_order_is_one_script_per_concern() -> None:
+    """__load__.zeek loads every script of the package, each once, in dependency order; zkg.meta points at them."""
+    loaded = re.findall(r"^@load \./(\w+)$", (PACKAGE_DIR / "__load__.zeek").read_text(), re.MULTILINE)
+    assert tuple(loaded) == PACKAGE_SCRIPTS
+    on_disk = {p.stem for p in PACKAGE_DIR.glob("*.zeek")} - {"__load__"}
+    assert on_disk == set(PACKAGE_SCRIPTS)
+    assert re.search(r"^script_dir = zeek_scripts$", (REPO_ROOT / "zkg.meta").read_text(), re.MULTILINE)
+    # each script loads only scripts loaded before it
+    for position, (name, text) in enumerate(package_scripts().items()):
+        for dependency in re.findall(r"^@load \./(\w+)$", text, re.MULTILINE):
+            assert PACKAGE_SCRIPTS.index(dependency) < position, f"{name}.zeek loads {dependency}.zeek"
+
+
+@pytest.mark.parametrize("name", PACKAGE_SCRIPTS)
+def test_export_block_holds_only_what_users_touch(name: str) -> None:
+    """Options, constants, events, hooks, records and enums, exactly the expected ones (users' redefs keep their
+    PacketCLIP::... names), and every one of them, every record field and every notice type documented."""
+    text = (PACKAGE_DIR / f"{name}.zeek").read_text()
+    assert re.search(r"^module PacketCLIP;$", text, re.MULTILINE)
+    lines = export_block(text)
+    assert exported_names(lines) == EXPORTS[name]
+    assert undocumented(lines) == []
+
+
+def test_export_reader_can_fail() -> None:
+    """The readers above reject an exported helper and find an undocumented field."""
+    with pytest.raises(AssertionError):
+        exported_names(["\t## Sends everything.", "\tglobal flush_all: function();"])
+    with pytest.raises(AssertionError):
+        exported_names(["\tglobal pending: table[string] of count;"])
+    record = [
+        "\t## A record.",
+        "\ttype R: record {",
+        "\t\t## Documented.",
+        "\t\ta: count;",
+        "\t\tb: count;",
+        "\t};",
+    ]
+    assert undocumented(record) == ["b: count;"]
+
+
+@pytest.mark.parametrize("internal", INTERNALS)
+def test_internals_stay_in_the_module_body(internal: str) -> None:
+    """The scripts' shared state and helpers are declared outside every export block."""
+    declaration = re.compile(
+        rf"^(?:global {internal}\b|type {internal}: |function {internal}\()", re.MULTILINE
+    )
+    declared_in = [name for name, text in package_scripts().items() if declaration.search(text)]
+    assert len(declared_in) == 1, f"{internal} declared in {declared_in}"
+    for name, text in package_scripts().items():
+        assert internal not in exported_names(export_block(text)), f"{name}.zeek exports {internal}"
+
+
+def test_counts_are_telemetry_counters() -> None:
+    """Every count is a counter of Zeek's Telemetry framework named as the variable holding it, registered once,
+    and never a plain number incremented by hand."""
+    text = "\n".join(package_scripts().values())
+    assert "@load base/frameworks/telemetry" in TRANSPORT_SCRIPT.read_text()
+    assert "Telemetry::register_counter_family(Telemetry::MetricOpts(" in TRANSPORT_SCRIPT.read_text()
+    registered = re.findall(r'^global (\w+) = register_counter\(\s*"(\w+)",', text, re.MULTILINE)
+    assert sorted(variable for variable, _ in registered) == sorted(COUNTERS)
+    assert all(variable == metric for variable, metric in registered)
+    for counter in COUNTERS:
+        assert f"Telemetry::counter_inc({counter}" in text, f"{counter} is never incremented"
+        assert not re.search(rf"(\+\+{counter}\b|\b{counter} \+=|global {counter} = \d)", text), counter
+
+
+def test_readers_of_the_counts_name_real_counters() -> None:
+    """What reads the counts by name (the btests through `counted`, the stand-in's mirrored counts) names a
+    registered counter: a typo would read 0 and pass."""
+    read = set()
+    for test in (BTEST_DIR / "tests").glob("*.zeek"):
+        read |= set(re.findall(r'counted\("(\w+)"\)', test.read_text()))
+    assert read and read <= COUNTERS
+    mirrored = set(
+        re.findall(r"^    ((?:requests|verdicts)_\w+): int = 0$", STAND_IN.read_text(), re.MULTILINE)
+    )
+    assert mirrored and mirrored <= COUNTERS
+
+
 # --- the wire contract -------------------------------------------------------------------------------------------
 
 
@@ -123,21 +291,31 @@ def contract_signature(event: str, doc: Path = DESIGN_DOC) -> list[tuple[str, st
     return split_params(match.group(1))
 
 
+def package_scripts() -> dict[str, str]:
+    """Name -> text of every script of the package, in load order."""
+    return {name: (PACKAGE_DIR / f"{name}.zeek").read_text() for name in PACKAGE_SCRIPTS}
+
+
 def declared_signature(event: str) -> list[tuple[str, str]]:
-    match = re.search(rf"global {event}: event\(([^)]*)\);", MAIN_SCRIPT.read_text(), re.DOTALL)
-    assert match, f"main.zeek declares no global {event}: event(...)"
+    match = re.search(rf"global {event}: event\(([^)]*)\);", TRANSPORT_SCRIPT.read_text(), re.DOTALL)
+    assert match, f"transport.zeek declares no global {event}: event(...)"
     return split_params(match.group(1))
 
 
-def handler_signature(event: str) -> list[tuple[str, str]]:
-    match = re.search(rf"^event {event}\(([^)]*)\)", MAIN_SCRIPT.read_text(), re.DOTALL | re.MULTILINE)
-    assert match, f"main.zeek has no handler of {event}"
-    return split_params(match.group(1))
+def handler_signatures(event: str) -> list[list[tuple[str, str]]]:
+    """The parameters of every handler of `event` in the package's scripts (one or more)."""
+    found = [
+        split_params(params)
+        for text in package_scripts().values()
+        for params in re.findall(rf"^event {event}\(([^)]*)\)", text, re.DOTALL | re.MULTILINE)
+    ]
+    assert found, f"the package has no handler of {event}"
+    return found
 
 
-def record_fields(record: str) -> list[tuple[str, str]]:
-    match = re.search(rf"type {record}: record \{{(.*?)\n\t\}};", MAIN_SCRIPT.read_text(), re.DOTALL)
-    assert match, f"main.zeek has no type {record}: record"
+def record_fields(record: str, script: Path) -> list[tuple[str, str]]:
+    match = re.search(rf"type {record}: record \{{(.*?)\n\t\}};", script.read_text(), re.DOTALL)
+    assert match, f"{script.name} has no type {record}: record"
     fields = []
     for line in match.group(1).splitlines():
         code = line.split("#", 1)[0].strip()
@@ -148,8 +326,8 @@ def record_fields(record: str) -> list[tuple[str, str]]:
 
 
 def string_const(name: str) -> str:
-    match = re.search(rf'const {name} = "([^"]*)" &redef;', MAIN_SCRIPT.read_text())
-    assert match, f'main.zeek has no const {name} = "..." &redef'
+    match = re.search(rf'const {name} = "([^"]*)" &redef;', TRANSPORT_SCRIPT.read_text())
+    assert match, f'transport.zeek has no const {name} = "..." &redef'
     return match.group(1)
 
 
@@ -176,9 +354,12 @@ def test_event_declaration_equals_contract(event: str) -> None:
         assert declared_signature(event) == contract_signature(event, doc), f"{event} differs from {doc}"
 
 
-def test_verdict_handler_matches_contract() -> None:
+def test_verdict_handlers_match_contract() -> None:
+    """log.zeek's handler and offline.zeek's both take the contract's arguments."""
+    handlers = handler_signatures("verdict")
+    assert len(handlers) == 2
     for doc in contract_docs():
-        assert handler_signature("verdict") == contract_signature("verdict", doc), doc
+        assert all(handler == contract_signature("verdict", doc) for handler in handlers), doc
 
 
 def test_mission_scores_event_follows_this_repositorys_contract() -> None:
@@ -186,7 +367,8 @@ def test_mission_scores_event_follows_this_repositorys_contract() -> None:
     says (the shared design notes predate it)."""
     contract = contract_signature("mission_scores")
     assert contract == [("uid", "string"), ("missions", "vector of string"), ("scores", "vector of double")]
-    assert declared_signature("mission_scores") == contract == handler_signature("mission_scores")
+    assert declared_signature("mission_scores") == contract
+    assert handler_signatures("mission_scores") == [contract, contract]  # notices.zeek's and log.zeek's
 
 
 def test_allowed_event_follows_this_repositorys_contract() -> None:
@@ -194,7 +376,8 @@ def test_allowed_event_follows_this_repositorys_contract() -> None:
     docs/design.md says."""
     contract = contract_signature("allowed")
     assert contract == [("uid", "string"), ("reason", "string")]
-    assert declared_signature("allowed") == contract == handler_signature("allowed")
+    assert declared_signature("allowed") == contract
+    assert handler_signatures("allowed") == [contract]
 
 
 def test_allow_options_are_sets_the_config_framework_can_change() -> None:
@@ -202,7 +385,7 @@ def test_allow_options_are_sets_the_config_framework_can_change() -> None:
     reader (the Config framework's file input) takes sets and vectors of atomic values but no table with values
     and no record, and a `const` could not change without a restart."""
     declared = dict(
-        re.findall(r"^\toption (allow_\w+): (.+?) = \{\};$", MAIN_SCRIPT.read_text(), re.MULTILINE)
+        re.findall(r"^\toption (allow_\w+): (.+?) = \{\};$", NOTICES_SCRIPT.read_text(), re.MULTILINE)
     )
     assert declared == {
         "allow_orig_nets": "set[subnet]",
@@ -215,9 +398,9 @@ def test_allow_options_are_sets_the_config_framework_can_change() -> None:
 def test_request_record_and_publish_calls_follow_contract() -> None:
     """The Request record mirrors the event, and both publish calls spread it in the contract's order."""
     contract = contract_signature("request")
-    assert record_fields("Request") == contract
+    assert record_fields("Request", TRANSPORT_SCRIPT) == contract
     calls = re.findall(
-        r"(?:Cluster|Broker)::publish\(topic, request,(.*?)\);", MAIN_SCRIPT.read_text(), re.DOTALL
+        r"(?:Cluster|Broker)::publish\(topic, request,(.*?)\);", TRANSPORT_SCRIPT.read_text(), re.DOTALL
     )
     assert len(calls) == 2, "expected one Cluster::publish (7.1+) and one Broker::publish (older) call"
     expected = [f"req${name}" for name, _ in contract]
@@ -235,7 +418,7 @@ def test_topics_follow_contract() -> None:
         assert f"`{request_topic}<shard>/`" in doc, path
         assert f"`{verdict_prefix}<node>/`" in doc, path
         assert f"`{control_topic}`" in doc, path
-    script = MAIN_SCRIPT.read_text()
+    script = TRANSPORT_SCRIPT.read_text()
     # the node's topic ends in "/", so worker-1 does not also receive worker-10's verdicts
     assert 'subscribe(fmt("%s%s/", verdict_topic_prefix, this_node()));' in script
     assert 'return fmt("%s%d/", request_topic, last_word % num_shards);' in script
@@ -252,9 +435,9 @@ CONN_ID_FIELDS = (("orig_h", "addr"), ("orig_p", "port"), ("resp_h", "addr"), ("
 
 
 def logged_columns() -> list[tuple[str, str]]:
-    """(name, log type) of every column of packetclip.log, read from main.zeek's Info record."""
+    """(name, log type) of every column of packetclip.log, read from log.zeek's Info record."""
     columns = []
-    for name, declared in record_fields("Info"):
+    for name, declared in record_fields("Info", LOG_SCRIPT):
         declared = declared.removesuffix(" &optional")  # logged as unset ("-") when not set
         declared = declared.removesuffix(" &default=F")  # logged as F unless set
         assert declared.endswith(" &log"), f"Info${name} is not logged"
@@ -270,7 +453,7 @@ def test_zeek_log_layout_is_classifys() -> None:
     """packetclip.log from Zeek and from `packetclip classify --format zeek` have one layout: the same columns,
     in the same order, with the same types (both files carry `#path packetclip`)."""
     assert logged_columns() == list(ZEEK_FIELDS)
-    assert '$path="packetclip"' in MAIN_SCRIPT.read_text()
+    assert '$path="packetclip"' in LOG_SCRIPT.read_text()
     assert LOG_PATH == "packetclip"
 
 
@@ -373,9 +556,9 @@ def test_small_capture_is_small() -> None:
 
 
 def script_max_wait() -> float:
-    """`PacketCLIP::max_wait`'s default in main.zeek, in seconds."""
-    found = re.search(r"option max_wait = (\d+(?:\.\d+)?)(msec|sec|min);", MAIN_SCRIPT.read_text())
-    assert found, "main.zeek declares no max_wait option"
+    """`PacketCLIP::max_wait`'s default in collection.zeek, in seconds."""
+    found = re.search(r"option max_wait = (\d+(?:\.\d+)?)(msec|sec|min);", COLLECTION_SCRIPT.read_text())
+    assert found, "collection.zeek declares no max_wait option"
     return float(found[1]) * {"msec": 0.001, "sec": 1.0, "min": 60.0}[found[2]]
 
 
@@ -417,8 +600,7 @@ def test_every_btest_diff_has_a_baseline() -> None:
 
 # --- the edge-case captures (issue 20) ---------------------------------------------------------------------------
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from zeek_view import zeek_requests  # noqa: E402
+from tests.zeekscripts.zeek_view import zeek_requests  # noqa: E402
 
 EDGE_TESTS = {
     "edge-short-capture": "packetclip-short.pcap",
@@ -470,7 +652,7 @@ def test_allowlist_baselines_follow_from_the_capture_and_the_fake_sidecar() -> N
     """The allowlist btest's baselines, recomputed: every connection of the capture gets the fake sidecar's answer
     for its port; the SSH one (allowed by the sidecar) and 10.0.0.9's (allow_orig_nets) are allowed, the latter
     with the option's name after its explanation; notices come from the rows not allowed whose score reaches
-    main.zeek's default threshold (0.8), one per originator and class (suppression), and the mission scores of the
+    notices.zeek's default threshold (0.8), one per originator and class (suppression), and the mission scores of the
     allowed port-80 row raise none."""
     test = (BTEST_DIR / "tests" / "allowlist.zeek").read_text()
     assert "redef PacketCLIP::allow_orig_nets = {10.0.0.9/32};" in test

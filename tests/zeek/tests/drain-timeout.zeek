@@ -7,6 +7,10 @@
 # @TEST-EXEC: zeek-cut id.resp_p label attack explanation model <packetclip.log | grep '^4000' >lost
 # @TEST-EXEC: btest-diff lost
 
+# The package's counts and state are internal to module PacketCLIP (not
+# exported): the test reads them from inside the module.
+module PacketCLIP;
+
 # A sidecar played in Zeek that answers every request but the one to
 # 4000/udp (the capture's last connection, sent at its end).
 event zeek_init()
@@ -23,7 +27,10 @@ hook PacketCLIP::request_policy(topic: string, req: PacketCLIP::Request)
 
 event zeek_done()
 	{
-	print fmt("published=%d logged=%d lost=%d pending=%d",
-	    PacketCLIP::requests_published, PacketCLIP::verdicts_logged,
-	    PacketCLIP::requests_lost, |PacketCLIP::pending|);
+	local published = counted("requests_published");
+	local logged = counted("verdicts_logged");
+	local lost = counted("requests_lost");
+
+	print fmt("published=%d logged=%d lost=%d pending=%d", published, logged, lost,
+	    |pending|);
 	}

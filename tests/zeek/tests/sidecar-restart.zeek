@@ -5,6 +5,10 @@
 # @TEST-EXEC: test "$(zeek-cut uid <packetclip.log | sort -u | wc -l)" -eq 6
 # @TEST-EXEC: test "$(zeek-cut label <packetclip.log | grep -c '^benign$')" -eq 6
 
+# The package's counts and state are internal to module PacketCLIP (not
+# exported): the test reads them from inside the module.
+module PacketCLIP;
+
 # A sidecar played in Zeek: hello at start-up, then nothing (it died with
 # every request unanswered); after the capture it restarts and says hello
 # again, and answers what Zeek publishes again.
@@ -28,15 +32,19 @@ event PacketCLIP::hello(sidecar: string, model: string) &priority=-5
 	if ( ! restarted )
 		return;
 
-	for ( uid in PacketCLIP::held_requests )
+	for ( uid in held_requests )
 		event PacketCLIP::verdict(uid, "benign", "benign", 0.99, "btest",
 		    "btest-model");
 	}
 
 event zeek_done()
 	{
+	local published = counted("requests_published");
+	local resent = counted("requests_resent");
+	local logged = counted("verdicts_logged");
+	local duplicate = counted("verdicts_duplicate");
+	local lost = counted("requests_lost");
+
 	print fmt("published=%d resent=%d logged=%d duplicate=%d lost=%d pending=%d",
-	    PacketCLIP::requests_published, PacketCLIP::requests_resent,
-	    PacketCLIP::verdicts_logged, PacketCLIP::verdicts_duplicate,
-	    PacketCLIP::requests_lost, |PacketCLIP::pending|);
+	    published, resent, logged, duplicate, lost, |pending|);
 	}

@@ -5,6 +5,10 @@
 # @TEST-EXEC: test ! -e packetclip.log
 # @TEST-EXEC: test ! -e notice.log
 
+# The package's counts and state are internal to module PacketCLIP (not
+# exported): the test reads them from inside the module.
+module PacketCLIP;
+
 redef PacketCLIP::wait_for_sidecar = F;
 
 event zeek_init()
@@ -15,6 +19,8 @@ event zeek_init()
 
 event zeek_done()
 	{
-	print fmt("logged=%d unmatched=%d", PacketCLIP::verdicts_logged,
-	    PacketCLIP::verdicts_unmatched);
+	local logged = counted("verdicts_logged");
+	local unmatched = counted("verdicts_unmatched");
+
+	print fmt("logged=%d unmatched=%d", logged, unmatched);
 	}

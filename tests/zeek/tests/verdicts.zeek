@@ -9,12 +9,18 @@
 # @TEST-EXEC: grep -E '^#(fields|types)' packetclip.log >header
 # @TEST-EXEC: btest-diff header
 
+# The package's counts and state are internal to module PacketCLIP (not
+# exported): the test reads them from inside the module.
+module PacketCLIP;
+
 redef PacketCLIP::mission_thresholds = {["web_probe"] = 0.9};
 
 event zeek_done()
 	{
+	local published = counted("requests_published");
+	local logged = counted("verdicts_logged");
+	local unmatched = counted("verdicts_unmatched");
+
 	print fmt("published=%d logged=%d unmatched=%d pending=%d draining=%s",
-	    PacketCLIP::requests_published, PacketCLIP::verdicts_logged,
-	    PacketCLIP::verdicts_unmatched, |PacketCLIP::pending|,
-	    PacketCLIP::draining);
+	    published, logged, unmatched, |pending|, draining);
 	}
