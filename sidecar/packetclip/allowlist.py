@@ -54,9 +54,9 @@ from typing import TYPE_CHECKING, Any
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
 from packetclip.featurizer.services import SERVICE_NAMES
+from packetclip.verdict import Verdict
 
-if TYPE_CHECKING:  # the engine imports this module; its types are only named here
-    from packetclip.engine import Verdict
+if TYPE_CHECKING:
     from packetclip.featurizer import Connection
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,11 @@ Owns turning finished connections into verdicts with one model bundle:
    (one sensor name per connection, as `packetclip serve` batches many Zeek nodes): the walk then takes them sensor
    after sensor, in the order each sensor first appears, each sensor's in first-packet order (`walk_order`), so
    every sensor's contexts grow exactly as in a call of its own, and the models still run once per micro-batch;
-3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s: `label` is the most likely
-   coarse class (or, for a bundle with an operating point, an attack class only when 1 - P(benign) reaches its
-   threshold: `decide`), `attack` the most likely fine class *of that label*, `concepts` the strongest concepts of the
-   winning mission, and `explanation` comes from `packetclip.explain.Explainer` (for the whole batch) over the
+3. run `reasoner.onnx` on the whole batch and turn its probabilities into `Verdict`s (`packetclip.verdict`):
+   `label` is the most likely coarse class (or, for a bundle with an operating point, an attack class only when
+   1 - P(benign) reaches its threshold: `decide`), `attack` the most likely fine class *of that label*, `concepts`
+   the `TOP_CONCEPTS` strongest concepts of the winning mission (ranked as `packetclip.explain.strongest` ranks
+   them), and `explanation` comes from `packetclip.explain.Explainer` (for the whole batch) over the
    facts the `ActivityTracker` observed: each connection is observed in batch order and its originator's summary
    taken right after, for the verdicts whose explanation reports it;
 4. with an allowlist (`packetclip.allowlist.AllowlistFile`), mark the verdicts of expected traffic allowed: label,
@@ -66,9 +67,10 @@ from packetclip.context import (
     responder_summary,
     valid_packet_facts,
 )
-from packetclip.explain import Activity, ActivityTracker, Explainer, strongest
+from packetclip.explain import TOP_CONCEPTS, Activity, ActivityTracker, Explainer, strongest
 from packetclip.featurizer import Connection, FeaturizerConfig, pack
 from packetclip.feedback import InputStore
+from packetclip.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -79,40 +81,12 @@ ENCODER_OUTPUTS = ("packet_embeddings", "connection_embedding")
 REASONER_INPUTS = ("connection", "context", "context_features", "context_valid", "responder_features")
 REASONER_OUTPUTS = ("coarse", "fine", "concepts", "aligned")
 DEFAULT_CACHE_SIZE = 4096  # connections; at most ~16 KB each at E=128 (30 packet rows + 1), so ~64 MB at most
-TOP_CONCEPTS = 3  # concepts of the winning mission reported per verdict
 # encoder calls group connections of at most this many packets (the last group: up to max_packets)
 PACKET_BUCKETS = (2, 4, 8, 16)
 # packet slots (connections × the group's packet limit) per encoder call: a call's activations then stay in a
 # core's cache (on the development machine 256 ran 4 % faster than whole groups of 256 connections, 512 and more
 # no faster than whole groups)
 ENCODER_CALL_SLOTS = 256
-
-
-@dataclass
-class Verdict:
-    """One connection's verdict, as the verdict-record contract (docs/design.md) names its fields."""
-
-    ts: float  # first packet, epoch seconds
-    uid: str
-    orig_h: str
-    orig_p: int
-    resp_h: str
-    resp_p: int
-    proto: str
-    community_id: str
-    label: str  # coarse class
-    attack: str  # fine class, always one of `label`'s fine classes
-    score: float  # probability of `label`
-    scores: dict[str, float]  # coarse class -> probability (sums to 1)
-    fine_scores: dict[str, float]  # fine class -> probability
-    explanation: str
-    model: str  # bundle version
-    concepts: list[tuple[str, str, float]] = field(default_factory=list)  # (mission, concept, activation)
-    # user-written missions scored zero-shot (`packetclip.user_missions`): name -> probability; empty without any
-    missions: dict[str, float] = field(default_factory=dict)
-    # an allowlist entry matched (`packetclip.allowlist`): the verdict stands, but its traffic is expected
-    allowed: bool = False
-    allow_reason: str = ""  # the matching entry's reason; "" when not allowed
 
 
 class MissionScorer(Protocol):

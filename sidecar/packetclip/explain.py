@@ -1,10 +1,11 @@
 """Explanations of verdicts: what an originator has recently done, and one or two sentences per verdict.
 
-Owns `ActivityTracker` (a bounded memory of each originator's recent connections and its `Activity` summary) and
+Owns `ActivityTracker` (a bounded memory of each originator's recent connections and its `Activity` summary),
 `Explainer` (the sentence built from the connection's facts, the originator's activity, the winning mission's most
-activated concepts and the nearest description of the predicted class in the bundle's description bank). It does
-not classify (the engine does), does not read packets (the featurizer does) and does not decide which concepts
-the facts allow (`packetclip.concept_rules` does).
+activated concepts and the nearest description of the predicted class in the bundle's description bank) and the
+ranking of a mission's concepts by activation (`strongest`, `TOP_CONCEPTS`), which the engine's verdicts use too.
+It does not classify (the engine does), does not read packets (the featurizer does) and does not decide which
+concepts the facts allow (`packetclip.concept_rules` does).
 
 Every number an explanation prints is a fact of the connection or of the originator's observed connections. The
 description bank was written from other connections, so only its number-free, class-level sentences are quoted.
@@ -331,7 +332,8 @@ CLASS_HEADLINES = {
 
 _DIGIT = re.compile(r"\d")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_TOP_CONCEPTS = 3
+# concepts of the winning mission a verdict reports (`Verdict.concepts`) and an explanation names at most
+TOP_CONCEPTS = 3
 
 
 def strongest(activations: np.ndarray, columns: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
@@ -475,7 +477,7 @@ class Explainer:
     # -- the parts, exposed so callers (and tests) can use them on their own --
 
     def top_concepts(
-        self, attack: str, concepts_row: np.ndarray, k: int = _TOP_CONCEPTS
+        self, attack: str, concepts_row: np.ndarray, k: int = TOP_CONCEPTS
     ) -> list[tuple[str, str, float]]:
         """The `k` most activated concepts of the mission that maps `attack`: (mission, concept, activation),
         before any connection's facts are checked (an explanation names only those its facts allow)."""
@@ -569,7 +571,7 @@ class Explainer:
         return False
 
     def _top_concepts(
-        self, attack: str, activations: np.ndarray, k: int = _TOP_CONCEPTS, allowed: np.ndarray | None = None
+        self, attack: str, activations: np.ndarray, k: int = TOP_CONCEPTS, allowed: np.ndarray | None = None
     ) -> list[list[tuple[str, str, float]]]:
         """Per row of `activations` (n, K), the `k` strongest printable concepts of `attack`'s mission; with
         `allowed` (n, K), only those it allows (fewer, or none, when the facts rule the others out)."""

@@ -51,7 +51,8 @@ from packetclip.context import RESPONDER_FEATURES
 
 if TYPE_CHECKING:  # the engine imports this module; its types are only named here
     from packetclip.bundle import Bundle
-    from packetclip.engine import BatchInference, Verdict
+    from packetclip.engine import BatchInference
+    from packetclip.verdict import Verdict
 
 log = logging.getLogger(__name__)
 

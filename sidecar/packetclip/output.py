@@ -1,8 +1,9 @@
 """Verdict records as files: Zeek's ASCII-writer layout (the default) and JSON lines.
 
 Owns the verdict-record contract of docs/design.md as it is written out: the field names, their order and Zeek types,
-the `scores` object of JSON records, and Zeek's escaping. It does not compute verdicts (`packetclip.engine`) or
-decide where records go (the commands open the stream).
+the `scores` object of JSON records, and Zeek's escaping. It does not compute verdicts (`packetclip.engine`), define
+them or the fields a record has only when they apply (`packetclip.verdict`), or decide where records go (the
+commands open the stream).
 
 Zeek layout, as Zeek's ASCII log writer produces it with its default options:
 
@@ -34,7 +35,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, Protocol, TextIO
 
-from packetclip.engine import Verdict
+from packetclip.verdict import Verdict, optional_fields
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +98,7 @@ def verdict_record(verdict: Verdict) -> dict[str, Any]:
     """The contract's record of one verdict (JSON field names and order)."""
     record = {name: getattr(verdict, _ATTRIBUTES.get(name, name)) for name in JSON_FIELDS}
     record["scores"] = dict(verdict.scores)  # a copy: the record is the caller's to change
-    if verdict.allowed:  # the allowlist entry's reason (also the explanation's last sentence)
-        record["allow_reason"] = verdict.allow_reason
-    if verdict.missions:  # user-written missions (`--missions`): last, only when scored
-        record["missions"] = dict(verdict.missions)
+    record.update(optional_fields(verdict))  # allow_reason, missions: last, only when they apply
     return record
 
 

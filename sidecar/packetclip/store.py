@@ -3,8 +3,8 @@
 Owns the store's folder (install, list, verify, show, activate, rollback), the activation pointer that every
 `packetclip` process reads, and `ActiveModelWatcher`, the cheap check a running sidecar makes between batches to
 notice an activation. It does not read a bundle's contents (`packetclip.bundle` does: every check of hashes,
-manifest and fixtures is that module's) and does not run verdicts or reload engines (the engine's owner calls
-`engine.reload(load_bundle(store.active_bundle_path()))` when the watcher says so). Signatures are
+manifest and fixtures is that module's) and does not run verdicts or reload engines (`packetclip.reload` does,
+for the live sidecars, when the watcher says so). Signatures are
 `packetclip.signing`'s; the store decides where its `SignaturePolicy` applies: to every bundle it installs,
 activates, verifies or hands out as active, except the bundle embedded in the package (it is part of the installed
 package, whose integrity is the package manager's, and no operator key could have signed it).

@@ -43,6 +43,7 @@ import numpy as np
 
 from packetclip.commands.classify import StreamSummary, classify_captures, open_engine
 from packetclip.commands.models import FACTORY_COMMAND, factory_command
+from packetclip.commands.options import batch_size_option, model_option, threads_option
 from packetclip.engine import Engine
 from packetclip.output import ZeekWriter
 from packetclip.timing import Candidate, measure, single_thread_session
@@ -212,13 +213,11 @@ class EtBertUnavailable(RuntimeError):
 
 @click.command("bench")
 @click.argument("pcaps", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("--model", default=None, metavar="DIR|TAR", help="Bundle (default: as for classify).")
+@model_option
 @click.option("--seconds", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
               help="Wall time of the end-to-end passes (at least one pass runs).")  # fmt: skip
-@click.option(
-    "--batch-size", type=click.IntRange(min=1), default=None, help="Connections per inference call."
-)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
+@batch_size_option
+@threads_option
 @click.option("--etbert/--no-etbert", default=True, show_default=True,
               help="Measure ET-BERT's architecture side by side (needs the train extras).")  # fmt: skip
 @click.option("--etbert-model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

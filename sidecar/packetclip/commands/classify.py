@@ -6,9 +6,9 @@ order training replays a capture in; `packetclip.ordering`) and gathered into mi
 each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
 each gets its own connection table and its file name as the originator-context key, so two captures never share
 a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one),
-the options and set-up the live sidecars share with it (`--missions`, `--allowlist`, `--keep-inputs`:
-`open_engine`, `open_allowlist`, `packetclip.commands.feedback`), and the summary on stderr. Records go to stdout
-or `-o FILE`, never mixed with the summary.
+the set-up the live sidecars share with it (`open_engine`, `open_allowlist`, `user_mission_factory`; the input
+store's is `packetclip.commands.feedback`'s, the options they share are `packetclip.commands.options`'), and the
+summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
 
 A capture that cannot be read (missing, empty, not a capture, a folder) is reported on stderr the moment it
 fails, counted in the summary and skipped; the other captures are still classified in full, and the command then
@@ -42,9 +42,18 @@ import click
 
 from packetclip.allowlist import AllowlistError, AllowlistFile
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
-from packetclip.commands.feedback import keep_inputs_option, open_input_store
+from packetclip.commands.feedback import open_input_store
+from packetclip.commands.options import (
+    allowlist_option,
+    batch_size_option,
+    keep_inputs_option,
+    missions_options,
+    model_option,
+    output_option,
+    threads_option,
+)
 from packetclip.config import ConfigError, RuntimeConfig, load_config
-from packetclip.engine import Engine, MissionScorerFactory, Verdict
+from packetclip.engine import Engine, MissionScorerFactory
 from packetclip.featurizer import (
     Connection,
     ConnectionTracker,
@@ -57,6 +66,7 @@ from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
 from packetclip.output import FORMATS, open_writer
 from packetclip.store import ModelStore
 from packetclip.user_missions import load_user_mission_scorer
+from packetclip.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -283,29 +293,6 @@ def open_allowlist(settings: RuntimeConfig) -> AllowlistFile | None:
     return allowlist
 
 
-def allowlist_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--allowlist FILE`, for the commands that write verdicts."""
-    return click.option(
-        "--allowlist", "allowlist", default=None, metavar="FILE",
-        help="TOML allowlist: matching verdicts keep label and scores and are marked allowed (default: config, "
-        "else none; re-read when it changes).",
-    )(command)  # fmt: skip
-
-
-def missions_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--missions DIR` and `--text-encoder DIR`, for the commands that write user-mission scores."""
-    command = click.option(
-        "--text-encoder", "text_encoder", default=None, metavar="DIR",
-        help="The exported text encoder (default: config, else <store>/text-encoder; `packetclip models "
-        "text-encoder` writes it).",
-    )(command)  # fmt: skip
-    return click.option(
-        "--missions", "missions", default=None, metavar="DIR",
-        help="Folder of user-written mission YAML: each mission the bundle was not trained with gets a score "
-        "(default: config, else none).",
-    )(command)  # fmt: skip
-
-
 def print_summary(
     summary: StreamSummary, model: str, out: TextIO | None = None, allowlist: AllowlistFile | None = None
 ) -> None:
@@ -366,16 +353,12 @@ def _total_bytes(paths: Iterable[str]) -> int:
 
 @click.command("classify")
 @click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--model", "model", default=None, metavar="DIR|TAR",
-              help="Bundle folder or .tar.gz (default: the store's active bundle, else the embedded one).")  # fmt: skip
+@model_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="zeek", show_default=True,
               help="zeek: Zeek's ASCII log layout; json: one object per line with per-class scores.")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write records here instead of stdout.")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Connections per inference call (default: config, else 256).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="onnxruntime threads per model (default: config, else 1).")  # fmt: skip
+@output_option
+@batch_size_option
+@threads_option
 @click.option("--max-open", type=click.IntRange(min=1), default=None, metavar="N",
               help="Open connections followed at most; above it the one idle longest ends with what it saw, "
                    "counted (default 1,000,000; about 2.6 KB each under a spoofed SYN flood).")  # fmt: skip

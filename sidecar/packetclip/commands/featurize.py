@@ -15,6 +15,7 @@ from typing import TextIO
 
 import click
 
+from packetclip.commands.options import output_option
 from packetclip.featurizer import FeaturizerConfig, ParseStats, PcapError, featurize_pcap
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,7 @@ def _write_records(
 @click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @click.option("--format", "fmt", type=click.Choice(["json", "tsv"]), default="json", show_default=True,
               help="json: one object per line; tsv: a header line, then Zeek-style columns.")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write records here instead of stdout.")  # fmt: skip
+@output_option
 @click.option("--max-packets", type=click.IntRange(min=1), default=FeaturizerConfig.max_packets, show_default=True,
               help="Packets kept per connection.")  # fmt: skip
 @click.option("--snaplen", type=click.IntRange(min=20), default=FeaturizerConfig.snaplen, show_default=True,

@@ -1,8 +1,8 @@
 """`packetclip feedback add|list|export`: an analyst's label for a verdict, and the labelled inputs for the factory.
 
 Owns the commands over a feedback store (`packetclip.feedback`) and the set-up the sensor commands share to keep
-inputs in one (`--keep-inputs FILE`: `keep_inputs_option`, `open_input_store`). The store a `feedback` command
-reads is `--store FILE`, else the `keep_inputs` setting (PACKETCLIP_KEEP_INPUTS or the config file), else
+inputs in one (`open_input_store`; their `--keep-inputs FILE` is declared in `packetclip.commands.options`). The
+store a `feedback` command reads is `--store FILE`, else the `keep_inputs` setting (PACKETCLIP_KEEP_INPUTS or the config file), else
 $XDG_DATA_HOME/packetclip/feedback.sqlite; the commands never create one.
 
 Exit codes: 0 done; 1 the store cannot be used, or holds no kept input for the uid or community_id; 2 usage
@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from packetclip.commands.options import config_option
 from packetclip.config import ConfigError, RuntimeConfig, load_config
 from packetclip.feedback import (
     CLASS_NAMES,
@@ -30,15 +31,6 @@ from packetclip.feedback import (
     parse_since,
     summary_record,
 )
-
-
-def keep_inputs_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """`--keep-inputs FILE`, for the commands that write verdicts."""
-    return click.option(
-        "--keep-inputs", "keep_inputs", default=None, metavar="FILE",
-        help="Keep every verdict's model input in this SQLite feedback store, for `packetclip feedback` "
-        "(default: config, else none).",
-    )(command)  # fmt: skip
 
 
 def open_input_store(settings: RuntimeConfig) -> InputStore | None:
@@ -74,10 +66,7 @@ def _open(store: str | None, config: str | None) -> FeedbackStore:
 
 
 def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
-        "--config", "config", default=None, type=click.Path(dir_okay=False),
-        help="TOML config file (its keep_inputs names the store).",
-    )(command)  # fmt: skip
+    command = config_option("its keep_inputs names the store")(command)
     return click.option(
         "--store", "store", default=None, metavar="FILE",
         help="The feedback store (default: the keep_inputs setting, else $XDG_DATA_HOME/packetclip/"

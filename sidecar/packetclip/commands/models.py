@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from packetclip.bundle import SIGNATURE_NAME, BundleError, load_bundle
+from packetclip.commands.options import config_option
 from packetclip.config import ConfigError, RuntimeConfig, load_config
 from packetclip.signing import (
     SignaturePolicy,
@@ -106,19 +107,17 @@ def _store(ctx: click.Context) -> ModelStore:
 @click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Model store folder (default: $PACKETCLIP_STORE, the config file, "
                    "then ~/.local/share/packetclip/models).")  # fmt: skip
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Config file (default: $PACKETCLIP_CONFIG, ~/.config/packetclip/config.toml, "
-                   "/etc/packetclip/config.toml).")  # fmt: skip
+@config_option("its store, trusted keys and signature policy")
 @click.pass_context
-def models(ctx: click.Context, store_dir: Path | None, config_file: Path | None) -> None:
+def models(ctx: click.Context, store_dir: Path | None, config: str | None) -> None:
     """Installed model bundles: which one classifies, and how to change it safely."""
     try:
-        config = load_config(config=config_file, store=store_dir)
+        settings = load_config(config=config, store=store_dir)
     except ConfigError as exc:
         raise ModelsError(str(exc)) from exc
-    log.info("model store %s (%s)", config.store, config.sources["store"])
-    ctx.meta[CONFIG_KEY] = config
-    ctx.obj = ModelStore.from_settings(config)
+    log.info("model store %s (%s)", settings.store, settings.sources["store"])
+    ctx.meta[CONFIG_KEY] = settings
+    ctx.obj = ModelStore.from_settings(settings)
 
 
 def _checking_signatures(store: ModelStore) -> ModelStore:

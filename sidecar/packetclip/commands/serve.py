@@ -17,13 +17,18 @@ from pathlib import Path
 import click
 
 from packetclip.bundle import BundleError, load_bundle
-from packetclip.commands.classify import (
+from packetclip.commands.classify import open_allowlist, user_mission_factory
+from packetclip.commands.feedback import open_input_store
+from packetclip.commands.options import (
     allowlist_option,
+    batch_size_option,
+    config_option,
+    keep_inputs_option,
+    live_model_option,
+    log_format_option,
     missions_options,
-    open_allowlist,
-    user_mission_factory,
+    threads_option,
 )
-from packetclip.commands.feedback import keep_inputs_option, open_input_store
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.logs import announce, use_json_logs
@@ -100,26 +105,22 @@ async def serve_forever(
 @click.command("serve")
 @click.option("--zeek", "zeek", default=None, metavar="URL",
               help="Zeek's WebSocket endpoint (default ws://127.0.0.1:27759/v1/messages/json).")  # fmt: skip
-@click.option("--model", default=None, metavar="DIR|TAR",
-              help="Serve this bundle (no hot reload); default: the store's active bundle, reloaded on activation.")  # fmt: skip
+@live_model_option
 @click.option("--shard", type=click.IntRange(min=0), default=None,
               help="Subscribe to packetclip/request/N/ instead of the unsharded topic.")  # fmt: skip
 @click.option("--shards", type=click.IntRange(min=1), default=None,
               help="How many sidecars share the requests (PacketCLIP::num_shards); scales responder counts.")  # fmt: skip
 @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Most requests per engine call (default: config, else 256).")  # fmt: skip
+@batch_size_option
 @click.option("--max-queue", type=click.IntRange(min=1), default=None,
               help="Requests waiting for the engine; the newest above it is answered 'error' (default 10000).")  # fmt: skip
 @click.option("--max-wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="The Zeek scripts' PacketCLIP::max_wait, for first-packet order (default 5, the scripts' "
                    "default and the default recipe's featurizer window).")  # fmt: skip
 @click.option("--name", default=None, help="This sidecar's name (X-Application-Name and hello).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads (default 1).")
-@click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default=None, help="Log lines as text or JSON."
-)
+@threads_option
+@log_format_option("serve")
 @click.option("--tls-ca", default=None, type=click.Path(dir_okay=False), metavar="FILE",
               help="wss:// only: trust these CAs alone for Zeek's certificate (default: the system's).")  # fmt: skip
 @click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), metavar="FILE",
@@ -128,8 +129,7 @@ async def serve_forever(
               help="The client certificate's private key (unencrypted).")  # fmt: skip
 @click.option("--token-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
               help="Send the token in FILE as 'Authorization: Bearer <token>' on the handshake.")  # fmt: skip
-@click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
-              help="TOML config file (runtime keys and a [serve] table).")  # fmt: skip
+@config_option("runtime keys and a [serve] table")
 @missions_options
 @allowlist_option
 @keep_inputs_option

@@ -21,10 +21,18 @@ import threading
 
 import click
 
-from packetclip.commands.classify import allowlist_option, missions_options, open_engine
-from packetclip.commands.feedback import keep_inputs_option
+from packetclip.commands.classify import open_engine
+from packetclip.commands.options import (
+    allowlist_option,
+    batch_size_option,
+    keep_inputs_option,
+    live_model_option,
+    log_format_option,
+    missions_options,
+    threads_option,
+)
 from packetclip.config import ConfigError, find_config_file, load_config
-from packetclip.logs import LOG_FORMATS, announce, use_json_logs
+from packetclip.logs import announce, use_json_logs
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.suricata.control import SuricataControl
 from packetclip.suricata.datasets import DEFAULT_SET_V4, DEFAULT_SET_V6, DatasetFeedback
@@ -71,12 +79,10 @@ def suricata() -> None:
               help="Sensor name: the key of originator histories.")  # fmt: skip
 @click.option("--stop-after-idle", type=click.FloatRange(min=0.1), default=None,
               help="Exit once the eve stream has been idle this many seconds (a finished run).")  # fmt: skip
-@click.option("--model", default=None, metavar="DIR|TAR",
-              help="Bundle (default: the store's active bundle, reloaded on activation; else the embedded one).")  # fmt: skip
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Flows per inference call.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="onnxruntime threads per model.")
-@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
-              help="Log lines as text or JSON (default: the config file's [suricata] log_format, else text).")  # fmt: skip
+@live_model_option
+@batch_size_option
+@threads_option
+@log_format_option("suricata")
 @missions_options
 @allowlist_option
 @keep_inputs_option

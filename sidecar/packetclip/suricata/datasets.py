@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from packetclip.engine import Verdict
 from packetclip.suricata.control import CommandRefused, ControlError, SuricataControl
+from packetclip.verdict import Verdict
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,8 @@ with the shared `Engine` in one batch, write the eve-style records and pass the 
 — and the counters of everything that was skipped. Nothing a sensor sends can stop the loop: malformed lines,
 frames the featurizer cannot use and failures of the engine, the record sink or Suricata's command socket are
 counted and logged (each log call passes its counts as `extra` fields, which a JSON log line carries:
-`packetclip.logs`). The engine marks the verdicts its allowlist allows (`packetclip.allowlist`); their records
+`packetclip.logs`). A model activation that fails to load is counted too (`reload_errors`; `packetclip.reload`
+logs it, and the model before it keeps serving). The engine marks the verdicts its allowlist allows (`packetclip.allowlist`); their records
 say so and the dataset feedback leaves their originators alone.
 
 It does not parse eve (`eve`), follow the stream (`follow`), group packets (`flows`), format records
@@ -26,15 +27,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from packetclip.engine import Engine, Verdict
+from packetclip.engine import Engine
 from packetclip.featurizer import Connection, ParseStats, featurize_frames
 from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
+from packetclip.reload import Reload, reload_if_activated
 from packetclip.store import ActiveModelWatcher
 from packetclip.suricata.datasets import DatasetFeedback
 from packetclip.suricata.eve import EveFlowEnd, EveParser
 from packetclip.suricata.flows import FlowAssembler, FlowFrames
 from packetclip.suricata.follow import EveSource
 from packetclip.suricata.verdicts import RecordSink, eve_record
+from packetclip.verdict import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,8 @@ class SidecarCounts:
     labels: Counter[str] = field(default_factory=Counter)
     classify_errors: int = 0  # batches the engine failed on (their flows get no verdict)
     sink_errors: int = 0
-    reloads: int = 0
+    reloads: int = 0  # model activations applied (`packetclip.reload`)
+    reload_errors: int = 0  # model activations that failed to load; the model before them kept serving
     classify_seconds: float = 0.0  # featurize + engine time, for flows/s
 
     def as_dict(self) -> dict[str, object]:
@@ -247,16 +251,16 @@ class SuricataSidecar:
         return verdicts
 
     def _maybe_reload(self) -> None:
-        if self.watcher is None or not self.watcher.changed():
+        """`packetclip.reload`'s policy, counted here; flows are then cut as the new model was trained."""
+        outcome = reload_if_activated(self.engine, self.watcher)
+        if outcome is Reload.FAILED:
+            self.counts.reload_errors += 1
+        if outcome is not Reload.RELOADED:
             return
-        try:
-            self.engine.reload(self.watcher.active_bundle_path())
-            self.counts.reloads += 1
-            config = self.engine.featurizer_config
-            self.assembler.max_packets = config.max_packets
-            self.assembler.max_wait = flow_max_wait(self.settings.max_wait, config.window)
-        except Exception:  # a bad activation keeps the current model serving
-            log.exception("model activation not loaded; the current model keeps serving")
+        self.counts.reloads += 1
+        config = self.engine.featurizer_config
+        self.assembler.max_packets = config.max_packets
+        self.assembler.max_wait = flow_max_wait(self.settings.max_wait, config.window)
 
     def stats(self) -> dict[str, object]:
         return {

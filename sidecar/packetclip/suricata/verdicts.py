@@ -17,7 +17,8 @@ Owns the record layout and where records go. One record per classified flow:
 Event-specific fields sit under an object named after the event type, as eve does for `alert`, `flow`, `dns`.
 Destinations: a file (appended, one line per record, flushed per batch; reopened when `reopen()` is called, e.g.
 after logrotate moved it) or a unix stream socket someone listens on (reconnected on failure; records that could
-not be delivered are counted as dropped, never queued without bound). It does not compute verdicts.
+not be delivered are counted as dropped, never queued without bound). It does not compute verdicts
+(`packetclip.engine`) or define them and their optional fields (`packetclip.verdict`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import socket
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from packetclip.engine import Verdict
 from packetclip.suricata.eve import format_timestamp
 from packetclip.suricata.flows import FlowFrames
+from packetclip.verdict import Verdict, optional_fields
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,7 @@ def eve_record(verdict: Verdict, flow: FlowFrames, packets: int) -> dict[str, An
             "flush": flow.reason,
         },
     }
-    if verdict.allowed:  # the allowlist entry's reason (also the explanation's last sentence)
-        record[EVENT_TYPE]["allow_reason"] = verdict.allow_reason
-    if verdict.missions:  # user-written missions' scores (`--missions`), only when there are any
-        record[EVENT_TYPE]["missions"] = dict(verdict.missions)
+    record[EVENT_TYPE].update(optional_fields(verdict))  # allow_reason, missions: only when they apply
     return record
 
 

@@ -15,7 +15,7 @@ bookkeeping is a deque and two integers per connection. A pong from a connection
 generation changed).
 
 What "confirmed" does not cover: Zeek's own handling after its endpoint read a message (its event queue, a
-cluster backend dropping events under overload). main.zeek counts those on its side (pending state that expires).
+cluster backend dropping events under overload). transport.zeek counts those on its side (pending state that expires).
 
 It does not write to sockets or count metrics (`service`).
 """

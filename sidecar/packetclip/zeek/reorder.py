@@ -2,7 +2,7 @@
 
 The reasoner's input for a connection includes its originator's earlier connections and the receiving host's
 recent inbound connections (`packetclip.context`), built in the order the engine is handed connections; training
-replays a capture in first-packet order. The Zeek scripts (`zeek_scripts/main.zeek`) publish a connection at its
+replays a capture in first-packet order. The Zeek scripts (`zeek_scripts/collection.zeek`) publish a connection at its
 `max_packets`-th frame, at `connection_state_remove`, `max_wait` after its first packet (a network-time timer) or
 at the end of a capture, so a flood's connection (30 frames in 10 ms) arrives before a slower one that started
 earlier. Classifying in arrival order, or sorting each micro-batch alone, made a verdict depend on which

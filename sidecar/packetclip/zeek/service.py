@@ -56,8 +56,9 @@ Bad input (invalid JSON, messages that are not the v1 model, unknown events, wro
 messages from Zeek) is counted by kind (`errors_total{kind}`), logged (the first few of each kind, then every
 thousandth) and skipped; the loop keeps serving.
 
-It does not parse the wire format (`codec`), open sockets (`client`), order requests (`reorder`) or run models
-(`packetclip.engine`).
+It does not parse the wire format (`codec`), open sockets (`client`), order requests (`reorder`), run models
+(`packetclip.engine`) or decide how a model activation is applied (`packetclip.reload`: a failed reload keeps the
+old model serving and is counted in `errors_total{kind="reload_failed"}`).
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from packetclip.bundle import BundleError
-from packetclip.engine import Engine, Verdict
+from packetclip.engine import Engine
 from packetclip.featurizer import Connection, ParseStats, featurize_frames
 from packetclip.ordering import endpoint_tie
-from packetclip.store import ActiveModelWatcher, StoreError
+from packetclip.reload import Reload, reload_if_activated
+from packetclip.store import ActiveModelWatcher
+from packetclip.verdict import Verdict
 from packetclip.zeek.client import (
     CONNECT_ERRORS,
     Backoff,
@@ -824,18 +826,14 @@ class Sidecar:
         return connection
 
     def _reload_if_activated(self) -> bool:
-        if self.watcher is None or not self.watcher.changed():
-            return False
-        try:
-            path = self.watcher.active_bundle_path()
-            self.engine.reload(path)
-        except (BundleError, StoreError, OSError) as exc:
+        """`packetclip.reload`'s policy, counted in this sidecar's metrics; True when a new model serves."""
+        outcome = reload_if_activated(self.engine, self.watcher)
+        if outcome is Reload.FAILED:
             self.metrics.count_error("reload_failed")
-            log.error("model activation not applied, still serving %s: %s", self.engine.model_version, exc)
+        if outcome is not Reload.RELOADED:
             return False
         self.metrics.set_gauges(model_reloads=self.metrics.model_reloads + 1)
         self.metrics.model = self.engine.model_version
-        log.info("now serving model %s from %s", self.engine.model_version, path)
         warn_if_window_exceeds_wait(
             self.settings.max_wait, self.engine.featurizer_config.window, self.engine.model_version
         )
