@@ -16,7 +16,9 @@ peer), `duplicates` (verdicts received beyond one per uid), the sidecar's `verdi
 arrived) and `lost_uncounted` = lost - lost_counted, which must be 0; `lost_overcounted` is the opposite
 (counted lost, arrived after all). The closing line sums `lost_uncounted`.
 
-    python benchmarks/hostile_peer_bench.py [--model DIR] [--requests 2000] [--stall 5]
+Run from the repository root, as a module: it imports the Zeek peer test double from `tests.zeek_peer`.
+
+    python -m benchmarks.hostile_peer_bench [--model DIR] [--requests 2000] [--stall 5]
 """
 
 from __future__ import annotations
@@ -31,16 +33,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from packetclip.commands.classify import resolve_model
+from packetclip.engine import Engine
+from packetclip.zeek.codec import Event
+from packetclip.zeek.service import VERDICT_EVENT, Sidecar
+from packetclip.zeek.settings import ServeSettings
+from tests.zeek_peer.peer import ZeekPeer, requests_from_capture
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "zeek_peer"))
-
-from peer import ZeekPeer, requests_from_capture  # noqa: E402
-
-from packetclip.commands.classify import resolve_model  # noqa: E402
-from packetclip.engine import Engine  # noqa: E402
-from packetclip.zeek.codec import Event  # noqa: E402
-from packetclip.zeek.service import VERDICT_EVENT, Sidecar  # noqa: E402
-from packetclip.zeek.settings import ServeSettings  # noqa: E402
 
 LAB_CAPTURE = REPO / "samples" / "lab-quick" / "capture.pcap"
 SCRIPT_TOPICS = ["packetclip/verdict/", "packetclip/control/"]

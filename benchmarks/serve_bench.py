@@ -11,7 +11,9 @@ Three runs:
 - overload: a rate well above capacity against a small queue: drops are counted (answered "error" at once) and
   the sidecar's peak RSS stays bounded.
 
-    python benchmarks/serve_bench.py --model DIR [--seconds 3] [--rate N] [--batch-size 256]
+Run from the repository root, as a module: it imports the Zeek peer test double from `tests.zeek_peer`.
+
+    python -m benchmarks.serve_bench --model DIR [--seconds 3] [--rate N] [--batch-size 256]
 """
 
 from __future__ import annotations
@@ -27,16 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from packetclip.commands.classify import resolve_model
+from packetclip.engine import Engine
+from packetclip.zeek.client import event_text
+from packetclip.zeek.service import VERDICT_EVENT, Sidecar
+from packetclip.zeek.settings import ServeSettings
+from tests.zeek_peer.peer import ZeekPeer, requests_from_capture
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "zeek_peer"))
-
-from peer import ZeekPeer, requests_from_capture  # noqa: E402
-
-from packetclip.commands.classify import resolve_model  # noqa: E402
-from packetclip.engine import Engine  # noqa: E402
-from packetclip.zeek.client import event_text  # noqa: E402
-from packetclip.zeek.service import VERDICT_EVENT, Sidecar  # noqa: E402
-from packetclip.zeek.settings import ServeSettings  # noqa: E402
 
 CAPTURES = (
     REPO / "samples" / "lab-quick" / "capture.pcap",

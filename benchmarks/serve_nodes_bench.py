@@ -16,7 +16,9 @@ version before a change, e.g. a copy of `sidecar/` with the changed files taken 
 repeat then measures both versions, one after the other, each in a fresh process, and the report adds
 this version's requests/s over the baseline's: on a busy machine compare ratios of one run, not absolute numbers.
 
-    python benchmarks/serve_nodes_bench.py [--model DIR] [--nodes 1 1000] [--requests 4096] [--repeats 3]
+Run from the repository root, as a module: it imports the Zeek peer test double from `tests.zeek_peer`.
+
+    python -m benchmarks.serve_nodes_bench [--model DIR] [--nodes 1 1000] [--requests 4096] [--repeats 3]
         [--batch-size 256] [--baseline DIR]
 """
 
@@ -42,11 +44,9 @@ CAPTURES = (
 
 def bench_requests(count: int) -> list[Any]:
     """`count` requests in first-packet order: the captures' requests, then again shifted past the last one."""
-    sys.path.insert(0, str(REPO / "tests" / "zeek_peer"))
-    from peer import ScriptOptions, requests_from_capture
-
     from packetclip.zeek.service import parse_request
     from packetclip.zeek.settings import ServeSettings
+    from tests.zeek_peer.peer import ScriptOptions, requests_from_capture
 
     settings = ServeSettings()
     base = [
@@ -119,9 +119,9 @@ def run_version(args: argparse.Namespace, model: str, path: str | None) -> dict[
     env = dict(os.environ)
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
-    command = [sys.executable, __file__, "--worker", "--model", model, "--requests", str(args.requests),
+    command = [sys.executable, "-m", "benchmarks.serve_nodes_bench", "--worker", "--model", model, "--requests", str(args.requests),
                "--batch-size", str(args.batch_size), "--nodes", *map(str, args.nodes)]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"benchmark worker failed:\n{done.stderr}")
     return dict(json.loads(done.stdout.splitlines()[-1]))

@@ -1,4 +1,5 @@
-"""Checks that the documentation stays true to the repository: README.md, CHANGELOG.md and docs/*.md.
+"""Checks that the documentation stays true to the repository: README.md, CHANGELOG.md, CONTRIBUTING.md and
+docs/*.md.
 
 - Every relative link resolves: the file or folder exists, and a `#fragment` names a heading of the Markdown file
   it points into (GitHub's heading anchors).
@@ -21,7 +22,7 @@ from pathlib import Path
 import click
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "CHANGELOG.md", "docs/*.md")
+DOCUMENTS = ("README.md", "CHANGELOG.md", "CONTRIBUTING.md", "docs/*.md")
 # Top-level folders whose paths, written in code, must exist.
 REPO_DIRS = (
     "benchmarks",

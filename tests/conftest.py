@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from real_captures import require_real_data
+from tests.real_captures import require_real_data
 
 
 @pytest.fixture(scope="session")

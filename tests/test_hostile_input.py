@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +17,7 @@ from packetclip.engine import Engine
 from packetclip.suricata.eve import EvePacket, EveParser, format_timestamp
 from packetclip.zeek.service import RequestQueue, Sidecar
 from packetclip.zeek.settings import ServeSettings
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
-from test_engine import runtime_bundle
+from tests.runtime.test_engine import runtime_bundle
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=False),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from real_captures import (
+from tests.real_captures import (
     COMMITTED_REAL_DATA,
     EXTENDED,
     REAL_DATA,

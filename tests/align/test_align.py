@@ -27,7 +27,7 @@ from packetclip_training.align import (
     load_heads,
     train_alignment,
 )
-from packetclip_training.align_cli import (
+from packetclip_training.align_run import (
     CHECKPOINT_NAME,
     CURVE_NAME,
     METRICS_NAME,
@@ -36,7 +36,7 @@ from packetclip_training.align_cli import (
 )
 from packetclip_training.models.encoder import PacketEncoder, load_config
 from packetclip_training.zeroshot import coarse_predictions, evaluate, topk_accuracy
-from support import hashed_text_vectors
+from tests.support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from real_captures import REAL_DATA as REAL
+from tests.real_captures import REAL_DATA as REAL
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SSHGUESS = "zeek/testing/btest/Traces/ssh/sshguess.pcap"

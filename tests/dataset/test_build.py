@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from dataset_testdata import FIXTURES, REAL, SSHGUESS, make_sshguess_lab_run
 
 from packetclip_training.cli import main as train_main
 from packetclip_training.dataset import load_split
@@ -19,7 +18,8 @@ from packetclip_training.dataset.recipe import FlowInput, Recipe
 from packetclip_training.dataset.sources import SourceError, sha256_file
 from packetclip_training.dataset.splits import SPLITS, SplitConfig
 from packetclip_training.dataset.store import LABEL_OUTPUTS
-from real_captures import require_real_data as require_real
+from tests.dataset.dataset_testdata import FIXTURES, REAL, SSHGUESS, make_sshguess_lab_run
+from tests.real_captures import require_real_data as require_real
 
 # sshguess.pcap is the lab-format run's capture: a capture feeds one source only
 REAL_FILES = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from dataset_testdata import FIXTURES, SSHGUESS_STARTS, ssh_key
 
 from packetclip_training.dataset.labelling import Drop
 from packetclip_training.dataset.sources import (
@@ -20,6 +19,7 @@ from packetclip_training.dataset.sources import (
     load_label_map,
     parse_timestamps,
 )
+from tests.dataset.dataset_testdata import FIXTURES, SSHGUESS_STARTS, ssh_key
 
 ACI_CSV = FIXTURES / "sshguess_aci_flows.csv"
 CIC2017_CSV = FIXTURES / "sshguess_cicids2017_flows.csv"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from dataset_testdata import REAL, SSHGUESS, Key, episode, write_lab_run
 
 from packetclip_training.dataset.labelling import (
     ACI_IOT_2023_LABELS,
@@ -14,6 +13,7 @@ from packetclip_training.dataset.labelling import (
     ManifestLabeller,
 )
 from packetclip_training.dataset.sources import SourceError, load_lab_run
+from tests.dataset.dataset_testdata import REAL, SSHGUESS, Key, episode, write_lab_run
 
 ATTACKER, OTHER_ATTACKER, CLIENT, SERVER = "10.0.0.66", "10.0.0.77", "10.0.0.10", "10.0.0.20"
 

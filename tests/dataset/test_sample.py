@@ -3,14 +3,14 @@
 import json
 
 import pyarrow.parquet as pq
-from dataset_testdata import REAL, make_sshguess_lab_run
 
 from packetclip_training.dataset import load_split
 from packetclip_training.dataset.build import build_dataset
 from packetclip_training.dataset.recipe import Recipe
 from packetclip_training.dataset.sample import sample_dataset
 from packetclip_training.dataset.splits import SPLITS
-from real_captures import require_real_data as require_real
+from tests.dataset.dataset_testdata import REAL, make_sshguess_lab_run
+from tests.real_captures import require_real_data as require_real
 
 
 def test_sample_keeps_splits_schema_and_caps_each_class(tmp_path):

@@ -16,13 +16,13 @@ from packetclip.missions import load_missions
 from packetclip_training.align import AlignmentHeads, save_heads
 from packetclip_training.evaluate import EvaluateConfig, Inputs, efficiency, run_evaluation
 from packetclip_training.evaluate_cli import write_report
-from packetclip_training.export_cli import export_bundle
+from packetclip_training.export import export_bundle
 from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
 from packetclip_training.models.etbert import EtBertConfig
 from packetclip_training.reasoner import TrainConfig, save_reasoner
-from packetclip_training.reasoner_cli import concept_embeddings, fit_reasoner
 from packetclip_training.reasoner_data import embed_split, reasoner_training_split
-from support import hashed_text_vectors
+from packetclip_training.reasoner_fit import concept_embeddings, fit_reasoner
+from tests.support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 

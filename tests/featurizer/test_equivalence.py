@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from packetclip.featurizer import Connection, FeaturizerConfig, ParseStats, featurize_pcap, pack, read_frames
 from packetclip.featurizer.frames import parse_frame
 from packetclip.featurizer.masking import mask_packet, masked_packet, reference_masked_packet
-from real_captures import EXTENDED, manifest_files
+from tests.real_captures import EXTENDED, manifest_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_SAMPLE = REPO_ROOT / "samples" / "lab-quick" / "capture.pcap"

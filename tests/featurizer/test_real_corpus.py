@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from packetclip.featurizer import ParseStats, featurize_pcap, pack
-from real_captures import EXTENDED, manifest_files
+from tests.real_captures import EXTENDED, manifest_files
 
 
 def test_every_manifest_capture_featurizes(real_data):

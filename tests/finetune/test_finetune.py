@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,8 @@ from packetclip.commands.models import models
 from packetclip_training.cli import main as packetclip_train
 from packetclip_training.finetune import FinetuneConfig, FinetuneError, FinetuneResult, run_finetune
 from packetclip_training.reasoner import load_reasoner, save_reasoner
-from support import SAMPLE_DATASET, export_tiny_bundles, hashed_text_vectors
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-from test_engine import LAB_CAPTURE
+from tests.runtime.test_engine import LAB_CAPTURE
+from tests.support import SAMPLE_DATASET, export_tiny_bundles, hashed_text_vectors
 
 LABELLED = 8
 # small enough for a test, large enough to move a tiny model: a real fine-tune keeps the defaults

@@ -3,11 +3,10 @@ valid mission; `kg validate` and `kg show` read missions back. The server is a l
 
 from __future__ import annotations
 
-from fake_llm import FakeLLM
-
 from packetclip.missions import load_mission
 from packetclip_training.cli import main
 from packetclip_training.knowledge.graph import graph_problems
+from tests.knowledge.fake_llm import FakeLLM
 
 VOCABULARY_ANSWER = """Here are 5 typical vocabularies:
 1. Flood

@@ -27,10 +27,10 @@ from pathlib import Path
 import dns.message
 import dpkt
 import pytest
-from tests.lab.captures import router_capture
 
 from packetclip_training.lab.attacks import CATALOGUE, Variant
 from packetclip_training.lab.topology import SERVER_BRIDGE
+from tests.lab.captures import router_capture
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import dpkt
 import numpy as np
 import pytest
-from tests.lab.captures import router_capture
 
 from packetclip_training.lab.profiles import PROFILES
 from packetclip_training.lab.runner import benign_configs
 from packetclip_training.lab.session import LabSession
 from packetclip_training.lab.topology import SERVER_BRIDGE
+from tests.lab.captures import router_capture
 
 pytestmark = pytest.mark.lab
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.featurizer.captures import REJ_AND_RSTR, SF_HTTP
 
 from packetclip.featurizer import FeaturizerConfig, pack, read_frames
 from packetclip.featurizer.conntrack import featurize_frames
@@ -17,6 +16,7 @@ from packetclip_training.reasoner_data import (
     concatenate_splits,
     mirrored_rows,
 )
+from tests.featurizer.captures import REJ_AND_RSTR, SF_HTTP
 
 
 # IPv4 handshake, GET and FINs; an IPv6 SYN answered by RST (that capture's first two frames)

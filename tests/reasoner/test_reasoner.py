@@ -23,8 +23,8 @@ from packetclip_training.reasoner import (
     export_reasoner,
     predict,
 )
-from packetclip_training.reasoner_cli import fit_reasoner, fraction_rows, training_arrays
 from packetclip_training.reasoner_data import build_contexts, embed_split
+from packetclip_training.reasoner_fit import fit_reasoner, fraction_rows, training_arrays
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 TOY = parse_mission(

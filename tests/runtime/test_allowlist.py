@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,7 @@ from packetclip.cli import main
 from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import featurize_pcap
 from packetclip.output import ZEEK_FIELDS, ZeekWriter, verdict_record
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_ALLOWLIST = REPO / "samples" / "allowlist.toml"

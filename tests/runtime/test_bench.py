@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,7 @@ from click.testing import CliRunner
 from packetclip.commands.bench import bench, run_pass
 from packetclip.engine import Engine
 from packetclip.featurizer import ParseStats, featurize_pcap
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 
 @pytest.fixture(scope="module")

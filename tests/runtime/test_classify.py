@@ -4,7 +4,6 @@ several files with a bad one among them, the summary on stderr, and every real c
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +13,8 @@ from packetclip.commands.classify import classify, classify_captures
 from packetclip.engine import Engine
 from packetclip.featurizer import ConnectionTracker, FeaturizerConfig, ParseStats, featurize_pcap, read_frames
 from packetclip.output import ZEEK_FIELDS
-from real_captures import manifest_files
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.real_captures import manifest_files
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 
 @pytest.fixture(scope="module")

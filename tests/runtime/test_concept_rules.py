@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_explain import make_conn
 
 from packetclip.bundle import default_bundle_path, load_bundle, load_concepts
 from packetclip.commands.classify import classify_captures
@@ -24,6 +23,7 @@ from packetclip.engine import Engine
 from packetclip.explain import Activity, Explainer
 from packetclip.featurizer import Connection
 from packetclip.missions import load_mission, load_missions, normalise_concept
+from tests.runtime.test_explain import make_conn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_CAPTURE = REPO_ROOT / "samples" / "lab-quick" / "capture.pcap"

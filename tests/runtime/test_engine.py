@@ -23,7 +23,7 @@ from packetclip.classes import FINE_TO_COARSE
 from packetclip.context import RESPONDER_FEATURES
 from packetclip.engine import PACKET_BUCKETS, EmbeddingCache, Engine, Verdict, session_options
 from packetclip.featurizer import Connection, featurize_pcap
-from support import export_tiny_bundles
+from tests.support import export_tiny_bundles
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "dataset-default"

@@ -7,7 +7,6 @@ three decimals."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -19,9 +18,7 @@ from packetclip.commands.models import _short, _table_lines
 from packetclip.engine import Engine
 from packetclip.featurizer import featurize_pcap
 from packetclip.store import InstalledBundle
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 SUMMARY_START = " connections in "  # the first line of classify's summary
 

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import sqlite3
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,7 @@ from packetclip.feedback import (
     decode_arrays,
     read_export_arrays,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 PACKET_ARRAYS = ("bytes", "direction", "iat", "length", "valid")
 

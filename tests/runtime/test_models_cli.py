@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import stat
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,7 @@ from packetclip.commands import models as models_module
 from packetclip.commands.models import models
 from packetclip.config import ConfigError, load_config
 from packetclip.store import ModelStore
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_store import KEYS, VERSIONS, embedded_stand_in, export_test_bundles, flip_byte
+from tests.runtime.test_store import KEYS, VERSIONS, embedded_stand_in, export_test_bundles, flip_byte
 
 
 @pytest.fixture(autouse=True)

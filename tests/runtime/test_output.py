@@ -6,8 +6,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,9 +14,7 @@ from packetclip.classes import COARSE_CLASSES, FINE_TO_COARSE
 from packetclip.engine import Engine, Verdict, decide
 from packetclip.featurizer import featurize_pcap
 from packetclip.output import ZEEK_FIELDS, JsonWriter, ZeekWriter, open_writer, zeek_escape
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 FIELDS = (
     "ts uid id.orig_h id.orig_p id.resp_h id.resp_p proto community_id label attack score explanation model missions "

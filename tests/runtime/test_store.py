@@ -31,7 +31,7 @@ from packetclip.store import (
     ModelStore,
     StoreError,
 )
-from support import export_tiny_bundles, hashed_text_vectors
+from tests.support import export_tiny_bundles, hashed_text_vectors
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "samples" / "dataset-default"

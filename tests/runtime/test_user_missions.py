@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +28,7 @@ from packetclip.user_missions import (
     load_user_mission_scorer,
     mission_sentences,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_store import export_test_bundles, hashed_text_vectors
+from tests.runtime.test_store import export_test_bundles, hashed_text_vectors
 
 SYN_WATCH = """\
 name: syn_watch
@@ -297,9 +294,7 @@ def test_the_readme_mission_written_in_yaml_alone_picks_out_the_ntp_flood_of_the
     from types import SimpleNamespace
 
     from packetclip.cli import main
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import test_default_bundle as sample_labels
+    from tests.runtime import test_default_bundle as sample_labels
 
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "verdicts.jsonl"

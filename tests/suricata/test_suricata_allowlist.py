@@ -7,7 +7,6 @@ Suricata's dataset while the other attackers' do; `packetclip suricata run --all
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -23,11 +22,8 @@ from packetclip.suricata.datasets import DatasetFeedback
 from packetclip.suricata.follow import EveFileFollower
 from packetclip.suricata.sidecar import SidecarSettings, SuricataSidecar
 from packetclip.suricata.verdicts import FileSink
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-from suricata_lab import LAB, SURICATA, SuricataProcess
-from test_engine import runtime_bundle
+from tests.runtime.test_engine import runtime_bundle
+from tests.suricata.suricata_lab import LAB, SURICATA, SuricataProcess
 
 pytestmark = [
     pytest.mark.slow,

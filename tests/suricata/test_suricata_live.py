@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,11 +27,8 @@ from packetclip.suricata.eve import parse_timestamp
 from packetclip.suricata.follow import EveFileFollower
 from packetclip.suricata.sidecar import SidecarSettings, SuricataSidecar
 from packetclip.suricata.verdicts import FileSink
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-from suricata_lab import LAB, SURICATA, SuricataProcess, eve_records
-from test_engine import runtime_bundle
+from tests.runtime.test_engine import runtime_bundle
+from tests.suricata.suricata_lab import LAB, SURICATA, SuricataProcess, eve_records
 
 pytestmark = [
     pytest.mark.slow,

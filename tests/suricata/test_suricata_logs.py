@@ -27,9 +27,7 @@ from packetclip.cli import main
 from packetclip.featurizer.frames import parse_frame
 from packetclip.featurizer.pcapio import read_frames
 from packetclip.suricata.eve import format_timestamp
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime"))
-from test_engine import LAB_CAPTURE, runtime_bundle
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 
 PACKETCLIP = "import sys; from packetclip.cli import main; sys.exit(main())"
 FRAMES = 300  # the capture's first frames: a few dozen flows, classified in well under a second

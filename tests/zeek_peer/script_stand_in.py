@@ -1,7 +1,7 @@
 """Python stand-ins for the parts of the packetclip Zeek scripts the sidecar's ordering and replay rely on, driven
 through the Zeek-faithful peer (`peer.py`).
 
-`publication_schedule` is main.zeek's rule for *when* a connection is published: at its `max_packets`-th frame,
+`publication_schedule` is collection.zeek's rule for *when* a connection is published: at its `max_packets`-th frame,
 at `connection_state_remove`, or by the `max_wait` timer `max_wait` after its first packet, whichever comes first;
 frames after `max_wait` are never collected. Which frames a request carries comes from the peer's emulation
 (`requests_from_capture`: the featurizer's tracker with `ScriptOptions.max_wait` as its window, so the frames are
@@ -10,7 +10,7 @@ rule allows (its `max_packets`-th frame when it has them, else any moment betwee
 the connection may end, or not, before the timer) and returns the requests in publication order. Different seeds
 give different publication orders of the same requests, each one a real Zeek could produce.
 
-`OfflineZeek` is offline.zeek with main.zeek's pending bookkeeping, for `zeek -r` with a sidecar attached:
+`OfflineZeek` is offline.zeek with transport.zeek's pending bookkeeping, for `zeek -r` with a sidecar attached:
 
 - the capture is held until the first `PacketCLIP::hello`; no hello within `hello_timeout` is an error;
 - every published request is pending (kept whole, as `held_requests`) until its verdict arrives;
@@ -18,7 +18,7 @@ give different publication orders of the same requests, each one a real Zeek cou
   its own, as iterating a Zeek table gives), and its uid is remembered (`resent_uids`);
 - a verdict for a pending request becomes a log row and the request leaves pending; a verdict for no pending
   request is a duplicate when its uid was published again, else unmatched; neither is logged;
-- `PacketCLIP::mission_scores` for a pending request keeps its user-written missions' scores, as main.zeek writes
+- `PacketCLIP::mission_scores` for a pending request keeps its user-written missions' scores, as log.zeek writes
   them into the row's `missions` column (`name=score`, six decimals); without it the column is unset (None);
 - `PacketCLIP::allowed` for a pending request marks it allowed; at its verdict (not an `error`) the `allow_*`
   options (`allow_orig_nets`, `allow_resp_nets`, `allow_nets`, `allow_resp_ports`, checked in that order) allow
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer import ScriptOptions, ScriptRequest, ZeekPeer, requests_from_capture
+from tests.zeek_peer.peer import ScriptOptions, ScriptRequest, ZeekPeer, requests_from_capture
 
 HELLO = "PacketCLIP::hello"
 VERDICT = "PacketCLIP::verdict"
@@ -64,7 +64,7 @@ class Published:
 
 
 def publication_schedule(path: Path, seed: int, options: ScriptOptions | None = None) -> list[Published]:
-    """The capture's requests in an order main.zeek could publish them in (see the module docstring)."""
+    """The capture's requests in an order collection.zeek could publish them in (see the module docstring)."""
     options = options or ScriptOptions()
     rng = random.Random(seed)
     scheduled = []
@@ -105,7 +105,7 @@ class Row:
 
 @dataclass
 class OfflineZeek:
-    """offline.zeek and main.zeek's pending bookkeeping on top of a peer (see the module docstring)."""
+    """offline.zeek and transport.zeek's pending bookkeeping on top of a peer (see the module docstring)."""
 
     peer: ZeekPeer
     hello_timeout: float = 60.0
@@ -115,7 +115,7 @@ class OfflineZeek:
     resent_uids: set[str] = field(default_factory=set)
     missions: dict[str, list[str]] = field(default_factory=dict)  # pending uid -> its `missions` column
     allowed_uids: set[str] = field(default_factory=set)  # pending requests PacketCLIP::allowed arrived for
-    # main.zeek's options, as their defaults are
+    # the scripts' options, as their defaults are
     notice_thresholds: dict[str, float] = field(
         default_factory=lambda: {"dos": 0.8, "recon": 0.8, "bruteforce": 0.8}
     )
@@ -156,7 +156,7 @@ class OfflineZeek:
             await asyncio.sleep(0.01)
 
     async def publish(self, request: ScriptRequest) -> None:
-        """main.zeek's flush: pending (kept whole while reading a capture), then published."""
+        """collection.zeek's flush: pending (kept whole while reading a capture), then published."""
         self.pending[request.uid] = request
         await self.peer.publish(request.topic, request.event)
         self.requests_published += 1
@@ -245,7 +245,7 @@ class OfflineZeek:
             self.allowed_uids.add(uid)
 
     def allowing_option(self, request: ScriptRequest) -> str:
-        """main.zeek's `allowing_option`: the allow_* option that allows the request's connection, or ""."""
+        """notices.zeek's `allowing_option`: the allow_* option that allows the request's connection, or ""."""
         orig_h, resp_h, resp_p = request.event.args[2], request.event.args[4], request.event.args[5]
         if any(orig_h in net for net in self.allow_orig_nets):
             return "PacketCLIP::allow_orig_nets"

@@ -1,6 +1,6 @@
-"""Allowlists on the Zeek path, through the Zeek-faithful peer and `script_stand_in.OfflineZeek` (main.zeek's
+"""Allowlists on the Zeek path, through the Zeek-faithful peer and `script_stand_in.OfflineZeek` (transport.zeek's
 bookkeeping): a verdict the sidecar's allowlist allows is preceded by `PacketCLIP::allowed(uid, reason)` with the
-types main.zeek declares (the peer drops an event whose types differ), its `packetclip.log` row has `allowed` set
+types transport.zeek declares (the peer drops an event whose types differ), its `packetclip.log` row has `allowed` set
 with label and score as sent, and neither it nor its user-written missions raise a notice; the scripts' own
 `allow_*` options allow what the sidecar did not, naming themselves in the explanation; an edit of the allowlist
 reaches a running sidecar between batches, and a broken edit keeps the list in force and is counted in the
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,15 @@ from packetclip.engine import Engine
 from packetclip.missions import load_missions
 from packetclip.user_missions import UserMissionScorer
 from packetclip.zeek.service import ALLOWED_EVENT, MISSION_SCORES_EVENT, VERDICT_EVENT, Sidecar
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.support import hashed_text_vectors
+from tests.zeek_peer.peer import ScriptOptions, ZeekPeer, requests_from_capture
+from tests.zeek_peer.script_stand_in import publication_schedule
+from tests.zeek_peer.test_serve import replay as publish_and_wait
+from tests.zeek_peer.test_serve import run_live
+from tests.zeek_peer.test_user_missions_zeek import replay
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ScriptOptions, ZeekPeer, requests_from_capture  # noqa: E402
-from script_stand_in import publication_schedule  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
-from test_serve import replay as publish_and_wait  # noqa: E402
-from test_serve import run_live  # noqa: E402
-from test_user_missions_zeek import replay  # noqa: E402
-
-from support import hashed_text_vectors  # noqa: E402
 
 REPO = HERE.parents[1]
 SAMPLE_ALLOWLIST = REPO / "samples" / "allowlist.toml"

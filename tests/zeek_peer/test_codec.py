@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,9 +32,7 @@ from packetclip.zeek.codec import (
     encode,
     encode_event_message,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peer import zeek_json
+from tests.zeek_peer.peer import zeek_json
 
 addresses = st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6))
 subnets = st.builds(

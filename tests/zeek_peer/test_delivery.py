@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -24,12 +23,10 @@ from packetclip.engine import Engine, Verdict
 from packetclip.zeek.delivery import Unconfirmed
 from packetclip.zeek.service import VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import ZeekPeer, event_message, requests_from_capture
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ZeekPeer, event_message, requests_from_capture  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
 
 SCRIPT_TOPICS = ["packetclip/verdict/", "packetclip/control/"]
 HELLO = "PacketCLIP::hello"

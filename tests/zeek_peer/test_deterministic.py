@@ -2,7 +2,7 @@
 publish connections in (issue 20: three identical live runs differed on 13 of 402 labels).
 
 The same two captures, as two Zeek nodes, go through the peer to the sidecar several times: each time in another
-publication order main.zeek's rule allows (`script_stand_in.publication_schedule`), the two nodes interleaved
+publication order collection.zeek's rule allows (`script_stand_in.publication_schedule`), the two nodes interleaved
 differently, paced differently and with other micro-batch sizes. Every run gives every connection the same
 verdict: label, attack, score and explanation. The same runs with the reorder window off (`order_hold` 0: arrival
 order) give some connections other labels (26 of 410 when this was written), so the comparison can fail.
@@ -11,7 +11,6 @@ order) give some connections other labels (26 of 410 when this was written), so 
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,11 @@ import pytest
 from packetclip.engine import Engine
 from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import ScriptOptions, ScriptRequest, ZeekPeer
+from tests.zeek_peer.script_stand_in import interleave, publication_schedule
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ScriptOptions, ScriptRequest, ZeekPeer  # noqa: E402
-from script_stand_in import interleave, publication_schedule  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
 
 SSH_GUESSING = "zeek/testing/btest/Traces/ssh/sshguess.pcap"
 SCRIPT_TOPICS = ["packetclip/verdict/", "packetclip/control/"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -17,13 +16,11 @@ import pytest
 from packetclip.engine import Engine
 from packetclip.feedback import FeedbackStore, InputStore
 from packetclip.zeek.service import VERDICT_EVENT, Sidecar
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import ZeekPeer, requests_from_capture
+from tests.zeek_peer.test_serve import replay, run_live
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ZeekPeer, requests_from_capture  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
-from test_serve import replay, run_live  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,10 @@ from packetclip.engine import Engine
 from packetclip.zeek.codec import decode_message
 from packetclip.zeek.service import ERROR_LABEL, VERDICT_EVENT, Outgoing, Request, Sidecar, parse_request
 from packetclip.zeek.settings import ServeSettings
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import ScriptOptions, requests_from_capture
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ScriptOptions, requests_from_capture  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
 
 Answer = tuple[str, str, str, float, str]  # topic, label, attack, score, explanation
 

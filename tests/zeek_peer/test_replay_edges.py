@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,11 @@ from packetclip.featurizer import ParseStats, featurize_frames
 from packetclip.zeek.codec import Count, Event, Port
 from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
+from tests.runtime.test_engine import runtime_bundle
+from tests.zeek_peer.peer import ZeekPeer
+from tests.zeekscripts.zeek_view import ZeekRequest, zeek_requests
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-sys.path.insert(0, str(HERE.parent / "zeekscripts"))
-from peer import ZeekPeer  # noqa: E402
-from test_engine import runtime_bundle  # noqa: E402
-from zeek_view import ZeekRequest, zeek_requests  # noqa: E402
 
 TRACES = HERE.parent / "zeek" / "traces"
 SCRIPT_TOPICS = ["packetclip/verdict/", "packetclip/control/"]

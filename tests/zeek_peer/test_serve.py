@@ -12,7 +12,6 @@ import ipaddress
 import json
 import logging
 import socket
-import sys
 import threading
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -29,13 +28,11 @@ from packetclip.zeek.client import open_session
 from packetclip.zeek.codec import Count, ErrorMessage, Event, Port, decode_message, encode_event_message
 from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings, read_serve_table, serve_settings
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import PeerOptions, ScriptOptions, ZeekPeer, requests_from_capture, shard_of
+from tests.zeek_peer.windowed_bundle import windowed_copy
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import PeerOptions, ScriptOptions, ZeekPeer, requests_from_capture, shard_of  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
-from windowed_bundle import windowed_copy  # noqa: E402
 
 SCRIPT_TOPICS = ["packetclip/verdict/", "packetclip/control/"]  # what the Zeek scripts subscribe to
 

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import ScriptOptions, ZeekPeer
+from tests.zeek_peer.script_stand_in import OfflineZeek, publication_schedule
+from tests.zeek_peer.test_sidecar_restart import SCRIPT_TOPICS, SERVE
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ScriptOptions, ZeekPeer  # noqa: E402
-from script_stand_in import OfflineZeek, publication_schedule  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
-from test_sidecar_restart import SCRIPT_TOPICS, SERVE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

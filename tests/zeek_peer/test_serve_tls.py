@@ -12,7 +12,6 @@ import datetime
 import ipaddress
 import logging
 import ssl
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,12 +28,10 @@ from packetclip.config import ConfigError
 from packetclip.engine import Engine
 from packetclip.zeek.service import HELLO_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings, read_serve_table
+from tests.runtime.test_engine import runtime_bundle
+from tests.zeek_peer.peer import PeerOptions, ZeekPeer
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import PeerOptions, ZeekPeer  # noqa: E402
-from test_engine import runtime_bundle  # noqa: E402
 
 TOKEN = "s3cret-token.42"
 

@@ -1,5 +1,5 @@
 """User-written missions on the Zeek path: with missions configured, the sidecar sends each verdict's scores in
-`PacketCLIP::mission_scores` right before the verdict, with the types main.zeek declares (the Zeek-faithful peer
+`PacketCLIP::mission_scores` right before the verdict, with the types transport.zeek declares (the Zeek-faithful peer
 drops an event whose types differ), and the rows the scripts write (played by `script_stand_in.OfflineZeek`) hold
 in their `missions` column what `packetclip classify --format zeek` writes for the same connections.
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,13 @@ from packetclip.output import ZEEK_FIELDS, ZeekWriter
 from packetclip.user_missions import UserMissionScorer
 from packetclip.zeek.service import MISSION_SCORES_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
+from tests.runtime.test_engine import LAB_CAPTURE
+from tests.runtime.test_store import export_test_bundles, hashed_text_vectors
+from tests.zeek_peer.peer import ScriptOptions, ZeekPeer
+from tests.zeek_peer.script_stand_in import OfflineZeek, publication_schedule
+from tests.zeek_peer.windowed_bundle import windowed_copy
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import ScriptOptions, ZeekPeer  # noqa: E402
-from script_stand_in import OfflineZeek, publication_schedule  # noqa: E402
-from test_engine import LAB_CAPTURE  # noqa: E402
-from test_store import export_test_bundles, hashed_text_vectors  # noqa: E402
-from windowed_bundle import windowed_copy  # noqa: E402
 
 NTP_FLOOD = (HERE.parents[1] / "samples" / "missions" / "ntp_flood.yaml").read_text()
 MISSIONS_COLUMN = [name for name, _ in ZEEK_FIELDS].index("missions")

@@ -2,7 +2,7 @@
 definition of what the model sees, then an equality test between the Zeek path, driven exactly as the scripts
 collect, and classify with no special order flag).
 
-Zeek path: each capture's requests as main.zeek collects and publishes them, with the scripts' defaults
+Zeek path: each capture's requests as collection.zeek collects and transport.zeek publishes them, with the scripts' defaults
 (`max_packets` 30, `max_wait` 5 s: a connection's first 30 frames among those within 5 s of its first, published
 at its 30th frame, when it ends, by the timer or at the end of the capture), in a publication order a real Zeek
 could produce (`script_stand_in.publication_schedule`); each capture is a Zeek node of its own, published one after
@@ -29,7 +29,6 @@ in CAPTURES is compared in full.
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,12 @@ from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine, Verdict
 from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
+from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
+from tests.zeek_peer.peer import FragmentedConnection, ScriptOptions, ScriptRequest, ZeekPeer
+from tests.zeek_peer.script_stand_in import publication_schedule
+from tests.zeek_peer.windowed_bundle import windowed_copy
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "runtime"))
-from peer import FragmentedConnection, ScriptOptions, ScriptRequest, ZeekPeer  # noqa: E402
-from script_stand_in import publication_schedule  # noqa: E402
-from test_engine import LAB_CAPTURE, runtime_bundle  # noqa: E402
-from windowed_bundle import windowed_copy  # noqa: E402
 
 SCRIPT_MAX_WAIT = ScriptOptions().max_wait  # PacketCLIP::max_wait's default, 5 s
 # the real captures compared, relative to the real-capture folder; those of the extended corpus only when it is there
