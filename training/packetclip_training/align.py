@@ -52,6 +52,8 @@ class AlignmentHeads(nn.Module):
       buffer and never trained) into the text space; where the widths match, nothing is projected.
     """
 
+    fixed_projection: torch.Tensor  # a buffer, registered only for "none" with unequal widths
+
     def __init__(
         self, packet_dim: int, text_dim: int, heads: str = "both", shared_dim: int = 256, seed: int = 0
     ):

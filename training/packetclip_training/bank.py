@@ -18,7 +18,7 @@ import torch
 
 from packetclip.classes import FINE_CLASSES
 from packetclip_training.align import FACT_COLUMNS, AlignmentHeads, build_description_pool
-from packetclip_training.align_cli import load_subset
+from packetclip_training.align_run import load_subset
 from packetclip_training.describe.describe import class_prompts
 
 log = logging.getLogger(__name__)

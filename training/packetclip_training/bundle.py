@@ -199,7 +199,7 @@ def _load_missions(paths: Sequence[str | os.PathLike[str]]) -> list[Mission]:
     records: dict[str, Mission] = {}
     for path in paths:
         try:
-            mission = load_mission(path)
+            mission = load_mission(Path(path))
         except MissionError as exc:
             raise BundleWriteError(str(exc)) from exc
         if mission.name in records:

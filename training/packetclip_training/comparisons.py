@@ -38,7 +38,7 @@ class Scored:
     train_rows: int
 
 
-def class_indices(labels: Sequence[object], classes: Sequence[str] = FINE_CLASSES) -> np.ndarray:
+def class_indices(labels: Sequence[object] | np.ndarray, classes: Sequence[str] = FINE_CLASSES) -> np.ndarray:
     """Index into `classes` per label, -1 for a label outside them."""
     index = {c: i for i, c in enumerate(classes)}
     return np.asarray([index.get(str(label), -1) for label in labels], np.int64)

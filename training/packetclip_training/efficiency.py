@@ -75,7 +75,7 @@ def pipeline(stages: Sequence[Stage]) -> Callable[[Batch], dict[str, np.ndarray]
 def split_batches(arrays: Mapping[str, np.ndarray], batch_size: int) -> tuple[list[Batch], list[int]]:
     """Arrays with a common first axis → contiguous batches of `batch_size` rows and the row count of each."""
     total = len(next(iter(arrays.values())))
-    batches = [
+    batches: list[Batch] = [
         {name: np.ascontiguousarray(value[start : start + batch_size]) for name, value in arrays.items()}
         for start in range(0, total, batch_size)
     ]
@@ -106,7 +106,7 @@ def etbert_candidate(
     config = config or EtBertConfig()
     path = export_etbert(build_etbert(config, seed), tmpdir)
     session = single_thread_session(path)
-    prepared = [random_tokens(config, batch_size, seed + i) for i in range(batches)]
+    prepared: list[Batch] = [random_tokens(config, batch_size, seed + i) for i in range(batches)]
 
     def run(batch: Batch) -> Any:
         return session.run(ETBERT_OUTPUTS, dict(batch))

@@ -28,7 +28,7 @@ import torch
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import Mission
 from packetclip_training.align import AlignConfig, AlignmentHeads
-from packetclip_training.align_cli import run_alignment
+from packetclip_training.align_run import run_alignment
 from packetclip_training.baselines.features import feature_matrix, read_facts
 from packetclip_training.comparisons import capped_rows, class_indices, fit_tabular
 from packetclip_training.evaluation.metrics import (
@@ -55,8 +55,8 @@ from packetclip_training.evaluation.real import (
 )
 from packetclip_training.models.encoder import PacketEncoder
 from packetclip_training.reasoner import Reasoner, TrainConfig, predict
-from packetclip_training.reasoner_cli import fit_reasoner, training_arrays
 from packetclip_training.reasoner_data import SplitEmbeddings
+from packetclip_training.reasoner_fit import fit_reasoner, training_arrays
 from packetclip_training.zeroshot import (
     class_matrix,
     prompt_embeddings,

@@ -39,8 +39,8 @@ from packetclip_training.model_options import (
 )
 from packetclip_training.models.encoder import load_checkpoint
 from packetclip_training.reasoner import TrainConfig, load_reasoner
-from packetclip_training.reasoner_cli import concept_embeddings
 from packetclip_training.reasoner_data import cached_split, reasoner_training_split
+from packetclip_training.reasoner_fit import concept_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -517,7 +517,11 @@ def evaluate(
     # retrained reasoners are lighter than the main one so the run stays within an hour on two cores; every
     # point of the data-scarcity curve, 100 % included, is retrained with these same settings
     train_settings.epochs, train_settings.max_per_class = epochs, max_per_class
-    config = EvaluateConfig(reasoner=train_settings, **({"unseen": unseen_classes} if unseen_classes else {}))
+    config = (
+        EvaluateConfig(reasoner=train_settings, unseen=unseen_classes)
+        if unseen_classes
+        else EvaluateConfig(reasoner=train_settings)
+    )
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     reasoner_train = reasoner_training_split(
         encoder, encoder_path, dataset, splits["train"], cache, train_settings.one_sided,

@@ -12,9 +12,9 @@ import click
 
 from packetclip.bundle import BundleError, default_bundle_path, load_bundle
 from packetclip_training.dataset.sources import SourceError
-from packetclip_training.evaluate_real_cli import bundle_option
 from packetclip_training.evaluation.lab_run import evaluate_lab_run, render_markdown
 from packetclip_training.evaluation.report import write_json
+from packetclip_training.model_options import bundle_option
 
 
 @click.command("evaluate-lab-run")

@@ -22,17 +22,9 @@ from packetclip_training.evaluation.real import (
     render_markdown,
 )
 from packetclip_training.evaluation.report import write_json
+from packetclip_training.model_options import bundle_option
 
 log = logging.getLogger(__name__)
-
-
-# the embedded default, not the store's active bundle: a measurement must not depend on this machine's store
-bundle_option = click.option(
-    "--bundle",
-    "bundle_path",
-    type=click.Path(exists=True, path_type=Path),
-    help="Bundle folder or .tar.gz (default: the bundle embedded in the packetclip package).",
-)
 
 
 @click.command("evaluate-real")

@@ -130,7 +130,8 @@ def export_encoder(
     if max(differences) > PARITY_TOLERANCE:
         raise ExportError(f"onnxruntime differs from torch by {max(differences):.2e} > {PARITY_TOLERANCE}")
     fixture_path = out / FIXTURE_NAME
-    np.savez_compressed(fixture_path, **inputs, **dict(zip(OUTPUT_NAMES, expected, strict=True)))
+    # numpy's stubs read **arrays as possibly its allow_pickle flag
+    np.savez_compressed(fixture_path, **inputs, **dict(zip(OUTPUT_NAMES, expected, strict=True)))  # type: ignore[arg-type]
     metadata = _metadata(encoder, payload, onnx_path, fixture_path, differences)
     (out / METADATA_NAME).write_text(json.dumps(metadata, indent=1) + "\n")
     log.info("exported %s (max |torch - onnxruntime| = %.2e)", onnx_path, max(differences))

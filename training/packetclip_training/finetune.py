@@ -17,7 +17,7 @@ fine-tune may move the model only where the feedback asks. The temporal-smoothin
 no predecessors.
 
 Does not own the model or its checkpoint (`reasoner`), embeddings (`reasoner_data`), the bundle format
-(`bundle`, `export_cli`) or the command (`finetune_cli`).
+(`bundle`, `export`) or the command (`finetune_cli`).
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from packetclip_training.reasoner import (
     concept_targets,
     rate_jitter,
 )
-from packetclip_training.reasoner_cli import quick_metrics
 from packetclip_training.reasoner_data import VIEWS, SplitEmbeddings, cached_split
+from packetclip_training.reasoner_fit import quick_metrics
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +457,7 @@ def label_metrics(data: ReasonerRows, coarse: np.ndarray, threshold: float | Non
 def split_metrics(
     data: ReasonerRows, real: np.ndarray, coarse: np.ndarray, fine: np.ndarray, threshold: float | None
 ) -> dict[str, Any]:
-    """Coarse mAUC, fine top-1 and coarse accuracy (`reasoner_cli.quick_metrics`) and benign false alarms at the
+    """Coarse mAUC, fine top-1 and coarse accuracy (`reasoner_fit.quick_metrics`) and benign false alarms at the
     operating point, of all benign rows and of the real captures' benign rows."""
     truth = np.asarray(FINE_CLASSES)[data.fine]
     metrics: dict[str, Any] = {"rows": len(data), **quick_metrics(truth, coarse, fine)}
@@ -560,7 +560,7 @@ def run_finetune(
     training row is dropped from them and counted.
     """
     from packetclip.bundle import load_bundle
-    from packetclip_training.export_cli import export_bundle
+    from packetclip_training.export import export_bundle
     from packetclip_training.models.encoder import load_checkpoint
     from packetclip_training.reasoner import load_reasoner, save_reasoner
 

@@ -31,3 +31,10 @@ cache_option = click.option(
     "--cache", type=click.Path(file_okay=False, path_type=Path),
     help="Directory for cached embeddings and contexts (reused when the encoder and data match).",
 )  # fmt: skip
+# the embedded default, not the store's active bundle: a measurement must not depend on this machine's store
+bundle_option = click.option(
+    "--bundle",
+    "bundle_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="Bundle folder or .tar.gz (default: the bundle embedded in the packetclip package).",
+)

@@ -607,7 +607,7 @@ def _held_out(
     val = load_packets(present, "val", encoder_config)
     if val.connections == 0:
         return None
-    result = held_out_loss(model, val, rule, config)
+    result: dict[str, Any] = held_out_loss(model, val, rule, config)
     result["position_baseline_loss"] = position_baseline(train, val, rule, 20_000)
     result["val"] = val.sources
     log.info("held-out: %s", {k: v for k, v in result.items() if k != "val"})

@@ -51,7 +51,7 @@ from torch import nn
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, RESPONDER_FEATURES
 from packetclip.missions import Mission
-from packetclip_training.models.encoder import _NEG, Block
+from packetclip_training.models.encoder import PADDING_BIAS, Block
 from packetclip_training.tool_invariance import jitter_responder_rates
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,8 @@ class TrainConfig:
 
 class MissionGraphs(nn.Module):
     """Dense, constant form of the mission DAGs: concept text embeddings, parent matrices, leaf masks."""
+
+    concept_text: torch.Tensor  # a buffer: (K, T) every concept's aligned text embedding, in graph order
 
     def __init__(self, missions: Sequence[Mission], concept_text: np.ndarray):
         super().__init__()
@@ -293,11 +295,12 @@ class Reasoner(nn.Module):
         first = first.unsqueeze(1)  # (B, 1, d)
         slot = context_features[..., : self.config.context_features]  # a model from before PACKET_FACTS: 5
         if self.config.context_payload:
+            assert context is not None, "this reasoner reads the context packets' embeddings"
             slot = torch.cat([context, slot], dim=-1)
         rest = self.context_token(slot)  # (B, A, d)
         tokens = torch.cat([first, rest], dim=1) + self.slot_position  # (B, A + 1, d)
         present = torch.cat([torch.ones_like(context_valid[:, :1]), context_valid], dim=1).to(tokens.dtype)
-        key_bias = ((1.0 - present) * _NEG).reshape(-1, 1, 1, self.config.slots + 1)
+        key_bias = ((1.0 - present) * PADDING_BIAS).reshape(-1, 1, 1, self.config.slots + 1)
         last = len(self.temporal) - 1
         for i, block in enumerate(self.temporal):
             # only the connection token's final state is read: the last layer computes that token alone
@@ -343,7 +346,7 @@ class TrainingArrays:
 
     connection: np.ndarray  # float32 (n, E)
     # (rows, payload) → context arrays; without payload the context packets' embeddings are left out
-    context: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]]
+    context: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
     fine: np.ndarray  # int64 (n,) index into the fine classes trained on (-1: not trained on)
     previous: np.ndarray  # int64 (n,) previous connection of the same originator, -1 none
     previous_age: np.ndarray  # float64 (n,) seconds since that previous connection started
@@ -379,7 +382,7 @@ def epoch_rows(
         else:
             count, replace = config.min_per_class, True
         real_rows = rows[real[rows]] if real is not None and config.real_share > 0 else rows[:0]
-        other = rows[~real[rows]] if len(real_rows) else rows
+        other = rows[~real[rows]] if real is not None and len(real_rows) else rows
         wanted = min(round(config.real_share * count), int(config.real_repeats * len(real_rows)))
         if len(real_rows) and len(other) and wanted > 0:
             picked.append(rng.choice(real_rows, wanted, replace=wanted > len(real_rows)))

@@ -285,6 +285,7 @@ def cached_split(
                 {name: stored[f"column_{name}"] for name in columns},
             )
     result = embed_split(encoder, dataset, split, view=view, tool_invariance=tool_invariance)
+    # numpy's stubs read **columns as possibly its allow_pickle flag
     np.savez(
         path,
         connection=result.connection,
@@ -296,7 +297,7 @@ def cached_split(
         responder_features=result.responder_features,
         previous=result.previous,
         column_names=json.dumps(list(result.columns)),
-        **{f"column_{name}": values for name, values in result.columns.items()},
+        **{f"column_{name}": values for name, values in result.columns.items()},  # type: ignore[arg-type]
     )
     return result
 

@@ -60,7 +60,7 @@ def randomise_tool_fields(
     """A copy of packed bytes (n, N, S) with the tool-identifying fields of a random `share` of the connections
     redrawn (see the module docstring); `direction` and `valid` are the packed (n, N) arrays."""
     out = np.array(packet_bytes, copy=True)
-    count, _, snaplen = out.shape
+    count, _, snaplen = map(int, out.shape)
     if not count or share <= 0:
         return out
     chosen = rng.random(count) < share
@@ -101,7 +101,7 @@ def redraw_syn_payloads(
     TCP header (as far as the snap length keeps them) follow; the SYN's header and everything else stay.
     Packets whose TCP header is not at a fixed offset or was cut by the snap length are left alone."""
     out, lengths = np.array(packet_bytes, copy=True), np.array(length, copy=True)
-    count, _, snaplen = out.shape
+    count, _, snaplen = map(int, out.shape)
     if not count or share <= 0:
         return out, lengths
     chosen = rng.random(count) < share

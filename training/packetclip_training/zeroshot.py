@@ -69,7 +69,7 @@ def coarse_predictions(logits: np.ndarray, classes: Sequence[str] = FINE_CLASSES
 
 
 def evaluate(
-    logits: np.ndarray, fine_labels: Sequence[str], classes: Sequence[str] = FINE_CLASSES
+    logits: np.ndarray, fine_labels: Sequence[str] | np.ndarray, classes: Sequence[str] = FINE_CLASSES
 ) -> dict[str, Any]:
     """Top-1/top-5 fine, coarse accuracy, and per-class top-1 of zero-shot logits against true fine labels.
 

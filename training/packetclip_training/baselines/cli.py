@@ -67,7 +67,7 @@ def run_flow_baseline(
     matrices = {split: feature_matrix(facts, include_resp_port) for split, facts in splits.items()}
     index = {c: i for i, c in enumerate(classes)}
 
-    def xy(split: str):
+    def xy(split: str) -> tuple[np.ndarray, np.ndarray]:
         rows = keep[split]
         labels = np.array([index[c] for c in splits[split]["fine"][rows]], dtype=np.int64)
         return matrices[split].values[rows], labels

@@ -10,6 +10,7 @@ import inspect
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ class BoostingConfig:
 @dataclass
 class TrainedModel:
     name: str
-    model: object
+    model: Any  # a LightGBM or XGBoost classifier (sklearn interface): predict_proba, feature_importances_
     classes: list[str]
     seconds: float
     rounds: int

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +30,11 @@ import pyarrow.parquet as pq
 from packetclip.featurizer import FEATURIZER_VERSION, FeaturizerConfig, ParseStats, featurize_pcap, pack
 from packetclip.featurizer.pcapio import PcapError
 from packetclip_training.dataset.card import BUILD_RECORD, CARD_JSON, CARD_MD, MANIFEST, write_card
-from packetclip_training.dataset.labelling import Drop, Label
+from packetclip_training.dataset.labelling import ConnectionKey, Drop, Label
 from packetclip_training.dataset.recipe import FlowInput, Recipe
 from packetclip_training.dataset.sources import (
     FlowLabeller,
+    RealCapture,
     SourceError,
     load_flow_table,
     load_lab_run,
@@ -53,6 +55,12 @@ class BuildError(Exception):
     """A dataset that cannot be built as asked; the message says why."""
 
 
+class Labeller(Protocol):
+    """What labels a job's connections (lab episodes, a real capture's MANIFEST row, a flow table)."""
+
+    def label(self, conn: ConnectionKey) -> Label | Drop: ...
+
+
 @dataclass
 class Job:
     """One unit of featurizing: the captures of one source, read in sequence, and the rule that labels them."""
@@ -61,7 +69,7 @@ class Job:
     source: str  # the unit of the time split (see splits)
     captures: list[Path]
     sha256: str  # of the capture, or of the captures' hashes when a source has several files
-    labeller: object  # has .label(connection) -> Label | Drop
+    labeller: Labeller
 
 
 @dataclass
@@ -172,7 +180,7 @@ def plan_jobs(recipe: Recipe, catalog: InputCatalog) -> list[Job]:
         jobs.append(Job("lab", str(run_dir), run.captures, combined_sha(hashes), run.labeller()))
     if recipe.real_manifest is not None:
         catalog.add("real_manifest", recipe.real_manifest)
-        first_of: dict[str, object] = {}
+        first_of: dict[str, RealCapture] = {}
         for capture in load_manifest(recipe.real_manifest, recipe.real_include):
             original = first_of.setdefault(capture.sha256, capture)
             if original is not capture:
@@ -355,8 +363,9 @@ def _build_record(recipe, config, catalog, results, split_drops, unmatched, flow
     }
 
 
-def _stats_from_dict(values: dict) -> ParseStats:
-    return ParseStats(**{k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()})
+def _stats_from_dict(values: dict[str, Any]) -> ParseStats:
+    fields: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
+    return ParseStats(**fields)
 
 
 def _speed(results: list[JobResult], seconds: float, jobs: int) -> dict:

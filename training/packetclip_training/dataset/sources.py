@@ -330,6 +330,7 @@ def index_flows(
         if reason is not None:
             dropped[reason] += 1
             continue
+        assert isinstance(label, Label)  # a Drop gave a reason above
         key = canonical_key(int(proto[i]), src[i], int(src_port[i]), dst[i], int(dst_port[i]))
         keys.setdefault(key, []).append(len(kept_labels))
         kept_labels.append(label)

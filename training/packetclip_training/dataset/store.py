@@ -138,7 +138,7 @@ def record_batch(
 
 
 def _fixed_list(values: np.ndarray, dtype: type, width: int) -> pa.FixedSizeListArray:
-    flat = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
+    flat: np.ndarray = np.ascontiguousarray(values, dtype=dtype).reshape(-1)
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
 
 

@@ -193,7 +193,14 @@ def plot_embeddings(
     for colour, name in zip(_class_colours(len(order)), order, strict=True):
         here = shown == name
         if here.any():
-            axis.scatter(*points[here].T, s=6, alpha=0.6, color=colour, label=f"{name} ({int(here.sum()):,})")
+            axis.scatter(
+                points[here, 0],
+                points[here, 1],
+                s=6,
+                alpha=0.6,
+                color=colour,
+                label=f"{name} ({int(here.sum()):,})",
+            )
     axis_names = ("PC 1", "PC 2") if method == "pca" else ("t-SNE 1", "t-SNE 2")
     method_name = "PCA" if method == "pca" else "t-SNE"
     default_title = f"Connection embeddings ({method_name}, {len(chosen):,} of {len(labels):,} rows)"
@@ -233,7 +240,7 @@ def plot_training_curve(
             metric_axis  # the twin is drawn on top: a legend on the loss axis would sit under its line
         )
     # Below the axes: "best" on a twin axis only avoids the twin's own line, so it would cover the loss curve.
-    labels = [line.get_label() for line in lines]
+    labels = [str(line.get_label()) for line in lines]
     legend_axis.legend(
         lines, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize="small"
     )

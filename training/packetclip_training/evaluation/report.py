@@ -74,7 +74,7 @@ def format_value(value: Any) -> str:
     if isinstance(value, float | np.floating):
         if math.isnan(value):
             return MISSING
-        return format_score(float(value)) if abs(value) < 10 else f"{float(value):,.1f}"
+        return format_score(float(value)) if abs(float(value)) < 10 else f"{float(value):,.1f}"
     return str(value)
 
 
@@ -246,7 +246,8 @@ def _distribution_text(distribution: Mapping[str, int]) -> str:
 def unseen_section(rows: Sequence[Mapping]) -> list[str]:
     """Per held-out class: AUC from its description alone and recall at the false-positive budget."""
     limits = {row.get("fpr_limit") for row in rows}
-    limit_text = f"{100 * limits.pop():g} %" if len(limits) == 1 and None not in limits else "the row's limit"
+    only = limits.pop() if len(limits) == 1 else None  # one limit shared by every row
+    limit_text = f"{100 * only:g} %" if only is not None else "the row's limit"
     header = ["class", "AUC", f"recall @ FPR ≤ {limit_text}", "FPR reached", "positives", "negatives"]
     table = [
         [

@@ -87,7 +87,7 @@ def cut_run(run: Path, out: Path, config: CutConfig | None = None) -> dict:
     owner: dict[tuple, str] = {}  # connection key -> episode id or "benign"
     budget = Counter({e["episode"]: config.connections_per_episode for e in episodes})
     budget["benign"] = config.benign_connections
-    kept = Counter()
+    kept: Counter[str] = Counter()
     per_connection: Counter = Counter()
     out.mkdir(parents=True, exist_ok=True)
     link_type = None

@@ -65,13 +65,18 @@ KILL_GRACE_S = 2.0  # SIGTERM to SIGKILL for an episode past its bound
 
 
 class VariantLike(Protocol):
-    """What the runner uses of an attack variant (see attacks.Variant)."""
+    """What the runner uses of an attack variant (see attacks.Variant); read-only, as the frozen Variant is."""
 
-    fine: str
-    name: str
-    tool: str
-    heldout: bool
-    max_seconds: float
+    @property
+    def fine(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def tool(self) -> str: ...
+    @property
+    def heldout(self) -> bool: ...
+    @property
+    def max_seconds(self) -> float: ...
 
     def command(self, lab: LabContext, scale: float) -> list[str]: ...
 
@@ -140,7 +145,7 @@ def describe_target(addresses: list[str], attacker_ip: str) -> str:
     targets = sorted({a for a in addresses if a != attacker_ip})
     if len(targets) == 1:
         return targets[0]
-    if targets and all(ipaddress.ip_network(t, strict=False).subnet_of(SERVER_NET) for t in targets):
+    if targets and all(ipaddress.IPv4Network(t, strict=False).subnet_of(SERVER_NET) for t in targets):
         return str(SERVER_NET)
     return ",".join(targets)
 

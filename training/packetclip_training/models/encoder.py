@@ -42,7 +42,7 @@ MASK_TOKEN = 256  # the extra byte embedding that stands for "hidden": pretraini
 CHECKPOINT_FORMAT = "packetclip.packet_encoder/1"
 DEFAULT_CONFIG = "packet-encoder-base"
 SIDE_FEATURES = 4  # direction, log inter-arrival, log length, first packet
-_NEG = -1.0e9  # additive attention bias for padding keys; finite so an all-padding row gives no NaN
+PADDING_BIAS = -1.0e9  # additive attention bias for padding keys; finite so an all-padding row gives no NaN
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ class PacketEncoder(nn.Module):
         position = self.packet_position[:, :packets]
         h = h + self.side_projection(side_features(direction, iat, length)) + position
         mask = valid.to(h.dtype)  # (B, N)
-        key_bias = ((1.0 - mask) * _NEG).reshape(-1, 1, 1, packets)  # (B, 1, 1, N)
+        key_bias = ((1.0 - mask) * PADDING_BIAS).reshape(-1, 1, 1, packets)  # (B, 1, 1, N)
         for block in self.packet_blocks:
             h = block(h, key_bias)
         h = self.packet_norm(h)  # (B, N, packet_dim)

@@ -1,0 +1,202 @@
+"""Trained checkpoints → a model bundle the sensor runs.
+
+Owns gathering what a bundle carries — the two ONNX models with torch-made parity fixtures on real connections of
+the test split, the concept list, the description bank, the missions, the dataset card's summary, the evaluation's
+headline metrics and the training record — and handing it to `packetclip_training.bundle.write_bundle`, which
+validates, writes and verifies (`export_bundle`, which the `export` command and fine-tuning both call). The bundle
+format itself lives there and in `packetclip.bundle`; signing and option parsing in `export_cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from packetclip.classes import FINE_CLASSES
+from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_WINDOW
+from packetclip.featurizer import FEATURIZER_VERSION
+from packetclip.missions import dump_mission
+from packetclip_training.align import load_heads
+from packetclip_training.bank import build_bank
+from packetclip_training.bundle import ModelSpec, write_bundle
+from packetclip_training.export_encoder import (
+    FIXTURE_NAME,
+    INPUT_NAMES,
+    ONNX_NAME,
+    OUTPUT_NAMES,
+    export_encoder,
+)
+from packetclip_training.models.encoder import load_checkpoint, parameter_count
+from packetclip_training.models.flops import encoder_cost
+from packetclip_training.reasoner import ReasonerConfig, export_reasoner, load_reasoner
+from packetclip_training.reasoner_data import cached_split
+from packetclip_training.reasoner_fit import training_arrays
+
+FIXTURE_ROWS = 8
+DEFAULT_NAME = "packetclip-default"
+
+
+def fixture_rows(fine: np.ndarray, valid_counts: np.ndarray, count: int = FIXTURE_ROWS) -> np.ndarray:
+    """Test rows for the parity fixtures: one per class as far as they go, long connections first."""
+    rows: list[int] = []
+    for name in FINE_CLASSES:
+        candidates = np.flatnonzero((fine == name) & (valid_counts > 0))
+        if len(candidates):
+            rows.append(int(candidates[np.argmax(valid_counts[candidates])]))
+        if len(rows) >= count:
+            break
+    return np.asarray(sorted(rows), np.int64)
+
+
+def context_section(config: ReasonerConfig) -> dict[str, Any]:
+    """The manifest's `context`: what the runtime must feed the reasoner besides the connection (the originator
+    slots' features and, for a reasoner that reads them, the responder features with their window)."""
+    section: dict[str, Any] = {"slots": CONTEXT_SLOTS, "features": config.feature_names}
+    if config.responder_features:
+        section["responder_features"] = config.responder_feature_names
+        section["responder_window"] = RESPONDER_WINDOW
+        section["responder_connections"] = RESPONDER_CONNECTIONS
+    return section
+
+
+def data_card_summary(dataset: Path) -> dict[str, Any]:
+    """The dataset card's identity and counts (its per-file input list stays in the dataset)."""
+    card = json.loads((dataset / "card.json").read_text())
+    keep = ("name", "built", "featurizer", "split", "dropped", "build", "outputs")
+    summary = {key: card[key] for key in keep if key in card}
+    counts = card.get("counts", {})
+    summary["counts"] = {
+        key: counts[key] for key in ("total", "fine", "coarse", "source_kind") if key in counts
+    }
+    return summary
+
+
+def dataset_window(dataset: Path) -> dict[str, float]:
+    """The featurizer window the dataset was cut with, as the manifest's `featurizer.window` (absent when the
+    dataset kept the first max_packets packets whatever their time): the sensor must cut connections the same
+    way."""
+    card = json.loads((dataset / "card.json").read_text())
+    window = card.get("featurizer", {}).get("config", {}).get("window")
+    return {} if window is None else {"window": float(window)}
+
+
+def export_bundle(
+    dataset: Path,
+    encoder_path: Path,
+    align_path: Path,
+    reasoner_path: Path,
+    out: Path,
+    *,
+    name: str = DEFAULT_NAME,
+    version: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    cache: Path | None = None,
+    encode_texts: Callable[[list[str]], np.ndarray] | None = None,
+    decision: dict[str, Any] | None = None,
+) -> Path:
+    """Write a verified bundle folder at `out` (absent or empty); `encode_texts` defaults to all-MiniLM-L6-v2;
+    `decision` is the operating point the evaluation chose (`decision.json`), None for argmax verdicts."""
+    if encode_texts is None:
+        from packetclip_training.text.encoder import TextEncoder  # loads MiniLM: only when exporting
+
+        encode_texts = TextEncoder().encode
+
+    encoder, encoder_payload = load_checkpoint(encoder_path)
+    heads, align_payload = load_heads(align_path)
+    reasoner, missions, reasoner_payload = load_reasoner(reasoner_path)
+    test = cached_split(encoder, encoder_path, dataset, "test", cache)
+    fine = np.asarray([str(v) for v in test.columns["fine"]])
+    rows = fixture_rows(fine, np.diff(test.offsets))
+    from packetclip_training.dataset.store import load_split
+
+    packed = load_split(dataset, "test", columns=())
+    encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
+    arrays = training_arrays(test, FINE_CLASSES)
+    reasoner_inputs = {
+        "connection": arrays.connection[rows],
+        **reasoner.config.context_inputs(*arrays.context(rows, reasoner.config.context_payload)),
+    }
+    if not isinstance(heads.text_head, torch.nn.Linear):
+        raise ValueError(f"{align_path}: a bundle needs alignment trained with --heads both (a learned g_T)")
+    text_head = heads.text_head
+    bank = build_bank(dataset, heads, encode_texts)
+    cost = encoder_cost(encoder.config)
+    with tempfile.TemporaryDirectory(prefix="packetclip-export-") as scratch:
+        work = Path(scratch)
+        export_encoder(encoder_path, work / "encoder", encoder_inputs)
+        with np.load(work / "encoder" / FIXTURE_NAME) as fixture:
+            encoder_expected = {key: fixture[key] for key in OUTPUT_NAMES}
+        reasoner_expected = export_reasoner(reasoner, work / "reasoner.onnx", reasoner_inputs)
+        mission_files = []
+        (work / "missions").mkdir()
+        for mission in missions:
+            path = work / "missions" / f"{mission.name}.yaml"
+            path.write_text(dump_mission(mission))
+            mission_files.append(path)
+        models = {
+            "encoder": ModelSpec(
+                work / "encoder" / ONNX_NAME,
+                encoder_inputs,
+                encoder_expected,
+                parameter_count(encoder),
+                cost.flops_per_packet,
+            ),
+            "reasoner": ModelSpec(
+                work / "reasoner.onnx",
+                reasoner_inputs,
+                reasoner_expected,
+                sum(p.numel() for p in reasoner.parameters()),
+            ),
+        }
+        record = {
+            "encoder": {
+                k: encoder_payload["record"].get(k)
+                for k in ("objective", "steps", "seconds", "held_out", "encoder_parameters")
+            },
+            "encoder_config": encoder.config.to_dict(),
+            "alignment": {k: v for k, v in align_payload.get("record", {}).items() if k != "zeroshot"},
+            "reasoner": reasoner_payload.get("record", {}),
+            "reasoner_config": reasoner_payload.get("config", {}),
+        }
+        created = datetime.now(UTC)
+        return write_bundle(
+            out,
+            name=name,
+            version=version or created.strftime("%Y.%m.%d-%H%M"),
+            models=models,
+            concepts=reasoner.graphs.concepts,
+            descriptions=(bank.texts, bank.fine, bank.embeddings),
+            missions=mission_files,
+            data_card=data_card_summary(dataset),
+            metrics=metrics or {},
+            training=json.loads(json.dumps(record, default=_plain)),
+            featurizer={
+                "version": FEATURIZER_VERSION,
+                "max_packets": encoder.config.max_packets,
+                "snaplen": encoder.config.snaplen,
+                **dataset_window(dataset),
+            },
+            context=context_section(reasoner.config),
+            created=created,
+            text_head={
+                "weight": text_head.weight.detach().numpy(),
+                "bias": text_head.bias.detach().numpy(),
+                "logit_scale": heads.logit_scale().detach().numpy(),
+            },
+            decision=decision,
+        )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    return str(value)
