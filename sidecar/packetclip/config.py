@@ -150,13 +150,7 @@ def _must_exist(path: Path, named_by: str) -> Path:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The checked settings of one TOML file (paths resolved against its folder)."""
-    loads = _toml_loader(path)
-    try:
-        data = loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
-    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    data = _read_toml(path)
     settings: dict[str, Any] = {}
     for key, value in data.items():
         if key in COMMAND_TABLES and isinstance(value, dict):
@@ -195,13 +189,7 @@ def read_command_table(
     Every error names the file and the key."""
     if path is None:
         return {}
-    loads = _toml_loader(path)
-    try:
-        data = loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
-    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    data = _read_toml(path)
     found = data.get(table, {})
     if not isinstance(found, dict):
         raise ConfigError(f"{path}: [{table}] must be a table")
@@ -219,6 +207,18 @@ def read_command_table(
             raise ConfigError(f"{where}: expected {' or '.join(repr(word) for word in words)}, got {value!r}")
         settings[key] = float(value) if expected[0] is float and isinstance(value, int) else value
     return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML file; an unreadable or invalid file is a `ConfigError` naming it."""
+    loads = _toml_loader(path)
+    try:
+        data: dict[str, Any] = loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc})") from exc
+    except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return data
 
 
 def _toml_loader(path: Path) -> Any:

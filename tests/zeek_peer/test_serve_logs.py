@@ -17,8 +17,6 @@ from tests.zeek_peer.peer import ScriptOptions, ZeekPeer
 from tests.zeek_peer.script_stand_in import OfflineZeek, publication_schedule
 from tests.zeek_peer.test_sidecar_restart import SCRIPT_TOPICS, SERVE
 
-HERE = Path(__file__).resolve().parent
-
 
 @pytest.fixture(scope="module")
 def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
