@@ -463,29 +463,12 @@ def leave_family_out(
     sources = sorted(
         {str(s) for name, split in splits.items() for s in split.columns["source"][families[name] == family]}
     )
-    train = inputs.reasoner_train
-    excluded = np.isin(train.columns["source"].astype(str), sources)
+    excluded = np.isin(inputs.reasoner_train.columns["source"].astype(str), sources)
     # a family the recipe already keeps out of every stage (`real.test_only`: no file in train or val) is judged
     # with the main models, which are that very experiment at full strength
     retrained = any((families[name] == family).any() for name in ("train", "val"))
-    judge = inputs.reasoner
-    if retrained:
-        work = inputs.work / f"loso-{family}"
-        run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
-                      config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
-        from packetclip_training.align import load_heads
-
-        heads, _ = load_heads(work / "align.pt")
-        judge = fit_reasoner(train, None, heads, inputs.missions, inputs.concept_text(heads), config.reasoner,
-                             exclude=excluded).model  # fmt: skip
-    # judged: the family's rows of every split, and the test split's other real rows (for the mAUC)
-    judged = {
-        name: rows
-        for name in splits
-        if len(
-            rows := np.flatnonzero((families[name] == family) | ((families[name] != "") & (name == "test")))
-        )
-    }
+    judge = _reasoner_without(inputs, config, family, sources, excluded) if retrained else inputs.reasoner
+    judged = _judged_rows(splits, families, family)
     truth = np.concatenate([_coarse_truth(_labels(splits[n]))[r] for n, r in judged.items()]).astype(object)
     in_family = np.concatenate([families[n][r] == family for n, r in judged.items()])
     files = np.concatenate([splits[n].columns["source"].astype(str)[r] for n, r in judged.items()]).astype(
@@ -498,18 +481,7 @@ def leave_family_out(
     }
     for model in config.flow_models:
         scored[f"flow {model}"] = _flow_without(flows, config, model, sources, judged)
-    val = splits["val"]
-    calibration = np.flatnonzero(
-        (families["val"] != "") & (families["val"] != family) & (_coarse_truth(_labels(val)) == "benign")
-    )
-    threshold = None  # no real benign validation file outside the family: argmax verdicts only
-    if len(calibration):
-        val_coarse = predict(judge, training_arrays(val, FINE_CLASSES), calibration)[0]
-        threshold = choose_threshold(
-            attack_scores(val_coarse.astype(np.float64)),
-            FALSE_ALARM_BUDGET,
-            val.columns["source"].astype(str)[calibration],
-        )
+    calibration, threshold = _threshold_without(judge, splits["val"], families["val"], family)
     models: dict[str, Any] = {}
     for name, coarse in scored.items():
         verdicts = {name: argmax_labels(coarse)}
@@ -530,6 +502,53 @@ def leave_family_out(
         "models": models,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _reasoner_without(
+    inputs: Inputs, config: EvaluateConfig, family: str, sources: Sequence[str], excluded: np.ndarray
+) -> Reasoner:
+    """The reasoner retrained, on alignment heads retrained, without the family's files (`sources`)."""
+    work = inputs.work / f"loso-{family}"
+    run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
+                  config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
+    from packetclip_training.align import load_heads
+
+    heads, _ = load_heads(work / "align.pt")
+    return fit_reasoner(inputs.reasoner_train, None, heads, inputs.missions, inputs.concept_text(heads),
+                        config.reasoner, exclude=excluded).model  # fmt: skip
+
+
+def _judged_rows(
+    splits: dict[str, SplitEmbeddings], families: dict[str, np.ndarray], family: str
+) -> dict[str, np.ndarray]:
+    """The rows judged, by split: the family's rows of every split and the test split's other real rows (for
+    the mAUC); splits with none are left out."""
+    return {
+        name: rows
+        for name in splits
+        if len(
+            rows := np.flatnonzero((families[name] == family) | ((families[name] != "") & (name == "test")))
+        )
+    }
+
+
+def _threshold_without(
+    judge: Reasoner, val: SplitEmbeddings, val_families: np.ndarray, family: str
+) -> tuple[np.ndarray, float | None]:
+    """The validation rows of real benign files outside the family and the attack threshold chosen on them
+    (None when there are none: argmax verdicts only)."""
+    calibration = np.flatnonzero(
+        (val_families != "") & (val_families != family) & (_coarse_truth(_labels(val)) == "benign")
+    )
+    threshold = None  # no real benign validation file outside the family: argmax verdicts only
+    if len(calibration):
+        val_coarse = predict(judge, training_arrays(val, FINE_CLASSES), calibration)[0]
+        threshold = choose_threshold(
+            attack_scores(val_coarse.astype(np.float64)),
+            FALSE_ALARM_BUDGET,
+            val.columns["source"].astype(str)[calibration],
+        )
+    return calibration, threshold
 
 
 def _flow_without(

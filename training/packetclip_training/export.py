@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import torch
 from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_WINDOW
 from packetclip.featurizer import FEATURIZER_VERSION
-from packetclip.missions import dump_mission
+from packetclip.missions import Mission, dump_mission
 from packetclip_training.align import load_heads
 from packetclip_training.bank import build_bank
 from packetclip_training.bundle import ModelSpec, write_bundle
@@ -33,9 +33,9 @@ from packetclip_training.export_encoder import (
     OUTPUT_NAMES,
     export_encoder,
 )
-from packetclip_training.models.encoder import load_checkpoint, parameter_count
+from packetclip_training.models.encoder import PacketEncoder, load_checkpoint, parameter_count
 from packetclip_training.models.flops import encoder_cost
-from packetclip_training.reasoner import ReasonerConfig, export_reasoner, load_reasoner
+from packetclip_training.reasoner import Reasoner, ReasonerConfig, export_reasoner, load_reasoner
 from packetclip_training.reasoner_data import cached_split
 from packetclip_training.reasoner_fit import training_arrays
 
@@ -111,18 +111,7 @@ def export_bundle(
     encoder, encoder_payload = load_checkpoint(encoder_path)
     heads, align_payload = load_heads(align_path)
     reasoner, missions, reasoner_payload = load_reasoner(reasoner_path)
-    test = cached_split(encoder, encoder_path, dataset, "test", cache)
-    fine = np.asarray([str(v) for v in test.columns["fine"]])
-    rows = fixture_rows(fine, np.diff(test.offsets))
-    from packetclip_training.dataset.store import load_split
-
-    packed = load_split(dataset, "test", columns=())
-    encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
-    arrays = training_arrays(test, FINE_CLASSES)
-    reasoner_inputs = {
-        "connection": arrays.connection[rows],
-        **reasoner.config.context_inputs(*arrays.context(rows, reasoner.config.context_payload)),
-    }
+    encoder_inputs, reasoner_inputs = _fixture_inputs(dataset, encoder, encoder_path, reasoner, cache)
     if not isinstance(heads.text_head, torch.nn.Linear):
         raise ValueError(f"{align_path}: a bundle needs alignment trained with --heads both (a learned g_T)")
     text_head = heads.text_head
@@ -130,41 +119,11 @@ def export_bundle(
     cost = encoder_cost(encoder.config)
     with tempfile.TemporaryDirectory(prefix="packetclip-export-") as scratch:
         work = Path(scratch)
-        export_encoder(encoder_path, work / "encoder", encoder_inputs)
-        with np.load(work / "encoder" / FIXTURE_NAME) as fixture:
-            encoder_expected = {key: fixture[key] for key in OUTPUT_NAMES}
-        reasoner_expected = export_reasoner(reasoner, work / "reasoner.onnx", reasoner_inputs)
-        mission_files = []
-        (work / "missions").mkdir()
-        for mission in missions:
-            path = work / "missions" / f"{mission.name}.yaml"
-            path.write_text(dump_mission(mission))
-            mission_files.append(path)
-        models = {
-            "encoder": ModelSpec(
-                work / "encoder" / ONNX_NAME,
-                encoder_inputs,
-                encoder_expected,
-                parameter_count(encoder),
-                cost.flops_per_packet,
-            ),
-            "reasoner": ModelSpec(
-                work / "reasoner.onnx",
-                reasoner_inputs,
-                reasoner_expected,
-                sum(p.numel() for p in reasoner.parameters()),
-            ),
-        }
-        record = {
-            "encoder": {
-                k: encoder_payload["record"].get(k)
-                for k in ("objective", "steps", "seconds", "held_out", "encoder_parameters")
-            },
-            "encoder_config": encoder.config.to_dict(),
-            "alignment": {k: v for k, v in align_payload.get("record", {}).items() if k != "zeroshot"},
-            "reasoner": reasoner_payload.get("record", {}),
-            "reasoner_config": reasoner_payload.get("config", {}),
-        }
+        models = _export_models(
+            work, encoder_path, encoder, reasoner, encoder_inputs, reasoner_inputs, cost.flops_per_packet
+        )
+        mission_files = _write_missions(work / "missions", missions)
+        record = _training_record(encoder, encoder_payload, align_payload, reasoner_payload)
         created = datetime.now(UTC)
         return write_bundle(
             out,
@@ -192,6 +151,86 @@ def export_bundle(
             },
             decision=decision,
         )
+
+
+def _fixture_inputs(
+    dataset: Path, encoder: PacketEncoder, encoder_path: Path, reasoner: Reasoner, cache: Path | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The encoder's and the reasoner's inputs for the parity fixtures (`fixture_rows` of the test split)."""
+    test = cached_split(encoder, encoder_path, dataset, "test", cache)
+    fine = np.asarray([str(v) for v in test.columns["fine"]])
+    rows = fixture_rows(fine, np.diff(test.offsets))
+    from packetclip_training.dataset.store import load_split
+
+    packed = load_split(dataset, "test", columns=())
+    encoder_inputs = {key: np.ascontiguousarray(packed[key][rows]) for key in INPUT_NAMES}
+    arrays = training_arrays(test, FINE_CLASSES)
+    reasoner_inputs = {
+        "connection": arrays.connection[rows],
+        **reasoner.config.context_inputs(*arrays.context(rows, reasoner.config.context_payload)),
+    }
+    return encoder_inputs, reasoner_inputs
+
+
+def _export_models(
+    work: Path,
+    encoder_path: Path,
+    encoder: PacketEncoder,
+    reasoner: Reasoner,
+    encoder_inputs: dict[str, np.ndarray],
+    reasoner_inputs: dict[str, np.ndarray],
+    flops_per_packet: int,
+) -> dict[str, ModelSpec]:
+    """Export both models to ONNX under `work` with torch's outputs on the fixture inputs; returns their specs."""
+    export_encoder(encoder_path, work / "encoder", encoder_inputs)
+    with np.load(work / "encoder" / FIXTURE_NAME) as fixture:
+        encoder_expected = {key: fixture[key] for key in OUTPUT_NAMES}
+    reasoner_expected = export_reasoner(reasoner, work / "reasoner.onnx", reasoner_inputs)
+    return {
+        "encoder": ModelSpec(
+            work / "encoder" / ONNX_NAME,
+            encoder_inputs,
+            encoder_expected,
+            parameter_count(encoder),
+            flops_per_packet,
+        ),
+        "reasoner": ModelSpec(
+            work / "reasoner.onnx",
+            reasoner_inputs,
+            reasoner_expected,
+            sum(p.numel() for p in reasoner.parameters()),
+        ),
+    }
+
+
+def _write_missions(folder: Path, missions: Sequence[Mission]) -> list[Path]:
+    """Write each mission as `folder`/<name>.yaml (`folder` must not exist); returns the files in order."""
+    mission_files = []
+    folder.mkdir()
+    for mission in missions:
+        path = folder / f"{mission.name}.yaml"
+        path.write_text(dump_mission(mission))
+        mission_files.append(path)
+    return mission_files
+
+
+def _training_record(
+    encoder: PacketEncoder,
+    encoder_payload: dict[str, Any],
+    align_payload: dict[str, Any],
+    reasoner_payload: dict[str, Any],
+) -> dict[str, Any]:
+    """The manifest's `training`, before `_plain`: each stage's record and configuration."""
+    return {
+        "encoder": {
+            k: encoder_payload["record"].get(k)
+            for k in ("objective", "steps", "seconds", "held_out", "encoder_parameters")
+        },
+        "encoder_config": encoder.config.to_dict(),
+        "alignment": {k: v for k, v in align_payload.get("record", {}).items() if k != "zeroshot"},
+        "reasoner": reasoner_payload.get("record", {}),
+        "reasoner_config": reasoner_payload.get("config", {}),
+    }
 
 
 def _plain(value: object) -> object:

@@ -536,6 +536,115 @@ class FinetuneResult:
     record: dict[str, Any]  # the `finetune` metadata the manifest carries
 
 
+@dataclass
+class _FeedbackSplit:
+    """The feedback rows a fine-tune trains on and those it only measures."""
+
+    feedback: Feedback  # every row of the feedback files
+    held: np.ndarray  # rows of `feedback` held back from training
+    trained: Feedback  # the rest of `feedback`
+    evaluation: Feedback | None  # the held-back rows and the evaluate files' rows not trained on; None: none
+    dropped: int  # rows of the evaluate files dropped because they are also training rows
+
+
+def _split_feedback(
+    feedback_paths: Sequence[Path],
+    evaluate_paths: Sequence[Path],
+    holdout: float,
+    seed: int,
+    base: Bundle,
+    reasoner: Reasoner,
+) -> _FeedbackSplit:
+    """The feedback files' rows split into training rows and measured-only rows (`run_finetune`)."""
+    feedback = feedback_rows(read_export(feedback_paths), base, reasoner)
+    held = holdout_rows(feedback, holdout, seed)
+    trained = feedback.take(np.setdiff1d(np.arange(len(feedback)), held))
+    evaluated = [feedback.take(held)] if len(held) else []
+    dropped = 0
+    if evaluate_paths:
+        extra = feedback_rows(read_export(evaluate_paths), base, reasoner)
+        seen = set(trained.keys)
+        keep = np.asarray([key not in seen for key in extra.keys])
+        dropped = int((~keep).sum())
+        evaluated.append(extra.take(np.flatnonzero(keep)))
+    evaluation = (
+        Feedback(concatenate_rows([e.rows for e in evaluated]), [r for e in evaluated for r in e.records])
+        if evaluated and sum(len(e) for e in evaluated)
+        else None
+    )
+    return _FeedbackSplit(feedback, held, trained, evaluation, dropped)
+
+
+def _feedback_section(
+    split: _FeedbackSplit, feedback_paths: Sequence[Path], evaluate_paths: Sequence[Path]
+) -> dict[str, Any]:
+    """The fine-tune record's `feedback`: the files and the rows trained on, held back and evaluated."""
+    feedback, held, evaluation = split.feedback, split.held, split.evaluation
+    return {
+        "files": [str(p) for p in feedback_paths],
+        "rows": len(feedback),
+        "trained_on": split.trained.counts(),
+        "held_back": feedback.take(held).counts() if len(held) else {},
+        "evaluate_files": [str(p) for p in evaluate_paths],
+        "evaluated": evaluation.counts() if evaluation is not None else {},
+        "evaluate_rows_dropped_as_trained_on": split.dropped,
+        "bundles": sorted({f"{r['bundle']['name']} {r['bundle']['version']}" for r in feedback.records}),
+        "inputs": "the reasoner inputs the sensor fed its reasoner, as exported",
+    }
+
+
+def _feedback_comparisons(
+    base: Reasoner, tuned: Reasoner, split: _FeedbackSplit, threshold: float | None
+) -> dict[str, Any]:
+    """The fine-tune record's `compare` of both models on the rows trained on and on the held-back rows."""
+    trained, evaluation = split.trained, split.evaluation
+    return {
+        "feedback_rows_trained_on": compare(base, tuned, trained.rows, threshold, trained.records).to_dict(),
+        "held_back_rows": (
+            compare(base, tuned, evaluation.rows, threshold, evaluation.records).to_dict()
+            if evaluation is not None
+            else None
+        ),
+    }
+
+
+def _replay_drift(base: Reasoner, tuned: Reasoner, replay: ReasonerRows, seed: int) -> float:
+    """The mean L1 distance between the two models' coarse distributions on up to 5,000 replayed rows."""
+    drift_rows = np.random.default_rng(seed).choice(len(replay), min(5_000, len(replay)), replace=False)
+    return float(
+        np.mean(
+            np.abs(
+                probabilities(tuned, replay.take(drift_rows))[0]
+                - probabilities(base, replay.take(drift_rows))[0]
+            ).sum(axis=1)
+        )
+    )
+
+
+def _test_split_section(
+    base: Reasoner,
+    tuned: Reasoner,
+    encoder: PacketEncoder,
+    encoder_path: Path,
+    dataset: Path,
+    cache: Path | None,
+    test_rows: int,
+    seed: int,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """The fine-tune record's `test_split`: `split_metrics` of both models on a sample of the test split."""
+    test = cached_split(encoder, encoder_path, dataset, "test", cache)
+    sample, real = split_sample(test, test_rows, seed, base.config.context_payload)
+    test_size = len(test)
+    del test
+    return {
+        "rows": len(sample),
+        "of": test_size,  # a uniform sample when fewer
+        "before": split_metrics(sample, real, *probabilities(base, sample), threshold),
+        "after": split_metrics(sample, real, *probabilities(tuned, sample), threshold),
+    }
+
+
 def run_finetune(
     base_bundle: Path,
     feedback_paths: Sequence[Path],
@@ -560,9 +669,8 @@ def run_finetune(
     training row is dropped from them and counted.
     """
     from packetclip.bundle import load_bundle
-    from packetclip_training.export import export_bundle
     from packetclip_training.models.encoder import load_checkpoint
-    from packetclip_training.reasoner import load_reasoner, save_reasoner
+    from packetclip_training.reasoner import load_reasoner
 
     started = time.monotonic()
     base = load_bundle(base_bundle, verify=True)
@@ -571,87 +679,59 @@ def run_finetune(
     parity = check_checkpoints(base, encoder, reasoner)
     base_record = payload.get("record", {})
     settings = config or FinetuneConfig.following(base_record)
-
-    feedback = feedback_rows(read_export(feedback_paths), base, reasoner)
-    held = holdout_rows(feedback, holdout, settings.seed)
-    trained = feedback.take(np.setdiff1d(np.arange(len(feedback)), held))
-    evaluated = [feedback.take(held)] if len(held) else []
-    dropped = 0
-    if evaluate_paths:
-        extra = feedback_rows(read_export(evaluate_paths), base, reasoner)
-        seen = set(trained.keys)
-        keep = np.asarray([key not in seen for key in extra.keys])
-        dropped = int((~keep).sum())
-        evaluated.append(extra.take(np.flatnonzero(keep)))
-    evaluation = (
-        Feedback(concatenate_rows([e.rows for e in evaluated]), [r for e in evaluated for r in e.records])
-        if evaluated and sum(len(e) for e in evaluated)
-        else None
-    )
+    split = _split_feedback(feedback_paths, evaluate_paths, holdout, settings.seed, base, reasoner)
 
     views, tool_invariance = replay_views(base_record)
-    payload_reader = reasoner.config.context_payload
     replay = replay_sample(
         encoder, encoder_path, dataset, cache, views, tool_invariance, settings.replay_per_class,
-        payload_reader, settings.seed,
+        reasoner.config.context_payload, settings.seed,
     )  # fmt: skip
-    log.info("fine-tuning on %d feedback rows with %d replayed rows", len(trained), len(replay))
-    tuned, curve = finetune_reasoner(reasoner, missions, replay, trained.rows, settings)
+    log.info("fine-tuning on %d feedback rows with %d replayed rows", len(split.trained), len(replay))
+    tuned, curve = finetune_reasoner(reasoner, missions, replay, split.trained.rows, settings)
 
     threshold = base.attack_threshold
-    drift_rows = np.random.default_rng(settings.seed).choice(
-        len(replay), min(5_000, len(replay)), replace=False
+    replay_drift = _replay_drift(reasoner, tuned, replay, settings.seed)
+    test_split = _test_split_section(
+        reasoner, tuned, encoder, encoder_path, dataset, cache, test_rows, settings.seed, threshold
     )
-    replay_drift = float(
-        np.mean(
-            np.abs(
-                probabilities(tuned, replay.take(drift_rows))[0]
-                - probabilities(reasoner, replay.take(drift_rows))[0]
-            ).sum(axis=1)
-        )
-    )
-    test = cached_split(encoder, encoder_path, dataset, "test", cache)
-    sample, real = split_sample(test, test_rows, settings.seed, payload_reader)
-    test_size = len(test)
-    del test
-    test_before = split_metrics(sample, real, *probabilities(reasoner, sample), threshold)
-    test_after = split_metrics(sample, real, *probabilities(tuned, sample), threshold)
     record: dict[str, Any] = {
         "base_bundle": {"name": base.name, "version": base.version, "encoder_sha256": encoder_sha256(base)},
         "checkpoint_parity": parity,
-        "feedback": {
-            "files": [str(p) for p in feedback_paths],
-            "rows": len(feedback),
-            "trained_on": trained.counts(),
-            "held_back": feedback.take(held).counts() if len(held) else {},
-            "evaluate_files": [str(p) for p in evaluate_paths],
-            "evaluated": evaluation.counts() if evaluation is not None else {},
-            "evaluate_rows_dropped_as_trained_on": dropped,
-            "bundles": sorted({f"{r['bundle']['name']} {r['bundle']['version']}" for r in feedback.records}),
-            "inputs": "the reasoner inputs the sensor fed its reasoner, as exported",
-        },
+        "feedback": _feedback_section(split, feedback_paths, evaluate_paths),
         "config": asdict(settings),
         "replay": {"views": views, "tool_invariance": tool_invariance, "rows": len(replay)},
         "operating_point": {"attack_threshold": threshold, "from": "the base bundle, not recalibrated"},
         "curve": curve,
-        "feedback_rows_trained_on": compare(
-            reasoner, tuned, trained.rows, threshold, trained.records
-        ).to_dict(),
-        "held_back_rows": (
-            compare(reasoner, tuned, evaluation.rows, threshold, evaluation.records).to_dict()
-            if evaluation is not None
-            else None
-        ),
+        **_feedback_comparisons(reasoner, tuned, split, threshold),
         "replay_sample_mean_coarse_change": replay_drift,  # mean L1 distance of the coarse distributions
-        "test_split": {
-            "rows": len(sample),
-            "of": test_size,  # a uniform sample when fewer
-            "before": test_before,
-            "after": test_after,
-        },
+        "test_split": test_split,
     }
     record["seconds"] = round(time.monotonic() - started, 1)
     record = json.loads(json.dumps(record, default=_plain))
+    return _write_finetune(
+        out, tuned, missions, base, base_record, record, dataset, encoder_path, align_path,
+        cache=cache, version=version, encode_texts=encode_texts,
+    )  # fmt: skip
+
+
+def _write_finetune(
+    out: Path,
+    tuned: Reasoner,
+    missions: list[Mission],
+    base: Bundle,
+    base_record: dict[str, Any],
+    record: dict[str, Any],
+    dataset: Path,
+    encoder_path: Path,
+    align_path: Path,
+    *,
+    cache: Path | None,
+    version: str | None,
+    encode_texts: Any,
+) -> FinetuneResult:
+    """Write `out`/reasoner.pt and `out`/finetune.json, export the bundle `out`/bundle; returns all three."""
+    from packetclip_training.export import export_bundle
+    from packetclip_training.reasoner import save_reasoner
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "reasoner.pt"

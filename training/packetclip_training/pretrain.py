@@ -506,69 +506,15 @@ def pretrain(
     train = load_packets(datasets, "train", encoder_config)
     if train.connections == 0:
         raise ValueError("the train splits hold no connection with packets")
-    rule_rows = np.flatnonzero(train.arrays["valid"].reshape(-1))  # valid packets, flattened
-    if len(rule_rows) > config.rule_packets:
-        rule_rows = np.sort(rng.choice(rule_rows, config.rule_packets, replace=False))
-    snaplen = encoder_config.snaplen
-    rule = TargetRule.fit(
-        train.arrays["bytes"].reshape(-1, snaplen)[rule_rows],
-        train.arrays["length"].reshape(-1)[rule_rows],
-        config.zero_share,
-        config.min_layout_packets,
-    )
+    rule = _fit_target_rule(train, encoder_config, config, rng)
     log.info("target rule: %s", rule.stats)
     model = MaskedByteModel(encoder_config)
     model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
     steps_per_epoch = math.ceil(train.connections / config.batch_size)
     total = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total = min(total, config.max_steps)
-    curve: list[dict[str, float]] = []
-    window_loss, window_accuracy, window_contrast, window_steps = 0.0, 0.0, 0.0, 0
-    started = time.monotonic()
-    step = 0
-    while step < total:
-        order = rng.permutation(train.connections)
-        for start in range(0, len(order), config.batch_size):
-            if step >= total:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(step, total, config)
-            batch = _batch(train, order[start : start + config.batch_size])
-            if config.tool_invariance > 0:
-                varied = vary_tool_fields(
-                    {k: v.numpy() for k, v in batch.items()}, rng, config.tool_invariance
-                )
-                batch["bytes"], batch["length"] = (torch.from_numpy(varied[k]) for k in ("bytes", "length"))
-            result = _step_loss(model, batch, rule, config, generator)
-            optimizer.zero_grad(set_to_none=True)
-            result.total.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            step += 1
-            window_loss += result.masked_bytes
-            window_accuracy += result.accuracy
-            window_contrast += result.contrast
-            window_steps += 1
-            if step % config.log_every == 0 or step == total:
-                point = {
-                    "step": step,
-                    "epoch": (step - 1) // steps_per_epoch + 1,
-                    "loss": window_loss / window_steps,
-                    "accuracy": window_accuracy / window_steps,
-                    "contrast": window_contrast / window_steps,
-                    "seconds": time.monotonic() - started,
-                }
-                curve.append(point)
-                log.info(
-                    "step %d/%d masked-byte loss %.4f accuracy %.3f contrast %.3f",
-                    step, total, point["loss"], point["accuracy"], point["contrast"],
-                )  # fmt: skip
-                window_loss, window_accuracy, window_contrast, window_steps = 0.0, 0.0, 0.0, 0
-    seconds = time.monotonic() - started
+    step, curve, seconds = _train_steps(model, train, rule, config, rng, generator, steps_per_epoch, total)
     record: dict[str, Any] = {
         "objective": "masked-byte modelling"
         + (" + same-connection contrast" if config.contrast_weight > 0 else ""),
@@ -591,6 +537,94 @@ def pretrain(
     (out / LOSS_CURVE_NAME).write_text(json.dumps({"steps": step, "curve": curve}, indent=1) + "\n")
     log.info("wrote %s and %s", out / CHECKPOINT_NAME, out / LOSS_CURVE_NAME)
     return record
+
+
+def _fit_target_rule(
+    train: PacketData, encoder_config: EncoderConfig, config: PretrainConfig, rng: np.random.Generator
+) -> TargetRule:
+    """The target rule fitted on up to `config.rule_packets` valid training packets drawn with `rng`."""
+    rule_rows = np.flatnonzero(train.arrays["valid"].reshape(-1))  # valid packets, flattened
+    if len(rule_rows) > config.rule_packets:
+        rule_rows = np.sort(rng.choice(rule_rows, config.rule_packets, replace=False))
+    snaplen = encoder_config.snaplen
+    return TargetRule.fit(
+        train.arrays["bytes"].reshape(-1, snaplen)[rule_rows],
+        train.arrays["length"].reshape(-1)[rule_rows],
+        config.zero_share,
+        config.min_layout_packets,
+    )
+
+
+def _train_steps(
+    model: MaskedByteModel,
+    train: PacketData,
+    rule: TargetRule,
+    config: PretrainConfig,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    steps_per_epoch: int,
+    total: int,
+) -> tuple[int, list[dict[str, float]], float]:
+    """Run `total` optimiser steps over shuffled epochs; returns (steps taken, loss curve, seconds)."""
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    curve: list[dict[str, float]] = []
+    window_loss, window_accuracy, window_contrast, window_steps = 0.0, 0.0, 0.0, 0
+    started = time.monotonic()
+    step = 0
+    while step < total:
+        order = rng.permutation(train.connections)
+        for start in range(0, len(order), config.batch_size):
+            if step >= total:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(step, total, config)
+            batch = _batch(train, order[start : start + config.batch_size])
+            if config.tool_invariance > 0:
+                varied = vary_tool_fields(
+                    {k: v.numpy() for k, v in batch.items()}, rng, config.tool_invariance
+                )
+                batch["bytes"], batch["length"] = (torch.from_numpy(varied[k]) for k in ("bytes", "length"))
+            result = _optimiser_step(model, optimizer, batch, rule, config, generator)
+            step += 1
+            window_loss += result.masked_bytes
+            window_accuracy += result.accuracy
+            window_contrast += result.contrast
+            window_steps += 1
+            if step % config.log_every == 0 or step == total:
+                point = {
+                    "step": step,
+                    "epoch": (step - 1) // steps_per_epoch + 1,
+                    "loss": window_loss / window_steps,
+                    "accuracy": window_accuracy / window_steps,
+                    "contrast": window_contrast / window_steps,
+                    "seconds": time.monotonic() - started,
+                }
+                curve.append(point)
+                log.info(
+                    "step %d/%d masked-byte loss %.4f accuracy %.3f contrast %.3f",
+                    step, total, point["loss"], point["accuracy"], point["contrast"],
+                )  # fmt: skip
+                window_loss, window_accuracy, window_contrast, window_steps = 0.0, 0.0, 0.0, 0
+    return step, curve, time.monotonic() - started
+
+
+def _optimiser_step(
+    model: MaskedByteModel,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    rule: TargetRule,
+    config: PretrainConfig,
+    generator: torch.Generator,
+) -> StepLoss:
+    """One optimiser step on `batch` with clipped gradients; returns the step's losses."""
+    result = _step_loss(model, batch, rule, config, generator)
+    optimizer.zero_grad(set_to_none=True)
+    result.total.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return result
 
 
 def _held_out(
