@@ -33,8 +33,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from packetclip.commands.classify import resolve_model
 from packetclip.engine import Engine
+from packetclip.pipeline import resolve_model
 from packetclip.zeek.codec import Event
 from packetclip.zeek.service import VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings

@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from packetclip.commands.classify import resolve_model
 from packetclip.engine import Engine
+from packetclip.pipeline import resolve_model
 from packetclip.zeek.client import event_text
 from packetclip.zeek.service import VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
-    from packetclip.commands.classify import resolve_model
+    from packetclip.pipeline import resolve_model
 
     model = str(resolve_model(args.model))
     versions: dict[str, str | None] = {"current": None}

@@ -34,10 +34,10 @@ from typing import Any
 
 import yaml
 
-from packetclip.commands.classify import classify_captures, resolve_model
 from packetclip.engine import Engine
 from packetclip.featurizer import read_frames
 from packetclip.output import verdict_record
+from packetclip.pipeline import classify_captures, resolve_model
 from packetclip.suricata.agreement import compare, whole_frames_capture
 from packetclip.suricata.eve import parse_timestamp
 from packetclip.suricata.follow import EveFileFollower, EveSocketListener

@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from packetclip.bundle import default_bundle_path
-from packetclip.commands.classify import classify_captures
 from packetclip.context import RESPONDER_FEATURES
 from packetclip.engine import Engine, Verdict
+from packetclip.pipeline import classify_captures
 from packetclip_training.cli import cli
 from packetclip_training.dataset.labelling import Drop
 from packetclip_training.dataset.sources import load_lab_run

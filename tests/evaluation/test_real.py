@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from packetclip.bundle import default_bundle_path
-from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine, Verdict
+from packetclip.pipeline import classify_captures
 from packetclip_training.cli import cli
 from packetclip_training.evaluation.real import (
     SHIPPED,

@@ -555,8 +555,8 @@ def test_an_unusable_allowlist_stops_each_command_with_one_line(
 def test_flag_environment_and_config_file_reach_every_commands_engine(
     bundle_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from packetclip.commands.classify import open_engine
     from packetclip.commands.serve import open_serving_engine
+    from packetclip.pipeline import open_engine
 
     first, second = tmp_path / "first.toml", tmp_path / "second.toml"
     first.write_text('[[allow]]\nreason = "first"\nnets = "10.0.0.1"\n')

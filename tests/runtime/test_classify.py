@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from packetclip.commands.classify import classify, classify_captures
+from packetclip.commands.classify import classify
 from packetclip.engine import Engine
 from packetclip.featurizer import ConnectionTracker, FeaturizerConfig, ParseStats, featurize_pcap, read_frames
 from packetclip.output import ZEEK_FIELDS
+from packetclip.pipeline import classify_captures
 from tests.real_captures import manifest_files
 from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from packetclip.bundle import default_bundle_path, load_bundle, load_concepts
-from packetclip.commands.classify import classify_captures
 from packetclip.concept_rules import CONCEPT_RULES, ConceptRules, has_rule
 from packetclip.context import ResponderSummary
 from packetclip.engine import Engine
 from packetclip.explain import Activity, Explainer
 from packetclip.featurizer import Connection
 from packetclip.missions import load_mission, load_missions, normalise_concept
+from packetclip.pipeline import classify_captures
 from tests.runtime.test_explain import make_conn
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -13,10 +13,10 @@ import click
 import pytest
 
 from packetclip.cli import main, run_group
-from packetclip.commands.classify import classify_captures
 from packetclip.commands.models import _short, _table_lines
 from packetclip.engine import Engine
 from packetclip.featurizer import featurize_pcap
+from packetclip.pipeline import classify_captures
 from packetclip.store import InstalledBundle
 from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle
 

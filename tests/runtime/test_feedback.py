@@ -332,8 +332,8 @@ def test_nothing_is_kept_and_no_file_written_unless_a_setting_asks(
 def test_flag_environment_and_config_file_reach_every_commands_engine(
     bundle_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from packetclip.commands.classify import open_engine
     from packetclip.commands.serve import open_serving_engine
+    from packetclip.pipeline import open_engine
 
     first, second = tmp_path / "first.sqlite", tmp_path / "second.sqlite"
     config = tmp_path / "config.toml"

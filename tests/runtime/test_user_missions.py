@@ -319,8 +319,8 @@ def test_classify_suricata_and_serve_open_their_engine_with_the_missions_setting
     bundle: Bundle, missions_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The flag, PACKETCLIP_MISSIONS or the config file's `missions` key: each command's engine scores them."""
-    from packetclip.commands.classify import open_engine
     from packetclip.commands.serve import open_serving_engine
+    from packetclip.pipeline import open_engine
 
     class StandIn:
         def encode(self, texts: list[str]) -> np.ndarray:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine
 from packetclip.output import verdict_record
+from packetclip.pipeline import classify_captures
 from packetclip.suricata.agreement import compare, whole_frames_capture
 from packetclip.suricata.control import CommandRefused, SuricataControl
 from packetclip.suricata.datasets import DatasetFeedback

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine, Verdict
 from packetclip.missions import load_missions
 from packetclip.output import ZEEK_FIELDS, ZeekWriter
+from packetclip.pipeline import classify_captures
 from packetclip.user_missions import UserMissionScorer
 from packetclip.zeek.service import MISSION_SCORES_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import pytest
 
-from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine, Verdict
+from packetclip.pipeline import classify_captures
 from packetclip.zeek.service import HELLO_EVENT, VERDICT_EVENT, Sidecar
 from packetclip.zeek.settings import ServeSettings
 from tests.runtime.test_engine import LAB_CAPTURE, runtime_bundle

@@ -20,7 +20,7 @@ state so that a pass never hits the cache with connections of the pass before. I
   favourable to it: model time only, one sample per connection, whereas packetclip's number includes reading
   and featurizing the capture.
 
-It does not own the pipeline (`commands.classify.classify_captures`) or the ET-BERT model (the factory).
+It does not own the pipeline (`packetclip.pipeline.classify_captures`) or the ET-BERT model (the factory).
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from typing import Any
 import click
 import numpy as np
 
-from packetclip.commands.classify import StreamSummary, classify_captures, open_engine
 from packetclip.commands.models import FACTORY_COMMAND, factory_command
-from packetclip.commands.options import batch_size_option, model_option, threads_option
+from packetclip.commands.options import batch_size_option, model_option, setup_errors, threads_option
 from packetclip.engine import Engine
 from packetclip.output import ZeekWriter
+from packetclip.pipeline import StreamSummary, classify_captures, open_engine
 from packetclip.timing import Candidate, measure, single_thread_session
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,8 @@ def bench(
     missing = [path for path in captures if not Path(path).is_file()]
     if missing:
         raise click.ClickException(f"no capture at {', '.join(missing)}")
-    engine = open_engine(model, threads, batch_size)
+    with setup_errors():
+        engine = open_engine(model, threads, batch_size)
     result: dict[str, Any] = {
         "captures": [{"path": path, "bytes": Path(path).stat().st_size} for path in captures],
         "model": {

@@ -1,48 +1,29 @@
 """`packetclip classify`: verdicts for every connection of one or more captures.
 
-Owns the capture-to-verdict stream (`classify_captures`, which `packetclip bench` times as well): frames are read
-and tracked one file at a time with bounded memory, finished connections are put back in first-packet order (the
-order training replays a capture in; `packetclip.ordering`) and gathered into micro-batches for the engine, and
-each verdict is handed to a writer as soon as its batch is done. Several files are several sensors:
-each gets its own connection table and its file name as the originator-context key, so two captures never share
-a history. It also owns choosing the bundle (`--model`, else the store's active bundle, else the embedded one),
-the set-up the live sidecars share with it (`open_engine`, `open_allowlist`, `user_mission_factory`; the input
-store's is `packetclip.commands.feedback`'s, the options they share are `packetclip.commands.options`'), and the
-summary on stderr. Records go to stdout or `-o FILE`, never mixed with the summary.
+Owns the command line and its output: the options, the engine opened from them (`packetclip.pipeline.open_engine`:
+`--model`, else the store's active bundle, else the embedded one), the records on stdout or `-o FILE` (never mixed
+with the summary), the progress bar on a terminal, and the summary on stderr. The stream from captures to verdicts
+itself — one connection table per capture, first-packet order, micro-batches, bounded memory — is
+`packetclip.pipeline.classify_captures`.
 
 A capture that cannot be read (missing, empty, not a capture, a folder) is reported on stderr the moment it
 fails, counted in the summary and skipped; the other captures are still classified in full, and the command then
 exits 1 (0 when every capture was read, 2 for a usage error).
 
-Bounded memory: the featurizer's tracker keeps a connection until it times out or closes, and keeps only the first
-`max_packets` packets' bytes. In its `release_full` mode it hands a connection to the engine the moment its first
-`max_packets` packets are in or packet time passes the bundle's window (what Zeek's scripts do with `max_packets`
-and `max_wait`), drops its packet bytes, and keeps only its
-counters until it ends the connection without a second record, so each connection gets exactly one record. A flood's single long connection is therefore classified within `max_packets` packets
-instead of at its inactivity timeout, and the facts in its record are those of its first `max_packets` packets.
-
-It does not parse frames (`packetclip.featurizer`), run models (`packetclip.engine`) or format records
-(`packetclip.output`).
+It does not parse frames (`packetclip.featurizer`), run models (`packetclip.engine`), stream captures
+(`packetclip.pipeline`) or format records (`packetclip.output`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
-from packetclip.allowlist import AllowlistError, AllowlistFile
-from packetclip.bundle import BundleError, default_bundle_path, load_bundle
-from packetclip.commands.feedback import open_input_store
+from packetclip.allowlist import AllowlistFile
 from packetclip.commands.options import (
     allowlist_option,
     batch_size_option,
@@ -50,247 +31,11 @@ from packetclip.commands.options import (
     missions_options,
     model_option,
     output_option,
+    setup_errors,
     threads_option,
 )
-from packetclip.config import ConfigError, RuntimeConfig, load_config
-from packetclip.engine import Engine, MissionScorerFactory
-from packetclip.featurizer import (
-    Connection,
-    ConnectionTracker,
-    FeaturizerConfig,
-    ParseStats,
-    PcapError,
-    read_frames,
-)
-from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
 from packetclip.output import FORMATS, open_writer
-from packetclip.store import ModelStore
-from packetclip.user_missions import load_user_mission_scorer
-from packetclip.verdict import Verdict
-
-log = logging.getLogger(__name__)
-
-_PCAP_RECORD_HEADER = 16  # bytes of a pcap record header: progress counts them with each frame
-_PROGRESS_EVERY = (
-    2048  # frames between progress-bar updates: redrawing per frame would cost more than parsing
-)
-
-
-@dataclass
-class StreamSummary:
-    """What a run over captures did; the stderr summary and the benchmark read it."""
-
-    stats: ParseStats = field(default_factory=ParseStats)
-    connections: int = 0
-    labels: Counter[str] = field(default_factory=Counter)
-    attacks: Counter[str] = field(default_factory=Counter)
-    released_early: int = 0
-    evicted: int = 0  # connections ended early to stay within the tracker's max_open
-    reordered_forced: int = 0  # connections that could not wait for an earlier, still open one (max_held)
-    captures: int = 0  # captures attempted, the unreadable ones included
-    file_errors: list[str] = field(default_factory=list)  # one message per capture that could not be read
-    seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)  # seconds from release by the tracker to verdict
-
-
-def classify_captures(
-    engine: Engine,
-    paths: Sequence[str | Path],
-    sink: Callable[[Verdict], None],
-    progress: Callable[[int], None] | None = None,
-    measure_latency: bool = False,
-    max_held: int = DEFAULT_MAX_HELD,
-    on_file_error: Callable[[str], None] | None = None,
-    max_open: int | None = None,
-) -> StreamSummary:
-    """Stream every capture through tracker and engine; `sink` gets each verdict. Unreadable files are reported
-    in the summary (and to `on_file_error` the moment they fail) and skipped; the others are still processed.
-    Finished connections reach the engine in first-packet order, equal times by endpoints (`packetclip.ordering`;
-    at most `max_held` wait for an earlier one still open), the order training replays a capture in and the Zeek
-    sidecar classifies each node's requests in. `max_open` caps the open connections each capture's tracker follows
-    (default: the featurizer's)."""
-    summary = StreamSummary()
-    config = engine.featurizer_config
-    if max_open is not None:
-        config = dataclasses.replace(config, max_open=max_open)
-    started = time.perf_counter()
-    for path in paths:
-        summary.captures += 1
-        file_stats = ParseStats()
-        try:
-            reorder = FirstPacketOrder(_first_ts, max_held, _tie)
-            _classify_capture(
-                engine, config, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
-            )
-        except PcapError as exc:
-            summary.file_errors.append(str(exc))
-            if on_file_error is not None:
-                on_file_error(str(exc))
-            else:
-                log.info("%s", exc)  # the caller reads it from the summary
-        summary.stats.merge(file_stats)
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def _first_ts(item: tuple[Connection, float]) -> float:
-    return item[0].ts
-
-
-def _tie(item: tuple[Connection, float]) -> tuple[Any, ...]:
-    conn = item[0]
-    return endpoint_tie(conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p, conn.proto, conn.uid)
-
-
-def _classify_capture(
-    engine: Engine,
-    config: FeaturizerConfig,
-    path: Path,
-    sink: Callable[[Verdict], None],
-    stats: ParseStats,
-    summary: StreamSummary,
-    progress: Callable[[int], None] | None,
-    measure_latency: bool,
-    reorder: FirstPacketOrder[tuple[Connection, float]],
-) -> None:
-    """`reorder` holds (connection, when the tracker released it) for first-packet order."""
-    sensor = path.name
-    tracker = ConnectionTracker(config, stats, release_full=True)
-    batch_size = engine.batch_size
-    pending: list[tuple[Connection, float]] = []
-    clock = time.perf_counter
-
-    def run_batch() -> None:
-        verdicts = engine.classify([conn for conn, _ in pending], sensor)
-        if measure_latency:
-            done = clock()
-            summary.latencies.extend(done - at for _, at in pending)
-        for verdict in verdicts:
-            summary.labels[verdict.label] += 1
-            summary.attacks[verdict.attack] += 1
-            sink(verdict)
-        summary.connections += len(verdicts)
-        pending.clear()
-
-    def take(ready: list[tuple[Connection, float]]) -> None:
-        for item in ready:
-            pending.append(item)
-            if len(pending) >= batch_size:
-                run_batch()
-
-    consumed = 0
-    frames = 0
-    add = tracker.add
-    try:
-        for ts, link_type, frame in read_frames(path, stats):
-            finished = add(ts, link_type, frame)
-            if finished:
-                # the oldest open connection only changes when a record comes out, so only then look
-                at = clock() if measure_latency else 0.0
-                reorder.push([(conn, at) for conn in finished])
-                take(reorder.pop_ready(tracker.oldest_open_ts()))
-            if progress is not None:
-                consumed += len(frame) + _PCAP_RECORD_HEADER
-                frames += 1
-                if frames % _PROGRESS_EVERY == 0:
-                    progress(consumed)
-                    consumed = 0
-    finally:
-        # a damaged file still yields verdicts for everything read before the damage
-        at = clock() if measure_latency else 0.0
-        reorder.push([(conn, at) for conn in tracker.flush()])
-        released = reorder.drain()
-        summary.reordered_forced += reorder.forced
-        pending.extend(released)  # one last call: the engine takes it in first-packet order, batch by batch
-        if pending:
-            run_batch()
-        summary.released_early += tracker.released_early
-        summary.evicted += tracker.evicted
-        if progress is not None and consumed:
-            progress(consumed)
-
-
-def resolve_model(model: str | None, store: str | None = None) -> Path:
-    """`--model` when given, else the store's active bundle (which falls back to the embedded default)."""
-    if model:
-        return Path(model)
-    try:
-        return ModelStore.from_settings(load_config(store=store)).active_bundle_path()
-    except ConfigError as exc:
-        log.warning("%s; using the embedded default bundle", exc)
-        return default_bundle_path()
-
-
-def open_engine(
-    model: str | None,
-    threads: int | None,
-    batch_size: int | None,
-    missions: str | None = None,
-    text_encoder: str | None = None,
-    allowlist: str | None = None,
-    keep_inputs: str | None = None,
-    **engine_options: Any,
-) -> Engine:
-    """An engine on the resolved bundle with settings from flags, environment or config file (config.py); with a
-    `missions` folder (flag, PACKETCLIP_MISSIONS or the config file) its user-written missions are scored too, with
-    an `allowlist` file (flag, PACKETCLIP_ALLOWLIST or the config file) the verdicts it matches are marked
-    allowed; with a `keep_inputs` store (flag, PACKETCLIP_KEEP_INPUTS or the config file) every verdict's model
-    input is kept there for feedback."""
-    try:
-        settings = load_config(
-            threads=threads,
-            batch_size=batch_size,
-            missions=missions,
-            text_encoder=text_encoder,
-            allowlist=allowlist,
-            keep_inputs=keep_inputs,
-        )
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-    engine_options["user_missions"] = user_mission_factory(settings)
-    engine_options["allowlist"] = open_allowlist(settings)
-    engine_options["inputs"] = open_input_store(settings)
-    try:
-        path = resolve_model(model)
-        engine = Engine(
-            load_bundle(path), threads=settings.threads, batch_size=settings.batch_size, **engine_options
-        )
-    except BundleError as exc:
-        raise click.ClickException(str(exc)) from exc
-    return engine
-
-
-def user_mission_factory(settings: RuntimeConfig) -> MissionScorerFactory | None:
-    """What builds a bundle's user-mission scorer from the `missions` setting (None: no missions folder set)."""
-    if settings.missions is None:
-        return None
-    if not settings.missions.is_dir():
-        raise click.ClickException(
-            f"missions folder {settings.missions} (from {settings.sources['missions']}) is not a folder"
-        )
-    return partial(
-        load_user_mission_scorer,
-        missions_dir=settings.missions,
-        text_encoder_dir=settings.text_encoder,
-        threads=settings.threads,
-    )
-
-
-def open_allowlist(settings: RuntimeConfig) -> AllowlistFile | None:
-    """The allowlist the `allowlist` setting names, read and checked (None: no allowlist set). A file that cannot
-    be used stops the command with its one-line error: a sensor must not run on a list its operator did not
-    mean."""
-    if settings.allowlist is None:
-        return None
-    try:
-        allowlist = AllowlistFile(settings.allowlist)
-    except AllowlistError as exc:
-        source = settings.sources.get("allowlist", "flag")
-        named_by = {"flag": "", "environment": " (named by PACKETCLIP_ALLOWLIST)"}.get(
-            source, f" (named by {source})"
-        )
-        raise click.ClickException(f"{exc}{named_by}") from None
-    return allowlist
+from packetclip.pipeline import StreamSummary, classify_captures, open_engine
 
 
 def print_summary(
@@ -383,7 +128,8 @@ def classify(
     A capture that cannot be read is reported on stderr and skipped, the others are classified in full, and the
     exit status is 1 (0 when every capture was read).
     """
-    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
+    with setup_errors():
+        engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
     stream = sys.stdout if output is None else open(output, "w", encoding="utf-8")  # noqa: SIM115
     writer = open_writer(fmt, stream)
     try:

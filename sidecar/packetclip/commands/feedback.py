@@ -1,7 +1,7 @@
 """`packetclip feedback add|list|export`: an analyst's label for a verdict, and the labelled inputs for the factory.
 
-Owns the commands over a feedback store (`packetclip.feedback`) and the set-up the sensor commands share to keep
-inputs in one (`open_input_store`; their `--keep-inputs FILE` is declared in `packetclip.commands.options`). The
+Owns the commands over a feedback store (`packetclip.feedback`); the sensor commands keep inputs in one through
+`packetclip.pipeline.open_input_store` (their `--keep-inputs FILE` is declared in `packetclip.commands.options`). The
 store a `feedback` command reads is `--store FILE`, else the `keep_inputs` setting (PACKETCLIP_KEEP_INPUTS or the config file), else
 $XDG_DATA_HOME/packetclip/feedback.sqlite; the commands never create one.
 
@@ -20,32 +20,16 @@ from typing import Any
 import click
 
 from packetclip.commands.options import config_option
-from packetclip.config import ConfigError, RuntimeConfig, load_config
+from packetclip.config import ConfigError, load_config
 from packetclip.feedback import (
     CLASS_NAMES,
     FeedbackStore,
     FeedbackStoreError,
-    InputStore,
     default_feedback_store,
     export_record,
     parse_since,
     summary_record,
 )
-
-
-def open_input_store(settings: RuntimeConfig) -> InputStore | None:
-    """The input store the `keep_inputs` setting names, opened (None: not set, nothing kept). A file that cannot
-    be used stops the command with a one-line error."""
-    if settings.keep_inputs is None:
-        return None
-    try:
-        return InputStore(settings.keep_inputs, settings.keep_inputs_rows, settings.keep_inputs_days)
-    except FeedbackStoreError as exc:
-        source = settings.sources.get("keep_inputs", "flag")
-        named_by = {"flag": "", "environment": " (named by PACKETCLIP_KEEP_INPUTS)"}.get(
-            source, f" (named by {source})"
-        )
-        raise click.ClickException(f"{exc}{named_by}") from None
 
 
 def _store_path(store: str | None, config: str | None) -> Path:

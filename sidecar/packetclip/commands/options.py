@@ -1,19 +1,23 @@
 """The click options several `packetclip` commands take, each declared once, so that a flag means the same thing
 (name, type, default, help) wherever it appears.
 
-Owns the declarations only: each decorator adds its option(s) with the parameter name the commands' functions
+Owns the declarations: each decorator adds its option(s) with the parameter name the commands' functions
 take. What a value then means — flags > environment > config file > defaults — is `packetclip.config`'s, and what
-a command does with it is the command's. Options one command alone takes are declared on that command.
+a command does with it is the command's. Options one command alone takes are declared on that command. It also owns
+`setup_errors`, which turns settings the core cannot use (`packetclip.pipeline.SetupError`) into the one-line
+error every command stops with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 
 from packetclip.logs import LOG_FORMATS
+from packetclip.pipeline import SetupError
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -104,3 +108,13 @@ def keep_inputs_option(command: Callable[..., Any]) -> Callable[..., Any]:
         help="Keep every verdict's model input in this SQLite feedback store, for `packetclip feedback` "
         "(default: config, else none).",
     )(command)  # fmt: skip
+
+
+@contextmanager
+def setup_errors() -> Iterator[None]:
+    """A setting, bundle or file the settings name that the core cannot use stops the command with its one line
+    (click prints it as `Error: ...` and exits 1)."""
+    try:
+        yield
+    except SetupError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -17,8 +17,6 @@ from pathlib import Path
 import click
 
 from packetclip.bundle import BundleError, load_bundle
-from packetclip.commands.classify import open_allowlist, user_mission_factory
-from packetclip.commands.feedback import open_input_store
 from packetclip.commands.options import (
     allowlist_option,
     batch_size_option,
@@ -32,6 +30,7 @@ from packetclip.commands.options import (
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.logs import announce, use_json_logs
+from packetclip.pipeline import open_allowlist, open_input_store, user_mission_factory
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.zeek.client import Credentials, load_credentials
 from packetclip.zeek.metrics import MetricsPortError
@@ -206,11 +205,17 @@ def serve(
         raise click.ClickException(str(exc)) from None
     finally:
         engine.close()
+    report_totals(sidecar, settings, allowed=engine.allowlist is not None)
+
+
+def report_totals(sidecar: Sidecar, settings: ServeSettings, allowed: bool) -> None:
+    """The run's closing totals on stderr: one line of counts, or with JSON logs one log line carrying them
+    (`allowed` only when an allowlist was in force)."""
     metrics = sidecar.metrics
     totals = {
         "requests": metrics.requests,
         "verdicts": sum(metrics.verdicts.values()),
-        **({"allowed": metrics.allowed} if engine.allowlist is not None else {}),
+        **({"allowed": metrics.allowed} if allowed else {}),
         "errors": sum(metrics.errors.values()),
         "dropped": sum(metrics.dropped.values()),
     }

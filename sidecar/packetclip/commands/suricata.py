@@ -21,7 +21,6 @@ import threading
 
 import click
 
-from packetclip.commands.classify import open_engine
 from packetclip.commands.options import (
     allowlist_option,
     batch_size_option,
@@ -29,10 +28,12 @@ from packetclip.commands.options import (
     live_model_option,
     log_format_option,
     missions_options,
+    setup_errors,
     threads_option,
 )
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.logs import announce, use_json_logs
+from packetclip.pipeline import open_engine
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.suricata.control import SuricataControl
 from packetclip.suricata.datasets import DEFAULT_SET_V4, DEFAULT_SET_V6, DatasetFeedback
@@ -120,7 +121,8 @@ def run(
         raise click.ClickException(str(exc)) from exc
     if settings.log_format == "json":
         use_json_logs()
-    engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
+    with setup_errors():
+        engine = open_engine(model, threads, batch_size, missions, text_encoder, allowlist, keep_inputs)
     source: EveSource = (
         EveFileFollower(eve_file, from_start=not from_end)
         if eve_file is not None

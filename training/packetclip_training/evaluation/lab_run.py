@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from packetclip.bundle import Bundle
-from packetclip.commands.classify import classify_captures
 from packetclip.context import RESPONDER_FEATURES
 from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import Connection
+from packetclip.pipeline import classify_captures
 from packetclip_training.dataset.labelling import Drop
 from packetclip_training.dataset.sources import load_lab_run
 from packetclip_training.evaluation.real import EngineStandIn

@@ -28,9 +28,9 @@ import numpy as np
 
 from packetclip.bundle import Bundle
 from packetclip.classes import COARSE_CLASSES, coarse_of
-from packetclip.commands.classify import classify_captures
 from packetclip.engine import Engine, Verdict
 from packetclip.featurizer import Connection
+from packetclip.pipeline import classify_captures
 from packetclip_training.baselines.scoring import mean_auc
 from packetclip_training.dataset.labelling import Drop
 from packetclip_training.dataset.sources import MANIFEST_COLUMNS, RealCapture, load_manifest, read_tsv
