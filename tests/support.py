@@ -39,11 +39,11 @@ def train_tiny_checkpoints(
     import torch
 
     from packetclip.missions import load_missions
-    from packetclip_training.align import AlignmentHeads, save_heads
+    from packetclip_training.align.heads import AlignmentHeads, save_heads
     from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
-    from packetclip_training.reasoner import ReasonerConfig, TrainConfig, save_reasoner
-    from packetclip_training.reasoner_data import embed_split
-    from packetclip_training.reasoner_fit import concept_embeddings, fit_reasoner
+    from packetclip_training.reasoner.data import embed_split
+    from packetclip_training.reasoner.fit import concept_embeddings, fit_reasoner
+    from packetclip_training.reasoner.model import ReasonerConfig, TrainConfig, save_reasoner
 
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -78,7 +78,7 @@ def export_tiny_bundles(
     **export_options: Any,
 ) -> list[Path]:
     """One bundle per version (`work/bundle-<version>`) from the same tiny checkpoints (`train_tiny_checkpoints`)."""
-    from packetclip_training.export import export_bundle
+    from packetclip_training.export.export import export_bundle
 
     if not (work / "reasoner.pt").is_file():
         train_tiny_checkpoints(work, encode, context_payload, context_features, responder_features)

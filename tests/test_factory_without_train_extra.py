@@ -45,7 +45,7 @@ def test_without_torch_every_invocation_says_what_to_install() -> None:
 
 def test_a_missing_module_outside_the_extra_is_still_a_traceback() -> None:
     """The message is for the extra only: a module of the factory itself missing is a defect, and says so."""
-    done = run_without("packetclip_training.pretrain_cli", "--help")
+    done = run_without("packetclip_training.pretrain.cli", "--help")
     assert done.returncode == 1 and "Traceback" in done.stderr, done.stderr
     assert "ModuleNotFoundError" in done.stderr and "train` extra" not in done.stderr
 

@@ -5,9 +5,9 @@ Owns opening a bundle (safe extraction of archives into a cache), verifying it a
 class vocabulary this runtime speaks), the `Bundle` record with what the runtime needs from the manifest, reading
 the concept list and the description bank, and checking the ONNX models against their parity fixtures.
 
-It does not write bundles (the factory's `packetclip_training.bundle` does) and does not run verdicts. It imports
-numpy, json, hashlib and tarfile only; onnxruntime is imported inside the functions that run a model, so that
-reading and verifying a bundle works where onnxruntime is missing.
+It does not write bundles (the factory's `packetclip_training.export.bundle` does) and does not run verdicts. It
+imports numpy, json, hashlib and tarfile only; onnxruntime is imported inside the functions that run a model, so
+that reading and verifying a bundle works where onnxruntime is missing.
 
 Layout (every path relative to the bundle's root):
 

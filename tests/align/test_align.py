@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from packetclip.classes import FINE_CLASSES
-from packetclip_training.align import (
+from packetclip_training.align.heads import (
     MAX_LOGIT_SCALE,
     MIN_LOGIT_SCALE,
     AlignConfig,
@@ -27,15 +27,15 @@ from packetclip_training.align import (
     load_heads,
     train_alignment,
 )
-from packetclip_training.align_run import (
+from packetclip_training.align.run import (
     CHECKPOINT_NAME,
     CURVE_NAME,
     METRICS_NAME,
     per_class_rows,
     run_alignment,
 )
+from packetclip_training.align.zeroshot import coarse_predictions, evaluate, topk_accuracy
 from packetclip_training.models.encoder import PacketEncoder, load_config
-from packetclip_training.zeroshot import coarse_predictions, evaluate, topk_accuracy
 from tests.support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"

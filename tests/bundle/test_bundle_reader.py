@@ -37,7 +37,7 @@ from packetclip.bundle import (
 )
 from packetclip.classes import FINE_CLASSES
 from packetclip.featurizer import featurize_pcap, pack
-from packetclip_training.bundle import ModelSpec, pack_tarball, write_bundle
+from packetclip_training.export.bundle import ModelSpec, pack_tarball, write_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAB_CAPTURE = REPO_ROOT / "samples" / "lab-quick" / "capture.pcap"

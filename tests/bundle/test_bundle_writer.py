@@ -27,7 +27,7 @@ from packetclip.bundle import MODEL_KEYS, REQUIRED_KEYS, check_fixtures, load_bu
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.featurizer import FEATURIZER_VERSION, featurize_pcap, pack
 from packetclip.missions import load_mission, load_missions
-from packetclip_training.bundle import BundleWriteError, ModelSpec, pack_tarball, write_bundle
+from packetclip_training.export.bundle import BundleWriteError, ModelSpec, pack_tarball, write_bundle
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors, load_config, parameter_count
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

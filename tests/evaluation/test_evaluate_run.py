@@ -13,15 +13,15 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
 from packetclip.missions import load_missions
-from packetclip_training.align import AlignmentHeads, save_heads
-from packetclip_training.evaluate import EvaluateConfig, Inputs, efficiency, run_evaluation
-from packetclip_training.evaluate_cli import write_report
-from packetclip_training.export import export_bundle
+from packetclip_training.align.heads import AlignmentHeads, save_heads
+from packetclip_training.evaluation.cli import write_report
+from packetclip_training.evaluation.run import EvaluateConfig, Inputs, efficiency, run_evaluation
+from packetclip_training.export.export import export_bundle
 from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
 from packetclip_training.models.etbert import EtBertConfig
-from packetclip_training.reasoner import TrainConfig, save_reasoner
-from packetclip_training.reasoner_data import embed_split, reasoner_training_split
-from packetclip_training.reasoner_fit import concept_embeddings, fit_reasoner
+from packetclip_training.reasoner.data import embed_split, reasoner_training_split
+from packetclip_training.reasoner.fit import concept_embeddings, fit_reasoner
+from packetclip_training.reasoner.model import TrainConfig, save_reasoner
 from tests.support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
@@ -96,7 +96,7 @@ def test_every_part_has_its_section(run) -> None:
 
 
 def test_each_real_family_is_left_out_and_judged_on_its_own_connections(run) -> None:
-    from packetclip_training.evaluate import PACKETCLIP, PACKETCLIP_AT_POINT
+    from packetclip_training.evaluation.run import PACKETCLIP, PACKETCLIP_AT_POINT
 
     results, reports, _ = run
     runs = results["leave_one_family_out"]
@@ -153,7 +153,7 @@ class _Rows:
 
 
 def test_during_attacks_uses_every_splits_episodes_of_the_same_run_only() -> None:
-    from packetclip_training.evaluate import during_attacks
+    from packetclip_training.evaluation.run import during_attacks
 
     train = _Rows(["a", "a", "a", "b"], ["e1", "e1", "e1", "e9"], [10.0, 12.0, 20.0, 100.0])
     test = _Rows(

@@ -13,7 +13,7 @@ from packetclip.bundle import check_fixtures, load_bundle, load_concepts, load_d
 from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_FEATURES, RESPONDER_CONNECTIONS, RESPONDER_FEATURES, RESPONDER_WINDOW
 from packetclip.missions import load_missions
-from packetclip_training.export import data_card_summary, dataset_window, fixture_rows
+from packetclip_training.export.export import data_card_summary, dataset_window, fixture_rows
 from packetclip_training.models.encoder import PacketEncoder, load_config
 from tests.support import export_tiny_bundles, hashed_text_vectors
 

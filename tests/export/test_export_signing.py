@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from packetclip.bundle import default_bundle_path
 from packetclip.signing import SignaturePolicy, generate_key_pair
-from packetclip_training import export_cli
+from packetclip_training.export import cli as export_cli
 
 
 @pytest.fixture

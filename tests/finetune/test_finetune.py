@@ -22,8 +22,8 @@ from packetclip.bundle import check_fixtures, load_bundle
 from packetclip.cli import main as packetclip
 from packetclip.commands.models import models
 from packetclip_training.cli import main as packetclip_train
-from packetclip_training.finetune import FinetuneConfig, FinetuneError, FinetuneResult, run_finetune
-from packetclip_training.reasoner import load_reasoner, save_reasoner
+from packetclip_training.finetune.finetune import FinetuneConfig, FinetuneError, FinetuneResult, run_finetune
+from packetclip_training.reasoner.model import load_reasoner, save_reasoner
 from tests.runtime.test_engine import LAB_CAPTURE
 from tests.support import SAMPLE_DATASET, export_tiny_bundles, hashed_text_vectors
 

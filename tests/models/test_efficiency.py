@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from packetclip_training.dataset import load_split
-from packetclip_training.efficiency import (
+from packetclip_training.evaluation.efficiency import (
     Candidate,
     compare_with_etbert,
     efficiency_result,
@@ -27,7 +27,7 @@ from packetclip_training.efficiency import (
     single_thread_session,
     split_batches,
 )
-from packetclip_training.export_encoder import INPUT_NAMES, ONNX_NAME, export_encoder
+from packetclip_training.export.encoder import INPUT_NAMES, ONNX_NAME, export_encoder
 from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
 from packetclip_training.models.etbert import (
     EtBertConfig,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from packetclip_training.dataset.store import load_split
-from packetclip_training.export_encoder import (
+from packetclip_training.export.encoder import (
     FIXTURE_NAME,
     INPUT_NAMES,
     METADATA_NAME,
@@ -24,7 +24,7 @@ from packetclip_training.export_encoder import (
     export_encoder,
 )
 from packetclip_training.models.encoder import batch_tensors, load_checkpoint
-from packetclip_training.pretrain import CHECKPOINT_NAME, run
+from packetclip_training.pretrain.pretrain import CHECKPOINT_NAME, run
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from packetclip_training import pretrain as pretrain_module
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import batch_tensors, load_checkpoint
-from packetclip_training.pretrain import CHECKPOINT_NAME, LOSS_CURVE_NAME, file_sha256, run
+from packetclip_training.pretrain import pretrain as pretrain_module
+from packetclip_training.pretrain.pretrain import CHECKPOINT_NAME, LOSS_CURVE_NAME, file_sha256, run
 
 FAST = {"warmup_steps": 5, "learning_rate": 3e-3, "batch_size": 32, "eval_connections": 200}
 

@@ -8,7 +8,7 @@ import torch
 
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import MASK_TOKEN, load_config
-from packetclip_training.pretrain import MaskedByteModel, TargetRule, in_packet, mask_batch
+from packetclip_training.pretrain.pretrain import MaskedByteModel, TargetRule, in_packet, mask_batch
 
 PATCH = 8
 IPV4_ZEROED = [4, 5, 8, 10, 11, *range(12, 20)]  # IP ID, TTL, checksum, addresses (IHL 5 headers)

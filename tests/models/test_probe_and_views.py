@@ -9,7 +9,7 @@ import torch
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, load_config
 from packetclip_training.models.probe import classification_scores, probe_dataset, stratified_halves
-from packetclip_training.pretrain import PretrainConfig, connection_contrast, second_view
+from packetclip_training.pretrain.pretrain import PretrainConfig, connection_contrast, second_view
 
 
 def test_classification_scores_by_hand():

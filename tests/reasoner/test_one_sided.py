@@ -9,8 +9,8 @@ import pytest
 
 from packetclip.featurizer import FeaturizerConfig, pack, read_frames
 from packetclip.featurizer.conntrack import featurize_frames
-from packetclip_training.one_sided import originator_view
-from packetclip_training.reasoner_data import (
+from packetclip_training.augment.one_sided import originator_view
+from packetclip_training.reasoner.data import (
     SplitEmbeddings,
     captured_part,
     concatenate_splits,

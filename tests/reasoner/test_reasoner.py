@@ -11,9 +11,11 @@ import torch
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
 from packetclip.context import PACKET_FACTS, RESPONDER_FEATURES
 from packetclip.missions import load_missions, parse_mission
-from packetclip_training.align import AlignmentHeads
+from packetclip_training.align.heads import AlignmentHeads
 from packetclip_training.models.encoder import PacketEncoder, load_config
-from packetclip_training.reasoner import (
+from packetclip_training.reasoner.data import build_contexts, embed_split
+from packetclip_training.reasoner.fit import fit_reasoner, fraction_rows, training_arrays
+from packetclip_training.reasoner.model import (
     REASONER_INPUTS,
     MissionGraphs,
     Reasoner,
@@ -23,8 +25,6 @@ from packetclip_training.reasoner import (
     export_reasoner,
     predict,
 )
-from packetclip_training.reasoner_data import build_contexts, embed_split
-from packetclip_training.reasoner_fit import fit_reasoner, fraction_rows, training_arrays
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 TOY = parse_mission(
@@ -189,7 +189,7 @@ def test_onnx_export_matches_torch(sample_splits, tmp_path: Path, context_payloa
 
 
 def test_behaviour_dropout_hides_embeddings_of_some_rows_only() -> None:
-    from packetclip_training.reasoner import behaviour_dropout
+    from packetclip_training.reasoner.model import behaviour_dropout
 
     rng = np.random.default_rng(0)
     inputs = (
@@ -208,7 +208,7 @@ def test_behaviour_dropout_hides_embeddings_of_some_rows_only() -> None:
 
 def test_rate_jitter_touches_only_the_responder_rate_of_full_windows() -> None:
     from packetclip.context import RESPONDER_FEATURES
-    from packetclip_training.reasoner import TrainConfig, rate_jitter
+    from packetclip_training.reasoner.model import TrainConfig, rate_jitter
 
     responder = np.full((300, len(RESPONDER_FEATURES)), 0.5, np.float32)
     responder[:200, RESPONDER_FEATURES.index("victim_log_connections")] = 1.0  # full windows
@@ -239,7 +239,7 @@ def test_replay_order_breaks_first_packet_ties_as_the_sensor_paths_do() -> None:
     """Training replays a split in the order `classify` and the sidecars hand connections to the engine: by
     first-packet time, ties by `endpoint_tie` (never by the dataset's row order)."""
     from packetclip.ordering import FirstPacketOrder, endpoint_tie
-    from packetclip_training.reasoner_data import replay_order
+    from packetclip_training.reasoner.data import replay_order
 
     rows = [  # (ts, orig_h, orig_p, resp_h, resp_p, proto, uid)
         (2.0, "10.0.0.9", 1000, "10.0.0.1", 80, "tcp", "Cb"),
@@ -268,7 +268,7 @@ def test_replay_order_breaks_first_packet_ties_as_the_sensor_paths_do() -> None:
 
 
 def test_epoch_rows_draw_a_share_of_each_class_from_real_captures() -> None:
-    from packetclip_training.reasoner import TrainConfig, epoch_rows
+    from packetclip_training.reasoner.model import TrainConfig, epoch_rows
 
     # class 0: 1,000 lab rows and 20 real ones; class 1: 300 lab rows only
     fine = np.array([0] * 1020 + [1] * 300)

@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from packetclip.context import RESPONDER_CONNECTIONS, RESPONDER_FEATURES, ResponderActivity, responder_summary
-from packetclip_training.dataset.store import load_split
-from packetclip_training.tool_invariance import (
+from packetclip_training.augment.tool_invariance import (
     jitter_responder_rates,
     randomise_tool_fields,
     redraw_syn_payloads,
     vary_tool_fields,
 )
+from packetclip_training.dataset.store import load_split
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 

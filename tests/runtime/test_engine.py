@@ -72,7 +72,7 @@ def lab_connections() -> list[Connection]:
 def split_connections(split: str) -> tuple[list[Connection], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A dataset split as runtime `Connection`s (packet times rebuilt the way training rebuilds them)."""
     from packetclip_training.dataset import load_split
-    from packetclip_training.reasoner_data import CONTEXT_COLUMNS, packet_times
+    from packetclip_training.reasoner.data import CONTEXT_COLUMNS, packet_times
 
     arrays = load_split(SAMPLE, split, columns=(*CONTEXT_COLUMNS, "uid"))
     columns = {name: arrays.pop(name) for name in (*CONTEXT_COLUMNS, "uid")}
@@ -107,7 +107,7 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     """The runtime, fed a split file by file in micro-batches, builds the contexts and responder features
     `build_contexts` builds (with the context packets' embeddings when the reasoner reads them)."""
     from packetclip.context import valid_packet_facts
-    from packetclip_training.reasoner_data import build_contexts, packet_times, replay_order
+    from packetclip_training.reasoner.data import build_contexts, packet_times, replay_order
 
     connections, columns, arrays = split_connections("test")
     fixture = {

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import click
 
-from packetclip_training.align_cli import align
+from packetclip_training.align.cli import align
 from packetclip_training.dataset.cli import build as dataset_build
-from packetclip_training.evaluate_cli import DECISION_FILE, evaluate
-from packetclip_training.export import DEFAULT_NAME
-from packetclip_training.export_cli import export
-from packetclip_training.pretrain_cli import pretrain
-from packetclip_training.reasoner_cli import reasoner
+from packetclip_training.evaluation.cli import DECISION_FILE, evaluate
+from packetclip_training.export.cli import export
+from packetclip_training.export.export import DEFAULT_NAME
+from packetclip_training.pretrain.cli import pretrain
+from packetclip_training.reasoner.cli import reasoner
 
 log = logging.getLogger(__name__)
 

@@ -47,21 +47,21 @@ def cli(verbose: int) -> None:
 
 
 def _add_stages(group: click.Group) -> None:
-    from packetclip_training.align_cli import align
+    from packetclip_training.align.cli import align
     from packetclip_training.all_cli import all_stages
     from packetclip_training.baselines.cli import baseline
     from packetclip_training.dataset.cli import dataset
     from packetclip_training.describe.cli import describe
     from packetclip_training.etbert_cli import etbert
-    from packetclip_training.evaluate_cli import evaluate
-    from packetclip_training.evaluate_lab_run_cli import evaluate_lab_run_command
-    from packetclip_training.evaluate_real_cli import evaluate_real
-    from packetclip_training.export_cli import export
-    from packetclip_training.finetune_cli import finetune
+    from packetclip_training.evaluation.cli import evaluate
+    from packetclip_training.evaluation.lab_run_cli import evaluate_lab_run_command
+    from packetclip_training.evaluation.real_cli import evaluate_real
+    from packetclip_training.export.cli import export
+    from packetclip_training.finetune.cli import finetune
     from packetclip_training.knowledge.cli import kg
     from packetclip_training.lab.cli import lab
-    from packetclip_training.pretrain_cli import pretrain
-    from packetclip_training.reasoner_cli import reasoner
+    from packetclip_training.pretrain.cli import pretrain
+    from packetclip_training.reasoner.cli import reasoner
     from packetclip_training.text.cli import text
 
     for command in (

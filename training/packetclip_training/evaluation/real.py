@@ -11,7 +11,7 @@ shape of each capture's connections (packets per connection, one-way share, orig
 says what a per-connection model can see of a flood.
 
 Does not own: the labelling rule, the featurizer, the models, the report's number formats
-(`evaluation.report`) nor the command (`evaluate_real_cli`).
+(`evaluation.report`) nor the command (`evaluation.real_cli`).
 """
 
 from __future__ import annotations

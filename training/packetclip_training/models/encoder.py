@@ -2,8 +2,8 @@
 
 Owns the architecture (one file, read top to bottom), its configuration (`EncoderConfig`, loaded from the JSON
 files in `configs/`) and the checkpoint format that rebuilds it. It does not own training objectives (see
-`packetclip_training.pretrain`), export (`packetclip_training.export_encoder`) or the featurizer that produces its
-input (`packetclip.featurizer.pack`).
+`packetclip_training.pretrain.pretrain`), export (`packetclip_training.export.encoder`) or the featurizer that
+produces its input (`packetclip.featurizer.pack`).
 
 Shape of the computation, with B connections of N packets of S bytes:
 

@@ -10,7 +10,7 @@ Weights are random (seeded): efficiency is a property of the architecture, not o
 matmuls run whatever their values, so no pretrained checkpoint is needed or used. This module is therefore never a
 detector: it owns the architecture (`EtBertConfig`, `EtBert`), its analytic parameter and FLOP counts, and its ONNX
 export (`write_etbert` also describes it in `etbert.json` for torch-free timing). It does not own the
-throughput measurement (`packetclip.timing`, `packetclip_training.efficiency`).
+throughput measurement (`packetclip.timing`, `packetclip_training.evaluation.efficiency`).
 
 FLOPs are counted as in `models/flops.py`: one multiply-add is 2 FLOPs, matrix products (linear layers and the two
 attention products) are counted, elementwise work (embedding lookups, softmax, LayerNorm, GELU, additions) is not.

@@ -1,7 +1,7 @@
 """The `packetclip-train align` command: align a frozen packet encoder with the frozen text encoder.
 
 Owns option parsing and the summary line. The run itself (subsets, cached embeddings, outputs) lives in
-`align_run`; the heads, loss and loop in `align`; the zero-shot scores in `zeroshot`.
+`align.run`; the heads, loss and loop in `align.heads`; the zero-shot scores in `align.zeroshot`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 import torch
 
-from packetclip_training.align import HEAD_SETTINGS, AlignConfig
-from packetclip_training.align_run import run_alignment
+from packetclip_training.align.heads import HEAD_SETTINGS, AlignConfig
+from packetclip_training.align.run import run_alignment
 from packetclip_training.models.encoder import load_checkpoint
 
 

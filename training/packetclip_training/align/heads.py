@@ -4,7 +4,7 @@ Owns the heads (`AlignmentHeads`, with the ablation settings none / packet / bot
 an nn.Module that knows nothing of data), the description pool (a bounded set of distinct descriptions per
 connection bucket, so the frozen text encoder runs once per distinct text), and `train_alignment`.
 Does not own the packet encoder (frozen here; see `models.encoder`), the text encoder (`text`), the wording of
-descriptions (`describe`) or the zero-shot evaluation (`zeroshot`).
+descriptions (`describe`) or the zero-shot evaluation (`align.zeroshot`).
 
 Both encoders are frozen, so the loop trains on cached embeddings: connection embeddings are computed once per
 connection, text embeddings once per distinct description.

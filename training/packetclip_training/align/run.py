@@ -1,9 +1,9 @@
 """One alignment run: a dataset and a frozen packet encoder → trained heads g_P, g_T and their zero-shot scores.
 
 Owns choosing the connections a run reads (at most so many per fine class, `load_subset`), caching their
-embeddings, the run's outputs (`align.pt`, `align_metrics.json`, `align_curve.png`) and `run_alignment`, which the
-`align` command and the evaluation both call. The heads, loss and loop live in `align`; the zero-shot scores in
-`zeroshot`; option parsing in `align_cli`.
+embeddings, the run's outputs (`align.pt`, `align_metrics.json`, `align_curve.png`) and `run_alignment`, which
+the `align` command and the evaluation both call. The heads, loss and loop live in `align.heads`; the zero-shot
+scores in `align.zeroshot`; option parsing in `align.cli`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from packetclip_training.align import (
+from packetclip_training.align.heads import (
     FACT_COLUMNS,
     AlignConfig,
     build_description_pool,
@@ -27,9 +27,9 @@ from packetclip_training.align import (
     save_heads,
     train_alignment,
 )
+from packetclip_training.align.zeroshot import class_matrix, evaluate, prompt_embeddings, scores
 from packetclip_training.dataset import load_split
 from packetclip_training.models.encoder import PacketEncoder
-from packetclip_training.zeroshot import class_matrix, evaluate, prompt_embeddings, scores
 
 log = logging.getLogger(__name__)
 

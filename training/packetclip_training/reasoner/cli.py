@@ -1,8 +1,8 @@
 """The `packetclip-train reasoner` command: train the reasoner on frozen embeddings and write its outputs.
 
 Owns option parsing, loading the frozen encoder, alignment heads and missions, and the command's outputs
-(`reasoner.pt`, `reasoner_metrics.json`). Fitting lives in `reasoner_fit`; the model and its loop in `reasoner`;
-embeddings and contexts in `reasoner_data`.
+(`reasoner.pt`, `reasoner_metrics.json`). Fitting lives in `reasoner.fit`; the model and its loop in
+`reasoner.model`; embeddings and contexts in `reasoner.data`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ import torch
 
 from packetclip.classes import FINE_CLASSES
 from packetclip.missions import load_missions
-from packetclip_training.align import load_heads
+from packetclip_training.align.heads import load_heads
 from packetclip_training.model_options import align_option, cache_option, dataset_option, encoder_option
 from packetclip_training.models.encoder import load_checkpoint
-from packetclip_training.reasoner import TrainConfig, predict, save_reasoner
-from packetclip_training.reasoner_data import cached_split, reasoner_training_split
-from packetclip_training.reasoner_fit import (
+from packetclip_training.reasoner.data import cached_split, reasoner_training_split
+from packetclip_training.reasoner.fit import (
     concept_embeddings,
     fit_reasoner,
     quick_metrics,
     training_arrays,
 )
+from packetclip_training.reasoner.model import TrainConfig, predict, save_reasoner
 
 CHECKPOINT_NAME = "reasoner.pt"
 METRICS_NAME = "reasoner_metrics.json"

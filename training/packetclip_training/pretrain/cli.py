@@ -1,6 +1,7 @@
 """The `packetclip-train pretrain` command: masked-byte pretraining of the packet encoder.
 
-Owns option parsing, the one-line summary and exit codes; the work lives in `packetclip_training.pretrain`.
+Owns option parsing, the one-line summary and exit codes; the work lives in
+`packetclip_training.pretrain.pretrain`.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def pretrain(
     """Pretrain the packet encoder on unlabelled packets; writes OUT/encoder.pt and OUT/loss_curve.json."""
     import torch  # heavy; only this command needs it
 
-    from packetclip_training.pretrain import run
+    from packetclip_training.pretrain.pretrain import run
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,8 +1,8 @@
 """The `packetclip-train evaluate` command: one run, one folder of markdown, PNG and JSON.
 
 Owns loading the frozen models, choosing the report's headline rows and targets, drawing the figures and writing
-`README.md`, `results.json` and `headline.json` into the report folder. The numbers come from `evaluate`; the
-efficiency comparison from `efficiency`.
+`README.md`, `results.json` and `headline.json` into the report folder. The numbers come from `evaluation.run`;
+the efficiency comparison from `evaluation.efficiency`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import load_missions
-from packetclip_training.align import load_heads
-from packetclip_training.evaluate import (
+from packetclip_training.align.heads import load_heads
+from packetclip_training.evaluation import figures
+from packetclip_training.evaluation.report import format_score, markdown_table, render_markdown, write_json
+from packetclip_training.evaluation.run import (
     PACKETCLIP,
     PACKETCLIP_AT_POINT,
     EvaluateConfig,
@@ -28,8 +30,6 @@ from packetclip_training.evaluate import (
     efficiency,
     run_evaluation,
 )
-from packetclip_training.evaluation import figures
-from packetclip_training.evaluation.report import format_score, markdown_table, render_markdown, write_json
 from packetclip_training.model_options import (
     align_option,
     cache_option,
@@ -38,9 +38,9 @@ from packetclip_training.model_options import (
     reasoner_option,
 )
 from packetclip_training.models.encoder import load_checkpoint
-from packetclip_training.reasoner import TrainConfig, load_reasoner
-from packetclip_training.reasoner_data import cached_split, reasoner_training_split
-from packetclip_training.reasoner_fit import concept_embeddings
+from packetclip_training.reasoner.data import cached_split, reasoner_training_split
+from packetclip_training.reasoner.fit import concept_embeddings
+from packetclip_training.reasoner.model import TrainConfig, load_reasoner
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ rows keep their labels' loss and are also pulled towards the base reasoner's own
 fine-tune may move the model only where the feedback asks. The temporal-smoothing loss is left out: a sample has
 no predecessors.
 
-Does not own the model or its checkpoint (`reasoner`), embeddings (`reasoner_data`), the bundle format
-(`bundle`, `export`) or the command (`finetune_cli`).
+Does not own the model or its checkpoint (`reasoner.model`), embeddings (`reasoner.data`), the bundle format
+(`export.bundle`, `export.export`) or the command (`finetune.cli`).
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.engine import decide
 from packetclip.feedback import EXPORT_FORMAT, read_export_arrays
 from packetclip.missions import Mission
-from packetclip_training.export_encoder import INPUT_NAMES
+from packetclip_training.export.encoder import INPUT_NAMES
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
-from packetclip_training.reasoner import (
+from packetclip_training.reasoner.data import VIEWS, SplitEmbeddings, cached_split
+from packetclip_training.reasoner.fit import quick_metrics
+from packetclip_training.reasoner.model import (
     REASONER_OUTPUTS,
     Reasoner,
     TrainConfig,
@@ -51,8 +53,6 @@ from packetclip_training.reasoner import (
     concept_targets,
     rate_jitter,
 )
-from packetclip_training.reasoner_data import VIEWS, SplitEmbeddings, cached_split
-from packetclip_training.reasoner_fit import quick_metrics
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def replay_sample(
     payload: bool,
     seed: int,
 ) -> ReasonerRows:
-    """Up to `per_class` training rows of every fine class from each view (`reasoner_data.cached_split`, so the
+    """Up to `per_class` training rows of every fine class from each view (`reasoner.data.cached_split`, so the
     cache the reasoner stage wrote is reused), held compactly; each view is freed before the next is read."""
     rng = np.random.default_rng(seed)
     parts = []
@@ -457,7 +457,7 @@ def label_metrics(data: ReasonerRows, coarse: np.ndarray, threshold: float | Non
 def split_metrics(
     data: ReasonerRows, real: np.ndarray, coarse: np.ndarray, fine: np.ndarray, threshold: float | None
 ) -> dict[str, Any]:
-    """Coarse mAUC, fine top-1 and coarse accuracy (`reasoner_fit.quick_metrics`) and benign false alarms at the
+    """Coarse mAUC, fine top-1 and coarse accuracy (`reasoner.fit.quick_metrics`) and benign false alarms at the
     operating point, of all benign rows and of the real captures' benign rows."""
     truth = np.asarray(FINE_CLASSES)[data.fine]
     metrics: dict[str, Any] = {"rows": len(data), **quick_metrics(truth, coarse, fine)}
@@ -670,7 +670,7 @@ def run_finetune(
     """
     from packetclip.bundle import load_bundle
     from packetclip_training.models.encoder import load_checkpoint
-    from packetclip_training.reasoner import load_reasoner
+    from packetclip_training.reasoner.model import load_reasoner
 
     started = time.monotonic()
     base = load_bundle(base_bundle, verify=True)
@@ -730,8 +730,8 @@ def _write_finetune(
     encode_texts: Any,
 ) -> FinetuneResult:
     """Write `out`/reasoner.pt and `out`/finetune.json, export the bundle `out`/bundle; returns all three."""
-    from packetclip_training.export import export_bundle
-    from packetclip_training.reasoner import save_reasoner
+    from packetclip_training.export.export import export_bundle
+    from packetclip_training.reasoner.model import save_reasoner
 
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "reasoner.pt"

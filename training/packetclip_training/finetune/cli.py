@@ -1,6 +1,6 @@
 """The `packetclip-train finetune` command: analysts' feedback → a fine-tuned reasoner and a bundle to install.
 
-Owns the command line only; checks, fine-tuning, measurement and export are `finetune.run_finetune`.
+Owns the command line only; checks, fine-tuning, measurement and export are `finetune.finetune.run_finetune`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import click
 import torch
 
 from packetclip.bundle import BundleError
-from packetclip_training.finetune import FinetuneConfig, FinetuneError, run_finetune
+from packetclip_training.finetune.finetune import FinetuneConfig, FinetuneError, run_finetune
 from packetclip_training.model_options import (
     align_option,
     cache_option,
@@ -117,7 +117,7 @@ def finetune(
     """Fine-tune the reasoner on labelled feedback, replaying its training data; writes a bundle."""
     if threads:
         torch.set_num_threads(threads)
-    from packetclip_training.reasoner import load_reasoner
+    from packetclip_training.reasoner.model import load_reasoner
 
     record = load_reasoner(reasoner_path)[2].get("record", {})
     config = FinetuneConfig.following(

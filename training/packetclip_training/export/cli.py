@@ -1,8 +1,8 @@
 """The `packetclip-train export` command: trained checkpoints → a model bundle the sensor runs, signed on request.
 
 Owns option parsing, reading the evaluation's metrics and operating point, and signing the written bundle with
-`--sign-key`. What a bundle carries and how it is gathered lives in `export` (`export_bundle`); the bundle format in
-`packetclip_training.bundle` and `packetclip.bundle`.
+`--sign-key`. What a bundle carries and how it is gathered lives in `export.export` (`export_bundle`); the bundle
+format in `export.bundle` and `packetclip.bundle`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 
 from packetclip.bundle import SIGNATURE_NAME
 from packetclip.signing import SigningKeyError, load_private_key, sign_bundle
-from packetclip_training.export import DEFAULT_NAME, export_bundle
+from packetclip_training.export.export import DEFAULT_NAME, export_bundle
 from packetclip_training.model_options import (
     align_option,
     cache_option,

@@ -51,8 +51,8 @@ from torch import nn
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.context import CONTEXT_FEATURES, CONTEXT_SLOTS, RESPONDER_FEATURES
 from packetclip.missions import Mission
+from packetclip_training.augment.tool_invariance import jitter_responder_rates
 from packetclip_training.models.encoder import PADDING_BIAS, Block
-from packetclip_training.tool_invariance import jitter_responder_rates
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,12 @@ class TrainConfig:
     # top-1): with features-only context slots and the one-sided view, 0.0 gave 0.824 and 0.898, 0.3 gave 0.884;
     # an earlier model that also read context payloads gained nothing from 0.5
     behaviour_dropout: float = 0.3
-    # train also on the originator-only view of every training connection (`one_sided`): a flood whose replies
-    # never reach the sensor must still read as a flood, not as the silent probes of a scan
+    # train also on the originator-only view of every training connection (`augment.one_sided`): a flood whose
+    # replies never reach the sensor must still read as a flood, not as the silent probes of a scan
     one_sided: bool = True
     # share of training connections whose tool-identifying header fields (the originator's ephemeral port and
     # TCP window; for another such share, the data its SYNs carry) are redrawn before they are embedded
-    # (`tool_invariance.vary_tool_fields`): a new tool's values are unfamiliar, its behaviour is not
+    # (`augment.tool_invariance.vary_tool_fields`): a new tool's values are unfamiliar, its behaviour is not
     tool_invariance: float = 0.5
     # share of training rows towards a busy responder whose victim-side rate is rescaled by up to this factor
     # either way (`tool_invariance.jitter_responder_rates`): a tool's speed is its setting, not the attack

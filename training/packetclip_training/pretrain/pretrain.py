@@ -2,7 +2,7 @@
 
 Owns the masking rule, the masked-byte head and loss, the training loop and the pretraining record. It reads only
 the `train` split of each dataset (and `val`, for a held-out loss), never `test`, and never a label column. The
-encoder itself lives in `packetclip_training.models.encoder`; export in `packetclip_training.export_encoder`.
+encoder itself lives in `packetclip_training.models.encoder`; export in `packetclip_training.export.encoder`.
 
 What is masked, and why. A packet's bytes are cut into the encoder's tokens (`patch_bytes` bytes each); a random
 `mask_ratio` of a packet's *candidate* tokens is replaced by the mask token and the model predicts the original
@@ -52,6 +52,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from packetclip_training.augment.tool_invariance import vary_tool_fields
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import (
     BYTE_VALUES,
@@ -63,7 +64,6 @@ from packetclip_training.models.encoder import (
     parameter_count,
     save_checkpoint,
 )
-from packetclip_training.tool_invariance import vary_tool_fields
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,8 @@ class PretrainConfig:
     log_every: int = 10  # steps between loss-curve points
     eval_connections: int = 2000  # held-out (val) connections for the final held-out loss
     # share of each batch's connections whose tool-identifying fields (the originator's ephemeral port and TCP
-    # window; and, for another such share, the data its SYNs carry) are redrawn (`tool_invariance`): the encoder
-    # learns those positions say nothing it can predict, rather than learning each lab tool's values
+    # window; and, for another such share, the data its SYNs carry) are redrawn (`augment.tool_invariance`): the
+    # encoder learns those positions say nothing it can predict, rather than learning each lab tool's values
     tool_invariance: float = 0.5
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
-from packetclip_training.align import AlignmentHeads
+from packetclip_training.align.heads import AlignmentHeads
 from packetclip_training.describe.describe import class_prompts
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Owns choosing the texts (descriptions written from real training connections of every class, bucketed as the
 alignment run buckets them, plus the class prompts) and embedding them (frozen text encoder, then g_T, unit rows).
 At run time the sensor compares a connection's aligned vector with these rows and quotes the nearest text of the
-predicted class. Does not own the wording (`describe`) or the bundle format (`bundle`).
+predicted class. Does not own the wording (`describe`) or the bundle format (`export.bundle`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from packetclip.classes import FINE_CLASSES
-from packetclip_training.align import FACT_COLUMNS, AlignmentHeads, build_description_pool
-from packetclip_training.align_run import load_subset
+from packetclip_training.align.heads import FACT_COLUMNS, AlignmentHeads, build_description_pool
+from packetclip_training.align.run import load_subset
 from packetclip_training.describe.describe import class_prompts
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Owns the order of work and the results dictionary: the reasoner's verdicts (coarse and fine, held-out variants,
 real captures per file), zero-shot classification, the comparison models on the same rows, the data-scarcity
 curve, unseen classes, an embedding sample for the plot and, given an exported bundle, the efficiency comparison.
-Metrics, figures and markdown come from `packetclip_training.evaluation`; models from their own modules.
+Metrics, figures and markdown come from `evaluation.metrics`, `.figures` and `.report`; models from theirs.
 
 What "honest" means here: the test split is flow- and time-disjoint from training (whole attack episodes, a guard
 gap for other traffic, whole real files) and holds the held-out attack variants, which no stage trains on. The
@@ -27,10 +27,18 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import Mission
-from packetclip_training.align import AlignConfig, AlignmentHeads
-from packetclip_training.align_run import run_alignment
+from packetclip_training.align.heads import AlignConfig, AlignmentHeads
+from packetclip_training.align.run import run_alignment
+from packetclip_training.align.zeroshot import (
+    class_matrix,
+    prompt_embeddings,
+    scores,
+)
+from packetclip_training.align.zeroshot import (
+    evaluate as zeroshot_evaluate,
+)
 from packetclip_training.baselines.features import feature_matrix, read_facts
-from packetclip_training.comparisons import capped_rows, class_indices, fit_tabular
+from packetclip_training.evaluation.comparisons import capped_rows, class_indices, fit_tabular
 from packetclip_training.evaluation.metrics import (
     aggregate_to_coarse,
     grouped_metrics,
@@ -54,17 +62,9 @@ from packetclip_training.evaluation.real import (
     summarize,
 )
 from packetclip_training.models.encoder import PacketEncoder
-from packetclip_training.reasoner import Reasoner, TrainConfig, predict
-from packetclip_training.reasoner_data import SplitEmbeddings
-from packetclip_training.reasoner_fit import fit_reasoner, training_arrays
-from packetclip_training.zeroshot import (
-    class_matrix,
-    prompt_embeddings,
-    scores,
-)
-from packetclip_training.zeroshot import (
-    evaluate as zeroshot_evaluate,
-)
+from packetclip_training.reasoner.data import SplitEmbeddings
+from packetclip_training.reasoner.fit import fit_reasoner, training_arrays
+from packetclip_training.reasoner.model import Reasoner, TrainConfig, predict
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def unseen(inputs: Inputs, config: EvaluateConfig, name: str) -> dict[str, Any]:
         4,
         exclude=(name,),
     )
-    from packetclip_training.align import load_heads
+    from packetclip_training.align.heads import load_heads
 
     heads, _ = load_heads(work / "align.pt")
     test = inputs.splits["test"]
@@ -511,7 +511,7 @@ def _reasoner_without(
     work = inputs.work / f"loso-{family}"
     run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
                   config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
-    from packetclip_training.align import load_heads
+    from packetclip_training.align.heads import load_heads
 
     heads, _ = load_heads(work / "align.pt")
     return fit_reasoner(inputs.reasoner_train, None, heads, inputs.missions, inputs.concept_text(heads),
@@ -650,10 +650,10 @@ def efficiency(
     import tempfile
 
     from packetclip.bundle import load_bundle
-    from packetclip_training import efficiency as timing
     from packetclip_training.dataset.store import load_split
+    from packetclip_training.evaluation import efficiency as timing
     from packetclip_training.models.flops import encoder_cost
-    from packetclip_training.reasoner import reasoner_flops
+    from packetclip_training.reasoner.model import reasoner_flops
 
     bundle = load_bundle(bundle_path)
     test = inputs.splits["test"]

@@ -18,7 +18,7 @@ arrays the featurizer would have produced from a capture holding only the origin
 
 Approximation, stated: only the originator packets among the connection's first `max_packets` are kept, where a
 one-sided capture would fill the window with later originator packets; SACK edges (rare in the first packets)
-keep their relative values. Does not embed, store or train (`reasoner_data` does).
+keep their relative values. Does not embed, store or train (`reasoner.data` does).
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Trained checkpoints → a model bundle the sensor runs.
 
-Owns gathering what a bundle carries — the two ONNX models with torch-made parity fixtures on real connections of
-the test split, the concept list, the description bank, the missions, the dataset card's summary, the evaluation's
-headline metrics and the training record — and handing it to `packetclip_training.bundle.write_bundle`, which
-validates, writes and verifies (`export_bundle`, which the `export` command and fine-tuning both call). The bundle
-format itself lives there and in `packetclip.bundle`; signing and option parsing in `export_cli`.
+Owns gathering what a bundle carries — the two ONNX models with torch-made parity fixtures on real connections
+of the test split, the concept list, the description bank, the missions, the dataset card's summary, the
+evaluation's headline metrics and the training record — and handing it to
+`packetclip_training.export.bundle.write_bundle`, which validates, writes and verifies (`export_bundle`, which
+the `export` command and fine-tuning both call). The bundle format itself lives there and in
+`packetclip.bundle`; signing and option parsing in `export.cli`.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_WINDOW
 from packetclip.featurizer import FEATURIZER_VERSION
 from packetclip.missions import Mission, dump_mission
-from packetclip_training.align import load_heads
-from packetclip_training.bank import build_bank
-from packetclip_training.bundle import ModelSpec, write_bundle
-from packetclip_training.export_encoder import (
+from packetclip_training.align.heads import load_heads
+from packetclip_training.export.bank import build_bank
+from packetclip_training.export.bundle import ModelSpec, write_bundle
+from packetclip_training.export.encoder import (
     FIXTURE_NAME,
     INPUT_NAMES,
     ONNX_NAME,
@@ -35,9 +36,9 @@ from packetclip_training.export_encoder import (
 )
 from packetclip_training.models.encoder import PacketEncoder, load_checkpoint, parameter_count
 from packetclip_training.models.flops import encoder_cost
-from packetclip_training.reasoner import Reasoner, ReasonerConfig, export_reasoner, load_reasoner
-from packetclip_training.reasoner_data import cached_split
-from packetclip_training.reasoner_fit import training_arrays
+from packetclip_training.reasoner.data import cached_split
+from packetclip_training.reasoner.fit import training_arrays
+from packetclip_training.reasoner.model import Reasoner, ReasonerConfig, export_reasoner, load_reasoner
 
 FIXTURE_ROWS = 8
 DEFAULT_NAME = "packetclip-default"

@@ -9,8 +9,8 @@ Owns two steps and their cache:
    per connection the indices of its context packets in the packet table, the slot features, the validity mask,
    the responder features, and the previous connection of the same originator (for the temporal-smoothing loss).
 
-A split can also be embedded as the originator-only view (`one_sided`): the reasoner trains on the train split
-both ways (`reasoner_training_split`: captured rows, then the same rows one-sided, each part with its own
+A split can also be embedded as the originator-only view (`augment.one_sided`): the reasoner trains on the train
+split both ways (`reasoner_training_split`: captured rows, then the same rows one-sided, each part with its own
 contexts), cached separately.
 
 Originators and responders are keyed by capture file and address: two captures never share a history, as two
@@ -18,7 +18,7 @@ sensors would not.
 Connections are replayed in order of their first packet, ties broken by `packetclip.ordering.endpoint_tie` (as
 every sensor path orders them before the engine: `packetclip.ordering`).
 
-Does not own the model or its training loop (`reasoner`), the encoder (`models.encoder`) or the dataset format.
+Does not own the model or its loop (`reasoner.model`), the encoder (`models.encoder`) or the dataset format.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from packetclip.context import (
     valid_packet_facts,
 )
 from packetclip.ordering import endpoint_tie
+from packetclip_training.augment.one_sided import originator_view
+from packetclip_training.augment.tool_invariance import vary_tool_fields
 from packetclip_training.dataset.store import load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
-from packetclip_training.one_sided import originator_view
-from packetclip_training.tool_invariance import vary_tool_fields
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ CONTEXT_COLUMNS = ("source_file", "orig_h", "orig_p", "resp_h", "resp_p", "proto
 LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "episode", "uid", "source_kind", "source")
 # 2: context slots carry packet facts; 3: responder features; 4: first-packet ties broken by endpoint_tie
 CACHE_FORMAT = "packetclip-reasoner-cache/4"
-VIEWS = ("both", "originator")  # as captured; the originators' packets only (`one_sided`)
+VIEWS = ("both", "originator")  # as captured; the originators' packets only (`augment.one_sided`)
 _AUGMENT_SEED = 0  # tool-invariance draws: fixed, so a cached augmented split is the same split
 _AUGMENTATIONS = "ports-window-syn-data"  # what `vary_tool_fields` redraws: a cache of other draws is stale
 
@@ -212,9 +212,9 @@ def embed_split(
     tool_invariance: float = 0.0,
 ) -> SplitEmbeddings:
     """Embed and contextualise one split of a built dataset, as captured (`view` "both") or as a sensor seeing
-    only the originators' packets would have featurized it (`view` "originator", see `one_sided`); with
+    only the originators' packets would have featurized it (`view` "originator", see `augment.one_sided`); with
     `tool_invariance`, that share of its connections has its tool-identifying fields redrawn first
-    (`tool_invariance.vary_tool_fields`, seeded: the same rows and values every time)."""
+    (`augment.tool_invariance.vary_tool_fields`, seeded: the same rows and values every time)."""
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
     arrays = load_split(dataset, split, columns=(*LABEL_COLUMNS, *CONTEXT_COLUMNS))

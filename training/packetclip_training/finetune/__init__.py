@@ -1,0 +1,2 @@
+"""Fine-tuning the reasoner on analysts' feedback: `finetune` (checks, loop, measurements, export) and `cli` (the
+`packetclip-train finetune` command)."""
