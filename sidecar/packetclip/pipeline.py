@@ -241,9 +241,7 @@ def open_engine(
         )
     except ConfigError as exc:
         raise SetupError(str(exc)) from exc
-    engine_options["user_missions"] = user_mission_factory(settings)
-    engine_options["allowlist"] = open_allowlist(settings)
-    engine_options["inputs"] = open_input_store(settings)
+    engine_options.update(sensor_options(settings))
     try:
         path = resolve_model(model)
         engine = Engine(
@@ -252,6 +250,16 @@ def open_engine(
     except BundleError as exc:
         raise SetupError(str(exc)) from exc
     return engine
+
+
+def sensor_options(settings: RuntimeConfig) -> dict[str, Any]:
+    """The `Engine` options every sensor path takes from the runtime settings: user missions, the allowlist and
+    the input store for feedback (each None when its setting is not given)."""
+    return {
+        "user_missions": user_mission_factory(settings),
+        "allowlist": open_allowlist(settings),
+        "inputs": open_input_store(settings),
+    }
 
 
 def user_mission_factory(settings: RuntimeConfig) -> MissionScorerFactory | None:

@@ -30,7 +30,7 @@ from packetclip.commands.options import (
 from packetclip.config import ConfigError, find_config_file, load_config
 from packetclip.engine import Engine
 from packetclip.logs import announce, use_json_logs
-from packetclip.pipeline import open_allowlist, open_input_store, user_mission_factory
+from packetclip.pipeline import sensor_options
 from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.zeek.client import Credentials, load_credentials
 from packetclip.zeek.metrics import MetricsPortError
@@ -75,9 +75,7 @@ def open_serving_engine(
         threads=settings.threads,
         batch_size=batch_size,
         shards=shards,
-        user_missions=user_mission_factory(settings),
-        allowlist=open_allowlist(settings),
-        inputs=open_input_store(settings),
+        **sensor_options(settings),
     )
     return engine, watcher
 
