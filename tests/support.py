@@ -39,11 +39,13 @@ def train_tiny_checkpoints(
     import torch
 
     from packetclip.missions import load_missions
-    from packetclip_training.align.heads import AlignmentHeads, save_heads
+    from packetclip_training.align.train import save_heads
     from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
+    from packetclip_training.models.heads import AlignmentHeads
+    from packetclip_training.models.reasoner import ReasonerConfig
     from packetclip_training.reasoner.data import embed_split
     from packetclip_training.reasoner.fit import concept_embeddings, fit_reasoner
-    from packetclip_training.reasoner.model import ReasonerConfig, TrainConfig, save_reasoner
+    from packetclip_training.reasoner.model import TrainConfig, save_reasoner
 
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)

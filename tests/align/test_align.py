@@ -17,16 +17,6 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from packetclip.classes import FINE_CLASSES
-from packetclip_training.align.heads import (
-    MAX_LOGIT_SCALE,
-    MIN_LOGIT_SCALE,
-    AlignConfig,
-    AlignmentHeads,
-    SymmetricInfoNCE,
-    build_description_pool,
-    load_heads,
-    train_alignment,
-)
 from packetclip_training.align.run import (
     CHECKPOINT_NAME,
     CURVE_NAME,
@@ -34,8 +24,20 @@ from packetclip_training.align.run import (
     per_class_rows,
     run_alignment,
 )
+from packetclip_training.align.train import (
+    AlignConfig,
+    build_description_pool,
+    load_heads,
+    train_alignment,
+)
 from packetclip_training.align.zeroshot import coarse_predictions, evaluate, topk_accuracy
 from packetclip_training.models.encoder import PacketEncoder, load_config
+from packetclip_training.models.heads import (
+    MAX_LOGIT_SCALE,
+    MIN_LOGIT_SCALE,
+    AlignmentHeads,
+    SymmetricInfoNCE,
+)
 from tests.support import hashed_text_vectors
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"

@@ -13,12 +13,13 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
 from packetclip.missions import load_missions
-from packetclip_training.align.heads import AlignmentHeads, save_heads
+from packetclip_training.align.train import save_heads
 from packetclip_training.evaluation.cli import write_report
 from packetclip_training.evaluation.run import EvaluateConfig, Inputs, efficiency, run_evaluation
 from packetclip_training.export.export import export_bundle
 from packetclip_training.models.encoder import PacketEncoder, load_config, save_checkpoint
 from packetclip_training.models.etbert import EtBertConfig
+from packetclip_training.models.heads import AlignmentHeads
 from packetclip_training.reasoner.data import embed_split, reasoner_training_split
 from packetclip_training.reasoner.fit import concept_embeddings, fit_reasoner
 from packetclip_training.reasoner.model import TrainConfig, save_reasoner

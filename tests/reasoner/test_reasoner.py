@@ -11,15 +11,12 @@ import torch
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES
 from packetclip.context import PACKET_FACTS, RESPONDER_FEATURES
 from packetclip.missions import load_missions, parse_mission
-from packetclip_training.align.heads import AlignmentHeads
 from packetclip_training.models.encoder import PacketEncoder, load_config
+from packetclip_training.models.heads import AlignmentHeads
+from packetclip_training.models.reasoner import REASONER_INPUTS, MissionGraphs, Reasoner, ReasonerConfig
 from packetclip_training.reasoner.data import build_contexts, embed_split
 from packetclip_training.reasoner.fit import fit_reasoner, fraction_rows, training_arrays
 from packetclip_training.reasoner.model import (
-    REASONER_INPUTS,
-    MissionGraphs,
-    Reasoner,
-    ReasonerConfig,
     TrainConfig,
     concept_targets,
     export_reasoner,

@@ -1,7 +1,8 @@
 """The `packetclip-train align` command: align a frozen packet encoder with the frozen text encoder.
 
 Owns option parsing and the summary line. The run itself (subsets, cached embeddings, outputs) lives in
-`align.run`; the heads, loss and loop in `align.heads`; the zero-shot scores in `align.zeroshot`.
+`align.run`; the loop and the description pool in `align.train`; the heads and the loss in `models.heads`; the
+zero-shot scores in `align.zeroshot`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 import click
 import torch
 
-from packetclip_training.align.heads import HEAD_SETTINGS, AlignConfig
 from packetclip_training.align.run import run_alignment
+from packetclip_training.align.train import AlignConfig
 from packetclip_training.models.encoder import load_checkpoint
+from packetclip_training.models.heads import HEAD_SETTINGS
 
 
 @click.command("align")

@@ -2,8 +2,8 @@
 
 Owns choosing the connections a run reads (at most so many per fine class, `load_subset`), caching their
 embeddings, the run's outputs (`align.pt`, `align_metrics.json`, `align_curve.png`) and `run_alignment`, which
-the `align` command and the evaluation both call. The heads, loss and loop live in `align.heads`; the zero-shot
-scores in `align.zeroshot`; option parsing in `align.cli`.
+the `align` command and the evaluation both call. The loop lives in `align.train`, the heads and the loss in
+`models.heads`; the zero-shot scores in `align.zeroshot`; option parsing in `align.cli`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from packetclip_training.align.heads import (
+from packetclip_training.align.train import (
     FACT_COLUMNS,
     AlignConfig,
     build_description_pool,

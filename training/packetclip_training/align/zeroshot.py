@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
-from packetclip_training.align.heads import AlignmentHeads
 from packetclip_training.describe.describe import class_prompts
+from packetclip_training.models.heads import AlignmentHeads
 
 log = logging.getLogger(__name__)
 

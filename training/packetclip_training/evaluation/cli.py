@@ -19,7 +19,7 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import load_missions
-from packetclip_training.align.heads import load_heads
+from packetclip_training.align.train import load_heads
 from packetclip_training.evaluation import figures
 from packetclip_training.evaluation.report import format_score, markdown_table, render_markdown, write_json
 from packetclip_training.evaluation.run import (

@@ -27,8 +27,8 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import Mission
-from packetclip_training.align.heads import AlignConfig, AlignmentHeads
 from packetclip_training.align.run import run_alignment
+from packetclip_training.align.train import AlignConfig
 from packetclip_training.align.zeroshot import (
     class_matrix,
     prompt_embeddings,
@@ -62,9 +62,11 @@ from packetclip_training.evaluation.real import (
     summarize,
 )
 from packetclip_training.models.encoder import PacketEncoder
+from packetclip_training.models.heads import AlignmentHeads
+from packetclip_training.models.reasoner import Reasoner
 from packetclip_training.reasoner.data import SplitEmbeddings
 from packetclip_training.reasoner.fit import fit_reasoner, training_arrays
-from packetclip_training.reasoner.model import Reasoner, TrainConfig, predict
+from packetclip_training.reasoner.model import TrainConfig, predict
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,7 @@ def unseen(inputs: Inputs, config: EvaluateConfig, name: str) -> dict[str, Any]:
         4,
         exclude=(name,),
     )
-    from packetclip_training.align.heads import load_heads
+    from packetclip_training.align.train import load_heads
 
     heads, _ = load_heads(work / "align.pt")
     test = inputs.splits["test"]
@@ -511,7 +513,7 @@ def _reasoner_without(
     work = inputs.work / f"loso-{family}"
     run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
                   config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
-    from packetclip_training.align.heads import load_heads
+    from packetclip_training.align.train import load_heads
 
     heads, _ = load_heads(work / "align.pt")
     return fit_reasoner(inputs.reasoner_train, None, heads, inputs.missions, inputs.concept_text(heads),

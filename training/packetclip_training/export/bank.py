@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from packetclip.classes import FINE_CLASSES
-from packetclip_training.align.heads import FACT_COLUMNS, AlignmentHeads, build_description_pool
 from packetclip_training.align.run import load_subset
+from packetclip_training.align.train import FACT_COLUMNS, build_description_pool
 from packetclip_training.describe.describe import class_prompts
+from packetclip_training.models.heads import AlignmentHeads
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from packetclip.classes import FINE_CLASSES
 from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_WINDOW
 from packetclip.featurizer import FEATURIZER_VERSION
 from packetclip.missions import Mission, dump_mission
-from packetclip_training.align.heads import load_heads
+from packetclip_training.align.train import load_heads
 from packetclip_training.export.bank import build_bank
 from packetclip_training.export.bundle import ModelSpec, write_bundle
 from packetclip_training.export.encoder import (
@@ -36,9 +36,10 @@ from packetclip_training.export.encoder import (
 )
 from packetclip_training.models.encoder import PacketEncoder, load_checkpoint, parameter_count
 from packetclip_training.models.flops import encoder_cost
+from packetclip_training.models.reasoner import Reasoner, ReasonerConfig
 from packetclip_training.reasoner.data import cached_split
 from packetclip_training.reasoner.fit import training_arrays
-from packetclip_training.reasoner.model import Reasoner, ReasonerConfig, export_reasoner, load_reasoner
+from packetclip_training.reasoner.model import export_reasoner, load_reasoner
 
 FIXTURE_ROWS = 8
 DEFAULT_NAME = "packetclip-default"

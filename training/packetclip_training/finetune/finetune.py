@@ -16,8 +16,8 @@ rows keep their labels' loss and are also pulled towards the base reasoner's own
 fine-tune may move the model only where the feedback asks. The temporal-smoothing loss is left out: a sample has
 no predecessors.
 
-Does not own the model or its checkpoint (`reasoner.model`), embeddings (`reasoner.data`), the bundle format
-(`export.bundle`, `export.export`) or the command (`finetune.cli`).
+Does not own the model (`models.reasoner`) or its checkpoint (`reasoner.model`), embeddings (`reasoner.data`),
+the bundle format (`export.bundle`, `export.export`) or the command (`finetune.cli`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from packetclip.feedback import EXPORT_FORMAT, read_export_arrays
 from packetclip.missions import Mission
 from packetclip_training.export.encoder import INPUT_NAMES
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
+from packetclip_training.models.reasoner import Reasoner
 from packetclip_training.reasoner.data import VIEWS, SplitEmbeddings, cached_split
 from packetclip_training.reasoner.fit import quick_metrics
 from packetclip_training.reasoner.model import (
     REASONER_OUTPUTS,
-    Reasoner,
     TrainConfig,
     behaviour_dropout,
     concept_targets,

@@ -1,8 +1,8 @@
 """The `packetclip-train reasoner` command: train the reasoner on frozen embeddings and write its outputs.
 
 Owns option parsing, loading the frozen encoder, alignment heads and missions, and the command's outputs
-(`reasoner.pt`, `reasoner_metrics.json`). Fitting lives in `reasoner.fit`; the model and its loop in
-`reasoner.model`; embeddings and contexts in `reasoner.data`.
+(`reasoner.pt`, `reasoner_metrics.json`). Fitting lives in `reasoner.fit`; the loop in `reasoner.model`,
+the model in `models.reasoner`; embeddings and contexts in `reasoner.data`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 
 from packetclip.classes import FINE_CLASSES
 from packetclip.missions import load_missions
-from packetclip_training.align.heads import load_heads
+from packetclip_training.align.train import load_heads
 from packetclip_training.model_options import align_option, cache_option, dataset_option, encoder_option
 from packetclip_training.models.encoder import load_checkpoint
 from packetclip_training.reasoner.data import cached_split, reasoner_training_split

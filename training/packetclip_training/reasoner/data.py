@@ -18,7 +18,8 @@ sensors would not.
 Connections are replayed in order of their first packet, ties broken by `packetclip.ordering.endpoint_tie` (as
 every sensor path orders them before the engine: `packetclip.ordering`).
 
-Does not own the model or its loop (`reasoner.model`), the encoder (`models.encoder`) or the dataset format.
+Does not own the model (`models.reasoner`) or its loop (`reasoner.model`), the encoder (`models.encoder`) or the
+dataset format.
 """
 
 from __future__ import annotations

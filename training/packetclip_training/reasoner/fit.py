@@ -3,8 +3,8 @@
 Owns assembling the reasoner's inputs from embedded splits (`training_arrays`; the concepts' text embeddings,
 `concept_embeddings`), the stratified subsampling of the data-scarcity curve (`fraction_rows`), one fit with
 validation during training (`fit_reasoner`) and the quick split metrics watched while training (`quick_metrics`).
-Does not own the model, its loop or its checkpoint (`reasoner.model`), embedding splits and their contexts
-(`reasoner.data`), or the command and its outputs (`reasoner.cli`).
+Does not own the model (`models.reasoner`), its loop or its checkpoint (`reasoner.model`), embedding splits and
+their contexts (`reasoner.data`), or the command and its outputs (`reasoner.cli`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,11 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import Mission
-from packetclip_training.align.heads import AlignmentHeads
 from packetclip_training.baselines.scoring import mean_auc, one_vs_rest_auc
+from packetclip_training.models.heads import AlignmentHeads
+from packetclip_training.models.reasoner import MissionGraphs, Reasoner, ReasonerConfig
 from packetclip_training.reasoner.data import SplitEmbeddings, captured_part, mirrored_rows
 from packetclip_training.reasoner.model import (
-    MissionGraphs,
-    Reasoner,
-    ReasonerConfig,
     TrainConfig,
     TrainingArrays,
     concept_targets,
