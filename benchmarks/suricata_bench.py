@@ -154,7 +154,7 @@ def sidecar_speed(eve: Path, bundle: Path) -> dict[str, Any]:
     counts = sidecar.counts
     return {
         "flows": counts.flows_classified,
-        "flows_per_second_classify": round(counts.flows_classified / counts.classify_seconds, 1),
+        "flows_per_second_classify": round(counts.flows_classified / sidecar.pipeline.counts.seconds, 1),
         "flows_per_second_end_to_end": round(counts.flows_classified / seconds, 1),
         "eve_lines_per_second": round(sidecar.parser.counts.lines / seconds, 1),
     }

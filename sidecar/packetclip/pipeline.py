@@ -1,5 +1,17 @@
 """The sensor pipeline: frames in → connections → first-packet order → engine → verdicts.
 
+Owns the steps every sensor path shares once it holds a connection's frames (`SensorPipeline`): cutting them into
+the connection the model reads (`featurize`: a frame the featurizer cannot use is counted, an exception it raises
+is counted and logged, never passed on), reloading the engine when the model store's activation changes
+(`reload`: `packetclip.reload`'s policy), one engine call for connections in first-packet order (`classify`,
+which raises what the engine raises, or `classify_or_fail` for a live sidecar, which counts and logs a failed
+call and goes on), and the counters of all of it (`PipelineCounts`). `packetclip classify` and `packetclip bench`
+(through `classify_captures` below), `packetclip serve` (`packetclip.zeek.service`) and `packetclip suricata
+run` (`packetclip.suricata.sidecar`) each hold one and differ only where their sensors differ: how frames arrive
+(a capture file, Zeek's requests, Suricata's eve records), how they learn a connection's place in first-packet
+order (`packetclip.ordering` where the connection table is theirs; `packetclip.zeek.reorder` for Zeek, whose
+table is not) and where verdicts go.
+
 Owns the offline capture stream (`classify_captures`, which `packetclip classify` and `packetclip bench` run, and
 the factory's evaluations replay): frames are read and tracked one file at a time with bounded memory, finished
 connections are put back in first-packet order (the order training replays a capture in; `packetclip.ordering`)
@@ -22,7 +34,7 @@ allowlist and the input store the settings name (`user_mission_factory`, `open_a
 A setting or a file it names that cannot be used raises `SetupError`, one line the commands print as their error.
 
 It does not parse frames (`packetclip.featurizer`), run models (`packetclip.engine`), format records
-(`packetclip.output`), declare options or print anything (`packetclip.commands`), or serve a live sensor
+(`packetclip.output`), declare options or print anything (`packetclip.commands`), or speak to a live sensor
 (`packetclip.zeek`, `packetclip.suricata`).
 """
 
@@ -32,7 +44,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,11 +60,13 @@ from packetclip.featurizer import (
     FeaturizerConfig,
     ParseStats,
     PcapError,
+    featurize_frames,
     read_frames,
 )
 from packetclip.feedback import FeedbackStoreError, InputStore
 from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
-from packetclip.store import ModelStore
+from packetclip.reload import Reload, reload_if_activated
+from packetclip.store import ActiveModelWatcher, ModelStore
 from packetclip.user_missions import load_user_mission_scorer
 from packetclip.verdict import Verdict
 
@@ -62,6 +76,118 @@ log = logging.getLogger(__name__)
 class SetupError(ValueError):
     """A setting, a bundle or a file the settings name cannot be used; the message is the one line a command
     stops with (a sensor must not run on a list or store its operator did not mean)."""
+
+
+@dataclass
+class PipelineCounts:
+    """What one sensor path's pipeline did; each path reports these under its own names (classify's summary,
+    serve's Prometheus metrics, suricata run's statistics)."""
+
+    classified: int = 0  # connections given a verdict
+    labels: Counter[str] = field(default_factory=Counter)
+    attacks: Counter[str] = field(default_factory=Counter)
+    unusable: int = 0  # connections none of whose frames the featurizer could use
+    featurize_errors: int = 0  # connections the featurizer failed on (an exception: a defect, logged)
+    engine_errors: int = 0  # engine calls that failed (their connections got no verdict)
+    reloads: int = 0  # model activations applied
+    reload_errors: int = 0  # model activations that failed; the model before them kept serving
+    seconds: float = 0.0  # spent featurizing and in engine calls that succeeded
+
+
+@dataclass(frozen=True)
+class Unusable:
+    """Why a connection's frames gave no connection: none was usable, or the featurizer failed (`failed`)."""
+
+    reason: str
+    failed: bool = False
+
+
+class SensorPipeline:
+    """The steps every sensor path runs between its frames and its verdicts (see the module docstring), with their
+    counters. Not thread-safe: one thread runs a pipeline (a live sidecar's inference thread)."""
+
+    def __init__(self, engine: Engine, watcher: ActiveModelWatcher | None = None) -> None:
+        self.engine = engine
+        self.watcher = watcher  # None: a fixed model, never reloaded
+        self.counts = PipelineCounts()
+
+    def reload(self) -> Reload:
+        """Reload the engine when the store's activation changed (`packetclip.reload`; call it between engine
+        calls); a failed reload is counted and the model before it keeps serving."""
+        outcome = reload_if_activated(self.engine, self.watcher)
+        if outcome is Reload.RELOADED:
+            self.counts.reloads += 1
+        elif outcome is Reload.FAILED:
+            self.counts.reload_errors += 1
+        return outcome
+
+    def featurize(
+        self,
+        link_type: int,
+        ts: Sequence[float],
+        frames: Sequence[bytes],
+        is_orig: Sequence[bool] | None,
+        stats: ParseStats,
+        ports: tuple[int, int] | None = None,
+        name: str = "",
+    ) -> Connection | Unusable:
+        """The connection a sensor's frames make, cut as the engine's model was trained (`featurize_frames`),
+        or why there is none; `stats` counts the frames. `name` says which connection in a log line."""
+        started = time.perf_counter()
+        try:
+            connection = featurize_frames(
+                link_type, ts, frames, is_orig, self.engine.featurizer_config, stats, ports=ports
+            )
+        except Exception as exc:  # the featurizer is fuzzed, but a sensor must outlive one unexpected frame
+            log.exception("featurizer failed on %s", name or "a connection")
+            self.counts.featurize_errors += 1
+            return Unusable(f"featurizer failed: {exc}", failed=True)
+        finally:
+            self.counts.seconds += time.perf_counter() - started
+        if connection is None:
+            self.counts.unusable += 1
+            return Unusable(f"no usable frame (link type {link_type}): {frame_reasons(stats)}")
+        return connection
+
+    def classify(self, connections: Sequence[Connection], sensor: str | Sequence[str]) -> list[Verdict]:
+        """The engine's verdicts for connections in first-packet order (`Engine.classify`), counted; raises what
+        the engine raises, after counting it."""
+        started = time.perf_counter()
+        try:
+            verdicts = self.engine.classify(connections, sensor)
+        except Exception:
+            self.counts.engine_errors += 1
+            raise
+        self.counts.seconds += time.perf_counter() - started
+        self.counts.classified += len(verdicts)
+        for verdict in verdicts:
+            self.counts.labels[verdict.label] += 1
+            self.counts.attacks[verdict.attack] += 1
+        return verdicts
+
+    def classify_or_fail(
+        self, connections: Sequence[Connection], sensor: str | Sequence[str], source: str
+    ) -> list[Verdict] | Exception:
+        """`classify` for a live sidecar: a failed call is counted, logged with its traceback (`source` says
+        whose connections) and returned instead of raised, so that one bad batch never stops the sensor's
+        sidecar."""
+        try:
+            return self.classify(connections, sensor)
+        except Exception as exc:
+            log.exception(
+                "engine failed on a batch of %d from %s",
+                len(connections),
+                source,
+                extra={"connections": len(connections), "count": self.counts.engine_errors},
+            )
+            return exc
+
+
+def frame_reasons(stats: ParseStats) -> str:
+    """What the featurizer said of a connection's frames, for a record that says why it has no verdict."""
+    counts: Iterable[tuple[str, int]] = [*stats.malformed.items(), *stats.skipped.items()]
+    text = ", ".join(f"{reason} x{count}" for reason, count in sorted(counts))
+    return text or f"{stats.frames} frames, none of them IP"
 
 
 _PCAP_RECORD_HEADER = 16  # bytes of a pcap record header: progress counts them with each frame
@@ -103,6 +229,7 @@ def classify_captures(
     at most `max_held` wait for an earlier one still open), the order training replays a capture in and the Zeek
     sidecar classifies each node's requests in. `max_open` caps the open connections each capture's tracker follows
     (default: the featurizer's)."""
+    pipeline = SensorPipeline(engine)
     summary = StreamSummary()
     config = engine.featurizer_config
     if max_open is not None:
@@ -114,7 +241,7 @@ def classify_captures(
         try:
             reorder = FirstPacketOrder(_first_ts, max_held, _tie)
             _classify_capture(
-                engine, config, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
+                pipeline, config, Path(path), sink, file_stats, summary, progress, measure_latency, reorder
             )
         except PcapError as exc:
             summary.file_errors.append(str(exc))
@@ -124,6 +251,9 @@ def classify_captures(
                 log.info("%s", exc)  # the caller reads it from the summary
         summary.stats.merge(file_stats)
     summary.seconds = time.perf_counter() - started
+    summary.connections = pipeline.counts.classified
+    summary.labels = pipeline.counts.labels
+    summary.attacks = pipeline.counts.attacks
     return summary
 
 
@@ -137,7 +267,7 @@ def _tie(item: tuple[Connection, float]) -> tuple[Any, ...]:
 
 
 def _classify_capture(
-    engine: Engine,
+    pipeline: SensorPipeline,
     config: FeaturizerConfig,
     path: Path,
     sink: Callable[[Verdict], None],
@@ -150,20 +280,17 @@ def _classify_capture(
     """`reorder` holds (connection, when the tracker released it) for first-packet order."""
     sensor = path.name
     tracker = ConnectionTracker(config, stats, release_full=True)
-    batch_size = engine.batch_size
+    batch_size = pipeline.engine.batch_size
     pending: list[tuple[Connection, float]] = []
     clock = time.perf_counter
 
     def run_batch() -> None:
-        verdicts = engine.classify([conn for conn, _ in pending], sensor)
+        verdicts = pipeline.classify([conn for conn, _ in pending], sensor)
         if measure_latency:
             done = clock()
             summary.latencies.extend(done - at for _, at in pending)
         for verdict in verdicts:
-            summary.labels[verdict.label] += 1
-            summary.attacks[verdict.attack] += 1
             sink(verdict)
-        summary.connections += len(verdicts)
         pending.clear()
 
     def take(ready: list[tuple[Connection, float]]) -> None:

@@ -3,11 +3,12 @@
 Owns the order of work in one step — read what the eve stream has, parse it, hand packets and flow ends to the
 assembler, expire flows that waited too long, hold ready flows until every flow that started earlier is ready
 too (`packetclip.ordering`: the engine then sees them in first-packet order, as training and `packetclip classify`
-do, so their originator histories match), featurize the ready flows with `featurize_frames` (directions from
-the addresses and ports relative to each flow's first packet, with the featurizer's rule for a flow first seen
-from its responder side, so a flow is cut exactly as `packetclip classify` cuts the same packets), classify them
-with the shared `Engine` in one batch, write the eve-style records and pass the verdicts to the dataset feedback
-— and the counters of everything that was skipped. Nothing a sensor sends can stop the loop: malformed lines,
+do, so their originator histories match), then through the sensor pipeline every path shares
+(`packetclip.pipeline.SensorPipeline`): featurize the ready flows (directions from the addresses and ports
+relative to each flow's first packet, with the featurizer's rule for a flow first seen from its responder side,
+so a flow is cut exactly as `packetclip classify` cuts the same packets) and classify them in one engine call;
+then write the eve-style records and pass the verdicts to the dataset feedback — and the counters of everything
+that was skipped. Nothing a sensor sends can stop the loop: malformed lines,
 frames the featurizer cannot use and failures of the engine, the record sink or Suricata's command socket are
 counted and logged (each log call passes its counts as `extra` fields, which a JSON log line carries:
 `packetclip.logs`). A model activation that fails to load is counted too (`reload_errors`; `packetclip.reload`
@@ -23,14 +24,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from packetclip.engine import Engine
-from packetclip.featurizer import Connection, ParseStats, featurize_frames
+from packetclip.featurizer import Connection, ParseStats
 from packetclip.ordering import DEFAULT_MAX_HELD, FirstPacketOrder, endpoint_tie
-from packetclip.reload import Reload, reload_if_activated
+from packetclip.pipeline import PipelineCounts, SensorPipeline
+from packetclip.reload import Reload
 from packetclip.store import ActiveModelWatcher
 from packetclip.suricata.datasets import DatasetFeedback
 from packetclip.suricata.eve import EveFlowEnd, EveParser
@@ -89,22 +90,26 @@ class SidecarSettings:
 
 @dataclass
 class SidecarCounts:
-    flows_classified: int = 0
-    unusable_flows: int = 0  # flows none of whose frames the featurizer could use
-    labels: Counter[str] = field(default_factory=Counter)
-    classify_errors: int = 0  # batches the engine failed on (their flows get no verdict)
-    sink_errors: int = 0
-    reloads: int = 0  # model activations applied (`packetclip.reload`)
-    reload_errors: int = 0  # model activations that failed to load; the model before them kept serving
-    classify_seconds: float = 0.0  # featurize + engine time, for flows/s
+    """This sidecar's own counters; the pipeline's (`PipelineCounts`) are reported beside them by `as_dict`."""
 
-    def as_dict(self) -> dict[str, object]:
-        data: dict[str, object] = dict(vars(self))
-        data["labels"] = dict(sorted(self.labels.items()))
-        data["flows_per_second"] = (
-            round(self.flows_classified / self.classify_seconds, 1) if self.classify_seconds else None
-        )
-        return data
+    flows_classified: int = 0  # flows whose record and feedback are out
+    sink_errors: int = 0
+
+    def as_dict(self, pipeline: PipelineCounts) -> dict[str, object]:
+        return {
+            "flows_classified": self.flows_classified,
+            # flows none of whose frames the featurizer could use, or that it failed on
+            "unusable_flows": pipeline.unusable + pipeline.featurize_errors,
+            "labels": dict(sorted(pipeline.labels.items())),
+            "classify_errors": pipeline.engine_errors,  # batches the engine failed on (no verdicts)
+            "sink_errors": self.sink_errors,
+            "reloads": pipeline.reloads,  # model activations applied (`packetclip.reload`)
+            "reload_errors": pipeline.reload_errors,  # activations that failed; the model before kept serving
+            "classify_seconds": pipeline.seconds,  # featurize + engine time, for flows/s
+            "flows_per_second": (
+                round(self.flows_classified / pipeline.seconds, 1) if pipeline.seconds else None
+            ),
+        }
 
 
 class SuricataSidecar:
@@ -122,7 +127,8 @@ class SuricataSidecar:
         self.sink = sink
         self.feedback = feedback
         self.settings = settings or SidecarSettings()
-        self.watcher = watcher  # reloads the engine when the model store's activation changes
+        # featurize, classify and reload when the model store's activation changes (`watcher`)
+        self.pipeline = SensorPipeline(engine, watcher)
         self.parser = EveParser()
         config = engine.featurizer_config
         self.assembler = FlowAssembler(
@@ -206,32 +212,28 @@ class SuricataSidecar:
         if not flows:
             return []
         self._maybe_reload()
-        started = time.perf_counter()
-        config = self.engine.featurizer_config
+        pipeline = self.pipeline
+        max_packets = self.engine.featurizer_config.max_packets
         usable: list[tuple[FlowFrames, Connection]] = []
         for flow in flows:
-            frames = flow.frames[: config.max_packets]
-            conn = featurize_frames(
-                flow.link_type, flow.ts[: len(frames)], frames, None, config, self.frame_stats
+            frames = flow.frames[:max_packets]
+            conn = pipeline.featurize(
+                flow.link_type,
+                flow.ts[: len(frames)],
+                frames,
+                None,
+                self.frame_stats,
+                name=f"flow {flow.flow_id}",
             )
-            if conn is None:
-                self.counts.unusable_flows += 1
-                continue
-            usable.append((flow, conn))
-        try:
-            verdicts = self.engine.classify([conn for _, conn in usable], self.settings.sensor)
-        except Exception:  # a broken batch must not stop the sensor's sidecar; it is counted and logged
-            self.counts.classify_errors += 1
-            log.exception(
-                "engine failed on a batch of %d flows",
-                len(usable),
-                extra={"flows": len(usable), "count": self.counts.classify_errors},
-            )
+            if isinstance(conn, Connection):
+                usable.append((flow, conn))
+        verdicts = pipeline.classify_or_fail(
+            [conn for _, conn in usable], self.settings.sensor, self.settings.sensor
+        )
+        if isinstance(verdicts, Exception):  # counted and logged; the flows get no verdict
             return []
-        self.counts.classify_seconds += time.perf_counter() - started
         records: list[dict[str, Any]] = []
         for (flow, conn), verdict in zip(usable, verdicts, strict=True):
-            self.counts.labels[verdict.label] += 1
             records.append(eve_record(verdict, flow, len(conn.pkt_ts)))
             if self.keep_verdicts:
                 self.verdicts.append((flow, verdict))
@@ -251,13 +253,10 @@ class SuricataSidecar:
         return verdicts
 
     def _maybe_reload(self) -> None:
-        """`packetclip.reload`'s policy, counted here; flows are then cut as the new model was trained."""
-        outcome = reload_if_activated(self.engine, self.watcher)
-        if outcome is Reload.FAILED:
-            self.counts.reload_errors += 1
-        if outcome is not Reload.RELOADED:
+        """The pipeline's reload (`packetclip.reload`'s policy); flows are then cut as the new model was
+        trained."""
+        if self.pipeline.reload() is not Reload.RELOADED:
             return
-        self.counts.reloads += 1
         config = self.engine.featurizer_config
         self.assembler.max_packets = config.max_packets
         self.assembler.max_wait = flow_max_wait(self.settings.max_wait, config.window)
@@ -273,7 +272,7 @@ class SuricataSidecar:
                 "forced": self.order.forced,
             },
             "frames": self.frame_stats.as_dict(),
-            "sidecar": self.counts.as_dict(),
+            "sidecar": self.counts.as_dict(self.pipeline.counts),
             "verdicts_written": self.sink.written,
             "verdicts_dropped": self.sink.dropped,
             "feedback": None if self.feedback is None else self.feedback.counts.as_dict(),

@@ -139,6 +139,14 @@ class Metrics:
             self.latency_count += 1
             self.latency_sum += latency
 
+    def set_errors(self, **counts: int) -> None:
+        """Error counts kept elsewhere (the sensor pipeline's), copied in; a kind that has not happened stays
+        out of the exposition, as a counted one would."""
+        with self._lock:
+            for kind, count in counts.items():
+                if count:
+                    self.errors[kind] = count
+
     def set_gauges(self, **values: int) -> None:
         with self._lock:
             for name, value in values.items():

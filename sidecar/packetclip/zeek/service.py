@@ -71,16 +71,17 @@ import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from packetclip.engine import Engine
-from packetclip.featurizer import Connection, ParseStats, featurize_frames
+from packetclip.featurizer import Connection, ParseStats
 from packetclip.ordering import endpoint_tie
-from packetclip.reload import Reload, reload_if_activated
+from packetclip.pipeline import SensorPipeline, Unusable
+from packetclip.reload import Reload
 from packetclip.store import ActiveModelWatcher
 from packetclip.verdict import Verdict
 from packetclip.zeek.client import (
@@ -325,7 +326,8 @@ class Sidecar:
             settings.tls_ca, settings.tls_cert, settings.tls_key, settings.token_file
         )
         self.engine = engine
-        self.watcher = watcher  # None: a fixed --model, never reloaded
+        # featurize, classify, and reload when the store's activation changes (`watcher`; None: a fixed --model)
+        self.pipeline = SensorPipeline(engine, watcher)
         self.metrics = metrics or Metrics()
         self.metrics.model = engine.model_version
         self.parse_stats = ParseStats()  # frames of every request, as the featurizer counted them
@@ -698,19 +700,37 @@ class Sidecar:
         by_node: dict[str, list[tuple[int, Connection]]] = {}
         for index, request in enumerate(batch):
             connection = self._featurize(request)
-            if isinstance(connection, str):
+            if isinstance(connection, Unusable):
                 answers[index] = [
                     self._verdict(
-                        request.node, request.uid, ERROR_LABEL, ERROR_LABEL, 0.0, connection, request.received
+                        request.node,
+                        request.uid,
+                        ERROR_LABEL,
+                        ERROR_LABEL,
+                        0.0,
+                        connection.reason,
+                        request.received,
                     )
                 ]
             else:
                 by_node.setdefault(request.node, []).append((index, connection))
         for parts in engine_calls(by_node):
             self._classify_call(batch, parts, answers)
+        self._note_pipeline()
         self._note_allowlist()
         self._note_inputs()
         return [message for messages in answers for message in messages], reloaded
+
+    def _note_pipeline(self) -> None:
+        """The pipeline's counters into the metrics: its failures by kind, the reloads it applied."""
+        counts = self.pipeline.counts
+        self.metrics.set_errors(
+            no_usable_frame=counts.unusable,
+            featurize_failed=counts.featurize_errors,
+            engine_failed=counts.engine_errors,
+            reload_failed=counts.reload_errors,
+        )
+        self.metrics.set_gauges(model_reloads=counts.reloads)
 
     def _note_allowlist(self) -> None:
         """The allowlist's counters into the metrics (it counts as the engine marks verdicts and reloads)."""
@@ -751,12 +771,10 @@ class Sidecar:
         connections = [connection for _, _, connection in rows]
         # one node: its name, as a call of its own always had; several: one name per connection
         sensor: str | list[str] = parts[0][0] if len(parts) == 1 else [node for node, _, _ in rows]
-        try:
-            verdicts = self.engine.classify(connections, sensor=sensor)
-        except Exception as exc:  # one failing batch must not end the service: answer it and go on
-            where = parts[0][0] if len(parts) == 1 else f"{len(parts)} nodes"
-            log.exception("engine failed on a batch of %d from %s", len(rows), where)
-            self.metrics.count_error("engine_failed")
+        where = parts[0][0] if len(parts) == 1 else f"{len(parts)} nodes"
+        verdicts = self.pipeline.classify_or_fail(connections, sensor, where)
+        if isinstance(verdicts, Exception):  # counted and logged: answer the requests and go on
+            exc = verdicts
             if retry and len(parts) > 1:
                 for part in parts:
                     self._classify_call(batch, [part], answers, retry=False)
@@ -800,39 +818,27 @@ class Sidecar:
         )
         return messages
 
-    def _featurize(self, request: Request) -> Connection | str:
+    def _featurize(self, request: Request) -> Connection | Unusable:
         """The request's connection, or the reason there is none."""
         stats = ParseStats()
-        try:
-            connection = featurize_frames(
-                request.link_type,
-                request.ts,
-                request.frames,
-                request.is_orig,
-                self.engine.featurizer_config,
-                stats,
-                ports=request.ports,
-            )
-        except Exception as exc:  # the featurizer is fuzzed, but a sensor must outlive one unexpected frame
-            log.exception("featurizer failed on request %s", request.uid)
-            self.metrics.count_error("featurize_failed")
-            return f"featurizer failed: {exc}"
-        finally:
-            self.parse_stats.merge(stats)
-        if connection is None:
-            self.metrics.count_error("no_usable_frame")
-            return f"no usable frame (link type {request.link_type}): {_reasons(stats)}"
-        connection.uid = request.uid  # Zeek's uid names the connection in packetclip.log
+        connection = self.pipeline.featurize(
+            request.link_type,
+            request.ts,
+            request.frames,
+            request.is_orig,
+            stats,
+            ports=request.ports,
+            name=f"request {request.uid}",
+        )
+        self.parse_stats.merge(stats)
+        if isinstance(connection, Connection):
+            connection.uid = request.uid  # Zeek's uid names the connection in packetclip.log
         return connection
 
     def _reload_if_activated(self) -> bool:
-        """`packetclip.reload`'s policy, counted in this sidecar's metrics; True when a new model serves."""
-        outcome = reload_if_activated(self.engine, self.watcher)
-        if outcome is Reload.FAILED:
-            self.metrics.count_error("reload_failed")
-        if outcome is not Reload.RELOADED:
+        """The pipeline's reload (`packetclip.reload`'s policy); True when a new model serves."""
+        if self.pipeline.reload() is not Reload.RELOADED:
             return False
-        self.metrics.set_gauges(model_reloads=self.metrics.model_reloads + 1)
         self.metrics.model = self.engine.model_version
         warn_if_window_exceeds_wait(
             self.settings.max_wait, self.engine.featurizer_config.window, self.engine.model_version
@@ -882,12 +888,6 @@ def warn_if_window_exceeds_wait(max_wait: float, window: float | None, model: st
         window,
     )
     return True
-
-
-def _reasons(stats: ParseStats) -> str:
-    counts: Iterable[tuple[str, int]] = [*stats.malformed.items(), *stats.skipped.items()]
-    text = ", ".join(f"{reason} x{count}" for reason, count in sorted(counts))
-    return text or f"{stats.frames} frames, none of them IP"
 
 
 async def _wait_for(stop: asyncio.Event, seconds: float) -> None:
