@@ -119,8 +119,20 @@ def run_version(args: argparse.Namespace, model: str, path: str | None) -> dict[
     env = dict(os.environ)
     if path is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "benchmarks.serve_nodes_bench", "--worker", "--model", model, "--requests", str(args.requests),
-               "--batch-size", str(args.batch_size), "--nodes", *map(str, args.nodes)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.serve_nodes_bench",
+        "--worker",
+        "--model",
+        model,
+        "--requests",
+        str(args.requests),
+        "--batch-size",
+        str(args.batch_size),
+        "--nodes",
+        *map(str, args.nodes),
+    ]
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"benchmark worker failed:\n{done.stderr}")

@@ -170,9 +170,11 @@ def agreement_on(capture: Path, bundle: Path, workdir: Path) -> dict[str, Any]:
     out = io.StringIO()
     engine = Engine(bundle, threads=1)
     sidecar = SuricataSidecar(
-        engine, EveFileFollower(workdir / "log-sampling-eve-file" / "eve.json"), FileSink(out),
+        engine,
+        EveFileFollower(workdir / "log-sampling-eve-file" / "eve.json"),
+        FileSink(out),
         settings=SidecarSettings(sensor=capture.name, max_wait=3600.0),
-    )  # fmt: skip
+    )
     sidecar.run(threading.Event(), stop_after_idle=0.5)
     ours = [json.loads(line) for line in out.getvalue().splitlines()]
     for record in ours:

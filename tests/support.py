@@ -86,7 +86,15 @@ def export_tiny_bundles(
         train_tiny_checkpoints(work, encode, context_payload, context_features, responder_features)
     options = {"metrics": {"coarse_mauc": 0.5}, "cache": work / "cache", **export_options}
     return [
-        export_bundle(SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",
-                      work / f"bundle-{version or 'default'}", version=version, encode_texts=encode, **options)
+        export_bundle(
+            SAMPLE_DATASET,
+            work / "encoder.pt",
+            work / "align.pt",
+            work / "reasoner.pt",
+            work / f"bundle-{version or 'default'}",
+            version=version,
+            encode_texts=encode,
+            **options,
+        )
         for version in versions
-    ]  # fmt: skip
+    ]

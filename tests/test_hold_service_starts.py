@@ -15,9 +15,12 @@ HELPER = Path(__file__).resolve().parents[1] / "scripts" / "hold-service-starts.
 def _run(policy: Path, body: str) -> subprocess.CompletedProcess[str]:
     script = f"set -euo pipefail\nsource {HELPER}\nhold_service_starts probe\n{body}\n"
     return subprocess.run(
-        ["bash", "-c", script], capture_output=True, text=True, timeout=30,
+        ["bash", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**os.environ, "PACKETCLIP_POLICY_RC_D": str(policy)},
-    )  # fmt: skip
+    )
 
 
 def test_service_starts_are_refused_while_held_and_allowed_after_any_exit(tmp_path: Path) -> None:

@@ -39,9 +39,25 @@ LOGIN_PORTS = (
     WEB_PORTS | MAIL_PORTS | SHELL_PORTS | {21, 139, 389, 445, 636, 1433, 1883, 3306, 5432, 6379, 8883}
 )
 LOGIN_SERVICES = frozenset(
-    {"ftp", "ssh", "telnet", "http", "smtp", "pop3", "imap", "rdp", "rfb", "smb", "ldap", "mysql", "tds",
-     "postgresql", "redis", "mqtt"}
-)  # fmt: skip
+    {
+        "ftp",
+        "ssh",
+        "telnet",
+        "http",
+        "smtp",
+        "pop3",
+        "imap",
+        "rdp",
+        "rfb",
+        "smb",
+        "ldap",
+        "mysql",
+        "tds",
+        "postgresql",
+        "redis",
+        "mqtt",
+    }
+)
 
 LONG_SECONDS = 10.0  # a connection held this long is long-lived: slow attacks hold theirs for minutes
 SHORT_SECONDS = 1.0  # a connection over within this is short-lived

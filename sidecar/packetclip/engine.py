@@ -614,15 +614,28 @@ class Engine:
             n = counts[row]
             from_originator = conn.pkt_dir[:n] == 1
             self.history.step(
-                f"{sensor_name}|{conn.orig_h}", conn.ts, conn.resp_h, conn.resp_p, conn.pkt_ts[:n], from_originator,
-                packet_embeddings[row, :n, :width], facts[row, :n], out=(context[row], features[row], valid[row]),
-            )  # fmt: skip
+                f"{sensor_name}|{conn.orig_h}",
+                conn.ts,
+                conn.resp_h,
+                conn.resp_p,
+                conn.pkt_ts[:n],
+                from_originator,
+                packet_embeddings[row, :n, :width],
+                facts[row, :n],
+                out=(context[row], features[row], valid[row]),
+            )
             first_out = bool(from_originator[0]) if n else True
             host, port, source = receiving_side(first_out, conn.orig_h, conn.orig_p, conn.resp_h, conn.resp_p)
             self.inbound.step(
-                f"{sensor_name}|{host}", conn.ts, source, port, conn.proto,
-                bool((from_originator != first_out).any()), n, out=responder[row],
-            )  # fmt: skip
+                f"{sensor_name}|{host}",
+                conn.ts,
+                source,
+                port,
+                conn.proto,
+                bool((from_originator != first_out).any()),
+                n,
+                out=responder[row],
+            )
         if models.context_columns is not None:  # a bundle that reads fewer features, or in another order
             features = features[:, :, models.context_columns]
         outputs: dict[str, np.ndarray] = {}
@@ -724,9 +737,14 @@ class Engine:
         top = self._top_concepts(models, label_names, concepts)
         activities = self._activities(inference, label_names, attack_names)
         explanations = models.explainer.explain_batch(
-            inference.connections, activities, label_names, attack_names, concepts, aligned,
+            inference.connections,
+            activities,
+            label_names,
+            attack_names,
+            concepts,
+            aligned,
             self._responders(inference, label_names, attack_names),
-        )  # fmt: skip
+        )
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
         mission_rows: list[dict[str, float]] = []  # user-written missions' scores, only when there are some
         if self._missions is not None:

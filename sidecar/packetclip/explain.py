@@ -526,8 +526,11 @@ class Explainer:
         """`explain` for a micro-batch: row i of `concepts` (B, K) and `aligned` (B, D) belongs to connection i.
         Concepts and nearest descriptions are ranked once per predicted class rather than once per row.
         `responders`, when given, holds each connection's responder activity before it (`ResponderActivity`)."""
-        judged = [row for row, (label, attack) in enumerate(zip(labels, attacks, strict=True))
-                  if self.reads_activity(label, attack)]  # fmt: skip
+        judged = [
+            row
+            for row, (label, attack) in enumerate(zip(labels, attacks, strict=True))
+            if self.reads_activity(label, attack)
+        ]
         tops: list[list[tuple[str, str, float]]] = [[] for _ in connections]
         quotes = [""] * len(connections)
         by_class: dict[str, list[int]] = {}

@@ -227,8 +227,11 @@ class ModelStore:
         if key is None:
             return default_bundle_path()
         if not _plain_key(key):
-            log.error("store %s: active pointer names %r, not a bundle of the store; using the embedded default",
-                      self.root, key)  # fmt: skip
+            log.error(
+                "store %s: active pointer names %r, not a bundle of the store; using the embedded default",
+                self.root,
+                key,
+            )
             return default_bundle_path()
         path = self.bundles_dir / key
         if not (path / MANIFEST_NAME).is_file():

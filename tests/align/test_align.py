@@ -92,9 +92,17 @@ def test_head_settings_train_what_they_say(setting: str, shared: int) -> None:
     """none: only the temperature is a parameter; packet: g_P only; both: g_P and g_T into the shared width."""
     heads = AlignmentHeads(128, 384, setting, shared_dim=64)
     names = {name for name, _ in heads.named_parameters()}
-    expected = {"none": {"log_logit_scale"}, "packet": {"log_logit_scale", "packet_head.weight", "packet_head.bias"},
-                "both": {"log_logit_scale", "packet_head.weight", "packet_head.bias", "text_head.weight",
-                         "text_head.bias"}}[setting]  # fmt: skip
+    expected = {
+        "none": {"log_logit_scale"},
+        "packet": {"log_logit_scale", "packet_head.weight", "packet_head.bias"},
+        "both": {
+            "log_logit_scale",
+            "packet_head.weight",
+            "packet_head.bias",
+            "text_head.weight",
+            "text_head.bias",
+        },
+    }[setting]
     assert names == expected
     assert heads.project_packets(torch.randn(3, 128)).shape == (3, shared)
     assert heads.project_texts(torch.randn(3, 384)).shape == (3, shared)
@@ -142,8 +150,18 @@ def test_per_class_rows_caps_each_class() -> None:
 
 
 def test_description_pool_reuses_texts_and_counts_bad_facts() -> None:
-    good = {"duration": 1.0, "orig_pkts": 3, "resp_pkts": 2, "orig_bytes": 100, "resp_bytes": 50,
-            "conn_state": "SF", "history": "ShADad", "service": "http", "proto": "tcp", "resp_p": 80}  # fmt: skip
+    good = {
+        "duration": 1.0,
+        "orig_pkts": 3,
+        "resp_pkts": 2,
+        "orig_bytes": 100,
+        "resp_bytes": 50,
+        "conn_state": "SF",
+        "history": "ShADad",
+        "service": "http",
+        "proto": "tcp",
+        "resp_p": 80,
+    }
     bad = {**good, "orig_pkts": 0, "resp_pkts": 0}
     pool = build_description_pool(["benign"] * 5 + ["syn_flood"], [good] * 5 + [bad], per_bucket=2, seed=0)
     assert pool.skipped == 1 and pool.kept.tolist() == [0, 1, 2, 3, 4]
@@ -154,9 +172,16 @@ def test_run_writes_outputs_on_sample(tmp_path: Path) -> None:
     """The whole run on the committed sample with a random tiny encoder: checkpoint, metrics and plot."""
     torch.manual_seed(0)
     encoder = PacketEncoder(load_config("packet-encoder-tiny")).eval()
-    metrics = run_alignment(SAMPLE, encoder, tmp_path, AlignConfig(heads="both", epochs=2, batch_size=32),
-                            hashed_text_vectors, max_per_class=20, max_eval_per_class=20,
-                            descriptions_per_bucket=2)  # fmt: skip
+    metrics = run_alignment(
+        SAMPLE,
+        encoder,
+        tmp_path,
+        AlignConfig(heads="both", epochs=2, batch_size=32),
+        hashed_text_vectors,
+        max_per_class=20,
+        max_eval_per_class=20,
+        descriptions_per_bucket=2,
+    )
     for name in (CHECKPOINT_NAME, METRICS_NAME, CURVE_NAME):
         assert (tmp_path / name).stat().st_size > 0
     saved = json.loads((tmp_path / METRICS_NAME).read_text())
@@ -177,9 +202,28 @@ def test_align_command_with_real_text_encoder(tmp_path: Path) -> None:
     checkpoint = tmp_path / "encoder.pt"
     save_checkpoint(checkpoint, PacketEncoder(load_config("packet-encoder-tiny")), {"note": "random"})
     out = tmp_path / "align"
-    result = CliRunner().invoke(cli, ["align", "--dataset", str(SAMPLE), "--encoder", str(checkpoint), "--out",
-                                      str(out), "--heads", "none", "--epochs", "1", "--max-per-class", "10",
-                                      "--max-eval-per-class", "10", "--threads", "1"])  # fmt: skip
+    result = CliRunner().invoke(
+        cli,
+        [
+            "align",
+            "--dataset",
+            str(SAMPLE),
+            "--encoder",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--heads",
+            "none",
+            "--epochs",
+            "1",
+            "--max-per-class",
+            "10",
+            "--max-eval-per-class",
+            "10",
+            "--threads",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "test zero-shot top-1" in result.output
     assert json.loads((out / METRICS_NAME).read_text())["config"]["heads"] == "none"

@@ -15,9 +15,17 @@ from packetclip_training.baselines.scoring import coarse_scores, one_vs_rest_auc
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 LEVEL_KEYS = {
-    "classes", "test_rows_per_class", "auc", "mauc", "mauc_without_benign", "macro_f1", "accuracy",
-    "confusion_matrix", "heldout_variant_rows", "heldout_variant_accuracy",
-}  # fmt: skip
+    "classes",
+    "test_rows_per_class",
+    "auc",
+    "mauc",
+    "mauc_without_benign",
+    "macro_f1",
+    "accuracy",
+    "confusion_matrix",
+    "heldout_variant_rows",
+    "heldout_variant_accuracy",
+}
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,18 @@ SSHGUESS = "zeek/testing/btest/Traces/ssh/sshguess.pcap"
 SSH_ATTACKER, SSH_SERVER = "192.168.56.1", "192.168.56.103"
 # first-packet times of the 11 connections of sshguess.pcap (read with dpkt)
 SSHGUESS_STARTS = {
-    55470: 1427726689.213953, 55471: 1427726698.242001, 55472: 1427726703.853755, 55473: 1427726708.60108,
-    55474: 1427726713.139576, 55475: 1427726720.292474, 55476: 1427726731.556549, 55477: 1427726736.375489,
-    55478: 1427726741.153682, 55479: 1427726749.917308, 55480: 1427726755.562203,
-}  # fmt: skip
+    55470: 1427726689.213953,
+    55471: 1427726698.242001,
+    55472: 1427726703.853755,
+    55473: 1427726708.60108,
+    55474: 1427726713.139576,
+    55475: 1427726720.292474,
+    55476: 1427726731.556549,
+    55477: 1427726736.375489,
+    55478: 1427726741.153682,
+    55479: 1427726749.917308,
+    55480: 1427726755.562203,
+}
 
 
 @dataclass
@@ -46,8 +54,20 @@ def write_lab_run(
     target = run / "capture.pcap"
     if link:
         target.symlink_to(capture)
-    columns = ["episode", "scenario", "variant", "coarse", "fine", "attacker_ip", "target", "start_ts", "end_ts",
-               "tool", "command", "heldout"]  # fmt: skip
+    columns = [
+        "episode",
+        "scenario",
+        "variant",
+        "coarse",
+        "fine",
+        "attacker_ip",
+        "target",
+        "start_ts",
+        "end_ts",
+        "tool",
+        "command",
+        "heldout",
+    ]
     lines = ["\t".join(columns)] + ["\t".join(str(e[c]) for c in columns) for e in episodes]
     (run / "labels.tsv").write_text("\n".join(lines) + "\n")
     (run / "hosts.tsv").write_text(
@@ -61,10 +81,19 @@ def episode(
     name: str, fine: str, coarse: str, attacker: str, start: float, end: float, heldout: int = 0
 ) -> dict:
     return {
-        "episode": name, "scenario": fine, "variant": f"{fine}-{name}", "coarse": coarse, "fine": fine,
-        "attacker_ip": attacker, "target": SSH_SERVER, "start_ts": start, "end_ts": end, "tool": "hydra",
-        "command": "hydra -l root -P words ssh://target", "heldout": heldout,
-    }  # fmt: skip
+        "episode": name,
+        "scenario": fine,
+        "variant": f"{fine}-{name}",
+        "coarse": coarse,
+        "fine": fine,
+        "attacker_ip": attacker,
+        "target": SSH_SERVER,
+        "start_ts": start,
+        "end_ts": end,
+        "tool": "hydra",
+        "command": "hydra -l root -P words ssh://target",
+        "heldout": heldout,
+    }
 
 
 def make_sshguess_lab_run(run: Path) -> Path:

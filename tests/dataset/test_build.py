@@ -99,14 +99,28 @@ def test_flow_csv_build_labels_joined_connections(tmp_path):
     require_real()
     csv = FIXTURES / "sshguess_aci_flows.csv"
     out = tmp_path / "flows"
-    code = train_main(["dataset", "build", "--flows", str(csv), "--pcap", str(REAL / SSHGUESS),
-                       "--utc-offset", "-3", "--out", str(out)])  # fmt: skip
+    code = train_main(
+        [
+            "dataset",
+            "build",
+            "--flows",
+            str(csv),
+            "--pcap",
+            str(REAL / SSHGUESS),
+            "--utc-offset",
+            "-3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     card = json.loads((out / "card.json").read_text())
     assert card["dropped"]["flows"] == {"no_matching_flow": 2}  # 55478 (row 40 s off) and 55480 (no row)
     assert card["dropped"]["flow_rows"] == {
-        "bad_timestamp": 1, "label_mapped_to_drop:ARP Spoofing": 1, "unmapped_label:Mirai": 1,
-    }  # fmt: skip
+        "bad_timestamp": 1,
+        "label_mapped_to_drop:ARP Spoofing": 1,
+        "unmapped_label:Mirai": 1,
+    }
     assert card["unmatched_flows"] == {str(csv): 4}
     kept = sum(card["counts"]["total"].values()) + sum(card["dropped"].get("split", {}).values())
     assert kept == 9 and set(card["counts"]["fine"]) == {"dictionary_attack"}
@@ -212,11 +226,35 @@ def test_sha_mismatch_is_refused(tmp_path):
 def test_existing_dataset_needs_force(built, tmp_path):
     target = tmp_path / "copy"
     shutil.copytree(built[0], target)
-    code = train_main(["dataset", "build", "--real-manifest", str(REAL / "MANIFEST.tsv"),
-                       "--real-include", SSHGUESS, "--out", str(target)])  # fmt: skip
+    code = train_main(
+        [
+            "dataset",
+            "build",
+            "--real-manifest",
+            str(REAL / "MANIFEST.tsv"),
+            "--real-include",
+            SSHGUESS,
+            "--out",
+            str(target),
+        ]
+    )
     assert code == 1
-    assert train_main(["dataset", "build", "--real-manifest", str(REAL / "MANIFEST.tsv"),
-                       "--real-include", SSHGUESS, "--out", str(target), "--force"]) == 0  # fmt: skip
+    assert (
+        train_main(
+            [
+                "dataset",
+                "build",
+                "--real-manifest",
+                str(REAL / "MANIFEST.tsv"),
+                "--real-include",
+                SSHGUESS,
+                "--out",
+                str(target),
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert json.loads((target / "card.json").read_text())["counts"]["total"] != built[1]["counts"]["total"]
 
 
@@ -227,8 +265,21 @@ def test_window_option_cuts_the_dataset_and_is_recorded(tmp_path):
     for window in (None, 0.01):  # this capture's connections send their first 30 packets within 0.08 s
         out = tmp_path / f"w{window}"
         extra = [] if window is None else ["--window", str(window)]
-        code = train_main(["dataset", "build", "--flows", str(csv), "--pcap", str(REAL / SSHGUESS),
-                           "--utc-offset", "-3", "--out", str(out), *extra])  # fmt: skip
+        code = train_main(
+            [
+                "dataset",
+                "build",
+                "--flows",
+                str(csv),
+                "--pcap",
+                str(REAL / SSHGUESS),
+                "--utc-offset",
+                "-3",
+                "--out",
+                str(out),
+                *extra,
+            ]
+        )
         assert code == 0
         card = json.loads((out / "card.json").read_text())
         assert card["featurizer"]["config"]["window"] == window

@@ -89,9 +89,14 @@ def test_held_out_real_files_go_wholly_to_test():
 
 def test_single_instant_group_goes_to_train_and_bad_configs_refused():
     codes, _ = assign_splits(
-        np.array(["s"]), np.array(["benign"]), np.array([False]), np.array([5.0]), np.array([5.0]),
-        np.array([""]), SplitConfig(),
-    )  # fmt: skip
+        np.array(["s"]),
+        np.array(["benign"]),
+        np.array([False]),
+        np.array([5.0]),
+        np.array([5.0]),
+        np.array([""]),
+        SplitConfig(),
+    )
     assert codes.tolist() == [TRAIN]
     with pytest.raises(ValueError):
         SplitConfig(train=0.9, val=0.2)
@@ -114,9 +119,15 @@ def _split_episodes(overlap_e7: bool, config: SplitConfig):
     episode, ts, last_ts = _episodes(overlap_e7)
     n = len(ts)
     codes, dropped = assign_splits(
-        np.full(n, "run"), np.full(n, "syn_flood"), np.zeros(n, bool), ts, last_ts, np.full(n, ""), config,
+        np.full(n, "run"),
+        np.full(n, "syn_flood"),
+        np.zeros(n, bool),
+        ts,
+        last_ts,
+        np.full(n, ""),
+        config,
         episode=episode,
-    )  # fmt: skip
+    )
     return {e: set(codes[episode == e].tolist()) for e in np.unique(episode)}, dropped
 
 

@@ -60,8 +60,11 @@ def lab_sample_rows() -> list[tuple[dict, str]]:
     for conn in featurize_pcap(SAMPLE / "capture.pcap"):
         fine = "benign"
         if conn.orig_h in attackers:
-            hits = [e for e in episodes if e["attacker_ip"] == conn.orig_h
-                    and float(e["start_ts"]) <= conn.ts <= float(e["end_ts"])]  # fmt: skip
+            hits = [
+                e
+                for e in episodes
+                if e["attacker_ip"] == conn.orig_h and float(e["start_ts"]) <= conn.ts <= float(e["end_ts"])
+            ]
             if not hits:
                 continue
             fine = hits[0]["fine"]
@@ -151,8 +154,18 @@ class ScriptedClient:
 
 
 def test_llm_paraphrase_is_kept_only_when_its_numbers_are_true():
-    facts = {"duration": 2.0, "orig_pkts": 12, "resp_pkts": 10, "orig_bytes": 900, "resp_bytes": 4000,
-             "conn_state": "SF", "history": "ShADadFf", "service": "ssh", "proto": "tcp", "resp_p": 22}  # fmt: skip
+    facts = {
+        "duration": 2.0,
+        "orig_pkts": 12,
+        "resp_pkts": 10,
+        "orig_bytes": 900,
+        "resp_bytes": 4000,
+        "conn_state": "SF",
+        "history": "ShADadFf",
+        "service": "ssh",
+        "proto": "tcp",
+        "resp_p": 22,
+    }
     template = describe_connection(facts, "dictionary_attack", random.Random(0))
     good = "An SSH login session on port 22 with 12 packets out and 10 back, typical of password guessing."
     client = ScriptedClient([good, "A session with 13 packets.", LLMError("down"), "  "])
@@ -166,8 +179,18 @@ def test_llm_paraphrase_is_kept_only_when_its_numbers_are_true():
 
 
 def test_benign_concepts_follow_the_service_seen():
-    dns = {"duration": 0.01, "orig_pkts": 1, "resp_pkts": 1, "orig_bytes": 30, "resp_bytes": 90,
-           "conn_state": "SF", "history": "Dd", "service": "dns", "proto": "udp", "resp_p": 53}  # fmt: skip
+    dns = {
+        "duration": 0.01,
+        "orig_pkts": 1,
+        "resp_pkts": 1,
+        "orig_bytes": 30,
+        "resp_bytes": 90,
+        "conn_state": "SF",
+        "history": "Dd",
+        "service": "dns",
+        "proto": "udp",
+        "resp_p": 53,
+    }
     texts = [describe_connection(dns, "benign", random.Random(s)) for s in range(200)]
     assert not any("web browsing" in t or "tls session" in t for t in texts)
     assert all(

@@ -35,8 +35,18 @@ def test_wordfreq_over_a_dataset_split_counts_bad_rows(tmp_path, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    good = {"duration": 0.0, "orig_pkts": 1, "resp_pkts": 0, "orig_bytes": 0, "resp_bytes": 0,
-            "conn_state": "S0", "history": "S", "service": "http", "proto": "tcp", "resp_p": 80}  # fmt: skip
+    good = {
+        "duration": 0.0,
+        "orig_pkts": 1,
+        "resp_pkts": 0,
+        "orig_bytes": 0,
+        "resp_bytes": 0,
+        "conn_state": "S0",
+        "history": "S",
+        "service": "http",
+        "proto": "tcp",
+        "resp_p": 80,
+    }
     rows = [{**good, "fine": "syn_flood"}] * 6 + [{**good, "fine": "port_scan", "resp_p": 25}] * 3
     rows.append({**good, "orig_pkts": 0, "fine": "port_scan"})  # no packets at all: cannot be described
     dataset = tmp_path / "ds"

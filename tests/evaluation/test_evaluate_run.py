@@ -47,16 +47,38 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     # with the training split's originator-only view, as the reasoner command trains by default
     reasoner_train = reasoner_training_split(encoder, work / "unused", SAMPLE, splits["train"], None, True)
     fit = fit_reasoner(reasoner_train, splits["val"], heads, missions, concepts(heads), settings)
-    inputs = Inputs(SAMPLE, encoder, heads, fit.model, missions, splits, reasoner_train, hashed_text_vectors,
-                    concepts, work / "w")  # fmt: skip
-    config = EvaluateConfig(fractions=(1.0, 0.3), unseen=("os_scan",), reasoner=settings,
-                            comparison_models=("xgboost", "linear"), flow_models=("xgboost",), align_per_class=60)  # fmt: skip
+    inputs = Inputs(
+        SAMPLE,
+        encoder,
+        heads,
+        fit.model,
+        missions,
+        splits,
+        reasoner_train,
+        hashed_text_vectors,
+        concepts,
+        work / "w",
+    )
+    config = EvaluateConfig(
+        fractions=(1.0, 0.3),
+        unseen=("os_scan",),
+        reasoner=settings,
+        comparison_models=("xgboost", "linear"),
+        flow_models=("xgboost",),
+        align_per_class=60,
+    )
     results = run_evaluation(inputs, config, PARTS)
     save_checkpoint(work / "encoder.pt", encoder, {"objective": "none (test)"})
     save_heads(work / "align.pt", heads, {})
     save_reasoner(work / "reasoner.pt", fit.model, missions, {})
-    bundle = export_bundle(SAMPLE, work / "encoder.pt", work / "align.pt", work / "reasoner.pt", work / "bundle",
-                           encode_texts=hashed_text_vectors)  # fmt: skip
+    bundle = export_bundle(
+        SAMPLE,
+        work / "encoder.pt",
+        work / "align.pt",
+        work / "reasoner.pt",
+        work / "bundle",
+        encode_texts=hashed_text_vectors,
+    )
     tiny_bert = EtBertConfig(vocab_size=300, hidden=32, layers=1, heads=2, ffn=64)
     detail = efficiency(inputs, bundle, round_seconds=0.2, rounds=2, connections=64, etbert_config=tiny_bert)
     results["efficiency"] = detail["rows"]

@@ -65,9 +65,12 @@ def test_data_scarcity_png_skips_missing_points(tmp_path):
 
 def test_training_curve_png_with_a_twin_axis_and_a_gap(tmp_path):
     path = figures.plot_training_curve(
-        [2.1, 1.4, 1.0, 0.8], tmp_path / "curve.png", title="Reasoner", second=[0.7, None, 0.9, 0.93],
+        [2.1, 1.4, 1.0, 0.8],
+        tmp_path / "curve.png",
+        title="Reasoner",
+        second=[0.7, None, 0.9, 0.93],
         second_label="val mAUC",
-    )  # fmt: skip
+    )
     _assert_png(path)
     _assert_png(figures.plot_training_curve([2.1, 1.4], tmp_path / "loss_only.png", title="Encoder"))
     with pytest.raises(ValueError, match="epochs"):

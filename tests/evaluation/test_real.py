@@ -210,9 +210,13 @@ def test_evaluate_runs_from_file_runs_and_markdown() -> None:
     )
     ndpi = FileRun("nDPI/b.pcap", "ndpi-benign", "benign", [B], [B], [[0.7, 0.3, 0, 0]])
     attack = FileRun(
-        "zeek/ssh.pcap", "real-attacks", "dictionary_attack", [F, F, B], ["dictionary_attack"] * 2 + [B],
+        "zeek/ssh.pcap",
+        "real-attacks",
+        "dictionary_attack",
+        [F, F, B],
+        ["dictionary_attack"] * 2 + [B],
         [[0.1, 0, 0, 0.9], [0.6, 0, 0, 0.4], [0.95, 0.05, 0, 0]],
-    )  # fmt: skip
+    )
     attack.dropped["attacker_is_responder"] = 2
     results = evaluate_runs([benign, ndpi, attack])
     assert results["connections"] == 6

@@ -141,10 +141,17 @@ def test_full_report_holds_every_table(constructed):
     }
     markdown = render_markdown(results)
     for heading in (
-        "# PacketCLIP evaluation", "## Headline", "## Coarse classes", "## Where the flow baseline wins",
-        "## Data scarcity (4-class mAUC)", "## Held-out variants", "## Per file", "## Unseen classes",
-        "## Efficiency", "## Figures",
-    ):  # fmt: skip
+        "# PacketCLIP evaluation",
+        "## Headline",
+        "## Coarse classes",
+        "## Where the flow baseline wins",
+        "## Data scarcity (4-class mAUC)",
+        "## Held-out variants",
+        "## Per file",
+        "## Unseen classes",
+        "## Efficiency",
+        "## Figures",
+    ):
         assert heading in markdown, heading
     assert "| 4-class mAUC | 0.993 | 0.990 | yes | 12,345 |" in markdown
     assert "| fine top-1 | 0.851 | 0.900 | **no** | 12,345 |" in markdown
@@ -165,8 +172,15 @@ def test_full_report_holds_every_table(constructed):
 
 
 def test_missing_sections_are_skipped():
-    markdown = render_markdown({"title": "Only a headline", "headline": [{"metric": "x", "value": None}],
-                                "levels": None, "per_file": None, "efficiency": []})  # fmt: skip
+    markdown = render_markdown(
+        {
+            "title": "Only a headline",
+            "headline": [{"metric": "x", "value": None}],
+            "levels": None,
+            "per_file": None,
+            "efficiency": [],
+        }
+    )
     assert "## Headline" in markdown and "| x | — | — | — | — |" in markdown
     assert "##" not in markdown.replace("## Headline", "")
     # Baselines without the model's levels cannot be compared: no "no wins" claim.

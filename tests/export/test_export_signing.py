@@ -24,8 +24,16 @@ def checkpoints(tmp_path: Path) -> list[str]:
     (tmp_path / "dataset").mkdir()
     for name in ("encoder.pt", "align.pt", "reasoner.pt"):
         (tmp_path / name).write_bytes(b"")
-    return ["--dataset", str(tmp_path / "dataset"), "--encoder", str(tmp_path / "encoder.pt"),
-            "--align", str(tmp_path / "align.pt"), "--reasoner", str(tmp_path / "reasoner.pt")]  # fmt: skip
+    return [
+        "--dataset",
+        str(tmp_path / "dataset"),
+        "--encoder",
+        str(tmp_path / "encoder.pt"),
+        "--align",
+        str(tmp_path / "align.pt"),
+        "--reasoner",
+        str(tmp_path / "reasoner.pt"),
+    ]
 
 
 @pytest.fixture

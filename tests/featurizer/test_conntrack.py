@@ -116,8 +116,11 @@ def test_pack_shapes_padding_and_inter_arrival_times(real_data):
     batch = pack(conns, config)
     assert batch["bytes"].shape == (2, 8, 128) and batch["bytes"].dtype == np.uint8
     assert {k: batch[k].dtype for k in ("direction", "iat", "length", "valid")} == {
-        "direction": np.int8, "iat": np.float32, "length": np.int32, "valid": np.bool_,
-    }  # fmt: skip
+        "direction": np.int8,
+        "iat": np.float32,
+        "length": np.int32,
+        "valid": np.bool_,
+    }
     for row, conn in enumerate(conns):
         n = min(len(conn.pkt_ts), 8)
         assert batch["valid"][row].tolist() == [True] * n + [False] * (8 - n)

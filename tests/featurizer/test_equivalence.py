@@ -145,8 +145,11 @@ def test_whole_corpus_output_is_unchanged(real_data):
 def _real_ip_packets(real_data: Path) -> list[bytes]:
     """The bytes from the IP header on of real packets: IPv4 and IPv6, TCP with options, UDP, ICMP, damage."""
     packets = []
-    for path in (LAB_SAMPLE, real_data / "nDPI/tests/cfgs/default/pcap/fuzz-2006-06-26-2594.pcap",
-                 real_data / "nDPI/tests/cfgs/default/pcap/nintendo.pcap"):  # fmt: skip
+    for path in (
+        LAB_SAMPLE,
+        real_data / "nDPI/tests/cfgs/default/pcap/fuzz-2006-06-26-2594.pcap",
+        real_data / "nDPI/tests/cfgs/default/pcap/nintendo.pcap",
+    ):
         for _ts, link_type, frame in read_frames(path):
             parsed = parse_frame(link_type, frame)
             if len(parsed) == 17:

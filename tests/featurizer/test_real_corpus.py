@@ -19,8 +19,21 @@ def test_every_manifest_capture_featurizes(real_data):
         assert stats.frames > 0, name
         assert sum(c.n_packets for c in conns) == stats.parsed, name
         for conn in conns:
-            assert conn.conn_state in {"S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "RSTRH",
-                                       "SH", "SHR", "OTH"}  # fmt: skip
+            assert conn.conn_state in {
+                "S0",
+                "S1",
+                "SF",
+                "REJ",
+                "S2",
+                "S3",
+                "RSTO",
+                "RSTR",
+                "RSTOS0",
+                "RSTRH",
+                "SH",
+                "SHR",
+                "OTH",
+            }
             assert conn.community_id.startswith("1:") and conn.uid.startswith("C") and len(conn.uid) == 18
         if conns:
             assert pack(conns)["valid"].any(axis=1).all(), name

@@ -83,10 +83,20 @@ class RoundTrip:
         self.everything = work / "everything.jsonl"
         assert packetclip(["feedback", "export", "--store", str(store), str(self.everything)]) == 0
         self.result: FinetuneResult = run_finetune(
-            self.base, [self.export], SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",
-            work / "finetuned", evaluate_paths=[self.everything], config=TINY, test_rows=0, cache=work / "cache",
-            version="1.0-ft1", encode_texts=hashed_text_vectors,
-        )  # fmt: skip
+            self.base,
+            [self.export],
+            SAMPLE_DATASET,
+            work / "encoder.pt",
+            work / "align.pt",
+            work / "reasoner.pt",
+            work / "finetuned",
+            evaluate_paths=[self.everything],
+            config=TINY,
+            test_rows=0,
+            cache=work / "cache",
+            version="1.0-ft1",
+            encode_texts=hashed_text_vectors,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -150,10 +160,19 @@ def test_the_anchor_keeps_the_base_sample_close(trip: RoundTrip, tmp_path: Path)
     without it, while the labelled rows move as much."""
     work = trip.work
     loose = run_finetune(
-        trip.base, [trip.export], SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",
-        tmp_path / "loose", config=dataclasses.replace(TINY, anchor_weight=0.0), test_rows=0, cache=work / "cache",
-        version="1.0-ft2", encode_texts=hashed_text_vectors,
-    ).record  # fmt: skip
+        trip.base,
+        [trip.export],
+        SAMPLE_DATASET,
+        work / "encoder.pt",
+        work / "align.pt",
+        work / "reasoner.pt",
+        tmp_path / "loose",
+        config=dataclasses.replace(TINY, anchor_weight=0.0),
+        test_rows=0,
+        cache=work / "cache",
+        version="1.0-ft2",
+        encode_texts=hashed_text_vectors,
+    ).record
     anchored = trip.result.record
     assert anchored["replay_sample_mean_coarse_change"] < 0.6 * loose["replay_sample_mean_coarse_change"]
     moved = anchored["feedback_rows_trained_on"]["after"]["mean_p_labelled"]
@@ -169,15 +188,36 @@ def test_feedback_from_another_encoder_is_refused(trip: RoundTrip, tmp_path: Pat
     work = trip.work
     with pytest.raises(FinetuneError, match=f"uid {record['uid']} .* is not the encoder of"):
         run_finetune(
-            trip.base, [foreign], SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", work / "reasoner.pt",
-            tmp_path / "out", config=TINY, encode_texts=hashed_text_vectors,
-        )  # fmt: skip
+            trip.base,
+            [foreign],
+            SAMPLE_DATASET,
+            work / "encoder.pt",
+            work / "align.pt",
+            work / "reasoner.pt",
+            tmp_path / "out",
+            config=TINY,
+            encode_texts=hashed_text_vectors,
+        )
     assert not (tmp_path / "out").exists()
     code = packetclip_train(
-        ["finetune", "--bundle", str(trip.base), "--feedback", str(foreign), "--dataset", str(SAMPLE_DATASET),
-         "--encoder", str(work / "encoder.pt"), "--align", str(work / "align.pt"),
-         "--reasoner", str(work / "reasoner.pt"), "--out", str(tmp_path / "cli-out")]
-    )  # fmt: skip
+        [
+            "finetune",
+            "--bundle",
+            str(trip.base),
+            "--feedback",
+            str(foreign),
+            "--dataset",
+            str(SAMPLE_DATASET),
+            "--encoder",
+            str(work / "encoder.pt"),
+            "--align",
+            str(work / "align.pt"),
+            "--reasoner",
+            str(work / "reasoner.pt"),
+            "--out",
+            str(tmp_path / "cli-out"),
+        ]
+    )
     assert code == 1 and not (tmp_path / "cli-out").exists()
 
 
@@ -189,6 +229,13 @@ def test_checkpoints_that_did_not_make_the_bundle_are_refused(trip: RoundTrip, t
     work = trip.work
     with pytest.raises(FinetuneError, match="the reasoner checkpoint did not make bundle"):
         run_finetune(
-            trip.base, [trip.export], SAMPLE_DATASET, work / "encoder.pt", work / "align.pt", tmp_path / "other.pt",
-            tmp_path / "out", config=TINY, encode_texts=hashed_text_vectors,
-        )  # fmt: skip
+            trip.base,
+            [trip.export],
+            SAMPLE_DATASET,
+            work / "encoder.pt",
+            work / "align.pt",
+            tmp_path / "other.pt",
+            tmp_path / "out",
+            config=TINY,
+            encode_texts=hashed_text_vectors,
+        )

@@ -34,9 +34,25 @@ def test_generate_writes_a_valid_dag_from_the_two_prompts(tmp_path, monkeypatch,
     monkeypatch.setenv("FAKE_LLM_KEY", "sekrit")
     with FakeLLM(answer_by_prompt) as llm:
         code = main(
-            ["kg", "generate", "--mission", "dos", "--event", "denial-of-service attacks", "--llm-url", llm.url,
-             "--model", "tiny", "--api-key-env", "FAKE_LLM_KEY", "--vocabularies", "5", "--out", str(out)]
-        )  # fmt: skip
+            [
+                "kg",
+                "generate",
+                "--mission",
+                "dos",
+                "--event",
+                "denial-of-service attacks",
+                "--llm-url",
+                llm.url,
+                "--model",
+                "tiny",
+                "--api-key-env",
+                "FAKE_LLM_KEY",
+                "--vocabularies",
+                "5",
+                "--out",
+                str(out),
+            ]
+        )
     assert code == 0, capsys.readouterr().err
     first, second = llm.requests
     assert first["model"] == "tiny"
@@ -70,8 +86,20 @@ def test_generate_fails_cleanly_on_useless_answers_and_unreachable_servers(tmp_p
         )
     assert code == 1
     assert "no usable concept" in capsys.readouterr().err
-    code = main(["kg", "generate", "--mission", "x", "--event", "e", "--llm-url", "http://127.0.0.1:9/v1",
-                 "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "kg",
+            "generate",
+            "--mission",
+            "x",
+            "--event",
+            "e",
+            "--llm-url",
+            "http://127.0.0.1:9/v1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 1
     assert "127.0.0.1:9" in capsys.readouterr().err
     assert not out.exists()

@@ -231,11 +231,33 @@ def test_reflection_through_a_reflector_block_reaches_the_victim_from_many_sourc
     sensor = ["tcpdump", "-i", SERVER_BRIDGE, *TCPDUMP[3:]]
     with router_capture(topology, sensor, pcap, f"udp and host {victim}"):
         sender = subprocess.run(
-            ["ip", "netns", "exec", topology.ns(ATTACKER), "python3", "-m", "packetclip_training.lab.attacks",
-             "reflect", victim, "--payload", str(payload), "--dport", "53", "--reflector-net", str(block),
-             "--count", str(requests), "--rate", "500", "--seconds", "10"],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                topology.ns(ATTACKER),
+                "python3",
+                "-m",
+                "packetclip_training.lab.attacks",
+                "reflect",
+                victim,
+                "--payload",
+                str(payload),
+                "--dport",
+                "53",
+                "--reflector-net",
+                str(block),
+                "--count",
+                str(requests),
+                "--rate",
+                "500",
+                "--seconds",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         time.sleep(1.0)
     assert sender.returncode == 0, sender.stderr
     seen: list[tuple[ipaddress.IPv4Address, int, ipaddress.IPv4Address, int]] = []

@@ -24,8 +24,21 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def test_cut_keeps_budgets_and_only_frames_of_the_parent(tmp_path):
     out = tmp_path / "cut"
-    argv = ["lab", "cut", str(SAMPLE), "--out", str(out), "--connections-per-episode", "5",
-            "--benign-connections", "10", "--packets-per-connection", "3", "--snaplen", "96"]  # fmt: skip
+    argv = [
+        "lab",
+        "cut",
+        str(SAMPLE),
+        "--out",
+        str(out),
+        "--connections-per-episode",
+        "5",
+        "--benign-connections",
+        "10",
+        "--packets-per-connection",
+        "3",
+        "--snaplen",
+        "96",
+    ]
     assert main(argv) == 0
     parent_labels, labels = _rows(SAMPLE / "labels.tsv"), _rows(out / "labels.tsv")
     assert {r["fine"] for r in labels} == {r["fine"] for r in parent_labels}

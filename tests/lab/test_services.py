@@ -82,9 +82,24 @@ def test_each_service_answers(lab_ready: None, leftovers: Callable[[str], dict[s
         assert "NXDOMAIN" in run("dig", f"@{ip['dns']}", "no-such-host.lab.internal")
 
         subscriber = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "mosquitto_sub", "-h", ip["mqtt"], "-t", "t/x", "-C", "1", "-W", "10"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "mosquitto_sub",
+                "-h",
+                ip["mqtt"],
+                "-t",
+                "t/x",
+                "-C",
+                "1",
+                "-W",
+                "10",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(0.5)
         run("mosquitto_pub", "-h", ip["mqtt"], "-t", "t/x", "-m", "hello-lab")
         assert subscriber.communicate(timeout=15)[0].strip() == "hello-lab"
@@ -160,11 +175,22 @@ def test_login_services_listen_in_the_lab_and_take_only_the_right_password(
 
         def start(config_path: Path, action: str) -> subprocess.Popen[str]:
             return subprocess.Popen(
-                ["ip", "netns", "exec", lab.topology.ns(config["host"]), sys.executable, "-c", CLIENT,
-                 str(config_path), action],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    lab.topology.ns(config["host"]),
+                    sys.executable,
+                    "-c",
+                    CLIENT,
+                    str(config_path),
+                    action,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
                 env={**os.environ, "TMPDIR": str(tmp_path)},
-            )  # fmt: skip
+            )
 
         for action in LOGIN_ACTIONS:
             accepted = start(right, action)
@@ -214,10 +240,22 @@ def test_browser_page_opens_parallel_connections_and_unused_preconnects(
                 path = tmp_path / f"browser-{seed}.json"
                 path.write_text(json.dumps({**config, "seed": seed}))
                 client = subprocess.run(
-                    ["ip", "netns", "exec", lab.topology.ns(config["host"]), sys.executable, "-c", CLIENT,
-                     str(path), action],
-                    capture_output=True, text=True, timeout=60, env={**os.environ, "TMPDIR": str(tmp_path)},
-                )  # fmt: skip
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        lab.topology.ns(config["host"]),
+                        sys.executable,
+                        "-c",
+                        CLIENT,
+                        str(path),
+                        action,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    env={**os.environ, "TMPDIR": str(tmp_path)},
+                )
                 assert client.returncode == 0, client.stderr[-600:]
             time.sleep(0.5)
         prefix = lab.topology.prefix

@@ -68,9 +68,16 @@ def test_spoofed_sources_reach_the_victim_and_its_answers_end_at_the_router(
         routes = subprocess.run(["ip", "-n", router, "route", "show"], capture_output=True, text=True).stdout
         assert "blackhole 198.18.128.0/17" in routes and "default" not in routes, routes
         listener = subprocess.Popen(
-            ["ip", "netns", "exec", topology.ns("web"), "python3", "-c",
-             "import socket,time; s=socket.socket(); s.bind(('198.18.2.10',80)); s.listen(512); time.sleep(20)"],
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                topology.ns("web"),
+                "python3",
+                "-c",
+                "import socket,time; s=socket.socket(); s.bind(('198.18.2.10',80)); s.listen(512); time.sleep(20)",
+            ],
+        )
         for bridge in ("br-srv", "br-att", "br-cli"):
             captures.append(
                 subprocess.Popen(
@@ -95,9 +102,21 @@ def test_spoofed_sources_reach_the_victim_and_its_answers_end_at_the_router(
             )
         time.sleep(1.5)
         flood = _in_ns(
-            topology.ns("att1"), "python3", "-m", "packetclip_training.lab.attacks", "synflood", "198.18.2.10",
-            "--dport", "80", "--source-net", "198.18.128.0/19", "--count", "200", "--rate", "400",
-        )  # fmt: skip
+            topology.ns("att1"),
+            "python3",
+            "-m",
+            "packetclip_training.lab.attacks",
+            "synflood",
+            "198.18.2.10",
+            "--dport",
+            "80",
+            "--source-net",
+            "198.18.128.0/19",
+            "--count",
+            "200",
+            "--rate",
+            "400",
+        )
         assert flood.returncode == 0, flood.stderr
         time.sleep(1.5)
         listener.kill()

@@ -186,9 +186,16 @@ def second_stage_onnx(tmp_path_factory) -> Path:
         warnings.simplefilter(
             "ignore", DeprecationWarning
         )  # the TorchScript exporter, chosen as for the encoder
-        torch.onnx.export(head, (torch.zeros(2, 32),), str(path), input_names=["connection"],
-                          output_names=["scores"], dynamic_axes={"connection": {0: "batch"}, "scores": {0: "batch"}},
-                          opset_version=17, dynamo=False)  # fmt: skip
+        torch.onnx.export(
+            head,
+            (torch.zeros(2, 32),),
+            str(path),
+            input_names=["connection"],
+            output_names=["scores"],
+            dynamic_axes={"connection": {0: "batch"}, "scores": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return path
 
 
@@ -196,9 +203,11 @@ def test_a_pipeline_candidate_runs_every_stage_in_order(tiny_encoder_onnx, secon
     arrays = load_split(SAMPLE, "test", columns=())
     inputs = {name: arrays[name][:50] for name in INPUT_NAMES}
     candidate = pipeline_candidate(
-        "packetclip", [(tiny_encoder_onnx, {}), (second_stage_onnx, {"connection": "connection_embedding"})],
-        inputs, batch_size=16,
-    )  # fmt: skip
+        "packetclip",
+        [(tiny_encoder_onnx, {}), (second_stage_onnx, {"connection": "connection_embedding"})],
+        inputs,
+        batch_size=16,
+    )
     assert candidate.connections == [16, 16, 16, 2]
     values = candidate.run(candidate.batches[0])
     embedding = single_thread_session(tiny_encoder_onnx).run(["connection_embedding"], candidate.batches[0])[
@@ -242,8 +251,11 @@ def test_rows_refuse_mismatched_models_and_a_missing_reference():
         efficiency_rows(costs, {"a": 5.0}, "b")
     with pytest.raises(ValueError, match="different models"):
         efficiency_rows(costs, {"a": 5.0, "b": 1.0}, "b")
-    rows = efficiency_rows({**costs, "b": {"parameters": 132e6, "flops_per_packet": 22e9,
-                                            "flops_per_connection": 22e9}}, {"a": 5000.0, "b": 4.0}, "b")  # fmt: skip
+    rows = efficiency_rows(
+        {**costs, "b": {"parameters": 132e6, "flops_per_packet": 22e9, "flops_per_connection": 22e9}},
+        {"a": 5000.0, "b": 4.0},
+        "b",
+    )
     table = markdown_table(rows, "b")
     assert "| a | 10 | 2 M | 30 M | 5,000.0 | 1,250.0 |" in table
     assert "| b | 132 M | 22 G | 22 G | 4.0 | 1.0 |" in table

@@ -88,8 +88,21 @@ def test_pretrain_command(lab_packets, tmp_path):
     from packetclip_training.cli import main
 
     out = tmp_path / "run"
-    code = main(["pretrain", "--dataset", str(lab_packets), "--config", "tiny", "--out", str(out),
-                 "--max-steps", "3", "--seed", "1"])  # fmt: skip
+    code = main(
+        [
+            "pretrain",
+            "--dataset",
+            str(lab_packets),
+            "--config",
+            "tiny",
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--seed",
+            "1",
+        ]
+    )
     assert code == 0
     assert (out / CHECKPOINT_NAME).is_file() and (out / LOSS_CURVE_NAME).is_file()
     assert (

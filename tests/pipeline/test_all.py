@@ -23,8 +23,20 @@ def _train_rows() -> int:
 @pytest.mark.slow
 def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     work, bundle = tmp_path / "work", tmp_path / "bundle"
-    args = ["all", "--dataset", str(SAMPLE), "--work", str(work), "--bundle", str(bundle), "--pretrain-steps", "3",
-            "--reasoner-epochs", "1", "--skip-evaluate"]  # fmt: skip
+    args = [
+        "all",
+        "--dataset",
+        str(SAMPLE),
+        "--work",
+        str(work),
+        "--bundle",
+        str(bundle),
+        "--pretrain-steps",
+        "3",
+        "--reasoner-epochs",
+        "1",
+        "--skip-evaluate",
+    ]
     assert main(args) == 0
     loaded = load_bundle(bundle)
     assert set(loaded.roles) == {"encoder", "reasoner"}
@@ -48,17 +60,74 @@ def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
     retraining for data scarcity and unseen classes, comparisons, timing — are skipped here and covered by
     tests/evaluation): the report folder holds README.md, results.json, headline.json and the figures."""
     work = tmp_path / "work"
-    assert main(["all", "--dataset", str(SAMPLE), "--work", str(work), "--bundle", str(tmp_path / "bundle"),
-                 "--pretrain-steps", "2", "--reasoner-epochs", "1", "--skip-evaluate"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "all",
+                "--dataset",
+                str(SAMPLE),
+                "--work",
+                str(work),
+                "--bundle",
+                str(tmp_path / "bundle"),
+                "--pretrain-steps",
+                "2",
+                "--reasoner-epochs",
+                "1",
+                "--skip-evaluate",
+            ]
+        )
+        == 0
+    )
     reports = tmp_path / "reports"
     skips = [arg for part in ("comparisons", "scarcity", "unseen", "efficiency") for arg in ("--skip", part)]
-    assert main(["evaluate", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
-                 "--align", str(work / "align" / "align.pt"), "--reasoner", str(work / "reasoner" / "reasoner.pt"),
-                 "--out", str(reports), "--cache", str(work / "cache"), *skips]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "--dataset",
+                str(SAMPLE),
+                "--encoder",
+                str(work / "encoder" / "encoder.pt"),
+                "--align",
+                str(work / "align" / "align.pt"),
+                "--reasoner",
+                str(work / "reasoner" / "reasoner.pt"),
+                "--out",
+                str(reports),
+                "--cache",
+                str(work / "cache"),
+                *skips,
+            ]
+        )
+        == 0
+    )
     two_sided = tmp_path / "two-sided"
-    assert main(["reasoner", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
-                 "--align", str(work / "align" / "align.pt"), "--out", str(two_sided), "--cache", str(work / "cache"),
-                 "--epochs", "1", "--two-sided-only", "--behaviour-dropout", "0", "--rate-jitter", "0"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "reasoner",
+                "--dataset",
+                str(SAMPLE),
+                "--encoder",
+                str(work / "encoder" / "encoder.pt"),
+                "--align",
+                str(work / "align" / "align.pt"),
+                "--out",
+                str(two_sided),
+                "--cache",
+                str(work / "cache"),
+                "--epochs",
+                "1",
+                "--two-sided-only",
+                "--behaviour-dropout",
+                "0",
+                "--rate-jitter",
+                "0",
+            ]
+        )
+        == 0
+    )
     record = json.loads((two_sided / "reasoner_metrics.json").read_text())
     assert not record["train_config"]["one_sided"] and record["train_config"]["behaviour_dropout"] == 0.0
     assert record["train_config"]["rate_jitter"] == 0.0
@@ -75,8 +144,26 @@ def test_evaluate_command_writes_its_report(tmp_path: Path) -> None:
     assert "## Operating point" in text and "operating point: benign false alarms, lab test split" in headline
     assert "## Real traffic" in text and "| PacketCLIP at its operating point |" in text
     exported = tmp_path / "bundle-with-point"
-    assert main(["export", "--dataset", str(SAMPLE), "--encoder", str(work / "encoder" / "encoder.pt"),
-                 "--align", str(work / "align" / "align.pt"), "--reasoner", str(work / "reasoner" / "reasoner.pt"),
-                 "--decision", str(reports / "decision.json"), "--out", str(exported),
-                 "--cache", str(work / "cache")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "export",
+                "--dataset",
+                str(SAMPLE),
+                "--encoder",
+                str(work / "encoder" / "encoder.pt"),
+                "--align",
+                str(work / "align" / "align.pt"),
+                "--reasoner",
+                str(work / "reasoner" / "reasoner.pt"),
+                "--decision",
+                str(reports / "decision.json"),
+                "--out",
+                str(exported),
+                "--cache",
+                str(work / "cache"),
+            ]
+        )
+        == 0
+    )
     assert load_bundle(exported).attack_threshold == decision["attack_threshold"]

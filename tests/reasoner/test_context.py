@@ -18,8 +18,15 @@ def _facts(count: int, first: float = 0.0) -> np.ndarray:
 
 def _add(history: OriginatorHistory, key: str, responder: str, port: int, times: list[float], ids: list[int]):
     ids_array = np.asarray(ids)
-    history.add(key, responder, port, np.asarray(times), np.ones(len(times), bool), ids_array[:, None],
-                np.repeat(ids_array[:, None], len(PACKET_FACTS), axis=1).astype(np.float32))  # fmt: skip
+    history.add(
+        key,
+        responder,
+        port,
+        np.asarray(times),
+        np.ones(len(times), bool),
+        ids_array[:, None],
+        np.repeat(ids_array[:, None], len(PACKET_FACTS), axis=1).astype(np.float32),
+    )
 
 
 def test_empty_history_gives_an_all_invalid_context() -> None:

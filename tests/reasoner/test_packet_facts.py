@@ -24,8 +24,13 @@ CAPTURES = (
     "nDPI/tests/cfgs/default/pcap/synscan.pcap",  # SYN, RST
     "nDPI/tests/cfgs/default/pcap/googledns_android10.pcap",  # IPv6 UDP and ICMPv6
 )
-_FLAGS = {"syn": dpkt.tcp.TH_SYN, "ack": dpkt.tcp.TH_ACK, "fin": dpkt.tcp.TH_FIN, "rst": dpkt.tcp.TH_RST,
-          "psh": dpkt.tcp.TH_PUSH}  # fmt: skip
+_FLAGS = {
+    "syn": dpkt.tcp.TH_SYN,
+    "ack": dpkt.tcp.TH_ACK,
+    "fin": dpkt.tcp.TH_FIN,
+    "rst": dpkt.tcp.TH_RST,
+    "psh": dpkt.tcp.TH_PUSH,
+}
 
 
 def _expected(ip_bytes: bytes) -> dict[str, float] | None:
@@ -99,10 +104,17 @@ def test_extension_headers_fragments_and_cut_headers() -> None:
         bytes(dpkt.ip.IP(p=dpkt.ip.IP_PROTO_UDP, src=bytes(4), dst=bytes(4), data=b"y" * 30, len=50))
     )
     later[6:8] = (185).to_bytes(2, "big")  # fragment offset 185 * 8: a later fragment, no UDP header in it
-    rows = [mask_packet(v6, SNAPLEN), mask_packet(v4, SNAPLEN), mask_packet(bytes(later), SNAPLEN),
-            mask_packet(v4, 20) + bytes(SNAPLEN - 20), bytes(SNAPLEN)]  # fmt: skip
-    facts = packet_facts(np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), SNAPLEN),
-                         np.array([len(v6), 40, 50, 40, 0]))  # fmt: skip
+    rows = [
+        mask_packet(v6, SNAPLEN),
+        mask_packet(v4, SNAPLEN),
+        mask_packet(bytes(later), SNAPLEN),
+        mask_packet(v4, 20) + bytes(SNAPLEN - 20),
+        bytes(SNAPLEN),
+    ]
+    facts = packet_facts(
+        np.frombuffer(b"".join(rows), np.uint8).reshape(len(rows), SNAPLEN),
+        np.array([len(v6), 40, 50, 40, 0]),
+    )
     named = [dict(zip(PACKET_FACTS, row.tolist(), strict=True)) for row in facts]
     assert named[0]["tcp"] == named[0]["syn"] == named[0]["ack"] == 1.0 and named[0]["rst"] == 0.0
     assert named[0]["log_payload"] == pytest.approx(math.log1p(7) / math.log1p(65535))

@@ -109,8 +109,14 @@ def test_running_counts_equal_a_recount_of_the_window() -> None:
     for _ in range(600):
         ts += float(rng.exponential(0.02))
         key = f"r{rng.integers(3)}"
-        conn = (ts, f"o{rng.integers(6)}", int(rng.integers(4)), ["tcp", "udp"][rng.integers(2)],
-                bool(rng.integers(2)), int(rng.integers(1, 4)))  # fmt: skip
+        conn = (
+            ts,
+            f"o{rng.integers(6)}",
+            int(rng.integers(4)),
+            ["tcp", "udp"][rng.integers(2)],
+            bool(rng.integers(2)),
+            int(rng.integers(1, 4)),
+        )
         window = [r for r in seen.get(key, []) if r[0] >= ts - 1.0][-16:]
         row = activity.step(key, *conn)
         if window:

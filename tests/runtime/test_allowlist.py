@@ -60,9 +60,14 @@ def error_of(text: str) -> str:
 def match(text: str, **connection: Any) -> str | None:
     """The reason of the entry that allows the connection, or None."""
     values = {
-        "orig_h": "10.0.0.1", "resp_h": "10.0.0.2", "resp_p": 80, "proto": "tcp", "service": "http",
-        "label": "recon", "attack": "port_scan",
-    }  # fmt: skip
+        "orig_h": "10.0.0.1",
+        "resp_h": "10.0.0.2",
+        "resp_p": 80,
+        "proto": "tcp",
+        "service": "http",
+        "label": "recon",
+        "attack": "port_scan",
+    }
     values.update(connection)
     entry = entries(text).match(**values)
     return None if entry is None else entry.reason
@@ -75,36 +80,64 @@ def match(text: str, **connection: Any) -> str | None:
     ("text", "expected"),
     [
         ("[[allow]\n", "allow.toml: not valid TOML"),
-        ('allows = 1\n', "allow.toml: unknown top-level key 'allows'"),
+        ("allows = 1\n", "allow.toml: unknown top-level key 'allows'"),
         ('allow = "x"\n', "allow.toml: 'allow' must be written as [[allow]] tables"),
         ('[[allow]]\norig_nets = "10.0.0.1"\n', "allow.toml: entry 1: reason: missing"),
         ('[[allow]]\nreason = ""\norig_nets = "10.0.0.1"\n', "entry 1: reason: expected a non-empty string"),
         ('[[allow]]\nreason = "a\\nb"\nnets = "10.0.0.1"\n', "entry 1 ('a\\nb'): reason: must be one line"),
         ('[[allow]]\nreason = "r"\n', "entry 1 ('r'): names no traffic: give at least one of orig_nets"),
         ('[[allow]]\nreason = "r"\nports = [53]\n', "entry 1 ('r'): ports: unknown field (known: reason,"),
-        ('[[allow]]\nreason = "r"\norig_nets = ["10.0.0.300"]\n',
-         "entry 1 ('r'): orig_nets: '10.0.0.300' is not an IPv4 or IPv6 address or network"),
-        ('[[allow]]\nreason = "r"\nresp_nets = "10.1.2.3/16"\n',
-         "entry 1 ('r'): resp_nets: '10.1.2.3/16' has host bits set: write '10.1.0.0/16' for the network"),
-        ('[[allow]]\nreason = "r"\nnets = "2001:db8::1/32"\n',
-         "entry 1 ('r'): nets: '2001:db8::1/32' has host bits set: write '2001:db8::/32'"),
-        ('[[allow]]\nreason = "r"\nnets = [10]\n', "entry 1 ('r'): nets: expected an address or network as a string"),
+        (
+            '[[allow]]\nreason = "r"\norig_nets = ["10.0.0.300"]\n',
+            "entry 1 ('r'): orig_nets: '10.0.0.300' is not an IPv4 or IPv6 address or network",
+        ),
+        (
+            '[[allow]]\nreason = "r"\nresp_nets = "10.1.2.3/16"\n',
+            "entry 1 ('r'): resp_nets: '10.1.2.3/16' has host bits set: write '10.1.0.0/16' for the network",
+        ),
+        (
+            '[[allow]]\nreason = "r"\nnets = "2001:db8::1/32"\n',
+            "entry 1 ('r'): nets: '2001:db8::1/32' has host bits set: write '2001:db8::/32'",
+        ),
+        (
+            '[[allow]]\nreason = "r"\nnets = [10]\n',
+            "entry 1 ('r'): nets: expected an address or network as a string",
+        ),
         ('[[allow]]\nreason = "r"\nnets = []\n', "entry 1 ('r'): nets: an empty list matches nothing"),
-        ('[[allow]]\nreason = "r"\nresp_ports = ["70000/tcp"]\n', "entry 1 ('r'): resp_ports: '70000/tcp' is not a port"),
-        ('[[allow]]\nreason = "r"\nresp_ports = ["53/sctp"]\n', "entry 1 ('r'): resp_ports: '53/sctp' is not a port"),
-        ('[[allow]]\nreason = "r"\nresp_ports = ["90-80"]\n', "entry 1 ('r'): resp_ports: '90-80' is not a port"),
+        (
+            '[[allow]]\nreason = "r"\nresp_ports = ["70000/tcp"]\n',
+            "entry 1 ('r'): resp_ports: '70000/tcp' is not a port",
+        ),
+        (
+            '[[allow]]\nreason = "r"\nresp_ports = ["53/sctp"]\n',
+            "entry 1 ('r'): resp_ports: '53/sctp' is not a port",
+        ),
+        (
+            '[[allow]]\nreason = "r"\nresp_ports = ["90-80"]\n',
+            "entry 1 ('r'): resp_ports: '90-80' is not a port",
+        ),
         ('[[allow]]\nreason = "r"\nresp_ports = [-1]\n', "entry 1 ('r'): resp_ports: -1 is not a port"),
         ('[[allow]]\nreason = "r"\nresp_ports = [true]\n', "entry 1 ('r'): resp_ports: True is not a port"),
-        ('[[allow]]\nreason = "r"\nservices = ["dsn"]\n', "entry 1 ('r'): services: unknown service 'dsn' (known:"),
-        ('[[allow]]\nreason = "r"\nclasses = ["scan"]\n', "entry 1 ('r'): classes: unknown class 'scan' (known:"),
+        (
+            '[[allow]]\nreason = "r"\nservices = ["dsn"]\n',
+            "entry 1 ('r'): services: unknown service 'dsn' (known:",
+        ),
+        (
+            '[[allow]]\nreason = "r"\nclasses = ["scan"]\n',
+            "entry 1 ('r'): classes: unknown class 'scan' (known:",
+        ),
         ('[[allow]]\nreason = "r"\nclasses = ["error"]\n', "entry 1 ('r'): classes: unknown class 'error'"),
-        ('[[allow]]\nreason = "r"\nclasses = "recon"\nexpires = "2027-13-01"\n',
-         "entry 1 ('r'): expires: '2027-13-01' is not a date (YYYY-MM-DD)"),
+        (
+            '[[allow]]\nreason = "r"\nclasses = "recon"\nexpires = "2027-13-01"\n',
+            "entry 1 ('r'): expires: '2027-13-01' is not a date (YYYY-MM-DD)",
+        ),
         ('[[allow]]\nreason = "r"\nclasses = "recon"\nexpires = 12:00:00\n', "entry 1 ('r'): expires: "),
-        ('[[allow]]\nreason = "ok"\nclasses = "recon"\n\n[[allow]]\nreason = "second"\nnets = "x"\n',
-         "allow.toml: entry 2 ('second'): nets: 'x' is not"),
+        (
+            '[[allow]]\nreason = "ok"\nclasses = "recon"\n\n[[allow]]\nreason = "second"\nnets = "x"\n',
+            "allow.toml: entry 2 ('second'): nets: 'x' is not",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_problem_is_one_line_naming_the_file_the_entry_and_the_field(text: str, expected: str) -> None:
     assert expected in error_of(text)
 
@@ -223,8 +256,10 @@ def test_the_index_finds_what_trying_every_entry_in_order_finds() -> None:
 
     rng = random.Random(17)
     hosts = [f"10.{a}.{b}.{c}" for a in (0, 1) for b in (0, 7) for c in (1, 2, 200)] + [
-        "2001:db8::1", "2001:db8:1::5", "fd00::7",
-    ]  # fmt: skip
+        "2001:db8::1",
+        "2001:db8:1::5",
+        "fd00::7",
+    ]
     nets = [
         "10.0.0.0/8",
         "10.1.0.0/16",
@@ -257,10 +292,14 @@ def test_the_index_finds_what_trying_every_entry_in_order_finds() -> None:
         allowlist = entries("\n".join(entry(n) for n in range(1, 9)))
         for _ in range(200):
             connection = {
-                "orig_h": rng.choice(hosts), "resp_h": rng.choice(hosts), "resp_p": rng.choice([0, 22, 53, 80, 123, 5000]),
-                "proto": rng.choice(["tcp", "udp", "icmp"]), "service": rng.choice(["", "dns", "http", "ssh", "ntp"]),
-                "label": rng.choice(["benign", "recon", "dos"]), "attack": rng.choice(["benign", "port_scan", "syn_flood"]),
-            }  # fmt: skip
+                "orig_h": rng.choice(hosts),
+                "resp_h": rng.choice(hosts),
+                "resp_p": rng.choice([0, 22, 53, 80, 123, 5000]),
+                "proto": rng.choice(["tcp", "udp", "icmp"]),
+                "service": rng.choice(["", "dns", "http", "ssh", "ntp"]),
+                "label": rng.choice(["benign", "recon", "dos"]),
+                "attack": rng.choice(["benign", "port_scan", "syn_flood"]),
+            }
             orig, resp = address_key(connection["orig_h"]), address_key(connection["resp_h"])
             rest = [connection[k] for k in ("resp_p", "proto", "service", "label", "attack")]
             scanned = next((e for e in allowlist.entries if e.matches(orig, resp, *rest)), None)
@@ -398,11 +437,22 @@ def test_marking_keeps_label_attack_and_scores(tmp_path: Path) -> None:
 
 def make_verdict(**changes: Any) -> Verdict:
     values: dict[str, Any] = {
-        "ts": 1700000000.5, "uid": "CAbc", "orig_h": "10.0.0.1", "orig_p": 40000, "resp_h": "10.0.0.2",
-        "resp_p": 80, "proto": "tcp", "community_id": "1:xyz=", "label": "recon", "attack": "port_scan",
-        "score": 0.75, "scores": {"benign": 0.1, "dos": 0.1, "recon": 0.75, "bruteforce": 0.05},
-        "fine_scores": {}, "explanation": "TCP to port 80.", "model": "2026.11.27-1",
-    }  # fmt: skip
+        "ts": 1700000000.5,
+        "uid": "CAbc",
+        "orig_h": "10.0.0.1",
+        "orig_p": 40000,
+        "resp_h": "10.0.0.2",
+        "resp_p": 80,
+        "proto": "tcp",
+        "community_id": "1:xyz=",
+        "label": "recon",
+        "attack": "port_scan",
+        "score": 0.75,
+        "scores": {"benign": 0.1, "dos": 0.1, "recon": 0.75, "bruteforce": 0.05},
+        "fine_scores": {},
+        "explanation": "TCP to port 80.",
+        "model": "2026.11.27-1",
+    }
     values.update(changes)
     return Verdict(**values)
 
@@ -532,17 +582,36 @@ def test_an_unusable_allowlist_stops_each_command_with_one_line(
     out = str(tmp_path / "out")
     commands: list[list[str]] = [
         ["classify", str(LAB_CAPTURE), "--model", str(bundle_path), "-o", out, "--allowlist", str(bad)],
-        ["suricata", "run", "--eve", str(tmp_path / "eve.json"), "--model", str(bundle_path),
-         "--verdicts", out, "--allowlist", str(bad)],
-        ["serve", "--model", str(bundle_path), "--zeek", "ws://127.0.0.1:9/v1/messages/json",
-         "--allowlist", str(bad)],
-    ]  # fmt: skip
+        [
+            "suricata",
+            "run",
+            "--eve",
+            str(tmp_path / "eve.json"),
+            "--model",
+            str(bundle_path),
+            "--verdicts",
+            out,
+            "--allowlist",
+            str(bad),
+        ],
+        [
+            "serve",
+            "--model",
+            str(bundle_path),
+            "--zeek",
+            "ws://127.0.0.1:9/v1/messages/json",
+            "--allowlist",
+            str(bad),
+        ],
+    ]
     for args in commands:
         code, err = run_classify(args, capsys)
         assert code == 1, args
         lines = err.strip().splitlines()
-        assert lines == [f"Error: {bad}: entry 1 ('scanner'): orig_nets: '10.0.0.300' is not an IPv4 or IPv6 "
-                         "address or network"], args  # fmt: skip
+        assert lines == [
+            f"Error: {bad}: entry 1 ('scanner'): orig_nets: '10.0.0.300' is not an IPv4 or IPv6 "
+            "address or network"
+        ], args
     monkeypatch.setenv("PACKETCLIP_ALLOWLIST", str(bad))
     code, err = run_classify(commands[0][:-2], capsys)
     assert (
@@ -606,8 +675,10 @@ def test_the_engine_marks_the_same_verdicts_whatever_the_batches(bundle_path: Pa
             assert not reference.allowed
             if batch_size == 256:  # the plain engine's batches (the default): bit for bit the same verdict
                 assert (verdict.label, verdict.attack, verdict.score) == (
-                    reference.label, reference.attack, reference.score,
-                )  # fmt: skip
+                    reference.label,
+                    reference.attack,
+                    reference.score,
+                )
             assert verdict.allowed == (sample_reason(verdict_record(verdict)) is not None)
         assert engine.allowlist is not None
         assert engine.allowlist.counts.allowed == sum(v.allowed for v in verdicts) > 40

@@ -74,9 +74,19 @@ def test_etbert_is_measured_in_the_same_run(bundle_path: Path, tmp_path: Path) -
     subprocess.run([*command, "etbert", "--out", str(tmp_path / "etbert"), *small], check=True)
     result = CliRunner().invoke(
         bench,
-        ["--model", str(bundle_path), "--seconds", "0.3", "--etbert-model", str(tmp_path / "etbert"),
-         "--etbert-rounds", "2", "--etbert-round-seconds", "0.3"],
-    )  # fmt: skip
+        [
+            "--model",
+            str(bundle_path),
+            "--seconds",
+            "0.3",
+            "--etbert-model",
+            str(tmp_path / "etbert"),
+            "--etbert-rounds",
+            "2",
+            "--etbert-round-seconds",
+            "0.3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)["etbert"]
     assert report["available"] is True and report["config"]["hidden"] == 64

@@ -63,9 +63,20 @@ def test_json_records_for_every_connection_and_a_bad_file_fails_at_the_end(
     out = tmp_path / "verdicts.json"
     result = runner().invoke(
         classify,
-        [str(missing), str(LAB_CAPTURE), str(not_a_capture), "--model", str(bundle_path),
-         "--format", "json", "-o", str(out), "--batch-size", "64"],
-    )  # fmt: skip
+        [
+            str(missing),
+            str(LAB_CAPTURE),
+            str(not_a_capture),
+            "--model",
+            str(bundle_path),
+            "--format",
+            "json",
+            "-o",
+            str(out),
+            "--batch-size",
+            "64",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert str(missing) in result.stderr and str(not_a_capture) in result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]

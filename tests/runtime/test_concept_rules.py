@@ -37,9 +37,17 @@ def conn(proto: str = "tcp", resp_p: int = 80, **facts: object) -> Connection:
 
 def scan_activity(ports: int = 1, responders: int = 1, connections: int = 1, rate: float = 1.0) -> Activity:
     return Activity(
-        "s", "10.0.0.1", 1.0, 60.0, connections=connections, ports=ports, responders=responders,
-        packets=connections, rate=rate, top_ports=((80, connections),),
-    )  # fmt: skip
+        "s",
+        "10.0.0.1",
+        1.0,
+        60.0,
+        connections=connections,
+        ports=ports,
+        responders=responders,
+        packets=connections,
+        rate=rate,
+        top_ports=((80, connections),),
+    )
 
 
 UDP_SILENT = conn("udp", 123, state="S0", orig_pkts=1, resp_pkts=0, orig_bytes=48, resp_bytes=0, duration=0.0)
@@ -164,8 +172,9 @@ def test_a_concept_is_allowed_exactly_when_the_facts_hold_what_it_claims(
 def test_a_victims_rate_counts_for_a_flood_from_many_sources() -> None:
     """A spoofed flood: each source sends once, only the responder sees the rate."""
     rules = ConceptRules([("dos", "high packet rate")], [], {})
-    busy = ResponderSummary(connections=4000, sources=3900, rate=400.0, unanswered_share=1.0, window_seconds=10.0,
-                            complete=False)  # fmt: skip
+    busy = ResponderSummary(
+        connections=4000, sources=3900, rate=400.0, unanswered_share=1.0, window_seconds=10.0, complete=False
+    )
     assert rules.facts_allow([SYN_UNANSWERED], [None], [busy])[0, 0]
     assert not rules.facts_allow([SYN_UNANSWERED], [None], [None])[0, 0]
 

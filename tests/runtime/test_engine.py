@@ -151,9 +151,13 @@ def test_contexts_match_the_training_replay_of_a_split(which: str, request: pyte
     offsets = np.concatenate([[0], np.cumsum(counts)])
     table = np.concatenate([np.zeros((1, embed_dim), np.float32), packet_rows[arrays["valid"]]])
     index, features, valid, responder, _ = build_contexts(
-        columns, offsets, packet_times(columns["ts"], arrays["iat"]), arrays["direction"],
-        valid_packet_facts(arrays), slots,
-    )  # fmt: skip
+        columns,
+        offsets,
+        packet_times(columns["ts"], arrays["iat"]),
+        arrays["direction"],
+        valid_packet_facts(arrays),
+        slots,
+    )
     assert valid.sum() > len(connections)  # the split really has originators with history
     np.testing.assert_array_equal(runtime_valid, valid)
     np.testing.assert_array_equal(runtime_context, table[index][..., :width])

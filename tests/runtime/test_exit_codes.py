@@ -153,16 +153,28 @@ def test_the_entry_passes_a_commands_exit_code_on() -> None:
 def test_models_list_columns_line_up() -> None:
     created = "2026-12-06T09:08:29Z"
     entries = [
-        InstalledBundle("lab-2026.12.06-1", "lab", "2026.12.06-1", created, Path("/s/bundles/lab"), active=True),
         InstalledBundle(
-            "embedded", "packetclip-default", "2026.12.06-1", created,
-            Path("/site-packages/packetclip/models/default"), active=False, embedded=True,
+            "lab-2026.12.06-1", "lab", "2026.12.06-1", created, Path("/s/bundles/lab"), active=True
         ),
         InstalledBundle(
-            "a-much-longer-bundle-name-than-the-others-2026.1", "x", "1", "", Path("/b"), active=False,
+            "embedded",
+            "packetclip-default",
+            "2026.12.06-1",
+            created,
+            Path("/site-packages/packetclip/models/default"),
+            active=False,
+            embedded=True,
+        ),
+        InstalledBundle(
+            "a-much-longer-bundle-name-than-the-others-2026.1",
+            "x",
+            "1",
+            "",
+            Path("/b"),
+            active=False,
             problem="manifest.json: not JSON",
         ),
-    ]  # fmt: skip
+    ]
     heading, *lines = _table_lines(entries)
     assert heading.split() == ["BUNDLE", "VERSION", "CREATED", "PATH"]
     readable = lines[
@@ -179,8 +191,16 @@ def test_models_list_columns_line_up() -> None:
 
 @pytest.mark.parametrize(
     ("value", "shown"),
-    [(0.99996, "1.000"), (0.9692, "0.969"), (0.5, "0.500"), (0.0052, "0.0052"), (0.0002592, "0.000259"),
-     (0.0, "0.000"), (12, "12"), ("default", "default")],
-)  # fmt: skip
+    [
+        (0.99996, "1.000"),
+        (0.9692, "0.969"),
+        (0.5, "0.500"),
+        (0.0052, "0.0052"),
+        (0.0002592, "0.000259"),
+        (0.0, "0.000"),
+        (12, "12"),
+        ("default", "default"),
+    ],
+)
 def test_models_show_metrics_have_three_decimals(value: object, shown: str) -> None:
     assert _short(value) == shown

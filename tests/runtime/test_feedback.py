@@ -136,11 +136,16 @@ def test_export_holds_exactly_what_the_engine_fed_the_models(
 
     assert exported["format"] == EXPORT_FORMAT
     assert (exported["label"], exported["coarse"], exported["fine"], exported["note"]) == (
-        "benign", "benign", "benign", "load test",
-    )  # fmt: skip
+        "benign",
+        "benign",
+        "benign",
+        "load test",
+    )
     assert (exported["uid"], exported["community_id"], exported["ts"]) == (
-        chosen["uid"], chosen["community_id"], chosen["ts"],
-    )  # fmt: skip
+        chosen["uid"],
+        chosen["community_id"],
+        chosen["ts"],
+    )
     verdict = exported["verdict"]
     for key in ("label", "attack", "score", "scores", "model"):
         assert verdict[key] == chosen[key], key
@@ -165,8 +170,11 @@ def test_export_holds_exactly_what_the_engine_fed_the_models(
     code, out_text, _ = run(["feedback", "list", "--json", "--store", str(store)], capsys)
     (listed,) = [json.loads(line) for line in out_text.splitlines()]
     assert (listed["uid"], listed["label"], listed["verdict"], listed["note"]) == (
-        chosen["uid"], "benign", "dos", "load test",
-    )  # fmt: skip
+        chosen["uid"],
+        "benign",
+        "dos",
+        "load test",
+    )
     assert "arrays" not in listed
 
 
@@ -223,11 +231,14 @@ def test_a_community_id_labels_every_connection_it_names_and_a_label_can_be_repl
     # Community ID, three connections
     later = [
         dataclasses.replace(
-            first, uid=f"Clater{hours}", ts=first.ts + 3600 * hours, last_ts=first.last_ts + 3600 * hours,
+            first,
+            uid=f"Clater{hours}",
+            ts=first.ts + 3600 * hours,
+            last_ts=first.last_ts + 3600 * hours,
             pkt_ts=first.pkt_ts + 3600 * hours,
         )
         for hours in (1, 2)
-    ]  # fmt: skip
+    ]
     engine = Engine(bundle_path, inputs=InputStore(path))
     engine.classify(later, "lab")
     engine.close()

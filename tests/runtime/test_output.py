@@ -71,9 +71,22 @@ def test_zeek_layout_header_rows_and_close() -> None:
     assert lines[7] == "#types\t" + TYPES.replace(" ", "\t")
     row = lines[8].split("\t")
     assert row == [
-        "1700000000.500000", "CAbc", "10.0.0.1", "40000", "2001:db8::1", "80", "tcp", "1:xyz=", "recon",
-        "port_scan", "0.750000", "TCP to port 80.", "2026.11.27-1", "-", "F",
-    ]  # fmt: skip
+        "1700000000.500000",
+        "CAbc",
+        "10.0.0.1",
+        "40000",
+        "2001:db8::1",
+        "80",
+        "tcp",
+        "1:xyz=",
+        "recon",
+        "port_scan",
+        "0.750000",
+        "TCP to port 80.",
+        "2026.11.27-1",
+        "-",
+        "F",
+    ]
     assert lines[9].startswith("#close\t") and lines[10] == ""
 
 
@@ -115,8 +128,23 @@ def test_unset_values_are_dashes() -> None:
 def check_record(record: dict[str, object], attack_threshold: float | None) -> None:
     """The verdict-record contract, as a schema: every field, its type, and the rules between fields; the label
     follows the bundle's decision rule (`attack_threshold`: its operating point, None: the most likely class)."""
-    expected = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "community_id",
-                "label", "attack", "score", "scores", "explanation", "model", "allowed"]  # fmt: skip
+    expected = [
+        "ts",
+        "uid",
+        "id.orig_h",
+        "id.orig_p",
+        "id.resp_h",
+        "id.resp_p",
+        "proto",
+        "community_id",
+        "label",
+        "attack",
+        "score",
+        "scores",
+        "explanation",
+        "model",
+        "allowed",
+    ]
     assert list(record) == expected
     assert record["allowed"] is False  # no allowlist here (tests/runtime/test_allowlist.py has one)
     assert isinstance(record["ts"], float) and record["ts"] > 0

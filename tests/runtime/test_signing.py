@@ -158,8 +158,16 @@ def test_a_signature_by_another_key_is_refused(tmp_path: Path, keys: tuple[Path,
     assert f"signed by key {key_id(keys[1])}, which is not among the trusted public keys" in refused.output
     assert key_id(other_public) in refused.output
     # a trusted key among several is enough
-    both = run(tmp_path / "store", "install", str(signed), "--require-signature",
-               "--public-key", str(other_public), "--public-key", str(keys[1]))  # fmt: skip
+    both = run(
+        tmp_path / "store",
+        "install",
+        str(signed),
+        "--require-signature",
+        "--public-key",
+        str(other_public),
+        "--public-key",
+        str(keys[1]),
+    )
     assert both.exit_code == 0, both.output
 
 

@@ -268,9 +268,22 @@ def test_an_eve_record_carries_the_user_missions_scores_only_when_there_are_some
     first = EvePacket(7, 1.0, "10.0.0.1", 1234, "10.0.0.2", 123, "UDP", 1, b"", "")
     flow = FlowFrames(7, 1, first, [1.0], [b""])
     verdict = Verdict(
-        1.0, "C1", "10.0.0.1", 1234, "10.0.0.2", 123, "udp", "", "dos", "udp_flood", 0.9, {"dos": 0.9}, {}, "x",
+        1.0,
+        "C1",
+        "10.0.0.1",
+        1234,
+        "10.0.0.2",
+        123,
+        "udp",
+        "",
+        "dos",
+        "udp_flood",
+        0.9,
+        {"dos": 0.9},
+        {},
+        "x",
         bundle.version,
-    )  # fmt: skip
+    )
     assert "missions" not in eve_record(verdict, flow, 1)["packetclip"]
     verdict.missions = {"ntp_flood": 0.97}
     assert eve_record(verdict, flow, 1)["packetclip"]["missions"] == {"ntp_flood": 0.97}
@@ -299,9 +312,17 @@ def test_the_readme_mission_written_in_yaml_alone_picks_out_the_ntp_flood_of_the
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "verdicts.jsonl"
     argv = [
-        "classify", str(repo / "samples" / "lab-quick" / "capture.pcap"), "--format", "json", "-o", str(out),
-        "--missions", str(repo / "samples" / "missions"), "--text-encoder", str(exported_text_encoder),
-    ]  # fmt: skip
+        "classify",
+        str(repo / "samples" / "lab-quick" / "capture.pcap"),
+        "--format",
+        "json",
+        "-o",
+        str(out),
+        "--missions",
+        str(repo / "samples" / "missions"),
+        "--text-encoder",
+        str(exported_text_encoder),
+    ]
     assert main(argv) == 0
     episodes = sample_labels._labels()
     by_class: dict[str, list[float]] = {}

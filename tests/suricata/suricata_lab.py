@@ -38,10 +38,19 @@ class SuricataProcess:
         assert SURICATA is not None
         self.socket.unlink(missing_ok=True)
         command = [
-            SURICATA, "-c", str(CONFIG), "--set", f"default-rule-path={RULES}",
-            "--set", "unix-command.enabled=yes", "-l", str(self.logdir), "-k", "none",
+            SURICATA,
+            "-c",
+            str(CONFIG),
+            "--set",
+            f"default-rule-path={RULES}",
+            "--set",
+            "unix-command.enabled=yes",
+            "-l",
+            str(self.logdir),
+            "-k",
+            "none",
             f"--unix-socket={self.socket}",
-        ]  # fmt: skip
+        ]
         stderr = (self.workdir / "suricata.out").open("ab")
         self.process = subprocess.Popen(command, stdout=stderr, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

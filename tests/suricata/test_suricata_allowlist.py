@@ -117,9 +117,22 @@ def test_allowed_flows_are_marked_and_their_originator_stays_out_of_the_dataset(
     by_command = tmp_path / "command.json"
     result = CliRunner().invoke(
         suricata_group,
-        ["run", "--eve", str(suricata.eve), "--verdicts", str(by_command), "--model", str(bundle_path),
-         "--stop-after-idle", "1", "--sensor", capture.name, "--allowlist", str(allowlist)],
-    )  # fmt: skip
+        [
+            "run",
+            "--eve",
+            str(suricata.eve),
+            "--verdicts",
+            str(by_command),
+            "--model",
+            str(bundle_path),
+            "--stop-after-idle",
+            "1",
+            "--sensor",
+            capture.name,
+            "--allowlist",
+            str(allowlist),
+        ],
+    )
     assert result.exit_code == 0, result.output
     flags = {r["flow_id"]: r["packetclip"]["allowed"] for r in records(by_command)}
     assert flags == {r["flow_id"]: r["packetclip"]["allowed"] for r in records(allowed)}

@@ -186,9 +186,20 @@ def test_the_run_command_classifies_a_finished_eve_file(
     verdicts = tmp_path / "verdicts.json"
     result = CliRunner().invoke(
         suricata_group,
-        ["run", "--eve", str(process.eve), "--verdicts", str(verdicts), "--model", str(bundle_path),
-         "--stop-after-idle", "1", "--sensor", capture.name],
-    )  # fmt: skip
+        [
+            "run",
+            "--eve",
+            str(process.eve),
+            "--verdicts",
+            str(verdicts),
+            "--model",
+            str(bundle_path),
+            "--stop-after-idle",
+            "1",
+            "--sensor",
+            capture.name,
+        ],
+    )
     assert result.exit_code == 0, result.output
     written = records(verdicts)
     assert {r["flow_id"] for r in written} == flows and len(written) == len(flows)

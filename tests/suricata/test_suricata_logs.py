@@ -54,11 +54,17 @@ def eve(tmp_path_factory: pytest.TempPathFactory) -> Path:
         src, dst = str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst))
         key = (proto, *sorted([(src, sport), (dst, dport)]))
         record = {
-            "timestamp": format_timestamp(ts), "flow_id": flow_ids.setdefault(key, len(flow_ids) + 1),
-            "event_type": "packet", "src_ip": src, "src_port": sport, "dest_ip": dst, "dest_port": dport,
-            "proto": PROTO.get(proto, str(proto)), "packet": base64.b64encode(frame).decode(),
+            "timestamp": format_timestamp(ts),
+            "flow_id": flow_ids.setdefault(key, len(flow_ids) + 1),
+            "event_type": "packet",
+            "src_ip": src,
+            "src_port": sport,
+            "dest_ip": dst,
+            "dest_port": dport,
+            "proto": PROTO.get(proto, str(proto)),
+            "packet": base64.b64encode(frame).decode(),
             "packet_info": {"linktype": link_type},
-        }  # fmt: skip
+        }
         lines.append(json.dumps(record))
     assert len(flow_ids) > 5
     lines.insert(10, "Suricata was killed mid-write")
@@ -77,10 +83,28 @@ def run_sidecar(
     verdicts.unlink(missing_ok=True)
     env = dict(os.environ, PACKETCLIP_CONFIG=str(workdir / "config.toml"))
     result = subprocess.run(
-        [sys.executable, "-c", PACKETCLIP, "-vv", "suricata", "run", "--eve", str(eve), "--model", str(bundle),
-         "--verdicts", str(verdicts), "--stop-after-idle", "0.3", *flags],
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            PACKETCLIP,
+            "-vv",
+            "suricata",
+            "run",
+            "--eve",
+            str(eve),
+            "--model",
+            str(bundle),
+            "--verdicts",
+            str(verdicts),
+            "--stop-after-idle",
+            "0.3",
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result, [json.loads(line) for line in verdicts.read_text().splitlines()]
 

@@ -22,10 +22,17 @@ FRAME = bytes(range(60))
 
 def packet_line(flow_id: int, ts: float, src: str = "10.0.0.1", frame: bytes = FRAME) -> bytes:
     record = {
-        "timestamp": format_timestamp(ts), "flow_id": flow_id, "event_type": "packet", "src_ip": src,
-        "src_port": 1234, "dest_ip": "10.0.0.2", "dest_port": 80, "proto": "TCP",
-        "packet": base64.b64encode(frame).decode(), "packet_info": {"linktype": 1},
-    }  # fmt: skip
+        "timestamp": format_timestamp(ts),
+        "flow_id": flow_id,
+        "event_type": "packet",
+        "src_ip": src,
+        "src_port": 1234,
+        "dest_ip": "10.0.0.2",
+        "dest_port": 80,
+        "proto": "TCP",
+        "packet": base64.b64encode(frame).decode(),
+        "packet_info": {"linktype": 1},
+    }
     return json.dumps(record).encode()
 
 

@@ -102,14 +102,22 @@ DESERIALIZATION_FAILED = "deserialization_failed"
 # Declared events of the packetclip Zeek package: name -> Broker types of the arguments, in order.
 PACKETCLIP_EVENTS: dict[str, tuple[str, ...]] = {
     "PacketCLIP::request": (
-        "string", "string", "address", "port", "address", "port", "count",
-        "vector<real>", "vector<boolean>", "vector<string>",
+        "string",
+        "string",
+        "address",
+        "port",
+        "address",
+        "port",
+        "count",
+        "vector<real>",
+        "vector<boolean>",
+        "vector<string>",
     ),
     "PacketCLIP::verdict": ("string", "string", "string", "real", "string", "string"),
     "PacketCLIP::mission_scores": ("string", "vector<string>", "vector<real>"),
     "PacketCLIP::allowed": ("string", "string"),
     "PacketCLIP::hello": ("string", "string"),
-}  # fmt: skip
+}
 _ZEEK_ESCAPES = {
     ord("\\"): b"\\\\",
     ord('"'): b'\\"',
@@ -252,10 +260,16 @@ class ZeekPeer:
 
     async def start(self) -> None:
         self._server = await serve(
-            self._handle, "127.0.0.1", self.port, ping_interval=self.options.ping_interval, compression=None,
-            max_size=None, max_queue=None,  # no flow control of its own: pause_reading alone stops the reading
-            ssl=self.options.ssl, process_request=self._check_request,
-        )  # fmt: skip
+            self._handle,
+            "127.0.0.1",
+            self.port,
+            ping_interval=self.options.ping_interval,
+            compression=None,
+            max_size=None,
+            max_queue=None,  # no flow control of its own: pause_reading alone stops the reading
+            ssl=self.options.ssl,
+            process_request=self._check_request,
+        )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
 
     async def stop(self) -> None:

@@ -120,17 +120,28 @@ def test_each_data_type_has_its_documented_wire_form() -> None:
         (Port(8080, "tcp"), "port", "8080/tcp"),
         ([Count(1)], "vector", [{"@data-type": "count", "data": 1}]),
         ({"a"}, "set", [{"@data-type": "string", "data": "a"}]),
-        ({"a": 1}, "table", [{"key": {"@data-type": "string", "data": "a"},
-                              "value": {"@data-type": "integer", "data": 1}}]),
-    ]  # fmt: skip
+        (
+            {"a": 1},
+            "table",
+            [{"key": {"@data-type": "string", "data": "a"}, "value": {"@data-type": "integer", "data": 1}}],
+        ),
+    ]
     for value, kind, data in cases:
         assert encode(value) == {"@data-type": kind, "data": data}
     assert {kind for _, kind, _ in cases} == set(DATA_TYPES)
 
 
 def test_timespans_in_every_unit_and_fractions() -> None:
-    for text, seconds in [("3ns", 3e-9), ("2us", 2e-6), ("7ms", 0.007), ("1.5s", 1.5), ("2min", 120), ("1h", 3600),
-                          ("1d", 86400), ("-250ms", -0.25)]:  # fmt: skip
+    for text, seconds in [
+        ("3ns", 3e-9),
+        ("2us", 2e-6),
+        ("7ms", 0.007),
+        ("1.5s", 1.5),
+        ("2min", 120),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("-250ms", -0.25),
+    ]:
         assert decode({"@data-type": "timespan", "data": text}).seconds == pytest.approx(seconds)
 
 
@@ -199,13 +210,20 @@ def test_event_messages_with_two_or_three_elements_ack_and_error() -> None:
         ({"type": "hello"}, "unknown type 'hello'"),
         ({"type": "data-message", "@data-type": "count", "data": 1}, "field 'topic'"),
         (
-            {"type": "data-message", "topic": "t", "@data-type": "vector", "data": [
-                {"@data-type": "count", "data": 1}, {"@data-type": "count", "data": 1},
-                {"@data-type": "vector", "data": [{"@data-type": "string", "data": "E"}]}]},
+            {
+                "type": "data-message",
+                "topic": "t",
+                "@data-type": "vector",
+                "data": [
+                    {"@data-type": "count", "data": 1},
+                    {"@data-type": "count", "data": 1},
+                    {"@data-type": "vector", "data": [{"@data-type": "string", "data": "E"}]},
+                ],
+            },
             "2 or 3 elements",
         ),
     ],
-)  # fmt: skip
+)
 def test_bad_messages_say_what_is_wrong(message: Any, text: str) -> None:
     with pytest.raises(CodecError, match=text):
         decode_message(message)

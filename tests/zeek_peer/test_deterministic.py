@@ -39,8 +39,14 @@ def bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runtime_bundle(tmp_path_factory)
 
 
-def run(bundle: Path, requests: list[ScriptRequest], batch: int, sidecar_batch: int, pause_every: int,
-        **settings: Any) -> tuple[Verdicts, Sidecar]:  # fmt: skip
+def run(
+    bundle: Path,
+    requests: list[ScriptRequest],
+    batch: int,
+    sidecar_batch: int,
+    pause_every: int,
+    **settings: Any,
+) -> tuple[Verdicts, Sidecar]:
     """Publish the requests in the order given (sleeping a moment every `pause_every`), return every verdict."""
 
     async def main() -> tuple[Verdicts, Sidecar]:

@@ -37,10 +37,21 @@ def test_serve_json_logs_are_one_object_per_line_from_start_to_the_closing_count
             peer.script_subscriptions = list(SCRIPT_TOPICS)
             with stderr.open("wb") as out:
                 process = subprocess.Popen(
-                    [sys.executable, "-c", SERVE, "serve", "--zeek", peer.url, "--model", str(bundle_path),
-                     "--config", str(config)],
-                    stdout=subprocess.DEVNULL, stderr=out,
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-c",
+                        SERVE,
+                        "serve",
+                        "--zeek",
+                        peer.url,
+                        "--model",
+                        str(bundle_path),
+                        "--config",
+                        str(config),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=out,
+                )
             try:
                 await zeek.wait_for_hello()
                 for request in requests:

@@ -102,29 +102,71 @@ def test_script_is_zeek_format_clean(script: Path) -> None:
 # the log stream and the notice types. Everything else is module-internal.
 EXPORTS = {
     "transport": {
-        "request_topic", "num_shards", "verdict_topic_prefix", "control_topic", "node_name", "pending_expiry",
-        "Request", "request", "verdict", "mission_scores", "allowed", "hello", "request_policy",
+        "request_topic",
+        "num_shards",
+        "verdict_topic_prefix",
+        "control_topic",
+        "node_name",
+        "pending_expiry",
+        "Request",
+        "request",
+        "verdict",
+        "mission_scores",
+        "allowed",
+        "hello",
+        "request_policy",
     },
     "collection": {"enable", "max_packets", "snaplen", "sample_rate", "max_wait"},
     "notices": {
-        "Notice::Type", "notice_thresholds", "notice_suppress_for", "mission_thresholds", "allow_orig_nets",
-        "allow_resp_nets", "allow_nets", "allow_resp_ports",
+        "Notice::Type",
+        "notice_thresholds",
+        "notice_suppress_for",
+        "mission_thresholds",
+        "allow_orig_nets",
+        "allow_resp_nets",
+        "allow_nets",
+        "allow_resp_ports",
     },
     "log": {"Log::ID", "Info", "log_policy", "log_packetclip"},
     "websocket": {"listen_websocket", "websocket_address", "websocket_port"},
     "offline": {"wait_for_sidecar", "hello_timeout", "drain_timeout"},
-}  # fmt: skip
+}
 # State and helpers the scripts share inside module PacketCLIP, never exported.
 INTERNALS = (
-    "pending", "hold_pending", "held_requests", "resent_uids", "Pending", "Collection", "collecting", "flush",
-    "flush_all", "send_request", "resend_pending", "give_up", "this_node", "request_topic_for", "allowing_option",
-    "capture_link_type", "waiting_for_hello", "draining", "register_counter", "counted",
-)  # fmt: skip
+    "pending",
+    "hold_pending",
+    "held_requests",
+    "resent_uids",
+    "Pending",
+    "Collection",
+    "collecting",
+    "flush",
+    "flush_all",
+    "send_request",
+    "resend_pending",
+    "give_up",
+    "this_node",
+    "request_topic_for",
+    "allowing_option",
+    "capture_link_type",
+    "waiting_for_hello",
+    "draining",
+    "register_counter",
+    "counted",
+)
 # The package's counts, each a Telemetry counter (packetclip_<name>_total).
 COUNTERS = {
-    "requests_published", "requests_vetoed", "requests_expired", "requests_resent", "requests_without_link_type",
-    "requests_lost", "verdicts_logged", "verdicts_allowed", "verdicts_unmatched", "verdicts_duplicate",
-}  # fmt: skip
+    "requests_published",
+    "requests_vetoed",
+    "requests_expired",
+    "requests_resent",
+    "requests_without_link_type",
+    "requests_lost",
+    "verdicts_logged",
+    "verdicts_allowed",
+    "verdicts_unmatched",
+    "verdicts_duplicate",
+}
 EXPORT_ITEM = re.compile(
     r"^\t(?:option (\w+)|const (\w+) .*&redef;|global (\w+): (?:event\(|hook\(|Log::PolicyHook;)"
     r"|type (\w+): record \{|redef enum ([\w:]+) \+= \{)"
@@ -428,9 +470,13 @@ def test_topics_follow_contract() -> None:
 # Zeek types of the Info record as the ASCII writer declares them in #types; a record field (conn_id) is logged as
 # its fields, prefixed with the field's name.
 LOG_TYPES = {
-    "time": "time", "string": "string", "double": "double", "transport_proto": "enum",
-    "vector of string": "vector[string]", "bool": "bool",
-}  # fmt: skip
+    "time": "time",
+    "string": "string",
+    "double": "double",
+    "transport_proto": "enum",
+    "vector of string": "vector[string]",
+    "bool": "bool",
+}
 CONN_ID_FIELDS = (("orig_h", "addr"), ("orig_p", "port"), ("resp_h", "addr"), ("resp_p", "port"))
 
 

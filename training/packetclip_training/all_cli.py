@@ -143,6 +143,11 @@ def all_stages(
         if not decision_path.is_file():  # a dataset without real benign validation traffic: argmax verdicts
             decision_path = None
     ctx.invoke(
-        export, out=bundle_out, name=name, cache=cache, metrics_path=metrics_path, decision_path=decision_path,
+        export,
+        out=bundle_out,
+        name=name,
+        cache=cache,
+        metrics_path=metrics_path,
+        decision_path=decision_path,
         **models,
-    )  # fmt: skip
+    )

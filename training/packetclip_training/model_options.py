@@ -21,16 +21,20 @@ encoder_option = click.option(
     help="Packet encoder checkpoint (encoder.pt), frozen.",
 )
 align_option = click.option(
-    "--align", "align_path", required=True, type=_FILE,
+    "--align",
+    "align_path",
+    required=True,
+    type=_FILE,
     help="Alignment heads (align.pt, trained with --heads both), frozen.",
-)  # fmt: skip
+)
 reasoner_option = click.option(
     "--reasoner", "reasoner_path", required=True, type=_FILE, help="Reasoner checkpoint (reasoner.pt)."
 )
 cache_option = click.option(
-    "--cache", type=click.Path(file_okay=False, path_type=Path),
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
     help="Directory for cached embeddings and contexts (reused when the encoder and data match).",
-)  # fmt: skip
+)
 # the embedded default, not the store's active bundle: a measurement must not depend on this machine's store
 bundle_option = click.option(
     "--bundle",

@@ -214,14 +214,27 @@ class EtBertUnavailable(RuntimeError):
 @click.command("bench")
 @click.argument("pcaps", nargs=-1, type=click.Path(dir_okay=False))
 @model_option
-@click.option("--seconds", type=click.FloatRange(min=0.0), default=10.0, show_default=True,
-              help="Wall time of the end-to-end passes (at least one pass runs).")  # fmt: skip
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.0),
+    default=10.0,
+    show_default=True,
+    help="Wall time of the end-to-end passes (at least one pass runs).",
+)
 @batch_size_option
 @threads_option
-@click.option("--etbert/--no-etbert", default=True, show_default=True,
-              help="Measure ET-BERT's architecture side by side (needs the train extras).")  # fmt: skip
-@click.option("--etbert-model", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="A folder written by `packetclip-train etbert` (default: export one for this run).")  # fmt: skip
+@click.option(
+    "--etbert/--no-etbert",
+    default=True,
+    show_default=True,
+    help="Measure ET-BERT's architecture side by side (needs the train extras).",
+)
+@click.option(
+    "--etbert-model",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A folder written by `packetclip-train etbert` (default: export one for this run).",
+)
 @click.option("--etbert-rounds", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--etbert-round-seconds", type=click.FloatRange(min=0.1), default=5.0, show_default=True)
 def bench(

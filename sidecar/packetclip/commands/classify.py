@@ -99,14 +99,25 @@ def _total_bytes(paths: Iterable[str]) -> int:
 @click.command("classify")
 @click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=True))
 @model_option
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="zeek", show_default=True,
-              help="zeek: Zeek's ASCII log layout; json: one object per line with per-class scores.")  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="zeek",
+    show_default=True,
+    help="zeek: Zeek's ASCII log layout; json: one object per line with per-class scores.",
+)
 @output_option
 @batch_size_option
 @threads_option
-@click.option("--max-open", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Open connections followed at most; above it the one idle longest ends with what it saw, "
-                   "counted (default 1,000,000; about 2.6 KB each under a spoofed SYN flood).")  # fmt: skip
+@click.option(
+    "--max-open",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Open connections followed at most; above it the one idle longest ends with what it saw, "
+    "counted (default 1,000,000; about 2.6 KB each under a spoofed SYN flood).",
+)
 @missions_options
 @allowlist_option
 @keep_inputs_option

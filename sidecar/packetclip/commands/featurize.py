@@ -21,10 +21,28 @@ from packetclip.featurizer import FeaturizerConfig, ParseStats, PcapError, featu
 log = logging.getLogger(__name__)
 
 _TSV_COLUMNS = (
-    "uid", "ts", "proto", "orig_h", "orig_p", "resp_h", "resp_p", "ip_version", "vlan", "community_id",
-    "duration", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "orig_ip_bytes", "resp_ip_bytes",
-    "conn_state", "history", "service", "n_packets",
-)  # fmt: skip
+    "uid",
+    "ts",
+    "proto",
+    "orig_h",
+    "orig_p",
+    "resp_h",
+    "resp_p",
+    "ip_version",
+    "vlan",
+    "community_id",
+    "duration",
+    "orig_pkts",
+    "resp_pkts",
+    "orig_bytes",
+    "resp_bytes",
+    "orig_ip_bytes",
+    "resp_ip_bytes",
+    "conn_state",
+    "history",
+    "service",
+    "n_packets",
+)
 
 
 def _tsv_value(value: object) -> str:
@@ -63,13 +81,29 @@ def _write_records(
 
 @click.command("featurize")
 @click.argument("pcaps", nargs=-1, required=True, type=click.Path(dir_okay=True))
-@click.option("--format", "fmt", type=click.Choice(["json", "tsv"]), default="json", show_default=True,
-              help="json: one object per line; tsv: a header line, then Zeek-style columns.")  # fmt: skip
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "tsv"]),
+    default="json",
+    show_default=True,
+    help="json: one object per line; tsv: a header line, then Zeek-style columns.",
+)
 @output_option
-@click.option("--max-packets", type=click.IntRange(min=1), default=FeaturizerConfig.max_packets, show_default=True,
-              help="Packets kept per connection.")  # fmt: skip
-@click.option("--snaplen", type=click.IntRange(min=20), default=FeaturizerConfig.snaplen, show_default=True,
-              help="Bytes kept per packet, from the IP header on.")  # fmt: skip
+@click.option(
+    "--max-packets",
+    type=click.IntRange(min=1),
+    default=FeaturizerConfig.max_packets,
+    show_default=True,
+    help="Packets kept per connection.",
+)
+@click.option(
+    "--snaplen",
+    type=click.IntRange(min=20),
+    default=FeaturizerConfig.snaplen,
+    show_default=True,
+    help="Bytes kept per packet, from the IP header on.",
+)
 def featurize(pcaps: tuple[str, ...], fmt: str, output: str | None, max_packets: int, snaplen: int) -> None:
     """Print one record per connection of PCAP... (pcap, pcapng, gzip'd) with its facts and Community ID.
 

@@ -52,10 +52,13 @@ def _open(store: str | None, config: str | None) -> FeedbackStore:
 def store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = config_option("its keep_inputs names the store")(command)
     return click.option(
-        "--store", "store", default=None, metavar="FILE",
+        "--store",
+        "store",
+        default=None,
+        metavar="FILE",
         help="The feedback store (default: the keep_inputs setting, else $XDG_DATA_HOME/packetclip/"
         "feedback.sqlite).",
-    )(command)  # fmt: skip
+    )(command)
 
 
 @click.group("feedback")
@@ -65,10 +68,19 @@ def feedback() -> None:
 
 @feedback.command("add")
 @click.option("--uid", default=None, help="The connection's uid (packetclip.log, JSON records).")
-@click.option("--community-id", "community_id", default=None, metavar="ID",
-              help="Every kept connection with this Community ID (eve, conn.log).")  # fmt: skip
-@click.option("--label", required=True, type=click.Choice(CLASS_NAMES),
-              help="What the connection is: a coarse or fine class.")  # fmt: skip
+@click.option(
+    "--community-id",
+    "community_id",
+    default=None,
+    metavar="ID",
+    help="Every kept connection with this Community ID (eve, conn.log).",
+)
+@click.option(
+    "--label",
+    required=True,
+    type=click.Choice(CLASS_NAMES),
+    help="What the connection is: a coarse or fine class.",
+)
 @click.option("--note", default="", help="Why, for whoever trains on it.")
 @store_options
 def add(
@@ -113,8 +125,12 @@ def list_feedback(as_json: bool, store: str | None, config: str | None) -> None:
 
 @feedback.command("export")
 @click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
-@click.option("--since", default=None, metavar="WHEN",
-              help="Only labels added from this date or ISO date-time on (UTC unless it has an offset).")  # fmt: skip
+@click.option(
+    "--since",
+    default=None,
+    metavar="WHEN",
+    help="Only labels added from this date or ISO date-time on (UTC unless it has an offset).",
+)
 @store_options
 def export(out: str, since: str | None, store: str | None, config: str | None) -> None:
     """Write the labelled connections with their model inputs to OUT ('-': stdout) as packetclip-feedback/1

@@ -104,9 +104,14 @@ def _store(ctx: click.Context) -> ModelStore:
 
 
 @click.group("models")
-@click.option("--store", "store_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model store folder (default: $PACKETCLIP_STORE, the config file, "
-                   "then ~/.local/share/packetclip/models).")  # fmt: skip
+@click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model store folder (default: $PACKETCLIP_STORE, the config file, "
+    "then ~/.local/share/packetclip/models).",
+)
 @config_option("its store, trusted keys and signature policy")
 @click.pass_context
 def models(ctx: click.Context, store_dir: Path | None, config: str | None) -> None:
@@ -184,13 +189,20 @@ def list_command(ctx: click.Context, as_json: bool) -> None:
 @models.command()
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--activate", is_flag=True, help="Activate it once installed.")
-@click.option("--require-signature", is_flag=True,
-              help="Refuse it unless signed by a trusted key (default: require_signature in the config file, "
-                   "$PACKETCLIP_REQUIRE_SIGNATURE).")  # fmt: skip
-@click.option("--public-key", "public_keys", multiple=True,
-              type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A trusted public key (PEM); repeat for several. Replaces public_keys of the config file "
-                   "and $PACKETCLIP_PUBLIC_KEYS.")  # fmt: skip
+@click.option(
+    "--require-signature",
+    is_flag=True,
+    help="Refuse it unless signed by a trusted key (default: require_signature in the config file, "
+    "$PACKETCLIP_REQUIRE_SIGNATURE).",
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A trusted public key (PEM); repeat for several. Replaces public_keys of the config file "
+    "and $PACKETCLIP_PUBLIC_KEYS.",
+)
 @click.pass_context
 def install(
     ctx: click.Context, source: Path, activate: bool, require_signature: bool, public_keys: tuple[Path, ...]
@@ -322,8 +334,12 @@ def rollback(ctx: click.Context) -> None:
 
 
 @models.command()
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the key pair (created if absent; existing key files are never overwritten).")  # fmt: skip
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the key pair (created if absent; existing key files are never overwritten).",
+)
 def keygen(out: Path) -> None:
     """Make an Ed25519 key pair for signing bundles: the private key (0600) and the public key, both PEM."""
     try:
@@ -337,8 +353,13 @@ def keygen(out: Path) -> None:
 
 @models.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The private key (PEM, from `packetclip models keygen`).")  # fmt: skip
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The private key (PEM, from `packetclip models keygen`).",
+)
 def sign(bundle: Path, key_file: Path) -> None:
     """Sign a bundle folder: verify its hashes, then write manifest.sig beside its manifest (replacing an earlier
     signature). An archive is signed as the folder it is made from, before archiving."""
@@ -378,8 +399,12 @@ def _text_encoder_present(directory: Path) -> bool:
 
 
 @models.command("text-encoder")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where to write it (default: the text_encoder setting, <store>/text-encoder unless set).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write it (default: the text_encoder setting, <store>/text-encoder unless set).",
+)
 @click.option("--force", is_flag=True, help="Export again even if an export is there.")
 @click.pass_context
 def text_encoder(ctx: click.Context, out: Path | None, force: bool) -> None:

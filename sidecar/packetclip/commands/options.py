@@ -40,74 +40,103 @@ live_model_option = _model_option(
 def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--threads N`, for the commands that run the engine."""
     return click.option(
-        "--threads", "threads", type=click.IntRange(min=1), default=None,
+        "--threads",
+        "threads",
+        type=click.IntRange(min=1),
+        default=None,
         help="onnxruntime threads per model (default: config, else 1).",
-    )(command)  # fmt: skip
+    )(command)
 
 
 def batch_size_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--batch-size N`, for the commands that run the engine."""
     return click.option(
-        "--batch-size", "batch_size", type=click.IntRange(min=1), default=None,
+        "--batch-size",
+        "batch_size",
+        type=click.IntRange(min=1),
+        default=None,
         help="Most connections per inference call (default: config, else 256).",
-    )(command)  # fmt: skip
+    )(command)
 
 
 def config_option(reads: str) -> Decorator:
     """`--config FILE`; `reads` says what the command reads from the file."""
     return click.option(
-        "--config", "config", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+        "--config",
+        "config",
+        default=None,
+        type=click.Path(dir_okay=False),
+        metavar="FILE",
         help=f"TOML config file ({reads}; default: $PACKETCLIP_CONFIG, else the first of "
         "~/.config/packetclip/config.toml and /etc/packetclip/config.toml that exists).",
-    )  # fmt: skip
+    )
 
 
 def log_format_option(table: str) -> Decorator:
     """`--log-format text|json`, for the long-running commands; `table` is the config file's table that sets it."""
     return click.option(
-        "--log-format", "log_format", type=click.Choice(LOG_FORMATS), default=None,
+        "--log-format",
+        "log_format",
+        type=click.Choice(LOG_FORMATS),
+        default=None,
         help=f"Log lines as text or JSON (default: the config file's [{table}] log_format, else text).",
-    )  # fmt: skip
+    )
 
 
 def output_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`-o/--output FILE`, for the commands that print records."""
     return click.option(
-        "-o", "--output", "output", type=click.Path(dir_okay=False, writable=True), default=None,
+        "-o",
+        "--output",
+        "output",
+        type=click.Path(dir_okay=False, writable=True),
+        default=None,
         help="Write records here instead of stdout.",
-    )(command)  # fmt: skip
+    )(command)
 
 
 def allowlist_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--allowlist FILE`, for the commands that write verdicts."""
     return click.option(
-        "--allowlist", "allowlist", default=None, metavar="FILE",
+        "--allowlist",
+        "allowlist",
+        default=None,
+        metavar="FILE",
         help="TOML allowlist: matching verdicts keep label and scores and are marked allowed (default: config, "
         "else none; re-read when it changes).",
-    )(command)  # fmt: skip
+    )(command)
 
 
 def missions_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--missions DIR` and `--text-encoder DIR`, for the commands that write user-mission scores."""
     command = click.option(
-        "--text-encoder", "text_encoder", default=None, metavar="DIR",
+        "--text-encoder",
+        "text_encoder",
+        default=None,
+        metavar="DIR",
         help="The exported text encoder (default: config, else <store>/text-encoder; `packetclip models "
         "text-encoder` writes it).",
-    )(command)  # fmt: skip
+    )(command)
     return click.option(
-        "--missions", "missions", default=None, metavar="DIR",
+        "--missions",
+        "missions",
+        default=None,
+        metavar="DIR",
         help="Folder of user-written mission YAML: each mission the bundle was not trained with gets a score "
         "(default: config, else none).",
-    )(command)  # fmt: skip
+    )(command)
 
 
 def keep_inputs_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--keep-inputs FILE`, for the commands that write verdicts."""
     return click.option(
-        "--keep-inputs", "keep_inputs", default=None, metavar="FILE",
+        "--keep-inputs",
+        "keep_inputs",
+        default=None,
+        metavar="FILE",
         help="Keep every verdict's model input in this SQLite feedback store, for `packetclip feedback` "
         "(default: config, else none).",
-    )(command)  # fmt: skip
+    )(command)
 
 
 @contextmanager

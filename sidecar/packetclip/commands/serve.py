@@ -100,32 +100,78 @@ async def serve_forever(
 
 
 @click.command("serve")
-@click.option("--zeek", "zeek", default=None, metavar="URL",
-              help="Zeek's WebSocket endpoint (default ws://127.0.0.1:27759/v1/messages/json).")  # fmt: skip
+@click.option(
+    "--zeek",
+    "zeek",
+    default=None,
+    metavar="URL",
+    help="Zeek's WebSocket endpoint (default ws://127.0.0.1:27759/v1/messages/json).",
+)
 @live_model_option
-@click.option("--shard", type=click.IntRange(min=0), default=None,
-              help="Subscribe to packetclip/request/N/ instead of the unsharded topic.")  # fmt: skip
-@click.option("--shards", type=click.IntRange(min=1), default=None,
-              help="How many sidecars share the requests (PacketCLIP::num_shards); scales responder counts.")  # fmt: skip
-@click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
-              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")  # fmt: skip
+@click.option(
+    "--shard",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Subscribe to packetclip/request/N/ instead of the unsharded topic.",
+)
+@click.option(
+    "--shards",
+    type=click.IntRange(min=1),
+    default=None,
+    help="How many sidecars share the requests (PacketCLIP::num_shards); scales responder counts.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
+)
 @batch_size_option
-@click.option("--max-queue", type=click.IntRange(min=1), default=None,
-              help="Requests waiting for the engine; the newest above it is answered 'error' (default 10000).")  # fmt: skip
-@click.option("--max-wait", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
-              help="The Zeek scripts' PacketCLIP::max_wait, for first-packet order (default 5, the scripts' "
-                   "default and the default recipe's featurizer window).")  # fmt: skip
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Requests waiting for the engine; the newest above it is answered 'error' (default 10000).",
+)
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="The Zeek scripts' PacketCLIP::max_wait, for first-packet order (default 5, the scripts' "
+    "default and the default recipe's featurizer window).",
+)
 @click.option("--name", default=None, help="This sidecar's name (X-Application-Name and hello).")
 @threads_option
 @log_format_option("serve")
-@click.option("--tls-ca", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-              help="wss:// only: trust these CAs alone for Zeek's certificate (default: the system's).")  # fmt: skip
-@click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-              help="wss:// only: client certificate for mutual TLS (with --tls-key).")  # fmt: skip
-@click.option("--tls-key", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-              help="The client certificate's private key (unencrypted).")  # fmt: skip
-@click.option("--token-file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Send the token in FILE as 'Authorization: Bearer <token>' on the handshake.")  # fmt: skip
+@click.option(
+    "--tls-ca",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="wss:// only: trust these CAs alone for Zeek's certificate (default: the system's).",
+)
+@click.option(
+    "--tls-cert",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="wss:// only: client certificate for mutual TLS (with --tls-key).",
+)
+@click.option(
+    "--tls-key",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="The client certificate's private key (unencrypted).",
+)
+@click.option(
+    "--token-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Send the token in FILE as 'Authorization: Bearer <token>' on the handshake.",
+)
 @config_option("runtime keys and a [serve] table")
 @missions_options
 @allowlist_option

@@ -51,35 +51,80 @@ def suricata() -> None:
 
 
 @suricata.command("run")
-@click.option("--eve", "eve_file", type=click.Path(dir_okay=False), default=None,
-              help="Suricata's eve.json to follow (rotation and restarts are followed).")  # fmt: skip
-@click.option("--eve-socket", type=click.Path(dir_okay=False), default=None,
-              help="Listen here for Suricata's unix_stream eve output.")  # fmt: skip
-@click.option("--from-end", is_flag=True,
-              help="Skip what --eve already holds; read only what Suricata appends from now on.")  # fmt: skip
-@click.option("--verdicts", "verdicts_file", type=click.Path(dir_okay=False), default=None,
-              help="Append eve-style verdict records to this file (default: stdout).")  # fmt: skip
-@click.option("--verdicts-socket", type=click.Path(dir_okay=False), default=None,
-              help="Send eve-style verdict records to this listening unix socket.")  # fmt: skip
-@click.option("--control-socket", type=click.Path(dir_okay=False), default=None,
-              help="Suricata's unix command socket: flagged originators go into its datasets.")  # fmt: skip
-@click.option("--flag-threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
-              help="A non-benign verdict flags its originator at this score or above.")  # fmt: skip
-@click.option("--flag-ttl", type=click.FloatRange(min=1.0), default=3600.0, show_default=True,
-              help="Seconds an originator stays in the dataset after its latest flagging verdict.")  # fmt: skip
+@click.option(
+    "--eve",
+    "eve_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Suricata's eve.json to follow (rotation and restarts are followed).",
+)
+@click.option(
+    "--eve-socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Listen here for Suricata's unix_stream eve output.",
+)
+@click.option(
+    "--from-end",
+    is_flag=True,
+    help="Skip what --eve already holds; read only what Suricata appends from now on.",
+)
+@click.option(
+    "--verdicts",
+    "verdicts_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append eve-style verdict records to this file (default: stdout).",
+)
+@click.option(
+    "--verdicts-socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Send eve-style verdict records to this listening unix socket.",
+)
+@click.option(
+    "--control-socket",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Suricata's unix command socket: flagged originators go into its datasets.",
+)
+@click.option(
+    "--flag-threshold",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="A non-benign verdict flags its originator at this score or above.",
+)
+@click.option(
+    "--flag-ttl",
+    type=click.FloatRange(min=1.0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds an originator stays in the dataset after its latest flagging verdict.",
+)
 @click.option(
     "--dataset-v4", default=DEFAULT_SET_V4, show_default=True, help="Dataset of flagged IPv4 sources."
 )
 @click.option(
     "--dataset-v6", default=DEFAULT_SET_V6, show_default=True, help="Dataset of flagged IPv6 sources."
 )
-@click.option("--max-wait", type=click.FloatRange(min=0.01), default=None, metavar="SECONDS",
-              help="Seconds after a flow's first packet before it is classified with the packets it has "
-                   "(default: the bundle's featurizer window, else 2).")  # fmt: skip
-@click.option("--sensor", default="suricata", show_default=True,
-              help="Sensor name: the key of originator histories.")  # fmt: skip
-@click.option("--stop-after-idle", type=click.FloatRange(min=0.1), default=None,
-              help="Exit once the eve stream has been idle this many seconds (a finished run).")  # fmt: skip
+@click.option(
+    "--max-wait",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds after a flow's first packet before it is classified with the packets it has "
+    "(default: the bundle's featurizer window, else 2).",
+)
+@click.option(
+    "--sensor", default="suricata", show_default=True, help="Sensor name: the key of originator histories."
+)
+@click.option(
+    "--stop-after-idle",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Exit once the eve stream has been idle this many seconds (a finished run).",
+)
 @live_model_option
 @batch_size_option
 @threads_option

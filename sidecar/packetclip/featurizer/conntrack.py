@@ -78,10 +78,33 @@ class _Tracked:
     """A connection while it is open: counters, TCP endpoints and the first packets' masked bytes."""
 
     __slots__ = (
-        "close_at", "dport", "dst", "finished", "first_ts", "history", "ip_version", "key", "last_ts", "orig_ep",
-        "orig_ip_bytes", "orig_payload", "orig_pkts", "pkt_bytes", "pkt_dir", "pkt_len", "pkt_ts", "proto", "released",
-        "resp_ep", "resp_ip_bytes", "resp_payload", "resp_pkts", "sport", "src", "vlan",
-    )  # fmt: skip
+        "close_at",
+        "dport",
+        "dst",
+        "finished",
+        "first_ts",
+        "history",
+        "ip_version",
+        "key",
+        "last_ts",
+        "orig_ep",
+        "orig_ip_bytes",
+        "orig_payload",
+        "orig_pkts",
+        "pkt_bytes",
+        "pkt_dir",
+        "pkt_len",
+        "pkt_ts",
+        "proto",
+        "released",
+        "resp_ep",
+        "resp_ip_bytes",
+        "resp_payload",
+        "resp_pkts",
+        "sport",
+        "src",
+        "vlan",
+    )
 
     def __init__(self, key: tuple, ts: float, ip_version: int, vlan: int | None, flipped: bool) -> None:
         self.key = key
@@ -403,9 +426,19 @@ def make_uid(proto: int, orig_h: str, orig_p: int, resp_h: str, resp_p: int, ts:
     number, d6 = divmod(number, 3844)
     number, d7 = divmod(number, 3844)
     return "".join(
-        ("C", pairs[d0], pairs[d1], pairs[d2], pairs[d3], pairs[d4], pairs[d5], pairs[d6], pairs[d7],
-         _BASE62[number % 62])
-    )  # fmt: skip
+        (
+            "C",
+            pairs[d0],
+            pairs[d1],
+            pairs[d2],
+            pairs[d3],
+            pairs[d4],
+            pairs[d5],
+            pairs[d6],
+            pairs[d7],
+            _BASE62[number % 62],
+        )
+    )
 
 
 def build_connection(conn: _Tracked, snaplen: int) -> Connection:

@@ -89,8 +89,11 @@ class _Source:
                 log.warning(
                     "%s: inflates more than %dx its compressed size (%d bytes from %d); a decompression bomb, "
                     "not a capture: stopping this file",
-                    self.path, MAX_GZIP_RATIO, self.inflated, self.raw.tell(),
-                )  # fmt: skip
+                    self.path,
+                    MAX_GZIP_RATIO,
+                    self.inflated,
+                    self.raw.tell(),
+                )
                 self.note("gzip_ratio_exceeded")
                 self.ended_early = True
                 data = b""

@@ -102,8 +102,9 @@ def tcp_history_letters(
     return out
 
 
-def conn_state(proto: int, orig: Endpoint | None, resp: Endpoint | None, orig_pkts: int, resp_pkts: int,
-               history: str) -> str:  # fmt: skip
+def conn_state(
+    proto: int, orig: Endpoint | None, resp: Endpoint | None, orig_pkts: int, resp_pkts: int, history: str
+) -> str:
     """Zeek's conn_state for a finished connection."""
     if proto == 6 and orig is not None and resp is not None:
         return _tcp_conn_state(orig, resp, history)

@@ -897,8 +897,12 @@ async def _wait_for(stop: asyncio.Event, seconds: float) -> None:
         return
 
 
-def run_sidecar(settings: ServeSettings, engine: Engine, watcher: ActiveModelWatcher | None,
-                install_signals: Callable[[asyncio.Event], None] | None = None) -> Sidecar:  # fmt: skip
+def run_sidecar(
+    settings: ServeSettings,
+    engine: Engine,
+    watcher: ActiveModelWatcher | None,
+    install_signals: Callable[[asyncio.Event], None] | None = None,
+) -> Sidecar:
     """Serve until a signal (installed by `install_signals`) sets the stop event; returns the sidecar."""
     sidecar_holder: list[Sidecar] = []
 

@@ -29,8 +29,18 @@ from packetclip_training.models.heads import AlignmentHeads, SymmetricInfoNCE
 
 log = logging.getLogger(__name__)
 
-FACT_COLUMNS = ("duration", "orig_pkts", "resp_pkts", "orig_bytes", "resp_bytes", "conn_state", "history",
-                "service", "proto", "resp_p")  # fmt: skip
+FACT_COLUMNS = (
+    "duration",
+    "orig_pkts",
+    "resp_pkts",
+    "orig_bytes",
+    "resp_bytes",
+    "conn_state",
+    "history",
+    "service",
+    "proto",
+    "resp_p",
+)
 ALIGN_FORMAT = "packetclip-align-1"
 
 
@@ -154,8 +164,9 @@ def train_alignment(
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    heads = AlignmentHeads(packet_embeddings.shape[1], text_embeddings.shape[1], config.heads, config.shared_dim,
-                           config.seed)  # fmt: skip
+    heads = AlignmentHeads(
+        packet_embeddings.shape[1], text_embeddings.shape[1], config.heads, config.shared_dim, config.seed
+    )
     loss_fn = SymmetricInfoNCE()
     optimizer = torch.optim.AdamW(
         heads.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -174,16 +185,22 @@ def train_alignment(
             )
             if len(rows) < 2:  # a single pair has no negatives
                 continue
-            loss = loss_fn(heads.project_packets(packets[rows]), heads.project_texts(texts[text_rows]),
-                           heads.logit_scale())  # fmt: skip
+            loss = loss_fn(
+                heads.project_packets(packets[rows]),
+                heads.project_texts(texts[text_rows]),
+                heads.logit_scale(),
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             heads.clamp_()
             losses.append(float(loss.detach()))
         heads.eval()
-        point: dict[str, Any] = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                                 "logit_scale": float(heads.logit_scale().detach())}  # fmt: skip
+        point: dict[str, Any] = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "logit_scale": float(heads.logit_scale().detach()),
+        }
         if on_epoch is not None:
             point.update(on_epoch(epoch, heads))
         curve.append(point)

@@ -81,9 +81,12 @@ def randomise_tool_fields(
     window_at = header + 14
     rewrite_window = whole & (protocol == _TCP) & from_originator & (window_at + 2 <= snaplen)
     _write16(
-        out, rows[rewrite_window], cols[rewrite_window], window_at[rewrite_window],
+        out,
+        rows[rewrite_window],
+        cols[rewrite_window],
+        window_at[rewrite_window],
         new_window[rows[rewrite_window]],
-    )  # fmt: skip
+    )
     return out
 
 

@@ -49,8 +49,10 @@ def flows(
         stem = f"flows_{name}" + ("_no_resp_port" if no_resp_port else "")
         (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
         (out_dir / f"{stem}.md").write_text(markdown_summary(result))
-        click.echo(f"{stem}: coarse mAUC {_fmt(result['coarse']['mauc'])}, fine macro-F1 "
-                   f"{_fmt(result['fine']['macro_f1'])}, {result['training']['seconds']:.1f} s -> {out_dir}")  # fmt: skip
+        click.echo(
+            f"{stem}: coarse mAUC {_fmt(result['coarse']['mauc'])}, fine macro-F1 "
+            f"{_fmt(result['fine']['macro_f1'])}, {result['training']['seconds']:.1f} s -> {out_dir}"
+        )
 
 
 def run_flow_baseline(

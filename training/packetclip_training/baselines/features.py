@@ -33,9 +33,30 @@ CONN_STATES = ("S0", "S1", "SF", "REJ", "S2", "S3", "RSTO", "RSTR", "RSTOS0", "R
 HISTORY_LETTERS = "SHADFRCGTWIQ" + "shadfrcgtwiq" + "^"  # upper: originator, lower: responder
 PROTOCOLS = ("tcp", "udp", "icmp")
 SERVICES = (
-    "http", "ssl", "dns", "ssh", "ftp", "ftp-data", "smtp", "ntp", "mqtt", "quic", "smb", "ldap", "pop3",
-    "imap", "sip", "snmp", "dhcp", "krb", "rdp", "dce_rpc", "sunrpc", "netbios-ns", "ipsec",
-)  # fmt: skip
+    "http",
+    "ssl",
+    "dns",
+    "ssh",
+    "ftp",
+    "ftp-data",
+    "smtp",
+    "ntp",
+    "mqtt",
+    "quic",
+    "smb",
+    "ldap",
+    "pop3",
+    "imap",
+    "sip",
+    "snmp",
+    "dhcp",
+    "krb",
+    "rdp",
+    "dce_rpc",
+    "sunrpc",
+    "netbios-ns",
+    "ipsec",
+)
 
 
 @dataclass(frozen=True)
@@ -94,9 +115,10 @@ def _ratios(numeric: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         "orig_bytes_per_pkt": _ratio(numeric["orig_ip_bytes"], numeric["orig_pkts"]),
         "resp_bytes_per_pkt": _ratio(numeric["resp_ip_bytes"], numeric["resp_pkts"]),
         "pkts_per_second": _ratio(pkts, numeric["duration"]),
-        "payload_share": _ratio(numeric["orig_bytes"] + numeric["resp_bytes"],
-                                numeric["orig_ip_bytes"] + numeric["resp_ip_bytes"]),
-    }  # fmt: skip
+        "payload_share": _ratio(
+            numeric["orig_bytes"] + numeric["resp_bytes"], numeric["orig_ip_bytes"] + numeric["resp_ip_bytes"]
+        ),
+    }
 
 
 def _one_hot(prefix: str, column: np.ndarray, vocabulary: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -117,8 +139,10 @@ def _services(column: np.ndarray) -> dict[str, np.ndarray]:
 
 def _history_letters(column: np.ndarray) -> dict[str, np.ndarray]:
     histories = ["" if v is None else str(v) for v in column]
-    out = {f"history_{_letter_name(c)}": np.array([h.count(c) for h in histories], np.float64)
-           for c in HISTORY_LETTERS}  # fmt: skip
+    out = {
+        f"history_{_letter_name(c)}": np.array([h.count(c) for h in histories], np.float64)
+        for c in HISTORY_LETTERS
+    }
     out["history_length"] = np.array([len(h) for h in histories], np.float64)
     return out
 

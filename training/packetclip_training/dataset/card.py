@@ -41,8 +41,13 @@ def dataset_stats(directory: Path) -> dict:
         for batch in iter_batches(path, columns=["source_kind", "source", "coarse", "fine", "variant"]):
             columns = batch.to_pydict()
             totals[split] += batch.num_rows
-            for key, table in (("fine", fine), ("coarse", coarse), ("source", per_source),
-                               ("source_kind", per_kind), ("variant", per_variant)):  # fmt: skip
+            for key, table in (
+                ("fine", fine),
+                ("coarse", coarse),
+                ("source", per_source),
+                ("source_kind", per_kind),
+                ("variant", per_variant),
+            ):
                 for value in columns[key]:
                     if key == "variant" and not value:
                         continue
@@ -129,12 +134,19 @@ def card_markdown(card: dict) -> str:
     lines += [f"Built {card['built']} with featurizer version {card['featurizer']['version']}.", ""]
     if "sample_of" in card:
         parent = card["sample_of"]
-        lines += [f"A sample of dataset `{parent['name']}`: at most {parent['per_class']} connections per fine class",
-                  f"and split (seed {parent['seed']}); the parent's outputs had these sha256:", "",
-                  *(f"- `{name}`: `{digest}`" for name, digest in parent["outputs"].items()), ""]  # fmt: skip
-    lines += ["Model input per connection: the first `max_packets` packets (direction, inter-arrival time, length,",
-              "first `snaplen` bytes from the IP header, lab-identifying fields masked). Addresses, ports and",
-              "timestamps are stored for audit only and are never model input.", ""]  # fmt: skip
+        lines += [
+            f"A sample of dataset `{parent['name']}`: at most {parent['per_class']} connections per fine class",
+            f"and split (seed {parent['seed']}); the parent's outputs had these sha256:",
+            "",
+            *(f"- `{name}`: `{digest}`" for name, digest in parent["outputs"].items()),
+            "",
+        ]
+    lines += [
+        "Model input per connection: the first `max_packets` packets (direction, inter-arrival time, length,",
+        "first `snaplen` bytes from the IP header, lab-identifying fields masked). Addresses, ports and",
+        "timestamps are stored for audit only and are never model input.",
+        "",
+    ]
     lines += ["## Featurizer", "", "```json", json.dumps(card["featurizer"], indent=2), "```", ""]
     lines += ["## Split", ""]
     lines += [f"- {key}: {value}" for key, value in card["split"].items()]

@@ -35,11 +35,19 @@ def dataset() -> None:
 )
 @click.option("--real-manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--real-include", multiple=True, help="Glob over the manifest's file column (repeatable).")
-@click.option("--flows", "flows_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A CICFlowMeter CSV labelling the --pcap files.")  # fmt: skip
+@click.option(
+    "--flows",
+    "flows_csv",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A CICFlowMeter CSV labelling the --pcap files.",
+)
 @click.option("--pcap", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--label-map", default="aci-iot-2023", show_default=True,
-              help="Built-in map name or a YAML/JSON file: CSV label -> fine class or 'drop'.")  # fmt: skip
+@click.option(
+    "--label-map",
+    default="aci-iot-2023",
+    show_default=True,
+    help="Built-in map name or a YAML/JSON file: CSV label -> fine class or 'drop'.",
+)
 @click.option(
     "--utc-offset", type=float, default=0.0, show_default=True, help="Hours the CSV clock is ahead of UTC."
 )
@@ -142,8 +150,13 @@ def card(directory: Path) -> None:
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Sample directory."
 )
-@click.option("--per-class", type=click.IntRange(min=1), default=40, show_default=True,
-              help="Rows per fine class and split, at most.")  # fmt: skip
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Rows per fine class and split, at most.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace a sample already in --out.")
 def sample(directory: Path, out: Path, per_class: int, seed: int, force: bool) -> None:

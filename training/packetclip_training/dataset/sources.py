@@ -62,9 +62,19 @@ def read_tsv(path: Path, required: list[str]) -> list[dict[str, str]]:
 # Lab runs
 
 LABELS_COLUMNS = [
-    "episode", "scenario", "variant", "coarse", "fine", "attacker_ip", "target",
-    "start_ts", "end_ts", "tool", "command", "heldout",
-]  # fmt: skip
+    "episode",
+    "scenario",
+    "variant",
+    "coarse",
+    "fine",
+    "attacker_ip",
+    "target",
+    "start_ts",
+    "end_ts",
+    "tool",
+    "command",
+    "heldout",
+]
 HOSTS_COLUMNS = ["ip", "role", "name"]
 
 
@@ -134,8 +144,17 @@ def _episode(path: Path, row: dict[str, str]) -> Episode:
 # Real captures
 
 MANIFEST_COLUMNS = [
-    "file", "bytes", "sha256_16", "source_repo", "source_path", "license", "label", "attack", "attacker_ip", "evidence",
-]  # fmt: skip
+    "file",
+    "bytes",
+    "sha256_16",
+    "source_repo",
+    "source_path",
+    "license",
+    "label",
+    "attack",
+    "attacker_ip",
+    "evidence",
+]
 
 
 @dataclass

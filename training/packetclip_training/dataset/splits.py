@@ -90,8 +90,10 @@ def time_split(ts: np.ndarray, last_ts: np.ndarray, config: SplitConfig) -> tupl
     codes[in_val] = VAL
     codes[in_test] = TEST
     leftover = codes == DROPPED
-    in_guard = leftover & (((ts >= cut_val) & (ts < cut_val + config.guard_s)) |
-                           ((ts >= cut_test) & (ts < cut_test + config.guard_s)))  # fmt: skip
+    in_guard = leftover & (
+        ((ts >= cut_val) & (ts < cut_val + config.guard_s))
+        | ((ts >= cut_test) & (ts < cut_test + config.guard_s))
+    )
     dropped["split_guard_gap"] = int(in_guard.sum())
     dropped["split_straddles_boundary"] = int((leftover & ~in_guard).sum())
     return codes, +dropped

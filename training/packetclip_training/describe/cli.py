@@ -56,8 +56,12 @@ def prompts(fine: str | None) -> None:
 
 @describe.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--dataset", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="A built dataset directory; its facts are described (default: synthetic facts).")  # fmt: skip
+@click.option(
+    "--dataset",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A built dataset directory; its facts are described (default: synthetic facts).",
+)
 @click.option("--split", default="train", show_default=True)
 @click.option("--per-class", default=300, show_default=True, help="Descriptions per fine class.")
 @click.option("--seed", default=0, show_default=True)

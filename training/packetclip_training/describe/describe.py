@@ -46,10 +46,19 @@ class ClassVocabulary:
 
 # Zeek service -> the benign mission's key concept for it
 SERVICE_CONCEPTS = {
-    "dns": "dns lookup", "ssl": "tls session", "quic": "tls session", "http": "web browsing",
-    "ftp": "file transfer", "ftp-data": "file transfer", "ssh": "remote shell", "smtp": "email",
-    "imap": "email", "pop3": "email", "mqtt": "telemetry", "ntp": "time synchronisation",
-}  # fmt: skip
+    "dns": "dns lookup",
+    "ssl": "tls session",
+    "quic": "tls session",
+    "http": "web browsing",
+    "ftp": "file transfer",
+    "ftp-data": "file transfer",
+    "ssh": "remote shell",
+    "smtp": "email",
+    "imap": "email",
+    "pop3": "email",
+    "mqtt": "telemetry",
+    "ntp": "time synchronisation",
+}
 
 
 @functools.lru_cache(maxsize=8)

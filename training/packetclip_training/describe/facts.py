@@ -79,9 +79,21 @@ def count(n: int, noun: str) -> str:
 
 # Zeek service names as analysts say them
 SERVICE_NAMES = {
-    "ssl": "TLS", "quic": "QUIC", "dns": "DNS", "ssh": "SSH", "ftp": "FTP", "ftp-data": "FTP data", "http": "HTTP",
-    "ntp": "NTP", "smtp": "SMTP", "imap": "IMAP", "pop3": "POP3", "mqtt": "MQTT", "ssdp": "SSDP", "snmp": "SNMP",
-}  # fmt: skip
+    "ssl": "TLS",
+    "quic": "QUIC",
+    "dns": "DNS",
+    "ssh": "SSH",
+    "ftp": "FTP",
+    "ftp-data": "FTP data",
+    "http": "HTTP",
+    "ntp": "NTP",
+    "smtp": "SMTP",
+    "imap": "IMAP",
+    "pop3": "POP3",
+    "mqtt": "MQTT",
+    "ssdp": "SSDP",
+    "snmp": "SNMP",
+}
 
 CONNECTION_WORDS = ("connection", "flow", "session", "conversation")
 

@@ -170,11 +170,14 @@ def _operating_point_rows(point: Mapping[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     rows += [
-        {"metric": f"operating point: {name} recall, test split", "value": value,
-         "rows": point["test"]["all"]["connections"]}
+        {
+            "metric": f"operating point: {name} recall, test split",
+            "value": value,
+            "rows": point["test"]["all"]["connections"],
+        }
         for name, value in point["test"]["all"]["recall"].items()
         if value is not None and name != "benign"
-    ]  # fmt: skip
+    ]
     return rows
 
 
@@ -207,9 +210,14 @@ def loso_headline(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ddos = by_family.get("ddos-public", {})
     for model, words in ((at_point, "at the operating point"), (PACKETCLIP, "argmax")):
         if model in ddos:
-            rows.append({"metric": f"left-out family: DoS recall, public DDoS captures, {words}",
-                         "value": ddos[model]["recall"].get("dos"), "target": 0.90 if model == at_point else None,
-                         "rows": ddos[model]["connections"]})  # fmt: skip
+            rows.append(
+                {
+                    "metric": f"left-out family: DoS recall, public DDoS captures, {words}",
+                    "value": ddos[model]["recall"].get("dos"),
+                    "target": 0.90 if model == at_point else None,
+                    "rows": ddos[model]["connections"],
+                }
+            )
     aucs = [
         (models[PACKETCLIP]["mauc_unseen_real"], f) for f, models in by_family.items() if PACKETCLIP in models
     ]
@@ -219,13 +227,23 @@ def loso_headline(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         rows.append(
             {"metric": f"left-out family: lowest 4-class mAUC ({family})", "value": value, "target": 0.95}
         )
-    alarms = [(models[at_point]["false_alarm"], f, models[at_point]["connections"])
-              for f, models in by_family.items() if f.endswith("-benign") and at_point in models]  # fmt: skip
+    alarms = [
+        (models[at_point]["false_alarm"], f, models[at_point]["connections"])
+        for f, models in by_family.items()
+        if f.endswith("-benign") and at_point in models
+    ]
     alarms = [a for a in alarms if a[0] is not None]
     if alarms:
         value, family, count = max(alarms)
-        rows.append({"metric": f"left-out family: highest benign false alarms at the operating point ({family})",
-                     "value": value, "target": 0.01, "higher_is_better": False, "rows": count})  # fmt: skip
+        rows.append(
+            {
+                "metric": f"left-out family: highest benign false alarms at the operating point ({family})",
+                "value": value,
+                "target": 0.01,
+                "higher_is_better": False,
+                "rows": count,
+            }
+        )
     return [{k: v for k, v in row.items() if v is not None or k != "target"} for row in rows]
 
 
@@ -247,9 +265,10 @@ def real_traffic_section(real: Mapping[str, Any] | None) -> list[str]:
         for family, summary in [*entry["families"].items(), ("all", entry["overall"])]:
             recall = [_share(summary["recall"].get(c)) for c in ("benign", "dos", "recon", "bruteforce")]
             lines.append(
-                f"| {model} | {family} | {summary['connections']:,} | " + " | ".join(recall)
+                f"| {model} | {family} | {summary['connections']:,} | "
+                + " | ".join(recall)
                 + f" | {_share(summary['false_alarm'])} | {_share(summary.get('mauc'))} |"
-            )  # fmt: skip
+            )
     return lines
 
 
@@ -277,8 +296,9 @@ def loso_section(runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
             lines.append(
                 f"| {run['family']} | {model}{'' if run.get('retrained', True) else ' (*main*)'} | "
                 f"{summary['files']:,} | {summary['connections']:,} | "
-                + " | ".join(recall) + f" | {_share(summary['false_alarm'])} | {_share(summary['mauc_unseen_real'])} |"
-            )  # fmt: skip
+                + " | ".join(recall)
+                + f" | {_share(summary['false_alarm'])} | {_share(summary['mauc_unseen_real'])} |"
+            )
     points = [
         f"- {run['family']}: 1 − P(benign) ≥ {run['attack_threshold']:.4f}, chosen on {run['calibration_benign']:,} "
         f"real benign validation connections, each file weighing the same; {run['train_rows_left_out']:,} training "
@@ -551,9 +571,14 @@ def evaluate(
     )
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     reasoner_train = reasoner_training_split(
-        encoder, encoder_path, dataset, splits["train"], cache, train_settings.one_sided,
+        encoder,
+        encoder_path,
+        dataset,
+        splits["train"],
+        cache,
+        train_settings.one_sided,
         train_settings.tool_invariance,
-    )  # fmt: skip
+    )
     concept_text: Callable[[Any], np.ndarray] = lambda h: concept_embeddings(missions, h, encode)  # noqa: E731
     inputs = Inputs(
         dataset,

@@ -313,9 +313,12 @@ def during_attacks(splits: Sequence[SplitEmbeddings], rows: SplitEmbeddings) -> 
         if not attack.any():
             continue
         frame = pd.DataFrame(
-            {"source": split.columns["source"].astype(str)[attack], "episode": episode[attack],
-             "ts": split.columns["ts"].astype(np.float64)[attack]}
-        )  # fmt: skip
+            {
+                "source": split.columns["source"].astype(str)[attack],
+                "episode": episode[attack],
+                "ts": split.columns["ts"].astype(np.float64)[attack],
+            }
+        )
         for (source, _), ts in frame.groupby(["source", "episode"])["ts"]:
             spans.setdefault(str(source), []).append((float(ts.min()), float(ts.max())))
     inside = np.zeros(len(rows), bool)
@@ -358,9 +361,12 @@ def operating_point(
     lab = kind == "lab"
     attacking = during_attacks(list(inputs.splits.values()), test)
     groups = (
-        ("real", kind == "real"), ("lab", lab), ("lab_during_attacks", lab & attacking),
-        ("lab_outside_attacks", lab & ~attacking), ("all", np.ones(len(kind), bool)),
-    )  # fmt: skip
+        ("real", kind == "real"),
+        ("lab", lab),
+        ("lab_during_attacks", lab & attacking),
+        ("lab_outside_attacks", lab & ~attacking),
+        ("all", np.ones(len(kind), bool)),
+    )
     for name, rows in groups:
         judged[name] = {
             "connections": int(rows.sum()),
@@ -490,8 +496,9 @@ def leave_family_out(
         if name == PACKETCLIP and threshold is not None:
             verdicts[PACKETCLIP_AT_POINT] = operating_point_labels(coarse, threshold)
         for label, predicted in verdicts.items():
-            summary = summarize(truth[in_family], coarse[in_family], predicted[in_family], files[in_family],
-                                with_auc=False)  # fmt: skip
+            summary = summarize(
+                truth[in_family], coarse[in_family], predicted[in_family], files[in_family], with_auc=False
+            )
             models[label] = {**summary, "mauc_unseen_real": mauc(truth, coarse)["mauc"]}
     return {
         "family": family,
@@ -511,13 +518,29 @@ def _reasoner_without(
 ) -> Reasoner:
     """The reasoner retrained, on alignment heads retrained, without the family's files (`sources`)."""
     work = inputs.work / f"loso-{family}"
-    run_alignment(inputs.dataset, inputs.encoder, work, AlignConfig(seed=config.seed), inputs.encode_texts,
-                  config.align_per_class, 2000, 4, exclude_sources=tuple(sources))  # fmt: skip
+    run_alignment(
+        inputs.dataset,
+        inputs.encoder,
+        work,
+        AlignConfig(seed=config.seed),
+        inputs.encode_texts,
+        config.align_per_class,
+        2000,
+        4,
+        exclude_sources=tuple(sources),
+    )
     from packetclip_training.align.train import load_heads
 
     heads, _ = load_heads(work / "align.pt")
-    return fit_reasoner(inputs.reasoner_train, None, heads, inputs.missions, inputs.concept_text(heads),
-                        config.reasoner, exclude=excluded).model  # fmt: skip
+    return fit_reasoner(
+        inputs.reasoner_train,
+        None,
+        heads,
+        inputs.missions,
+        inputs.concept_text(heads),
+        config.reasoner,
+        exclude=excluded,
+    ).model
 
 
 def _judged_rows(
@@ -563,11 +586,20 @@ def _flow_without(
     """Coarse probabilities of a flow baseline trained without `sources`, on the `judged` rows of each split."""
     labels, matrix = flows.labels, flows.matrix
     kept = {s: ~np.isin(flows.sources[s], list(sources)) for s in ("train", "val")}
-    rows = {s: np.flatnonzero(kept[s])[capped_rows(labels[s][kept[s]], config.comparison_cap, config.seed)]
-            for s in ("train", "val")}  # fmt: skip
+    rows = {
+        s: np.flatnonzero(kept[s])[capped_rows(labels[s][kept[s]], config.comparison_cap, config.seed)]
+        for s in ("train", "val")
+    }
     evaluated = np.concatenate([matrix[s][rows] for s, rows in judged.items()])
-    fitted = fit_tabular(model, matrix["train"][rows["train"]], labels["train"][rows["train"]],
-                         matrix["val"][rows["val"]], labels["val"][rows["val"]], evaluated, config.seed)  # fmt: skip
+    fitted = fit_tabular(
+        model,
+        matrix["train"][rows["train"]],
+        labels["train"][rows["train"]],
+        matrix["val"][rows["val"]],
+        labels["val"][rows["val"]],
+        evaluated,
+        config.seed,
+    )
     coarse, _ = aggregate_to_coarse(
         fitted.fine, list(FINE_CLASSES), dict(FINE_TO_COARSE), list(COARSE_CLASSES)
     )

@@ -68,9 +68,11 @@ _EXPORT = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option("--version", "version", help="Bundle version (default: the base version + -ft<UTC time>).")
 @click.option("--steps", type=click.IntRange(min=1), default=FinetuneConfig.steps, show_default=True)
 @click.option(
-    "--learning-rate", type=click.FloatRange(min=0.0, min_open=True), default=FinetuneConfig.learning_rate,
+    "--learning-rate",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=FinetuneConfig.learning_rate,
     show_default=True,
-)  # fmt: skip
+)
 @click.option(
     "--anchor-weight",
     type=click.FloatRange(min=0.0),
@@ -130,10 +132,20 @@ def finetune(
     )
     try:
         result = run_finetune(
-            base_bundle, feedback_paths, dataset, encoder_path, align_path, reasoner_path, out,
-            evaluate_paths=evaluate_paths, holdout=holdout, config=config, test_rows=test_rows, cache=cache,
+            base_bundle,
+            feedback_paths,
+            dataset,
+            encoder_path,
+            align_path,
+            reasoner_path,
+            out,
+            evaluate_paths=evaluate_paths,
+            holdout=holdout,
+            config=config,
+            test_rows=test_rows,
+            cache=cache,
             version=version,
-        )  # fmt: skip
+        )
     except (FinetuneError, BundleError) as exc:
         raise click.ClickException(str(exc)) from None
     record = result.record

@@ -90,8 +90,13 @@ def validate(files: tuple[Path, ...]) -> None:
 
 @kg.command()
 @click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help=f"Mission directory (default {SHIPPED_MISSIONS_DIR}).")  # fmt: skip
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help=f"Mission directory (default {SHIPPED_MISSIONS_DIR}).",
+)
 def show(name: str, directory: Path | None) -> None:
     """Print one mission as a tree: key concepts, their associated concepts, fine classes."""
     try:

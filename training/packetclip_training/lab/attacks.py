@@ -382,8 +382,9 @@ def ntp_client_request() -> bytes:
     return bytes([0x23]) + bytes(47)
 
 
-def hping3_reflect(service: str, port: int, payload: Callable[[LabContext], bytes], victim: str, count: int,
-                   interval: str) -> Builder:  # fmt: skip
+def hping3_reflect(
+    service: str, port: int, payload: Callable[[LabContext], bytes], victim: str, count: int, interval: str
+) -> Builder:
     """hping3 sending one request payload to the reflector's `port` in the victim's name (`-a`), from an
     incrementing victim port: the reflector's answers reach the victim as many short connections."""
 
@@ -415,8 +416,16 @@ def hping3_reflect(service: str, port: int, payload: Callable[[LabContext], byte
     return build
 
 
-def nping_reflect(reflectors: Callable[[LabContext], str], port: int, payload: Callable[[LabContext], bytes],
-                  victim: str, victim_port: int, count: int, rate: int, minimum: int = 20) -> Builder:  # fmt: skip
+def nping_reflect(
+    reflectors: Callable[[LabContext], str],
+    port: int,
+    payload: Callable[[LabContext], bytes],
+    victim: str,
+    victim_port: int,
+    count: int,
+    rate: int,
+    minimum: int = 20,
+) -> Builder:
     """nping sending one request payload in the victim's name (`-S`) from one fixed victim port (`-g`) to the
     reflector, or to every address of a reflector block in turn: the shape of an attack aimed at one port, one
     long connection per reflector address. `count` (at least `minimum`) is nping's rounds: probes per address."""
@@ -446,8 +455,16 @@ def nping_reflect(reflectors: Callable[[LabContext], str], port: int, payload: C
     return build
 
 
-def python_reflect(victim: str, port: int, payload: Callable[[LabContext], bytes], tag: str, prefix: int,
-                   index: int, count: int, rate: int) -> Builder:  # fmt: skip
+def python_reflect(
+    victim: str,
+    port: int,
+    payload: Callable[[LabContext], bytes],
+    tag: str,
+    prefix: int,
+    index: int,
+    count: int,
+    rate: int,
+) -> Builder:
     """The reflection sender of this module: one request payload at a time to the next address of one reflector
     block (each address once before any twice), in the victim's name from a random ephemeral victim port: the
     answers reach the victim from as many sources as the block has addresses, each a new connection."""

@@ -127,8 +127,10 @@ def cut(
     )
     summary = cut_run(run_dir, out_dir, config)
     size = (out_dir / "capture.pcap").stat().st_size
-    click.echo(f"{len(summary['episodes'])} episodes, {sum(summary['packets_per_group'].values())} frames, "
-               f"{size} bytes -> {out_dir}")  # fmt: skip
+    click.echo(
+        f"{len(summary['episodes'])} episodes, {sum(summary['packets_per_group'].values())} frames, "
+        f"{size} bytes -> {out_dir}"
+    )
 
 
 @lab.command()

@@ -51,16 +51,56 @@ LABEL_COLUMNS = [
 ]
 # Tools the lab itself runs (services, benign traffic, capture); the catalogue adds its own.
 LAB_TOOLS = (
-    "ip", "tcpdump", "nginx", "apache2", "/usr/sbin/sshd", "vsftpd", "dnsmasq", "mosquitto", "chronyd", "openssl",
-    "ssh-keygen", "ssh", "scp", "sftp", "curl", "dig", "ntpdig", "mosquitto_pub", "mosquitto_sub", "ss", "timeout",
-    "useradd", "userdel", "chpasswd", "busybox", "dovecot", "mariadbd", "mariadb-install-db", "mariadb-admin",
-    "mariadb", postgres_program("initdb"), postgres_program("postgres"), "pg_isready", "psql", "setpriv",
-)  # fmt: skip
+    "ip",
+    "tcpdump",
+    "nginx",
+    "apache2",
+    "/usr/sbin/sshd",
+    "vsftpd",
+    "dnsmasq",
+    "mosquitto",
+    "chronyd",
+    "openssl",
+    "ssh-keygen",
+    "ssh",
+    "scp",
+    "sftp",
+    "curl",
+    "dig",
+    "ntpdig",
+    "mosquitto_pub",
+    "mosquitto_sub",
+    "ss",
+    "timeout",
+    "useradd",
+    "userdel",
+    "chpasswd",
+    "busybox",
+    "dovecot",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb-admin",
+    "mariadb",
+    postgres_program("initdb"),
+    postgres_program("postgres"),
+    "pg_isready",
+    "psql",
+    "setpriv",
+)
 # Administrative helpers whose versions run.json need not record.
 UNVERSIONED_TOOLS = (
-    "ip", "ss", "timeout", "useradd", "userdel", "chpasswd", "setpriv", "mariadb-install-db", "mariadb-admin",
-    "pg_isready", postgres_program("initdb"),
-)  # fmt: skip
+    "ip",
+    "ss",
+    "timeout",
+    "useradd",
+    "userdel",
+    "chpasswd",
+    "setpriv",
+    "mariadb-install-db",
+    "mariadb-admin",
+    "pg_isready",
+    postgres_program("initdb"),
+)
 KILL_GRACE_S = 2.0  # SIGTERM to SIGKILL for an episode past its bound
 
 
@@ -111,10 +151,19 @@ class Episode:
     def label_row(self, scenario: str) -> list[str]:
         command = " ".join(shlex.quote(word) for word in self.command).replace("\t", " ").replace("\n", " ")
         return [
-            self.episode, scenario, self.variant, FINE_TO_COARSE[self.fine], self.fine, self.attacker_ip,
-            self.target, f"{self.start_ts:.6f}", f"{self.end_ts:.6f}", self.tool, command,
+            self.episode,
+            scenario,
+            self.variant,
+            FINE_TO_COARSE[self.fine],
+            self.fine,
+            self.attacker_ip,
+            self.target,
+            f"{self.start_ts:.6f}",
+            f"{self.end_ts:.6f}",
+            self.tool,
+            command,
             "1" if self.heldout else "0",
-        ]  # fmt: skip
+        ]
 
 
 def choose_variants(
@@ -214,10 +263,15 @@ class EpisodeScheduler:
     def _start(self, variant: VariantLike, attacker: str, attacker_ip: str) -> None:
         number = len(self.episodes) + 1
         episode = Episode(
-            episode=f"{self.run_id}-e{number:04d}", variant=variant.name, fine=variant.fine, tool=variant.tool,
-            heldout=variant.heldout, attacker=attacker, attacker_ip=attacker_ip,
+            episode=f"{self.run_id}-e{number:04d}",
+            variant=variant.name,
+            fine=variant.fine,
+            tool=variant.tool,
+            heldout=variant.heldout,
+            attacker=attacker,
+            attacker_ip=attacker_ip,
             bound_s=episode_bound(variant, self.profile.scale),
-        )  # fmt: skip
+        )
         self.episodes.append(episode)
         assert self.lab.root is not None
         workdir = self.lab.root / "episodes" / episode.episode
@@ -248,9 +302,12 @@ class EpisodeScheduler:
         episode.start_ts = time.time()
         process = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.topology.ns(attacker), *episode.command],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
             start_new_session=True,  # the episode's own process group: the bound kills the tool and its children
-        )  # fmt: skip
+        )
         out.close()
         self._running[attacker] = (episode, process, time.monotonic() + episode.bound_s)
 
@@ -354,9 +411,14 @@ def run_lab(
     session = LabSession(seed=seed)
     run_id = session.topology.prefix
     document: dict[str, Any] = {
-        "run_id": run_id, "profile": profile.as_dict(), "seed": seed, "only": sorted(only) if only else None,
-        "packetclip_version": __version__, "started": started, "kernel": platform.release(),
-    }  # fmt: skip
+        "run_id": run_id,
+        "profile": profile.as_dict(),
+        "seed": seed,
+        "only": sorted(only) if only else None,
+        "packetclip_version": __version__,
+        "started": started,
+        "kernel": platform.release(),
+    }
     with session as lab:
         assert lab.root is not None
         capture = Capture(

@@ -183,9 +183,11 @@ def clean_leftovers() -> dict[str, list[str]]:
     require_root()
     running = live_labs()
     removed: dict[str, list[str]] = {
-        "namespaces": clean_leftover_namespaces(keep=running), "users": [], "temp_dirs": [],
+        "namespaces": clean_leftover_namespaces(keep=running),
+        "users": [],
+        "temp_dirs": [],
         "running": sorted(running),
-    }  # fmt: skip
+    }
     for entry in pwd.getpwall():
         if entry.pw_gecos == LAB_USER_GECOS and not running:  # the account serves the live lab
             run_cmd(["userdel", entry.pw_name], check=False)

@@ -23,8 +23,13 @@ log = logging.getLogger(__name__)
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A built dataset directory (repeatable); only its train split is learned from, val gives a held-out loss.",
 )
-@click.option("--config", "config_name", default="packet-encoder-base", show_default=True,
-              help="Encoder config: a shipped name (packet-encoder-base, packet-encoder-tiny, or base/tiny) or a JSON path.")  # fmt: skip
+@click.option(
+    "--config",
+    "config_name",
+    default="packet-encoder-base",
+    show_default=True,
+    help="Encoder config: a shipped name (packet-encoder-base, packet-encoder-tiny, or base/tiny) or a JSON path.",
+)
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output directory."
 )

@@ -604,8 +604,12 @@ def _train_steps(
                 curve.append(point)
                 log.info(
                     "step %d/%d masked-byte loss %.4f accuracy %.3f contrast %.3f",
-                    step, total, point["loss"], point["accuracy"], point["contrast"],
-                )  # fmt: skip
+                    step,
+                    total,
+                    point["loss"],
+                    point["accuracy"],
+                    point["contrast"],
+                )
                 window_loss, window_accuracy, window_contrast, window_steps = 0.0, 0.0, 0.0, 0
     return step, curve, time.monotonic() - started
 

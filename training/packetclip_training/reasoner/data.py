@@ -189,15 +189,27 @@ def build_contexts(
             first_out, originator, int(columns["orig_p"][row]), responder, port
         )
         inbound.step(
-            f"{source_file}|{host}", float(columns["ts"][row]), sender, host_port, str(columns["proto"][row]),
-            bool((from_originator != first_out).any()), packets, out=row_features,
-        )  # fmt: skip
+            f"{source_file}|{host}",
+            float(columns["ts"][row]),
+            sender,
+            host_port,
+            str(columns["proto"][row]),
+            bool((from_originator != first_out).any()),
+            packets,
+            out=row_features,
+        )
         responder_features[row] = row_features
         rows_in_table = 1 + offsets[row] + np.arange(packets, dtype=np.int64)
         payload, features[row], valid[row] = history.step(
-            key, float(columns["ts"][row]), responder, port, times[row, :packets],
-            direction[row, :packets] == 1, rows_in_table[:, None], facts[rows_in_table - 1],
-        )  # fmt: skip
+            key,
+            float(columns["ts"][row]),
+            responder,
+            port,
+            times[row, :packets],
+            direction[row, :packets] == 1,
+            rows_in_table[:, None],
+            facts[rows_in_table - 1],
+        )
         index[row] = payload[:, 0]
         previous[row] = last_of.get(key, -1)
         last_of[key] = row

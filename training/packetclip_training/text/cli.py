@@ -18,8 +18,12 @@ def text() -> None:
 
 
 @text.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory to write (default: $PACKETCLIP_TEXT_ENCODER or the user cache).")  # fmt: skip
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory to write (default: $PACKETCLIP_TEXT_ENCODER or the user cache).",
+)
 def export(out: Path | None) -> None:
     """Export the text encoder to ONNX with its tokenizer and parity fixture (~90 MB; never commit it)."""
     from packetclip_training.text.export import export_text_encoder  # torch is imported only here
