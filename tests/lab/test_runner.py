@@ -12,10 +12,11 @@ import dpkt
 import pytest
 
 from packetclip.classes import FINE_CLASSES
+from packetclip_training.dataset.sources import LABELS_COLUMNS
 from packetclip_training.lab.cli import lab as lab_group
 from packetclip_training.lab.context import LabContext
 from packetclip_training.lab.profiles import PROFILES
-from packetclip_training.lab.runner import LABEL_COLUMNS, run_lab
+from packetclip_training.lab.runner import run_lab
 
 pytestmark = pytest.mark.lab
 
@@ -59,7 +60,7 @@ def test_tiny_catalogue_run(
     )
 
     labels = _read_tsv(tmp_path / "labels.tsv")
-    assert (tmp_path / "labels.tsv").read_text().split("\n")[0].split("\t") == LABEL_COLUMNS
+    assert (tmp_path / "labels.tsv").read_text().split("\n")[0].split("\t") == LABELS_COLUMNS
     assert [row["variant"] for row in labels] == ["icmp_flood/test-ping"]  # the outside target never ran
     refused = [e for e in document["episodes"] if e["refused"]]
     assert len(refused) == 1 and "8.8.8.8" in refused[0]["refused"]

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from packetclip_training.align.train import (
-    FACT_COLUMNS,
     AlignConfig,
     build_description_pool,
     connection_embeddings,
@@ -29,6 +28,7 @@ from packetclip_training.align.train import (
 )
 from packetclip_training.align.zeroshot import class_matrix, evaluate, prompt_embeddings, scores
 from packetclip_training.dataset import load_split
+from packetclip_training.describe.facts import FACT_COLUMNS
 from packetclip_training.models.encoder import PacketEncoder
 
 log = logging.getLogger(__name__)

@@ -29,18 +29,6 @@ from packetclip_training.models.heads import AlignmentHeads, SymmetricInfoNCE
 
 log = logging.getLogger(__name__)
 
-FACT_COLUMNS = (
-    "duration",
-    "orig_pkts",
-    "resp_pkts",
-    "orig_bytes",
-    "resp_bytes",
-    "conn_state",
-    "history",
-    "service",
-    "proto",
-    "resp_p",
-)
 ALIGN_FORMAT = "packetclip-align-1"
 
 

@@ -16,6 +16,20 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+# the dataset columns a description reads (`Facts` from a dataset row)
+FACT_COLUMNS = (
+    "duration",
+    "orig_pkts",
+    "resp_pkts",
+    "orig_bytes",
+    "resp_bytes",
+    "conn_state",
+    "history",
+    "service",
+    "proto",
+    "resp_p",
+)
+
 
 class FactsError(ValueError):
     """A facts record that cannot be described (missing or malformed fields); callers count and skip it."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from packetclip.classes import FINE_TO_COARSE
 from packetclip_training.describe.describe import describe_connection
-from packetclip_training.describe.facts import FactsError
+from packetclip_training.describe.facts import FACT_COLUMNS, FactsError
 from packetclip_training.describe.synthetic import synthetic_facts
 
 log = logging.getLogger(__name__)
@@ -108,18 +108,6 @@ STOPWORDS = frozenset(
     )
 )
 _WORD_RE = re.compile(r"[a-z][a-z'-]+")
-FACT_COLUMNS = (
-    "duration",
-    "orig_pkts",
-    "resp_pkts",
-    "orig_bytes",
-    "resp_bytes",
-    "conn_state",
-    "history",
-    "service",
-    "proto",
-    "resp_p",
-)
 
 
 @dataclass

@@ -18,8 +18,9 @@ import torch
 
 from packetclip.classes import FINE_CLASSES
 from packetclip_training.align.run import load_subset
-from packetclip_training.align.train import FACT_COLUMNS, build_description_pool
+from packetclip_training.align.train import build_description_pool
 from packetclip_training.describe.describe import class_prompts
+from packetclip_training.describe.facts import FACT_COLUMNS
 from packetclip_training.models.heads import AlignmentHeads
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from packetclip.classes import FINE_CLASSES, FINE_TO_COARSE
 from packetclip_training import __version__
+from packetclip_training.dataset.sources import LABELS_COLUMNS
 from packetclip_training.lab.benign import AgentConfig, BenignTraffic
 from packetclip_training.lab.capture import Capture
 from packetclip_training.lab.context import LabContext
@@ -35,20 +36,6 @@ from packetclip_training.lab.topology import SERVER_NET, LabSafetyError, assert_
 
 log = logging.getLogger(__name__)
 
-LABEL_COLUMNS = [
-    "episode",
-    "scenario",
-    "variant",
-    "coarse",
-    "fine",
-    "attacker_ip",
-    "target",
-    "start_ts",
-    "end_ts",
-    "tool",
-    "command",
-    "heldout",
-]
 # Tools the lab itself runs (services, benign traffic, capture); the catalogue adds its own.
 LAB_TOOLS = (
     "ip",
@@ -465,7 +452,7 @@ def write_outputs(
     scenario = f"lab-{document['profile']['name']}"
     # Plain tab-joined lines: every field is free of tabs and newlines (the command is flattened in label_row).
     with (out_dir / "labels.tsv").open("w") as handle:
-        handle.write("\t".join(LABEL_COLUMNS) + "\n")
+        handle.write("\t".join(LABELS_COLUMNS) + "\n")
         for episode in episodes:
             if not episode.refused:
                 handle.write("\t".join(episode.label_row(scenario)) + "\n")
