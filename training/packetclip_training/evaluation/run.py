@@ -244,21 +244,7 @@ def scarcity(inputs: Inputs, config: EvaluateConfig, full: tuple[np.ndarray, np.
 def unseen(inputs: Inputs, config: EvaluateConfig, name: str) -> dict[str, Any]:
     """Alignment and reasoner trained without `name`; then detect it from its description alone."""
     started = time.monotonic()
-    work = inputs.work / f"unseen-{name}"
-    run_alignment(
-        inputs.dataset,
-        inputs.encoder,
-        work,
-        AlignConfig(seed=config.seed),
-        inputs.encode_texts,
-        config.align_per_class,
-        2000,
-        4,
-        exclude=(name,),
-    )
-    from packetclip_training.align.train import load_heads
-
-    heads, _ = load_heads(work / "align.pt")
+    heads = _heads_without(inputs, config, inputs.work / f"unseen-{name}", exclude=(name,))
     test = inputs.splits["test"]
     truth = _labels(test)
     prompts = prompt_embeddings(inputs.encode_texts)
@@ -513,11 +499,15 @@ def leave_family_out(
     }
 
 
-def _reasoner_without(
-    inputs: Inputs, config: EvaluateConfig, family: str, sources: Sequence[str], excluded: np.ndarray
-) -> Reasoner:
-    """The reasoner retrained, on alignment heads retrained, without the family's files (`sources`)."""
-    work = inputs.work / f"loso-{family}"
+def _heads_without(
+    inputs: Inputs,
+    config: EvaluateConfig,
+    work: Path,
+    exclude: tuple[str, ...] = (),
+    exclude_sources: tuple[str, ...] = (),
+) -> AlignmentHeads:
+    """Alignment heads retrained in `work` (the default recipe's steps) without the fine classes `exclude` or the
+    source files `exclude_sources`."""
     run_alignment(
         inputs.dataset,
         inputs.encoder,
@@ -527,11 +517,20 @@ def _reasoner_without(
         config.align_per_class,
         2000,
         4,
-        exclude_sources=tuple(sources),
+        exclude=exclude,
+        exclude_sources=exclude_sources,
     )
     from packetclip_training.align.train import load_heads
 
     heads, _ = load_heads(work / "align.pt")
+    return heads
+
+
+def _reasoner_without(
+    inputs: Inputs, config: EvaluateConfig, family: str, sources: Sequence[str], excluded: np.ndarray
+) -> Reasoner:
+    """The reasoner retrained, on alignment heads retrained, without the family's files (`sources`)."""
+    heads = _heads_without(inputs, config, inputs.work / f"loso-{family}", exclude_sources=tuple(sources))
     return fit_reasoner(
         inputs.reasoner_train,
         None,
