@@ -76,3 +76,10 @@ def test_lab_runs_restricted_to_classes_have_their_own_directory(tmp_path):
         "runs/full-seed3-os_scan-vulnerability_scan",
         "runs/full-seed4-syn_flood-hping3-80-data120",
     ]
+    # what `packetclip-train lab recipe` runs to make each of them
+    assert [(s.profile, s.seed, s.only, str(s.path)) for s in recipe.lab_run_specs] == [
+        ("full", 1, (), "runs/full-seed1"),
+        ("full", 2, ("os_scan", "vulnerability_scan"), "runs/full-seed2-os_scan-vulnerability_scan"),
+        ("full", 3, ("os_scan", "vulnerability_scan"), "runs/full-seed3-os_scan-vulnerability_scan"),
+        ("full", 4, ("syn_flood/hping3-80-data120",), "runs/full-seed4-syn_flood-hping3-80-data120"),
+    ]

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from packetclip.classes import FINE_CLASSES
 from packetclip_training.cli import main
 
@@ -90,3 +92,122 @@ def test_scheduler_rests_a_class_after_its_episode_so_the_split_keeps_back_to_ba
     from packetclip_training.dataset.splits import SplitConfig
 
     assert profile.class_gap_s > FeaturizerConfig().tcp_close_delay + SplitConfig().guard_s
+
+
+def _write_whole_run(out_dir):
+    """What the dataset build reads of a lab run: captures, labels.tsv, hosts.tsv, run.json (no episodes)."""
+    from packetclip_training.dataset.sources import HOSTS_COLUMNS, LABELS_COLUMNS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "capture.pcap").write_bytes(b"")
+    (out_dir / "labels.tsv").write_text("\t".join(LABELS_COLUMNS) + "\n")
+    (out_dir / "hosts.tsv").write_text("\t".join(HOSTS_COLUMNS) + "\n")
+    (out_dir / "run.json").write_text("{}")
+
+
+class FakeLab:
+    """Stands in for `run_lab` (which needs root and minutes): records each call and writes a whole run."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, profile, out_dir, seed=1, only=None, catalogue=None):
+        self.calls.append((profile.name, out_dir.name, seed, sorted(only) if only else None))
+        _write_whole_run(out_dir)
+        return {"episodes": [], "capture": {"packets_captured": 0}, "wall_s": 0.0}
+
+
+RECIPE = (
+    "lab:\n  runs_dir: {runs}\n  runs:\n    - {{profile: quick, seeds: [1, 2]}}\n"
+    "    - {{profile: full, seeds: [3], only: [syn_flood/hping3-80-data120, os_scan]}}\n"
+)
+
+
+def _recipe(tmp_path, text=RECIPE):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.format(runs=tmp_path / "runs"))
+    return path
+
+
+def test_lab_recipe_makes_the_missing_runs_in_order_and_keeps_those_there(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from packetclip_training.lab import runner
+    from packetclip_training.lab.cli import lab
+
+    fake = FakeLab()
+    monkeypatch.setattr(runner, "run_lab", fake)
+    recipe = _recipe(tmp_path)
+    _write_whole_run(tmp_path / "runs" / "quick-seed2")
+    dry = CliRunner().invoke(lab, ["recipe", str(recipe), "--dry-run"])
+    assert dry.exit_code == 0 and fake.calls == []
+    assert [line.split()[0] for line in dry.output.splitlines()] == ["missing", "present", "missing"]
+
+    result = CliRunner().invoke(lab, ["recipe", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert fake.calls == [
+        ("quick", "quick-seed1", 1, None),
+        (
+            "full",
+            "full-seed3-os_scan-syn_flood-hping3-80-data120",
+            3,
+            ["os_scan", "syn_flood/hping3-80-data120"],
+        ),
+    ]
+    assert "[2/2] lab run --profile full --seed 3 --only os_scan,syn_flood/hping3-80-data120" in result.output
+    assert "2 lab runs made, 1 already there" in result.output
+    again = CliRunner().invoke(lab, ["recipe", str(recipe)])
+    assert (
+        again.exit_code == 0 and len(fake.calls) == 2 and "0 lab runs made, 3 already there" in again.output
+    )
+
+
+@pytest.mark.parametrize(
+    ("prepare", "text", "message"),
+    [
+        ("partial", RECIPE, "quick-seed1 is not a whole lab run (lab run"),
+        (
+            None,
+            RECIPE.replace("os_scan]", "no_such_class]"),
+            "unknown fine classes or variants ['no_such_class']",
+        ),
+        (None, RECIPE.replace("profile: quick", "profile: huge"), "unknown profile 'huge'"),
+    ],
+)
+def test_lab_recipe_runs_nothing_when_a_run_cannot_be_made(tmp_path, monkeypatch, prepare, text, message):
+    from click.testing import CliRunner
+
+    from packetclip_training.lab import runner
+    from packetclip_training.lab.cli import lab
+
+    fake = FakeLab()
+    monkeypatch.setattr(runner, "run_lab", fake)
+    if prepare == "partial":  # a run that stopped part-way: never overwritten
+        (tmp_path / "runs" / "quick-seed1").mkdir(parents=True)
+        (tmp_path / "runs" / "quick-seed1" / "capture.pcap").write_bytes(b"")
+    result = CliRunner().invoke(lab, ["recipe", str(_recipe(tmp_path, text))])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert fake.calls == []
+
+
+def test_all_makes_the_lab_runs_before_building_the_dataset(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from packetclip_training import all_cli
+    from packetclip_training.lab import runner
+
+    fake = FakeLab()
+    monkeypatch.setattr(runner, "run_lab", fake)
+    built = []
+
+    def dataset_build(**kwargs):
+        built.append((len(fake.calls), kwargs["recipe_path"]))
+        raise SystemExit(7)  # the rest of `all` is not what this test is about
+
+    monkeypatch.setattr(all_cli, "dataset_build", dataset_build)
+    recipe = _recipe(tmp_path)
+    args = ["--recipe", str(recipe), "--work", str(tmp_path / "work"), "--bundle", str(tmp_path / "bundle")]
+    without = CliRunner().invoke(all_cli.all_stages, args)
+    assert without.exit_code == 7 and fake.calls == [] and built == [(0, recipe)]
+    result = CliRunner().invoke(all_cli.all_stages, [*args, "--make-lab-runs"])
+    assert result.exit_code == 7 and len(fake.calls) == 3 and built[-1] == (3, recipe)

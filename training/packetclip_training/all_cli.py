@@ -7,8 +7,9 @@ person would run by hand (invoked with the same options), so `all` cannot drift 
     with the evaluation's headline metrics and operating point in its manifest)
 
 A stage whose output already exists in the work directory is reused (say `--fresh` to rebuild everything), so an
-interrupted run resumes where it stopped. Lab runs are not made here: the recipe names the lab runs it reads and
-`packetclip-train lab run` makes them (see the recipe file's header).
+interrupted run resumes where it stopped. The recipe names the lab runs it reads; `--make-lab-runs` makes the
+missing ones first (`packetclip-train lab recipe`, as root), otherwise `packetclip-train lab run` makes them by
+hand (see the recipe file's header).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from packetclip_training.dataset.cli import build as dataset_build
 from packetclip_training.evaluation.cli import DECISION_FILE, evaluate
 from packetclip_training.export.cli import export
 from packetclip_training.export.export import DEFAULT_NAME
+from packetclip_training.lab.cli import recipe as lab_recipe
 from packetclip_training.pretrain.cli import pretrain
 from packetclip_training.reasoner.cli import reasoner
 
@@ -83,6 +85,11 @@ def _stage(name: str, done: Path, fresh: bool) -> bool:
 @click.option(
     "--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Dataset build processes."
 )
+@click.option(
+    "--make-lab-runs",
+    is_flag=True,
+    help="Before building the dataset, make the recipe's lab runs that are not there yet (root; lab recipe).",
+)
 @click.pass_context
 def all_stages(
     ctx: click.Context,
@@ -97,12 +104,15 @@ def all_stages(
     name: str,
     fresh: bool,
     jobs: int,
+    make_lab_runs: bool,
 ) -> None:
     """Build the dataset, train every model, evaluate, and export the bundle."""
     work.mkdir(parents=True, exist_ok=True)
     cache = work / "cache"
     dataset = dataset_dir or work / "dataset"
     if dataset_dir is None and _stage("dataset", dataset / "manifest.json", fresh):
+        if make_lab_runs:
+            ctx.invoke(lab_recipe, recipe_path=recipe, dry_run=False)
         ctx.invoke(dataset_build, recipe_path=recipe, out=dataset, jobs=jobs, force=True)
     encoder_pt = work / "encoder" / "encoder.pt"
     if _stage("pretrain", encoder_pt, fresh):

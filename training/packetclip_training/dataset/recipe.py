@@ -6,7 +6,7 @@ from the current directory (build from the repository root), so one recipe serve
 ```yaml
 name: default
 lab:
-  runs_dir: lab-runs            # where `packetclip-train lab run --out` put the runs
+  runs_dir: lab-runs            # where `packetclip-train lab run --out` put the runs (`lab run --recipe`: all)
   runs: [{profile: full, seeds: [1]}]   # -> lab-runs/full-seed1
   #  {profile: full, seeds: [2], only: [os_scan]} -> lab-runs/full-seed2-os_scan (`lab run --only os_scan`)
   run_dirs: []                  # or explicit directories
@@ -47,10 +47,22 @@ class FlowInput:
     dayfirst: bool = True  # CIC datasets write dd/mm/YYYY
 
 
+@dataclass(frozen=True)
+class LabRunSpec:
+    """A lab run a recipe's `lab.runs` names: how `packetclip-train lab run` makes it and where it goes."""
+
+    profile: str
+    seed: int
+    only: tuple[str, ...]  # fine classes or variants (`lab run --only`); empty: the whole profile
+    path: Path
+
+
 @dataclass
 class Recipe:
     name: str = "dataset"
     lab_runs: list[Path] = field(default_factory=list)
+    # the runs of `lab.runs`, which the lab can make (`packetclip-train lab run --recipe`); `lab.run_dirs` has none
+    lab_run_specs: list[LabRunSpec] = field(default_factory=list)
     real_manifest: Path | None = None
     real_include: list[str] | None = None  # None: every file of the manifest
     # glob patterns of manifest files that go wholly to the test split: a source family no stage trains on, so
@@ -99,7 +111,12 @@ def load_recipe(path: Path) -> Recipe:
         if "profile" not in entry or not seeds:
             raise RecipeError(f"{path}: lab.runs entries need a profile and seeds")
         only = [str(name) for name in entry.get("only", []) or []]
-        recipe.lab_runs += [lab_run_dir(runs_dir, str(entry["profile"]), int(seed), only) for seed in seeds]
+        for seed in seeds:
+            run_dir = lab_run_dir(runs_dir, str(entry["profile"]), int(seed), only)
+            recipe.lab_run_specs.append(
+                LabRunSpec(str(entry["profile"]), int(seed), tuple(sorted(only)), run_dir)
+            )
+            recipe.lab_runs.append(run_dir)
     recipe.lab_runs += [Path(p) for p in lab.get("run_dirs", []) or []]
     real = _mapping(data.get("real"), f"{path}: real")
     if real:

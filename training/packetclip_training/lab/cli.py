@@ -5,16 +5,20 @@ This module owns argument parsing and exit codes only; the work is in `runner`, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
 from packetclip.classes import FINE_CLASSES
-from packetclip_training.lab.profiles import PROFILES
+from packetclip_training.dataset.recipe import LabRunSpec
+from packetclip_training.lab.profiles import PROFILES, Profile
 from packetclip_training.lab.session import LabTerminated, NotRootError, clean_leftovers
 
 log = logging.getLogger(__name__)
@@ -40,30 +44,84 @@ def lab() -> None:
 )
 def run(profile_name: str, out_dir: Path, seed: int, only: str | None) -> None:
     """Build the lab, run the profile's episodes, write capture.pcap, labels.tsv, hosts.tsv and run.json."""
-    from packetclip_training.lab.attacks import CATALOGUE
+    from packetclip_training.lab.recipe_runs import unknown_names
     from packetclip_training.lab.runner import run_lab
 
     only_set = None
     if only:
         only_set = {name.strip() for name in only.split(",") if name.strip()}
-        unknown = only_set - set(FINE_CLASSES) - {variant.name for variant in CATALOGUE}
-        if unknown:
+        if unknown := unknown_names(sorted(only_set)):
             raise click.BadParameter(
-                f"unknown fine classes or variants {sorted(unknown)}; classes: {', '.join(FINE_CLASSES)}; "
+                f"unknown fine classes or variants {unknown}; classes: {', '.join(FINE_CLASSES)}; "
                 "variants: packetclip-train lab variants"
             )
-    try:
+    with _lab_errors():
         document = run_lab(PROFILES[profile_name], out_dir, seed=seed, only=only_set)
+    _say_done(document, out_dir)
+
+
+@contextlib.contextmanager
+def _lab_errors() -> Iterator[None]:
+    """The lab's failures an operator can act on, as a command's exit: not root, or terminated (143)."""
+    try:
+        yield
     except NotRootError as exc:
         raise click.ClickException(str(exc)) from None
     except LabTerminated:
         click.echo("terminated (SIGTERM); the lab was removed, no output written", err=True)
         raise SystemExit(143) from None
+
+
+def _say_done(document: dict[str, Any], out_dir: Path) -> None:
     ran = [e for e in document["episodes"] if not e["refused"]]
     click.echo(
         f"{len(ran)} episodes, {document['capture']['packets_captured']} packets, "
         f"{document['wall_s']:.0f}s -> {out_dir}"
     )
+
+
+@lab.command()
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Say which runs are there, missing or incomplete; run nothing.")
+def recipe(recipe_path: Path, dry_run: bool) -> None:
+    """Make every lab run a dataset recipe names (its lab.runs) that is not there yet, in the recipe's order.
+
+    Relative paths are read from the current directory, as `dataset build` reads them. A directory in the way that
+    is not a whole run is never overwritten: the command stops before running anything and names it.
+    """
+    from packetclip_training.dataset.recipe import RecipeError, load_recipe
+    from packetclip_training.lab.recipe_runs import MISSING, RecipeRunsError, make_missing_runs, run_states
+    from packetclip_training.lab.runner import run_lab
+
+    try:
+        specs = load_recipe(recipe_path).lab_run_specs
+    except RecipeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if dry_run:
+        for entry in run_states(specs):
+            click.echo(
+                f"{entry.state:<10} {entry.spec.path}" + (f"  ({entry.reason})" if entry.reason else "")
+            )
+        return
+
+    def run(profile: Profile, out_dir: Path, seed: int, only: set[str] | None) -> dict[str, Any]:
+        document = run_lab(profile, out_dir, seed=seed, only=only)
+        _say_done(document, out_dir)
+        return document
+
+    def starting(index: int, total: int, spec: LabRunSpec) -> None:
+        only = f" --only {','.join(spec.only)}" if spec.only else ""
+        click.echo(
+            f"[{index + 1}/{total}] lab run --profile {spec.profile} --seed {spec.seed}{only} --out {spec.path}"
+        )
+
+    try:
+        with _lab_errors():
+            made = make_missing_runs(specs, run, starting)
+    except RecipeRunsError as exc:
+        raise click.ClickException(str(exc)) from None
+    present = sum(entry.state != MISSING for entry in run_states(specs)) - len(made)
+    click.echo(f"{len(made)} lab runs made, {present} already there")
 
 
 @lab.command()
