@@ -96,10 +96,9 @@ class PipelineCounts:
 
 @dataclass(frozen=True)
 class Unusable:
-    """Why a connection's frames gave no connection: none was usable, or the featurizer failed (`failed`)."""
+    """Why a connection's frames gave no connection: none was usable, or the featurizer failed."""
 
     reason: str
-    failed: bool = False
 
 
 class SensorPipeline:
@@ -129,19 +128,21 @@ class SensorPipeline:
         is_orig: Sequence[bool] | None,
         stats: ParseStats,
         ports: tuple[int, int] | None = None,
-        name: str = "",
+        kind: str = "connection",
+        key: object = "",
     ) -> Connection | Unusable:
         """The connection a sensor's frames make, cut as the engine's model was trained (`featurize_frames`),
-        or why there is none; `stats` counts the frames. `name` says which connection in a log line."""
+        or why there is none; `stats` counts the frames. `kind` and `key` name the connection in a log line
+        (formatted only when one is written)."""
         started = time.perf_counter()
         try:
             connection = featurize_frames(
                 link_type, ts, frames, is_orig, self.engine.featurizer_config, stats, ports=ports
             )
         except Exception as exc:  # the featurizer is fuzzed, but a sensor must outlive one unexpected frame
-            log.exception("featurizer failed on %s", name or "a connection")
+            log.exception("featurizer failed on %s %s", kind, key)
             self.counts.featurize_errors += 1
-            return Unusable(f"featurizer failed: {exc}", failed=True)
+            return Unusable(f"featurizer failed: {exc}")
         finally:
             self.counts.seconds += time.perf_counter() - started
         if connection is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from packetclip_training.dataset.sources import HOSTS_COLUMNS, LABELS_COLUMNS
 from tests.real_captures import REAL_DATA as REAL
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -54,24 +55,11 @@ def write_lab_run(
     target = run / "capture.pcap"
     if link:
         target.symlink_to(capture)
-    columns = [
-        "episode",
-        "scenario",
-        "variant",
-        "coarse",
-        "fine",
-        "attacker_ip",
-        "target",
-        "start_ts",
-        "end_ts",
-        "tool",
-        "command",
-        "heldout",
-    ]
+    columns = LABELS_COLUMNS
     lines = ["\t".join(columns)] + ["\t".join(str(e[c]) for c in columns) for e in episodes]
     (run / "labels.tsv").write_text("\n".join(lines) + "\n")
     (run / "hosts.tsv").write_text(
-        "ip\trole\tname\n" + "".join(f"{ip}\t{role}\t{name}\n" for ip, role, name in hosts)
+        "\t".join(HOSTS_COLUMNS) + "\n" + "".join(f"{ip}\t{role}\t{name}\n" for ip, role, name in hosts)
     )
     (run / "run.json").write_text('{"profile": "fixture", "seed": 0}\n')
     return run

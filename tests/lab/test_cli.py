@@ -95,14 +95,12 @@ def test_scheduler_rests_a_class_after_its_episode_so_the_split_keeps_back_to_ba
 
 
 def _write_whole_run(out_dir):
-    """What the dataset build reads of a lab run: captures, labels.tsv, hosts.tsv, run.json (no episodes)."""
-    from packetclip_training.dataset.sources import HOSTS_COLUMNS, LABELS_COLUMNS
+    """What the dataset build reads of a lab run (an empty capture, no episodes), in the fixtures' writer."""
+    from tests.dataset.dataset_testdata import write_lab_run
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "capture.pcap").write_bytes(b"")
-    (out_dir / "labels.tsv").write_text("\t".join(LABELS_COLUMNS) + "\n")
-    (out_dir / "hosts.tsv").write_text("\t".join(HOSTS_COLUMNS) + "\n")
-    (out_dir / "run.json").write_text("{}")
+    write_lab_run(out_dir, out_dir / "capture.pcap", [], [], link=False)
 
 
 class FakeLab:

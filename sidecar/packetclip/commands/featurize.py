@@ -16,7 +16,7 @@ from typing import TextIO
 import click
 
 from packetclip.commands.options import output_option
-from packetclip.featurizer import FeaturizerConfig, ParseStats, PcapError, featurize_pcap
+from packetclip.featurizer import FACT_NAMES, FeaturizerConfig, ParseStats, PcapError, featurize_pcap
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +31,7 @@ _TSV_COLUMNS = (
     "ip_version",
     "vlan",
     "community_id",
-    "duration",
-    "orig_pkts",
-    "resp_pkts",
-    "orig_bytes",
-    "resp_bytes",
-    "orig_ip_bytes",
-    "resp_ip_bytes",
-    "conn_state",
-    "history",
-    "service",
-    "n_packets",
+    *FACT_NAMES,
 )
 
 

@@ -223,7 +223,8 @@ class SuricataSidecar:
                 frames,
                 None,
                 self.frame_stats,
-                name=f"flow {flow.flow_id}",
+                kind="flow",
+                key=flow.flow_id,
             )
             if isinstance(conn, Connection):
                 usable.append((flow, conn))

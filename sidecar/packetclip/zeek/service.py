@@ -774,7 +774,6 @@ class Sidecar:
         where = parts[0][0] if len(parts) == 1 else f"{len(parts)} nodes"
         verdicts = self.pipeline.classify_or_fail(connections, sensor, where)
         if isinstance(verdicts, Exception):  # counted and logged: answer the requests and go on
-            exc = verdicts
             if retry and len(parts) > 1:
                 for part in parts:
                     self._classify_call(batch, [part], answers, retry=False)
@@ -788,7 +787,7 @@ class Sidecar:
                         ERROR_LABEL,
                         ERROR_LABEL,
                         0.0,
-                        f"engine failed: {exc}",
+                        f"engine failed: {verdicts}",
                         request.received,
                     )
                 ]
@@ -828,7 +827,8 @@ class Sidecar:
             request.is_orig,
             stats,
             ports=request.ports,
-            name=f"request {request.uid}",
+            kind="request",
+            key=request.uid,
         )
         self.parse_stats.merge(stats)
         if isinstance(connection, Connection):
