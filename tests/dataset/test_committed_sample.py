@@ -10,9 +10,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from packetclip.classes import FINE_CLASSES
 from packetclip_training.dataset import load_split
+from packetclip_training.dataset.store import iter_split, load_rows, read_columns
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
 
@@ -41,3 +43,32 @@ def test_lab_identifying_ipv4_fields_are_zero_in_every_packet():
         # what is kept is not all zero: protocol and total length survive masking
         assert ipv4[:, 9].any() and ipv4[:, 2:4].any()
         assert np.isin(ipv4[:, 9], (1, 6, 17)).all()
+
+
+@pytest.mark.parametrize("rows", [1, 97, 1_000_000])
+def test_reading_a_split_in_chunks_gives_the_whole_split_in_order(rows):
+    columns = ("fine", "uid", "ts", "source_file")
+    whole = load_split(SAMPLE, "val", columns=columns)
+    chunks = list(iter_split(SAMPLE, "val", columns=columns, rows=rows))
+    assert all(len(chunk["ts"]) <= rows for chunk in chunks)
+    assert len(chunks) == -(-len(whole["ts"]) // rows)
+    assert set(chunks[0]) == set(whole)
+    for name, values in whole.items():
+        np.testing.assert_array_equal(np.concatenate([chunk[name] for chunk in chunks]), values, err_msg=name)
+
+
+def test_a_chunk_size_below_one_is_refused():
+    with pytest.raises(ValueError, match="at least 1"):
+        next(iter_split(SAMPLE, "val", rows=0))
+
+
+def test_some_rows_read_chunk_by_chunk_are_those_rows_of_the_whole_split_in_the_order_asked():
+    whole = load_split(SAMPLE, "val", columns=("fine", "uid"))
+    rows = np.random.default_rng(0).permutation(len(whole["uid"]))[:50]
+    taken = load_rows(SAMPLE, "val", rows, columns=("fine", "uid"), chunk=32)
+    for name, values in whole.items():
+        np.testing.assert_array_equal(taken[name], values[rows], err_msg=name)
+    assert len(load_rows(SAMPLE, "val", np.zeros(0, np.int64), columns=("fine",))["bytes"]) == 0
+    np.testing.assert_array_equal(read_columns(SAMPLE, "val", ("uid",))["uid"], whole["uid"])
+    with pytest.raises(IndexError, match="rows outside"):
+        load_rows(SAMPLE, "val", np.asarray([len(whole["uid"])]))

@@ -282,3 +282,28 @@ def test_epoch_rows_draw_a_share_of_each_class_from_real_captures() -> None:
     config.real_share = 0.5
     rows = epoch_rows(fine, config, np.random.default_rng(0), real)
     assert real[rows].sum() == 80 and (fine[rows] == 0).sum() == 500  # capped at real_repeats (4) × 20 rows
+
+
+@pytest.mark.parametrize("view", ["both", "originator"])
+def test_embedding_a_split_in_chunks_equals_embedding_it_whole(view) -> None:
+    torch.manual_seed(0)
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    whole = embed_split(encoder, SAMPLE, "val", batch_size=64, view=view, rows=1_000_000)
+    chunked = embed_split(encoder, SAMPLE, "val", batch_size=64, view=view, rows=128)
+    assert len(whole) > 2 * 128  # at least three chunks
+    for name in ("connection", "packets", "offsets", "context_index", "context_features", "context_valid"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(chunked.responder_features, whole.responder_features)
+    np.testing.assert_array_equal(chunked.previous, whole.previous)
+    for name, values in whole.columns.items():
+        np.testing.assert_array_equal(chunked.columns[name], values, err_msg=name)
+
+
+def test_tool_invariance_draws_are_the_same_every_time() -> None:
+    torch.manual_seed(0)
+    encoder = PacketEncoder(load_config("tiny")).eval()
+    plain = embed_split(encoder, SAMPLE, "val", rows=128)
+    first, second = (embed_split(encoder, SAMPLE, "val", tool_invariance=0.5, rows=128) for _ in range(2))
+    np.testing.assert_array_equal(first.connection, second.connection)
+    changed = np.any(first.connection != plain.connection, axis=1)
+    assert 0 < changed.sum() < len(changed)

@@ -117,7 +117,7 @@ def reasoner(
     missions = load_missions(missions_dir)
     # the test split is embedded (or read from the cache) only once training is done: the training views of a
     # large dataset are what fill memory
-    splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val")}
+    val = cached_split(encoder, encoder_path, dataset, "val", cache)
     concept_text = concept_embeddings(missions, heads, TextEncoder().encode)
     settings = TrainConfig(
         epochs=epochs,
@@ -129,11 +129,9 @@ def reasoner(
         real_share=real_share,
         seed=seed,
     )
-    train = reasoner_training_split(
-        encoder, encoder_path, dataset, splits["train"], cache, one_sided, tool_invariance
-    )
-    result = fit_reasoner(train, splits["val"], heads, missions, concept_text, settings)
-    del train, splits
+    train = reasoner_training_split(encoder, encoder_path, dataset, None, cache, one_sided, tool_invariance)
+    result = fit_reasoner(train, val, heads, missions, concept_text, settings)
+    del train, val
     test = cached_split(encoder, encoder_path, dataset, "test", cache)
     coarse, fine, _, _ = predict(result.model, training_arrays(test, FINE_CLASSES))
     metrics: dict[str, Any] = {

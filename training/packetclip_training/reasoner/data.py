@@ -28,6 +28,7 @@ import hashlib
 import itertools
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from packetclip.context import (
 from packetclip.ordering import endpoint_tie
 from packetclip_training.augment.one_sided import originator_view
 from packetclip_training.augment.tool_invariance import vary_tool_fields
-from packetclip_training.dataset.store import load_split
+from packetclip_training.dataset.store import iter_split, load_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ LABEL_COLUMNS = ("fine", "coarse", "heldout", "variant", "episode", "uid", "sour
 CACHE_FORMAT = "packetclip-reasoner-cache/4"
 VIEWS = ("both", "originator")  # as captured; the originators' packets only (`augment.one_sided`)
 _AUGMENT_SEED = 0  # tool-invariance draws: fixed, so a cached augmented split is the same split
-_AUGMENTATIONS = "ports-window-syn-data"  # what `vary_tool_fields` redraws: a cache of other draws is stale
+EMBED_ROWS = 65536  # connections `embed_split` reads at once (a multiple of its batch size)
+# what `vary_tool_fields` redraws, and over how many rows a draw goes: a cache of other draws is stale
+_AUGMENTATIONS = f"ports-window-syn-data chunks of {EMBED_ROWS}"
 
 
 @dataclass
@@ -223,31 +226,83 @@ def embed_split(
     batch_size: int = 512,
     view: str = "both",
     tool_invariance: float = 0.0,
+    rows: int = EMBED_ROWS,
 ) -> SplitEmbeddings:
     """Embed and contextualise one split of a built dataset, as captured (`view` "both") or as a sensor seeing
     only the originators' packets would have featurized it (`view` "originator", see `augment.one_sided`); with
     `tool_invariance`, that share of its connections has its tool-identifying fields redrawn first
-    (`augment.tool_invariance.vary_tool_fields`, seeded: the same rows and values every time)."""
+    (`augment.tool_invariance.vary_tool_fields`, seeded: the same rows and values every time).
+
+    The split's model input is read, varied and embedded `rows` connections at a time (`dataset.store.iter_split`),
+    so memory holds one chunk's packet bytes, not the split's; what the contexts need of every packet (times,
+    directions, facts) is kept as it goes. Embeddings do not depend on `rows` when it is a multiple of
+    `batch_size`; the augmentation's draws do (one generator over the chunks in order).
+    """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {VIEWS}, not {view!r}")
-    arrays = load_split(dataset, split, columns=(*LABEL_COLUMNS, *CONTEXT_COLUMNS))
-    if view == "originator":
-        arrays = originator_view(arrays)
-    if tool_invariance > 0:
-        arrays = vary_tool_fields(arrays, np.random.default_rng(_AUGMENT_SEED), tool_invariance)
-    columns = {name: arrays.pop(name) for name in (*LABEL_COLUMNS, *CONTEXT_COLUMNS)}
-    log.info("%s: embedding %d connections", split, len(columns["ts"]))
-    connection, packets, offsets = embed_arrays(encoder, arrays, batch_size)
-    times = packet_times(columns["ts"], arrays["iat"])
-    index, features, valid, responder, previous = build_contexts(
-        columns, offsets, times, arrays["direction"], valid_packet_facts(arrays)
-    )
+    rng = np.random.default_rng(_AUGMENT_SEED)
+    names = (*LABEL_COLUMNS, *CONTEXT_COLUMNS)
+    chunks: list[_Chunk] = []
+    for arrays in _split_chunks(dataset, split, names, rows):
+        if view == "originator":
+            arrays = originator_view(arrays)
+        if tool_invariance > 0:
+            arrays = vary_tool_fields(arrays, rng, tool_invariance)
+        columns = {name: arrays.pop(name) for name in names}
+        connection, packets, _ = embed_arrays(encoder, arrays, batch_size)
+        chunks.append(
+            _Chunk(
+                columns,
+                connection,
+                packets[1:],
+                arrays["valid"].sum(axis=1).astype(np.int64),
+                packet_times(columns["ts"], arrays["iat"]),
+                np.asarray(arrays["direction"]),
+                valid_packet_facts(arrays),
+            )
+        )
+        del arrays
+        log.info("%s: embedded %d connections", split, sum(len(chunk.connection) for chunk in chunks))
+    columns = {name: np.concatenate([chunk.columns[name] for chunk in chunks]) for name in names}
+    connection = np.concatenate([chunk.connection for chunk in chunks])
+    packets = np.concatenate([np.zeros((1, connection.shape[1]), np.float16), *(c.packets for c in chunks)])
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate([chunk.counts for chunk in chunks]))])
+    times = np.concatenate([chunk.times for chunk in chunks])
+    direction = np.concatenate([chunk.direction for chunk in chunks])
+    facts = np.concatenate([chunk.facts for chunk in chunks])
+    del chunks
+    index, features, valid, responder, previous = build_contexts(columns, offsets, times, direction, facts)
     log.info(
         "%s: contexts built (%.1f context packets per connection)",
         split,
         float(valid.sum(1).mean()) if len(valid) else 0.0,
     )
     return SplitEmbeddings(connection, packets, offsets, index, features, valid, responder, previous, columns)
+
+
+@dataclass
+class _Chunk:
+    """What `embed_split` keeps of one chunk of a split once its packet bytes are gone."""
+
+    columns: dict[str, np.ndarray]
+    connection: np.ndarray  # float32 (k, E)
+    packets: np.ndarray  # float16 (p, E): the chunk's valid packets, without the empty row
+    counts: np.ndarray  # int64 (k,): valid packets per connection
+    times: np.ndarray  # float64 (k, N)
+    direction: np.ndarray  # int8 (k, N)
+    facts: np.ndarray  # (p, len(PACKET_FACTS))
+
+
+def _split_chunks(
+    dataset: Path, split: str, names: tuple[str, ...], rows: int
+) -> Iterator[dict[str, np.ndarray]]:
+    """`iter_split`'s chunks; one empty chunk for a split without connections (the arrays keep their shapes)."""
+    empty = True
+    for arrays in iter_split(dataset, split, columns=names, rows=rows):
+        empty = False
+        yield arrays
+    if empty:
+        yield load_split(dataset, split, columns=names)
 
 
 def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str, tool_invariance: float = 0.0) -> str:
@@ -344,19 +399,20 @@ def reasoner_training_split(
     encoder: PacketEncoder,
     encoder_path: Path,
     dataset: Path,
-    train: SplitEmbeddings,
+    train: SplitEmbeddings | None,
     cache: Path | None,
     one_sided: bool,
     tool_invariance: float = 0.0,
 ) -> SplitEmbeddings:
     """What the reasoner trains on: the train split, and with `one_sided` also its originator-only view; with
-    `tool_invariance`, both embedded anew with that share of connections' tool fields redrawn (`train`, the
-    split as captured, then serves only to say what is being replaced).
+    `tool_invariance`, both embedded anew with that share of connections' tool fields redrawn. `train` is the
+    split as captured when the caller holds it already (None: read from the cache or embedded when needed, so a
+    caller that does not keep it never holds it beside the views that replace it).
 
     The combined split holds the train rows as captured, then the same rows in the same order one-sided; its
     `view` column says which (`mirrored_rows` relies on that order).
     """
-    if tool_invariance > 0:
+    if tool_invariance > 0 or train is None:
         train = cached_split(encoder, encoder_path, dataset, "train", cache, "both", tool_invariance)
     if not one_sided:
         return train
