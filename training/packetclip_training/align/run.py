@@ -27,7 +27,7 @@ from packetclip_training.align.train import (
     train_alignment,
 )
 from packetclip_training.align.zeroshot import class_matrix, evaluate, prompt_embeddings, scores
-from packetclip_training.dataset import load_split
+from packetclip_training.dataset.store import load_rows, read_columns
 from packetclip_training.describe.facts import FACT_COLUMNS
 from packetclip_training.models.encoder import PacketEncoder
 
@@ -60,12 +60,12 @@ def load_subset(
 ) -> dict[str, np.ndarray]:
     """At most `limit` connections per fine class of a split, leaving out the classes in `exclude` and the
     connections of the sources (capture files, lab runs) in `exclude_sources`."""
-    arrays = load_split(dataset, split, columns=tuple(dict.fromkeys(("fine", "source", *columns))))
-    kept = ~np.isin(arrays["source"].astype(str), list(exclude_sources))
-    rows = np.flatnonzero(kept)[per_class_rows(arrays["fine"][kept], limit, seed)]
-    rows = rows[~np.isin(arrays["fine"][rows], list(exclude))]
-    log.info("%s: %d of %d connections (≤ %d per fine class)", split, len(rows), len(arrays["fine"]), limit)
-    return {name: values[rows] for name, values in arrays.items()}
+    labels = read_columns(dataset, split, ("fine", "source"))
+    kept = ~np.isin(labels["source"].astype(str), list(exclude_sources))
+    rows = np.flatnonzero(kept)[per_class_rows(labels["fine"][kept], limit, seed)]
+    rows = rows[~np.isin(labels["fine"][rows], list(exclude))]
+    log.info("%s: %d of %d connections (≤ %d per fine class)", split, len(rows), len(labels["fine"]), limit)
+    return load_rows(dataset, split, rows, columns=tuple(dict.fromkeys(("fine", "source", *columns))))
 
 
 def _facts(arrays: dict[str, np.ndarray]) -> list[dict[str, object]]:
@@ -128,7 +128,8 @@ def run_alignment(
             ]
         }
 
-    heads, curve = train_alignment(train_packets, text_vectors, pool.choices, config, on_epoch)
+    _, labels = np.unique(train["fine"][pool.kept].astype(str), return_inverse=True)
+    heads, curve = train_alignment(train_packets, text_vectors, pool.choices, config, on_epoch, labels)
     classes = class_matrix(heads, prompts)
     metrics = {
         "config": asdict(config),
