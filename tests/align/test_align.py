@@ -28,6 +28,7 @@ from packetclip_training.align.train import (
     AlignConfig,
     build_description_pool,
     load_heads,
+    recorded_config,
     train_alignment,
 )
 from packetclip_training.align.zeroshot import coarse_predictions, evaluate, topk_accuracy
@@ -65,6 +66,38 @@ def test_loss_is_symmetric_and_not_trivially_so() -> None:
     assert float(loss(packets, texts, scale)) == pytest.approx(float(0.5 * (one_way + other_way)), abs=1e-6)
 
 
+def test_class_aware_target_spreads_over_the_pairs_of_a_class_by_hand() -> None:
+    """Three orthonormal pairs, the first two of one class, weight w at scale 1: the rows of that class put
+    1 − w/2 on their own pair and w/2 on the other; the lone pair keeps its one positive."""
+    eye = torch.eye(3)
+    labels = torch.tensor([4, 4, 7])
+    w = 0.5
+    one = math.log(math.e + 2.0)  # log of a row's softmax denominator at scale 1
+    row = (1.0 - w / 2) * (one - 1.0) + (w / 2) * (one - 0.0)
+    expected = (2 * row + (one - 1.0)) / 3
+    loss = SymmetricInfoNCE()(eye, eye, torch.tensor(1.0), labels, w)
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+    # weight 0, or no labels, is CLIP's loss
+    plain = SymmetricInfoNCE()(eye, eye, torch.tensor(1.0))
+    assert float(SymmetricInfoNCE()(eye, eye, torch.tensor(1.0), labels, 0.0)) == pytest.approx(float(plain))
+
+
+def test_class_aware_alignment_needs_a_label_per_connection() -> None:
+    vectors = np.eye(4, dtype=np.float32)
+    choices = [np.asarray([i]) for i in range(4)]
+    with pytest.raises(ValueError, match="one label per connection"):
+        train_alignment(vectors, vectors, choices, AlignConfig(epochs=1, class_weight=1.0))
+    _, curve = train_alignment(
+        vectors,
+        vectors,
+        choices,
+        AlignConfig(epochs=1, class_weight=1.0, batch_size=4),
+        None,
+        np.arange(4) % 2,
+    )
+    assert len(curve) == 1 and math.isfinite(curve[0]["loss"])
+
+
 def test_temperature_is_learned_and_clamped() -> None:
     """Training moves the logit scale; pushed past the bounds it is clamped on use and in the parameter."""
     rng = np.random.default_rng(0)
@@ -73,7 +106,7 @@ def test_temperature_is_learned_and_clamped() -> None:
     choices = [np.asarray([i]) for i in range(64)]
     start = AlignmentHeads(16, 32).logit_scale().item()
     heads, curve = train_alignment(
-        packets, texts, choices, AlignConfig(epochs=5, batch_size=16, learning_rate=0.05)
+        packets, texts, choices, AlignConfig(epochs=5, batch_size=16, learning_rate=0.05, class_weight=0.0)
     )
     assert heads.logit_scale().item() != pytest.approx(start, abs=1e-3)
     assert curve[-1]["loss"] < curve[0]["loss"]
@@ -176,7 +209,7 @@ def test_run_writes_outputs_on_sample(tmp_path: Path) -> None:
         SAMPLE,
         encoder,
         tmp_path,
-        AlignConfig(heads="both", epochs=2, batch_size=32),
+        AlignConfig(heads="both", epochs=2, batch_size=32, class_weight=0.5),
         hashed_text_vectors,
         max_per_class=20,
         max_eval_per_class=20,
@@ -188,8 +221,12 @@ def test_run_writes_outputs_on_sample(tmp_path: Path) -> None:
     assert len(saved["curve"]) == 2 and {"val", "test"} <= set(saved["zeroshot"])
     assert 0.0 <= saved["zeroshot"]["test"]["top1"] <= saved["zeroshot"]["test"]["top5"] <= 1.0
     assert metrics["train_connections"] <= 20 * len(FINE_CLASSES)
-    heads, _ = load_heads(tmp_path / CHECKPOINT_NAME)
+    heads, payload = load_heads(tmp_path / CHECKPOINT_NAME)
     assert heads.heads == "both" and heads.project_packets(torch.randn(2, 32)).shape == (2, 256)
+    # what the evaluation's retrained alignments follow; a checkpoint from before class-aware targets had none
+    assert recorded_config(payload) == AlignConfig(heads="both", epochs=2, batch_size=32, class_weight=0.5)
+    del payload["record"]["config"]["class_weight"]
+    assert recorded_config(payload).class_weight == 0.0
 
 
 @pytest.mark.slow

@@ -64,6 +64,14 @@ from packetclip_training.models.heads import HEAD_SETTINGS
     show_default=True,
     help="Distinct descriptions written per (class, protocol, state, service, size) bucket.",
 )
+@click.option(
+    "--class-weight",
+    type=click.FloatRange(0.0, 1.0),
+    default=1.0,
+    show_default=True,
+    help="Weight of the class-aware target: 0 is CLIP's one positive per pair, 1 makes every pair of a batch "
+    "with the same fine class a positive.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--threads",
@@ -81,6 +89,7 @@ def align(
     max_per_class: int,
     max_eval_per_class: int,
     descriptions_per_bucket: int,
+    class_weight: float,
     seed: int,
     threads: int | None,
 ) -> None:
@@ -95,7 +104,7 @@ def align(
         dataset,
         encoder,
         out,
-        AlignConfig(heads=heads, epochs=epochs, seed=seed),
+        AlignConfig(heads=heads, epochs=epochs, seed=seed, class_weight=class_weight),
         text_encoder.encode,
         max_per_class,
         max_eval_per_class,

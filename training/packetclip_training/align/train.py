@@ -16,7 +16,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -137,6 +137,11 @@ class AlignConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    # weight of the class-aware target (`SymmetricInfoNCE`): 0 is CLIP's one positive per pair, 1 makes every pair
+    # of the batch with the same fine class a positive. With CLIP's target, connections of one class described in
+    # other words are negatives of each other; on the default dataset 1 raised test zero-shot top-1 from 0.450 to
+    # 0.680 (seed 0) and from 0.548 to 0.716 (seed 1), docs/models.md
+    class_weight: float = 1.0
 
 
 def train_alignment(
@@ -145,11 +150,16 @@ def train_alignment(
     choices: Sequence[np.ndarray],
     config: AlignConfig,
     on_epoch: Callable[[int, AlignmentHeads], dict[str, float]] | None = None,
+    labels: np.ndarray | None = None,
 ) -> tuple[AlignmentHeads, list[dict[str, Any]]]:
     """Train the heads on cached embeddings; each epoch pairs every connection with one of its descriptions.
 
-    `on_epoch(epoch, heads)` may return extra numbers (e.g. validation accuracy) recorded in the curve.
+    `on_epoch(epoch, heads)` may return extra numbers (e.g. validation accuracy) recorded in the curve. `labels`
+    (one integer class per connection) are what `config.class_weight` groups by; needed when it is above 0.
     """
+    if config.class_weight > 0 and (labels is None or len(labels) != len(choices)):
+        raise ValueError("class_weight above 0 needs one label per connection")
+    classes = torch.from_numpy(np.asarray(labels, np.int64)) if labels is not None else None
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     heads = AlignmentHeads(
@@ -177,6 +187,8 @@ def train_alignment(
                 heads.project_packets(packets[rows]),
                 heads.project_texts(texts[text_rows]),
                 heads.logit_scale(),
+                None if classes is None else classes[rows],
+                config.class_weight,
             )
             optimizer.zero_grad()
             loss.backward()
@@ -221,3 +233,11 @@ def load_heads(path: Any) -> tuple[AlignmentHeads, dict[str, Any]]:
     heads.load_state_dict(payload["state_dict"])
     heads.eval()
     return heads, payload
+
+
+def recorded_config(payload: dict[str, Any]) -> AlignConfig:
+    """The settings a heads checkpoint (`load_heads`'s payload) was trained with; a setting it does not record
+    predates it and was off (class-aware targets: weight 0)."""
+    recorded = payload.get("record", {}).get("config", {})
+    known = {item.name for item in fields(AlignConfig)}
+    return AlignConfig(**{"class_weight": 0.0, **{k: v for k, v in recorded.items() if k in known}})

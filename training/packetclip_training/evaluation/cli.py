@@ -19,7 +19,7 @@ import torch
 
 from packetclip.classes import COARSE_CLASSES, FINE_CLASSES, FINE_TO_COARSE
 from packetclip.missions import load_missions
-from packetclip_training.align.train import load_heads
+from packetclip_training.align.train import load_heads, recorded_config
 from packetclip_training.evaluation import figures
 from packetclip_training.evaluation.report import format_score, markdown_table, render_markdown, write_json
 from packetclip_training.evaluation.run import (
@@ -554,7 +554,7 @@ def evaluate(
     if threads:
         torch.set_num_threads(threads)
     encoder, _ = load_checkpoint(encoder_path)
-    heads, _ = load_heads(align_path)
+    heads, align_payload = load_heads(align_path)
     reasoner, missions, payload = load_reasoner(reasoner_path)
     encode = TextEncoder().encode
     record = payload.get("record", {})
@@ -564,10 +564,11 @@ def evaluate(
     # retrained reasoners are lighter than the main one so the run stays within an hour on two cores; every
     # point of the data-scarcity curve, 100 % included, is retrained with these same settings
     train_settings.epochs, train_settings.max_per_class = epochs, max_per_class
+    align_settings = recorded_config(align_payload)
     config = (
-        EvaluateConfig(reasoner=train_settings, unseen=unseen_classes)
+        EvaluateConfig(reasoner=train_settings, align=align_settings, unseen=unseen_classes)
         if unseen_classes
-        else EvaluateConfig(reasoner=train_settings)
+        else EvaluateConfig(reasoner=train_settings, align=align_settings)
     )
     splits = {s: cached_split(encoder, encoder_path, dataset, s, cache) for s in ("train", "val", "test")}
     reasoner_train = reasoner_training_split(

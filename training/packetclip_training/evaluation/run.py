@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class EvaluateConfig:
     fractions: tuple[float, ...] = (1.0, 0.7, 0.5, 0.4, 0.3, 0.1)
     unseen: tuple[str, ...] = ("slowloris", "os_scan", "dictionary_attack")  # one per attack mission
     reasoner: TrainConfig = field(default_factory=TrainConfig)
+    # the settings of every alignment the evaluation retrains (unseen classes, left-out families): the main
+    # alignment's, as its checkpoint records them (`alignment_settings`)
+    align: AlignConfig = field(default_factory=AlignConfig)
     comparison_cap: int = 20_000  # train rows per fine class for the tabular models
     comparison_models: tuple[str, ...] = ("lightgbm", "xgboost", "dnn", "linear")
     flow_models: tuple[str, ...] = ("lightgbm", "xgboost")
@@ -512,7 +515,7 @@ def _heads_without(
         inputs.dataset,
         inputs.encoder,
         work,
-        AlignConfig(seed=config.seed),
+        replace(config.align, seed=config.seed),
         inputs.encode_texts,
         config.align_per_class,
         2000,

@@ -81,10 +81,26 @@ class SymmetricInfoNCE(nn.Module):
     """CLIP's loss: mean of the packet→text and text→packet cross-entropies over a batch of matching pairs.
 
     Row i of `packets` and row i of `texts` are a positive pair; every other row of the batch is a negative.
-    Inputs are expected L2-normalised; `logit_scale` is 1/τ.
+    With `labels` (one class per pair) and `class_weight` w > 0, the target of row i is (1 − w) on its own pair
+    plus w spread evenly over every pair of its class, its own included: pairs of one class stop being pushed
+    apart (with w = 1 this is UniCL's label-aware target, Yang et al., "Unified Contrastive Learning in
+    Image-Text-Label Space", CVPR 2022). Inputs are expected L2-normalised; `logit_scale` is 1/τ.
     """
 
-    def forward(self, packets: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        packets: torch.Tensor,
+        texts: torch.Tensor,
+        logit_scale: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        class_weight: float = 0.0,
+    ) -> torch.Tensor:
         logits = logit_scale * packets @ texts.T  # (B, B)
-        targets = torch.arange(logits.shape[0], device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        if labels is None or class_weight <= 0:
+            targets = torch.arange(logits.shape[0], device=logits.device)
+            return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        same = (labels[:, None] == labels[None, :]).to(logits.dtype)
+        eye = torch.eye(len(labels), dtype=logits.dtype, device=logits.device)
+        soft = (1.0 - class_weight) * eye + class_weight * same / same.sum(dim=1, keepdim=True)
+        # `same` is symmetric and so is each row's share, so the text→packet targets are the same matrix
+        return 0.5 * (F.cross_entropy(logits, soft) + F.cross_entropy(logits.T, soft))
