@@ -112,16 +112,6 @@ CONCEPT_SENTENCES = (
     "It combines {a} with {b} and {c}.",
 )
 
-# zero-shot prompts; {headline} as above
-PROMPT_FORMS = (
-    "{headline}",
-    "network traffic from {headline}",
-    "a connection that is part of {headline}",
-    "packets sent during {headline}",
-    "this connection is {headline}",
-)
-
-
 def headlines(fine: str) -> tuple[str, ...]:
     """The names of a fine class's activity; a KeyError names unknown classes."""
     try:
