@@ -112,6 +112,7 @@ CONCEPT_SENTENCES = (
     "It combines {a} with {b} and {c}.",
 )
 
+
 def headlines(fine: str) -> tuple[str, ...]:
     """The names of a fine class's activity; a KeyError names unknown classes."""
     try:
