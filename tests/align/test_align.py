@@ -259,8 +259,11 @@ def test_align_command_with_real_text_encoder(tmp_path: Path) -> None:
             "10",
             "--threads",
             "1",
+            "--class-weight",
+            "0.5",
         ],
     )
     assert result.exit_code == 0, result.output
     assert "test zero-shot top-1" in result.output
-    assert json.loads((out / METRICS_NAME).read_text())["config"]["heads"] == "none"
+    config = json.loads((out / METRICS_NAME).read_text())["config"]
+    assert config["heads"] == "none" and config["class_weight"] == 0.5

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from packetclip.classes import FINE_CLASSES
@@ -72,3 +73,13 @@ def test_some_rows_read_chunk_by_chunk_are_those_rows_of_the_whole_split_in_the_
     np.testing.assert_array_equal(read_columns(SAMPLE, "val", ("uid",))["uid"], whole["uid"])
     with pytest.raises(IndexError, match="rows outside"):
         load_rows(SAMPLE, "val", np.asarray([len(whole["uid"])]))
+
+
+def test_a_split_without_connections_reads_as_one_empty_chunk(tmp_path):
+    pq.write_table(pq.read_table(SAMPLE / "val.parquet").slice(0, 0), tmp_path / "val.parquet")
+    chunks = list(iter_split(tmp_path, "val", columns=("fine",)))
+    whole = load_split(SAMPLE, "val", columns=("fine",))
+    assert len(chunks) == 1 and set(chunks[0]) == set(whole)
+    for name, values in chunks[0].items():
+        assert values.shape == (0, *whole[name].shape[1:]), name
+    assert load_rows(tmp_path, "val", np.zeros(0, np.int64), columns=("fine",))["bytes"].shape == (0, 30, 128)

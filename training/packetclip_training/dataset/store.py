@@ -191,14 +191,19 @@ def iter_split(
     directory: str | Path, split: str, columns: Iterable[str] = LABEL_OUTPUTS, rows: int = 65536
 ) -> Iterator[dict[str, np.ndarray]]:
     """`load_split`'s arrays `rows` connections at a time, in split order: what a pass over a split that does not
-    fit in memory as model input reads (a 1 M-connection split of 30 × 128-byte packets is 3.8 GB of bytes)."""
+    fit in memory as model input reads (a 1 M-connection split of 30 × 128-byte packets is 3.8 GB of bytes). A split
+    without connections gives one empty chunk, its arrays shaped as `load_split`'s."""
     if rows < 1:
         raise ValueError(f"rows must be at least 1, not {rows}")
     path = _split_path(directory, split)
     shape = read_shape(path)
     extra = list(dict.fromkeys(columns))
+    empty = True
     for batch in iter_batches(path, [*_MODEL_COLUMNS, *extra], batch_size=rows):
+        empty = False
         yield _split_arrays(pa.Table.from_batches([batch]), shape, extra)
+    if empty:
+        yield _split_arrays(pq.read_table(path, columns=[*_MODEL_COLUMNS, *extra]), shape, extra)
 
 
 def read_columns(directory: str | Path, split: str, columns: Iterable[str]) -> dict[str, np.ndarray]:
@@ -229,9 +234,6 @@ def load_rows(
         start += count
     if len(wanted) and (wanted[0] < 0 or wanted[-1] >= start):
         raise IndexError(f"{split}: rows outside 0..{start - 1}")
-    if not parts:
-        empty = load_split(directory, split, columns)
-        return {name: values[:0] for name, values in empty.items()}
     taken = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
     restore = np.empty_like(order)
     restore[order] = np.arange(len(order))

@@ -81,7 +81,7 @@ class EvaluateConfig:
     unseen: tuple[str, ...] = ("slowloris", "os_scan", "dictionary_attack")  # one per attack mission
     reasoner: TrainConfig = field(default_factory=TrainConfig)
     # the settings of every alignment the evaluation retrains (unseen classes, left-out families): the main
-    # alignment's, as its checkpoint records them (`alignment_settings`)
+    # alignment's, as its checkpoint records them (`align.train.recorded_config`)
     align: AlignConfig = field(default_factory=AlignConfig)
     comparison_cap: int = 20_000  # train rows per fine class for the tabular models
     comparison_models: tuple[str, ...] = ("lightgbm", "xgboost", "dnn", "linear")

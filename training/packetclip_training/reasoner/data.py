@@ -28,7 +28,6 @@ import hashlib
 import itertools
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ from packetclip.context import (
 from packetclip.ordering import endpoint_tie
 from packetclip_training.augment.one_sided import originator_view
 from packetclip_training.augment.tool_invariance import vary_tool_fields
-from packetclip_training.dataset.store import iter_split, load_split
+from packetclip_training.dataset.store import iter_split
 from packetclip_training.models.encoder import PacketEncoder, batch_tensors
 
 log = logging.getLogger(__name__)
@@ -243,7 +242,7 @@ def embed_split(
     rng = np.random.default_rng(_AUGMENT_SEED)
     names = (*LABEL_COLUMNS, *CONTEXT_COLUMNS)
     chunks: list[_Chunk] = []
-    for arrays in _split_chunks(dataset, split, names, rows):
+    for arrays in iter_split(dataset, split, columns=names, rows=rows):
         if view == "originator":
             arrays = originator_view(arrays)
         if tool_invariance > 0:
@@ -291,18 +290,6 @@ class _Chunk:
     times: np.ndarray  # float64 (k, N)
     direction: np.ndarray  # int8 (k, N)
     facts: np.ndarray  # (p, len(PACKET_FACTS))
-
-
-def _split_chunks(
-    dataset: Path, split: str, names: tuple[str, ...], rows: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """`iter_split`'s chunks; one empty chunk for a split without connections (the arrays keep their shapes)."""
-    empty = True
-    for arrays in iter_split(dataset, split, columns=names, rows=rows):
-        empty = False
-        yield arrays
-    if empty:
-        yield load_split(dataset, split, columns=names)
 
 
 def _cache_key(encoder_path: Path, dataset: Path, split: str, view: str, tool_invariance: float = 0.0) -> str:
