@@ -18,6 +18,9 @@ Layout (every path relative to the bundle's root):
     descriptions.npz         "embeddings" float16 (T, D) unit rows; "fine" int16 (T,) index into the fine classes
     descriptions.json        {"texts": [T strings], "classes": [the fine class names "fine" indexes]}
     missions/<name>.yaml     the mission files the reasoner was trained with
+    text_head.npz            optional: g_T, to place new text (user-written missions) in the aligned space
+    mission_space.npz        optional: the space user-written missions are scored in when it is not the aligned
+                             one (`MissionSpace`)
     manifest.sig             optional: an Ed25519 signature of manifest.json (`packetclip.signing`); the one file
                              the manifest does not list, since it cannot hold its own signature's hash
 
@@ -60,6 +63,7 @@ FIXTURES_DIR = "fixtures"
 TEXT_HEAD_NAME = (
     "text_head.npz"  # optional: g_T, to place new text (user-defined missions) in the aligned space
 )
+MISSION_SPACE_NAME = "mission_space.npz"  # optional: see `MissionSpace`
 PARITY_TOLERANCE = 1e-4
 
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -609,6 +613,61 @@ def load_text_head(bundle: Bundle) -> tuple[np.ndarray, np.ndarray, float] | Non
             f"bundle {bundle.source}: {TEXT_HEAD_NAME}: weight {weight.shape}, bias {bias.shape}"
         )
     return weight.astype(np.float32), bias.astype(np.float32), scale
+
+
+@dataclass(frozen=True)
+class MissionSpace:
+    """A second language-aligned space, used only to score user-written missions: heads trained with one positive
+    per pair (CLIP's target), which keep apart connections of one class that the verdict's space, trained to pull
+    a class together, no longer separates (an NTP flood among UDP floods). `packet_weight`/`packet_bias` map the
+    encoder's connection embedding (E) into it, `text_weight`/`text_bias` map the text encoder's vectors, and
+    `prototypes` holds one unit row per fine class (the normalised mean of the class's description bank texts
+    there)."""
+
+    packet_weight: np.ndarray  # float32 (D, E)
+    packet_bias: np.ndarray  # float32 (D,)
+    text_weight: np.ndarray  # float32 (D, text_dim)
+    text_bias: np.ndarray  # float32 (D,)
+    logit_scale: float
+    prototypes: np.ndarray  # float32 (K, D), the bundle's fine classes in order
+
+
+def load_mission_space(bundle: Bundle) -> MissionSpace | None:
+    """The bundle's mission space (`MISSION_SPACE_NAME`), or None when it scores user missions in the aligned
+    space."""
+    path = bundle.root / MISSION_SPACE_NAME
+    if not path.is_file():
+        return None
+    names = ("packet_weight", "packet_bias", "text_weight", "text_bias", "prototypes")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: np.asarray(npz[name], np.float32) for name in names}
+            scale = float(np.asarray(npz["logit_scale"]).reshape(-1)[0])
+    except (OSError, KeyError, ValueError, IndexError) as exc:
+        raise BundleError(f"bundle {bundle.source}: {MISSION_SPACE_NAME}: unreadable ({exc})") from exc
+    dim = arrays["prototypes"].shape[-1] if arrays["prototypes"].ndim == 2 else -1
+    shapes_agree = (
+        arrays["prototypes"].shape == (len(bundle.fine_classes), dim)
+        and all(
+            arrays[name].ndim == 2 and arrays[name].shape[0] == dim
+            for name in ("packet_weight", "text_weight")
+        )
+        and arrays["packet_bias"].shape == arrays["text_bias"].shape == (dim,)
+    )
+    if not shapes_agree:
+        shapes = ", ".join(f"{name} {arrays[name].shape}" for name in names)
+        raise BundleError(
+            f"bundle {bundle.source}: {MISSION_SPACE_NAME}: shapes do not agree ({shapes}; "
+            f"{len(bundle.fine_classes)} fine classes)"
+        )
+    return MissionSpace(
+        arrays["packet_weight"],
+        arrays["packet_bias"],
+        arrays["text_weight"],
+        arrays["text_bias"],
+        scale,
+        arrays["prototypes"],
+    )
 
 
 def _read_description_arrays(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:

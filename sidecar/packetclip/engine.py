@@ -94,7 +94,7 @@ class MissionScorer(Protocol):
 
     names: tuple[str, ...]
 
-    def scores(self, aligned: np.ndarray) -> dict[str, np.ndarray]: ...
+    def scores(self, aligned: np.ndarray, connection: np.ndarray | None = None) -> dict[str, np.ndarray]: ...
 
 
 MissionScorerFactory = Callable[[Bundle], "MissionScorer | None"]
@@ -748,7 +748,7 @@ class Engine:
         coarse_rows, fine_rows = coarse.tolist(), fine.tolist()
         mission_rows: list[dict[str, float]] = []  # user-written missions' scores, only when there are some
         if self._missions is not None:
-            columns = self._missions.scores(aligned)
+            columns = self._missions.scores(aligned, inference.connection_embedding)
             mission_rows = [
                 {name: float(column[row]) for name, column in columns.items()}
                 for row in range(len(inference.connections))

@@ -95,3 +95,52 @@ def test_the_text_head_places_text_where_alignment_did(bundle: Path) -> None:
     projected /= np.linalg.norm(projected, axis=1, keepdims=True)
     assert np.abs(projected - embeddings[:5]).max() < 2e-3  # float16 storage of the bank
     assert 1.0 <= scale <= 100.0
+
+
+def _second_heads(path: Path, packet_dim: int, seed: int) -> Path:
+    """Untrained heads of another seed, standing in for the alignment with CLIP's targets `all` trains."""
+    import torch
+
+    from packetclip_training.align.train import save_heads
+    from packetclip_training.models.heads import AlignmentHeads
+
+    torch.manual_seed(seed)
+    save_heads(path, AlignmentHeads(packet_dim, 384, "both"), {"config": {"class_weight": 0.0}})
+    return path
+
+
+def test_a_mission_space_carries_the_second_heads_and_the_bank_placed_by_them(tmp_path: Path) -> None:
+    from packetclip.bundle import load_mission_space
+    from packetclip_training.align.train import load_heads
+
+    work = tmp_path / "work"
+    export_tiny_bundles(work)  # the tiny checkpoints, and a bundle without a mission space
+    assert load_mission_space(load_bundle(work / "bundle-default")) is None
+    embed_dim = PacketEncoder(load_config("tiny")).config.embed_dim
+    second = _second_heads(tmp_path / "missions-align.pt", embed_dim, seed=7)
+    spaced = export_tiny_bundles(work, ("2026.12.01-1",), mission_align_path=second)[0]
+    loaded = load_bundle(spaced)
+    space = load_mission_space(loaded)
+    assert space is not None
+    heads, _ = load_heads(second)
+    assert np.array_equal(space.packet_weight, heads.packet_head.weight.detach().numpy())
+    assert np.array_equal(space.text_bias, heads.text_head.bias.detach().numpy())
+    assert space.logit_scale == pytest.approx(float(heads.logit_scale().detach()))
+    # written independently: each class's bank texts through the second g_T, averaged, normalised
+    texts, fine, _ = load_descriptions(loaded)
+    placed = hashed_text_vectors(texts) @ space.text_weight.T + space.text_bias
+    placed /= np.linalg.norm(placed, axis=1, keepdims=True)
+    for index, name in enumerate(loaded.fine_classes):
+        mean = placed[np.asarray(fine) == name].mean(axis=0)
+        assert np.abs(space.prototypes[index] - mean / np.linalg.norm(mean)).max() < 1e-4
+    assert loaded.manifest["training"]["mission_alignment"]["config"]["class_weight"] == 0.0
+
+
+def test_a_mission_space_for_another_encoder_is_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    export_tiny_bundles(work)
+    embed_dim = PacketEncoder(load_config("tiny")).config.embed_dim
+    other = _second_heads(tmp_path / "other.pt", embed_dim + 8, seed=1)
+    with pytest.raises(ValueError, match="not the same encoders"):
+        export_tiny_bundles(work, ("2026.12.01-2",), mission_align_path=other)
+    assert not (work / "bundle-2026.12.01-2").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from packetclip.bundle import check_fixtures, load_bundle
+from packetclip.bundle import check_fixtures, load_bundle, load_mission_space
 from packetclip_training.cli import main
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
@@ -42,8 +42,13 @@ def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest
     assert set(loaded.roles) == {"encoder", "reasoner"}
     assert max(check_fixtures(loaded).values()) < 1e-4
     assert loaded.manifest["training"]["encoder"]["steps"] == 3
-    for stage in ("encoder/encoder.pt", "align/align.pt", "reasoner/reasoner.pt"):
+    for stage in ("encoder/encoder.pt", "align/align.pt", "align-missions/align.pt", "reasoner/reasoner.pt"):
         assert (work / stage).is_file(), stage
+    # user missions get their own space: a second alignment of the encoder, with CLIP's one positive per pair
+    assert loaded.manifest["training"]["alignment"]["config"]["class_weight"] == 1.0
+    assert loaded.manifest["training"]["mission_alignment"]["config"]["class_weight"] == 0.0
+    space = load_mission_space(loaded)
+    assert space is not None and space.prototypes.shape[0] == len(loaded.fine_classes)
     record = json.loads((work / "reasoner" / "reasoner_metrics.json").read_text())
     assert record["train_config"]["one_sided"] and record["train_config"]["behaviour_dropout"] == 0.3
     assert record["train_config"]["rate_jitter"] == 0.5
@@ -52,6 +57,7 @@ def test_all_builds_a_verified_bundle_and_resumes(tmp_path: Path, capsys: pytest
     assert main([*args[:6], str(tmp_path / "bundle2"), *args[7:]]) == 0
     out = capsys.readouterr().out
     assert "[pretrain] reusing" in out and "[align] reusing" in out and "[reasoner] reusing" in out
+    assert "[align for user missions] reusing" in out
 
 
 @pytest.mark.slow

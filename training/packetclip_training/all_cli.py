@@ -3,8 +3,9 @@
 Owns the order of stages and where each writes inside the work directory; every stage is the same command a
 person would run by hand (invoked with the same options), so `all` cannot drift from them:
 
-    dataset build → pretrain → align (both heads) → reasoner → export (for timing) → evaluate → export (final,
-    with the evaluation's headline metrics and operating point in its manifest)
+    dataset build → pretrain → align (both heads) → align for user missions (CLIP's targets) → reasoner → export
+    (for timing) → evaluate → export (final, with the evaluation's headline metrics and operating point in its
+    manifest, and the user missions' space)
 
 A stage whose output already exists in the work directory is reused (say `--fresh` to rebuild everything), so an
 interrupted run resumes where it stopped. The recipe names the lab runs it reads; `--make-lab-runs` makes the
@@ -120,8 +121,21 @@ def all_stages(
             pretrain, datasets=(dataset,), out=encoder_pt.parent, max_steps=pretrain_steps, batch_size=128
         )
     align_pt = work / "align" / "align.pt"
-    if _stage("align", align_pt, fresh):
-        ctx.invoke(align, dataset=dataset, encoder_path=encoder_pt, out=align_pt.parent, heads="both")
+    mission_align_pt = work / "align-missions" / "align.pt"
+    # the verdicts' space (class-aware targets) and the user missions' (CLIP's one positive per pair)
+    for stage, heads_pt, weight in (
+        ("align", align_pt, 1.0),
+        ("align for user missions", mission_align_pt, 0.0),
+    ):
+        if _stage(stage, heads_pt, fresh):
+            ctx.invoke(
+                align,
+                dataset=dataset,
+                encoder_path=encoder_pt,
+                out=heads_pt.parent,
+                heads="both",
+                class_weight=weight,
+            )
     reasoner_pt = work / "reasoner" / "reasoner.pt"
     if _stage("reasoner", reasoner_pt, fresh):
         ctx.invoke(
@@ -159,5 +173,6 @@ def all_stages(
         cache=cache,
         metrics_path=metrics_path,
         decision_path=decision_path,
+        mission_align_path=mission_align_pt,
         **models,
     )

@@ -3,7 +3,9 @@
 Owns choosing the texts (descriptions written from real training connections of every class, bucketed as the
 alignment run buckets them, plus the class prompts) and embedding them (frozen text encoder, then g_T, unit rows).
 At run time the sensor compares a connection's aligned vector with these rows and quotes the nearest text of the
-predicted class. Does not own the wording (`describe`) or the bundle format (`export.bundle`).
+predicted class. Also owns the mission space's arrays (`mission_space_arrays`: a second pair of heads, and the
+class prototypes the bank's texts give there). Does not own the wording (`describe`) or the bundle format
+(`export.bundle`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class DescriptionBank:
     texts: list[str]
     fine: list[str]  # the class each text describes
     embeddings: np.ndarray  # float32 (T, D) unit rows in the aligned space
+    encoded: np.ndarray  # float32 (T, text_dim): the texts through the frozen text encoder, before g_T
 
 
 def build_bank(
@@ -55,7 +58,32 @@ def build_bank(
         prompts = class_prompts(name)
         texts += prompts
         fine += [name] * len(prompts)
+    encoded = np.asarray(encode(texts), np.float32)
     with torch.no_grad():
-        embedded = heads.project_texts(torch.from_numpy(encode(texts))).numpy().astype(np.float32)
+        embedded = heads.project_texts(torch.from_numpy(encoded)).numpy().astype(np.float32)
     log.info("description bank: %d texts over %d classes", len(texts), len(set(fine)))
-    return DescriptionBank(texts, fine, embedded)
+    return DescriptionBank(texts, fine, embedded, encoded)
+
+
+def mission_space_arrays(heads: AlignmentHeads, bank: DescriptionBank) -> dict[str, np.ndarray]:
+    """The arrays of a bundle's mission space (`packetclip.bundle.MissionSpace`) from a second pair of learned
+    heads (`--heads both`, trained with CLIP's one positive per pair): both heads' weights, the temperature, and per
+    fine class the normalised mean of the bank's texts placed by its g_T."""
+    packet, text = heads.packet_head, heads.text_head
+    if not (isinstance(packet, torch.nn.Linear) and isinstance(text, torch.nn.Linear)):
+        raise ValueError(
+            "a mission space needs alignment heads trained with --heads both (learned g_P and g_T)"
+        )
+    with torch.no_grad():
+        rows = heads.project_texts(torch.from_numpy(bank.encoded)).numpy().astype(np.float32)
+    fine = np.asarray(bank.fine)
+    prototypes = np.stack([rows[fine == name].mean(axis=0) for name in FINE_CLASSES])
+    prototypes /= np.maximum(np.linalg.norm(prototypes, axis=1, keepdims=True), 1e-12)
+    return {
+        "packet_weight": packet.weight.detach().numpy(),
+        "packet_bias": packet.bias.detach().numpy(),
+        "text_weight": text.weight.detach().numpy(),
+        "text_bias": text.bias.detach().numpy(),
+        "logit_scale": heads.logit_scale().detach().numpy(),
+        "prototypes": prototypes.astype(np.float32),
+    }

@@ -43,12 +43,15 @@ from packetclip.bundle import (
     DESCRIPTIONS_NPZ,
     FIXTURES_DIR,
     MANIFEST_NAME,
+    MISSION_SPACE_NAME,
     MISSIONS_DIR,
     PARITY_TOLERANCE,
     ROLE_RE,
     TEXT_HEAD_NAME,
+    BundleError,
     check_fixtures,
     load_bundle,
+    load_mission_space,
     max_abs_difference,
     onnx_session,
     sha256_file,
@@ -112,13 +115,15 @@ def write_bundle(
     created: datetime | None = None,
     text_head: Mapping[str, np.ndarray] | None = None,
     decision: Mapping[str, Any] | None = None,
+    mission_space: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Validate, write and verify a bundle folder at `out_dir` (absent or empty); returns its path.
 
     `descriptions` is (texts, fine class name of each text, (T, D) embeddings); `missions` the mission YAML files
     the reasoner was trained with; `text_head` (optional) is g_T as arrays `weight` (D, text_dim), `bias` (D,) and
     `logit_scale` (), so the sensor can place new text (user-defined missions) in the aligned space; `decision`
-    (optional) the operating point: `attack_threshold` in (0, 1] and how it was chosen. Raises `BundleWriteError`
+    (optional) the operating point: `attack_threshold` in (0, 1] and how it was chosen; `mission_space` (optional)
+    the arrays of `packetclip.bundle.MissionSpace`, where user-written missions are scored. Raises `BundleWriteError`
     before writing anything when an input is invalid or
     onnxruntime differs from `expected_outputs` by more than `tolerance`.
     """
@@ -151,11 +156,18 @@ def write_bundle(
         _write_json(staging / DESCRIPTIONS_JSON, {"texts": texts, "classes": list(FINE_CLASSES)})
         if text_head is not None:
             _write_npz(staging / TEXT_HEAD_NAME, _checked_text_head(text_head, embeddings.shape[1]))
+        if mission_space is not None:
+            _write_npz(staging / MISSION_SPACE_NAME, _checked_mission_space(mission_space))
         for mission in mission_records:
             _copy_file(Path(mission.source), staging / MISSIONS_DIR / f"{mission.name}.yaml")
         manifest = _manifest(staging, name, version, created, prepared, mission_records, sections)
         _write_json(staging / MANIFEST_NAME, manifest)
-        check_fixtures(load_bundle(staging, verify=True), tolerance)  # what was written reads back and agrees
+        written = load_bundle(staging, verify=True)
+        check_fixtures(written, tolerance)  # what was written reads back and agrees
+        try:
+            load_mission_space(written)
+        except BundleError as exc:
+            raise BundleWriteError(str(exc)) from exc
         if out.exists():
             out.rmdir()  # checked empty above
         staging.rename(out)
@@ -403,6 +415,18 @@ def _checked_text_head(head: Mapping[str, np.ndarray], dim: int) -> dict[str, np
     if not (np.isfinite(weight).all() and np.isfinite(bias).all() and np.isfinite(scale)):
         raise BundleWriteError("text head: non-finite values")
     return {"weight": weight, "bias": bias, "logit_scale": scale}
+
+
+def _checked_mission_space(space: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = ("packet_weight", "packet_bias", "text_weight", "text_bias", "logit_scale", "prototypes")
+    missing = [name for name in names if name not in space]
+    if missing:
+        raise BundleWriteError(f"mission space: missing {', '.join(missing)}")
+    arrays = {name: np.asarray(space[name], np.float32) for name in names}
+    arrays["logit_scale"] = arrays["logit_scale"].reshape(())
+    if not all(np.isfinite(array).all() for array in arrays.values()):
+        raise BundleWriteError("mission space: non-finite values")
+    return arrays  # shapes: checked by reading the written bundle back (`load_mission_space`)
 
 
 def _manifest(

@@ -42,6 +42,13 @@ from packetclip_training.model_options import (
     help="The operating point the evaluation chose (reports/decision.json); without it verdicts are argmax.",
 )
 @click.option(
+    "--mission-align",
+    "mission_align_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A second alignment of the same encoder (align --class-weight 0) whose space user-written missions are "
+    "scored in (mission_space.npz); without it they are scored in the aligned space.",
+)
+@click.option(
     "--out", required=True, type=click.Path(path_type=Path), help="Bundle folder (absent or empty)."
 )
 @click.option("--name", default=DEFAULT_NAME, show_default=True)
@@ -60,6 +67,7 @@ def export(
     reasoner_path: Path,
     metrics_path: Path | None,
     decision_path: Path | None,
+    mission_align_path: Path | None,
     out: Path,
     name: str,
     version: str | None,
@@ -83,6 +91,7 @@ def export(
         metrics=metrics,
         cache=cache,
         decision=json.loads(decision_path.read_text()) if decision_path else None,
+        mission_align_path=mission_align_path,
     )
     if private is not None:
         signature = sign_bundle(path, private)  # write_bundle verified the folder it wrote

@@ -25,7 +25,7 @@ from packetclip.context import CONTEXT_SLOTS, RESPONDER_CONNECTIONS, RESPONDER_W
 from packetclip.featurizer import FEATURIZER_VERSION
 from packetclip.missions import Mission, dump_mission
 from packetclip_training.align.train import load_heads
-from packetclip_training.export.bank import build_bank
+from packetclip_training.export.bank import build_bank, mission_space_arrays
 from packetclip_training.export.bundle import ModelSpec, write_bundle
 from packetclip_training.export.encoder import (
     FIXTURE_NAME,
@@ -102,9 +102,12 @@ def export_bundle(
     cache: Path | None = None,
     encode_texts: Callable[[list[str]], np.ndarray] | None = None,
     decision: dict[str, Any] | None = None,
+    mission_align_path: Path | None = None,
 ) -> Path:
     """Write a verified bundle folder at `out` (absent or empty); `encode_texts` defaults to all-MiniLM-L6-v2;
-    `decision` is the operating point the evaluation chose (`decision.json`), None for argmax verdicts."""
+    `decision` is the operating point the evaluation chose (`decision.json`), None for argmax verdicts;
+    `mission_align_path` a second alignment (CLIP's targets, on the same encoder) whose space user-written missions
+    are scored in (`mission_space.npz`), None to score them in the aligned space."""
     if encode_texts is None:
         from packetclip_training.text.encoder import TextEncoder  # loads MiniLM: only when exporting
 
@@ -118,6 +121,15 @@ def export_bundle(
         raise ValueError(f"{align_path}: a bundle needs alignment trained with --heads both (a learned g_T)")
     text_head = heads.text_head
     bank = build_bank(dataset, heads, encode_texts)
+    mission_space, mission_payload = None, None
+    if mission_align_path is not None:
+        mission_heads, mission_payload = load_heads(mission_align_path)
+        if mission_heads.packet_dim != heads.packet_dim or mission_heads.text_dim != heads.text_dim:
+            raise ValueError(
+                f"{mission_align_path}: heads for {mission_heads.packet_dim}/{mission_heads.text_dim}-wide "
+                f"embeddings, {align_path} for {heads.packet_dim}/{heads.text_dim}: not the same encoders"
+            )
+        mission_space = mission_space_arrays(mission_heads, bank)
     cost = encoder_cost(encoder.config)
     with tempfile.TemporaryDirectory(prefix="packetclip-export-") as scratch:
         work = Path(scratch)
@@ -126,6 +138,8 @@ def export_bundle(
         )
         mission_files = _write_missions(work / "missions", missions)
         record = _training_record(encoder, encoder_payload, align_payload, reasoner_payload)
+        if mission_payload is not None:
+            record["mission_alignment"] = _alignment_record(mission_payload)
         created = datetime.now(UTC)
         return write_bundle(
             out,
@@ -152,6 +166,7 @@ def export_bundle(
                 "logit_scale": heads.logit_scale().detach().numpy(),
             },
             decision=decision,
+            mission_space=mission_space,
         )
 
 
@@ -229,10 +244,14 @@ def _training_record(
             for k in ("objective", "steps", "seconds", "held_out", "encoder_parameters")
         },
         "encoder_config": encoder.config.to_dict(),
-        "alignment": {k: v for k, v in align_payload.get("record", {}).items() if k != "zeroshot"},
+        "alignment": _alignment_record(align_payload),
         "reasoner": reasoner_payload.get("record", {}),
         "reasoner_config": reasoner_payload.get("config", {}),
     }
+
+
+def _alignment_record(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.get("record", {}).items() if k != "zeroshot"}
 
 
 def _plain(value: object) -> object:
