@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from packetclip.bundle import Bundle, load_bundle, load_descriptions
+from packetclip.bundle import Bundle, load_bundle, load_descriptions, load_mission_space
 from packetclip.commands.models import models
 from packetclip.missions import load_missions, parse_mission
 from packetclip.user_missions import (
@@ -97,6 +97,58 @@ def test_the_score_is_the_softmax_over_the_mission_and_the_class_prototypes(bund
     got = scorer.scores(aligned)["syn_watch"]
     assert got.shape == (5,) and got.dtype == np.float32
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_a_bundle_with_a_mission_space_scores_the_connection_embeddings_there(tmp_path: Path) -> None:
+    from tests.support import export_tiny_bundles
+
+    work = tmp_path / "work"
+    spaced = load_bundle(
+        export_tiny_bundles(work, ("2026.12.01-1",), mission_align_path=work / "align.pt")[0]
+    )
+    space = load_mission_space(spaced)
+    assert space is not None
+    scorer = UserMissionScorer(spaced, hashed_text_vectors, [parse_mission(_yaml(SYN_WATCH))])
+    assert np.array_equal(scorer.spaces[1].prototypes, space.prototypes)
+    connection = (
+        np.random.default_rng(3).standard_normal((6, space.packet_weight.shape[1])).astype(np.float32)
+    )
+    # written independently of the module: the packet head, then the explicit softmax in float64
+    placed = connection.astype(np.float64) @ space.packet_weight.T.astype(np.float64) + space.packet_bias
+    placed /= np.linalg.norm(placed, axis=1, keepdims=True)
+    sentences = (
+        hashed_text_vectors(mission_sentences(scorer.missions[0])) @ space.text_weight.T + space.text_bias
+    )
+    sentences /= np.linalg.norm(sentences, axis=1, keepdims=True)
+    mission = sentences.mean(axis=0) / np.linalg.norm(sentences.mean(axis=0))
+    candidates = np.vstack([mission, space.prototypes.astype(np.float64)])
+    logits = space.logit_scale * placed @ candidates.T
+    in_space = np.exp(logits[:, 0]) / np.exp(logits).sum(axis=1)
+    aligned = rows_near(spaced, "benign")[:6]
+    unspaced = UserMissionScorer(spaced, hashed_text_vectors, scorer.missions)
+    unspaced.packet_head, unspaced.spaces = None, unspaced.spaces[:1]  # the aligned space's column alone
+    expected = 0.5 * (unspaced.scores(aligned)["syn_watch"] + in_space)  # the mean of the two spaces
+    assert np.allclose(scorer.scores(aligned, connection)["syn_watch"], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="connection embeddings"):
+        scorer.scores(aligned)
+    with pytest.raises(ValueError, match="connection has shape"):
+        scorer.scores(aligned, connection[:, :3])
+    # the engine hands the scorer each connection's encoder embedding beside its aligned vector
+    from packetclip.engine import Engine
+    from packetclip.featurizer import featurize_pcap
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "lab-quick" / "capture.pcap"
+    scored, inspected = Engine(spaced, user_missions=lambda b: scorer), Engine(spaced)
+    try:
+        connections = list(featurize_pcap(sample, scored.featurizer_config))[:30]
+        verdicts = scored.classify(connections, sensor="sample")
+        inference = inspected.infer_batch(connections, sensor="sample")
+    finally:
+        scored.close()
+        inspected.close()
+    want = scorer.scores(inference.outputs["aligned"], inference.connection_embedding)["syn_watch"]
+    by_uid = {conn.uid: float(want[row]) for row, conn in enumerate(inference.connections)}
+    assert [v.missions["syn_watch"] for v in verdicts] == pytest.approx([by_uid[v.uid] for v in verdicts])
 
 
 def test_the_mission_vector_is_the_mean_of_its_projected_sentences(bundle: Bundle) -> None:
@@ -205,16 +257,45 @@ def test_with_the_real_text_encoder_a_syn_flood_mission_prefers_syn_floods(
 def test_with_the_embedded_default_bundle_a_syn_flood_mission_prefers_syn_floods(
     exported_text_encoder: Path, missions_dir: Path
 ) -> None:
-    """The shipped bundle's trained text head must keep new text where its classes are (skipped until the
-    package holds its default bundle)."""
+    """The shipped bundle places new text where its classes are: on the lab sample's connections, as the engine
+    hands them to the scorer, the SYN flood's score above the benign traffic's (skipped until the package holds
+    its default bundle)."""
+    from types import SimpleNamespace
+
     from packetclip.bundle import default_bundle_path
+    from packetclip.engine import Engine
+    from packetclip.featurizer import featurize_pcap
+    from tests.runtime import test_default_bundle as sample_labels
 
     if not (default_bundle_path() / "manifest.json").is_file():
         pytest.skip(f"no embedded default bundle at {default_bundle_path()} yet")
     bundle = load_bundle(default_bundle_path())
     scorer = load_user_mission_scorer(bundle, missions_dir, exported_text_encoder)
     assert scorer is not None
-    assert_syn_mission_prefers_syn_floods(scorer, bundle)
+    engine = Engine(bundle)
+    try:
+        sample = Path(__file__).resolve().parents[2] / "samples" / "lab-quick" / "capture.pcap"
+        inference = engine.infer_batch(
+            list(featurize_pcap(sample, engine.featurizer_config)), sensor="sample"
+        )
+    finally:
+        engine.close()
+    scores = scorer.scores(inference.outputs["aligned"], inference.connection_embedding)["syn_watch"]
+    episodes = sample_labels._labels()
+    truth = [
+        sample_labels._truth(SimpleNamespace(orig_h=conn.orig_h, ts=conn.ts), episodes)
+        for conn in inference.connections
+    ]
+    syn = scores[[t == "syn_flood" for t in truth]]
+    benign = scores[[t == "benign" for t in truth]]
+    assert len(syn) > 20 and len(benign) > 20
+    # the share of (SYN flood, benign) pairs the score ranks right: a mission that restates a known class
+    # shares its probability with that class, so the scores are small, but they must still rank
+    ranked = (syn[:, None] > benign[None, :]).mean() + 0.5 * (syn[:, None] == benign[None, :]).mean()
+    assert ranked > 0.9 and np.median(syn) > np.median(benign), (ranked, syn, benign)
+    # and in every space the mission's text sits nearest the SYN flood's prototype among the known classes
+    for space in scorer.spaces:
+        assert bundle.fine_classes[int(np.argmax(space.prototypes @ space.vectors[0]))] == "syn_flood"
 
 
 # --- user missions live: the engine, the records and the commands ------------------------------------------------
@@ -302,7 +383,7 @@ def test_the_readme_mission_written_in_yaml_alone_picks_out_the_ntp_flood_of_the
     exported_text_encoder: Path, tmp_path: Path
 ) -> None:
     """README, "User-written missions": `samples/missions/ntp_flood.yaml` scores the lab sample's flood to UDP port
-    123 (the class the bundle knows is the coarser udp_flood) above every other labelled class, through
+    123 (the class the bundle knows is the coarser udp_flood) far above every other labelled class, through
     `packetclip classify --missions`, with the embedded default bundle and the real text encoder."""
     from types import SimpleNamespace
 
@@ -333,7 +414,10 @@ def test_the_readme_mission_written_in_yaml_alone_picks_out_the_ntp_flood_of_the
         if truth is not None:
             by_class.setdefault(truth, []).append(record["missions"]["ntp_flood"])
     flood = float(np.median(by_class.pop("udp_flood")))  # the sample's one UDP flood: hping3 to port 123
-    assert flood > 0.5 and all(flood > float(np.median(scores)) for scores in by_class.values()), by_class
+    # the mission restates part of a class the bundle knows (udp_flood), so the flood shares the probability with
+    # that class's prototype (about one half, the module's documented cost); every other class stays far below
+    others = {name: float(np.median(scores)) for name, scores in by_class.items()}
+    assert flood > 0.15 and all(flood > 10 * median for median in others.values()), (flood, others)
 
 
 def test_classify_suricata_and_serve_open_their_engine_with_the_missions_setting(
