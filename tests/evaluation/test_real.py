@@ -22,6 +22,7 @@ from packetclip_training.evaluation.real import (
     argmax_labels,
     by_family,
     choose_threshold,
+    dataset_file_splits,
     evaluate_runs,
     false_alarm_rate,
     family_of,
@@ -243,6 +244,47 @@ def test_evaluate_runs_from_file_runs_and_markdown() -> None:
     assert strict["shipped"]["families"]["real-attacks"]["recall"][F] == 0.0
 
 
+def test_the_numbers_per_split_of_the_bundles_dataset() -> None:
+    """`splits` (sha256 → split) groups whole files: a file the dataset does not hold is reported apart."""
+    held_out = FileRun(
+        "zeek/a.pcap", "zeek-benign", "benign", [B, B], [B, B], [[0.9, 0.1, 0, 0], [0.2, 0.8, 0, 0]]
+    )
+    held_out.sha256 = "aa"
+    trained = FileRun("nDPI/b.pcap", "ndpi-benign", "benign", [B], [B], [[0.7, 0.3, 0, 0]], sha256="bb")
+    stranger = FileRun(
+        "zeek/ssh.pcap", "real-attacks", "dictionary_attack", [F], [F], [[0.1, 0, 0, 0.9]], sha256="cc"
+    )
+    results = evaluate_runs([held_out, trained, stranger], shipped=0.5, splits={"aa": "test", "bb": "train"})
+    splits = results["by_split"]
+    assert list(splits) == ["train", "test", "not in the dataset"]  # a split without files is left out
+    assert splits["test"]["files"] == 1 and splits["test"]["argmax"]["overall"]["false_alarm"] == 0.5
+    assert splits["test"]["shipped"]["overall"]["false_alarm"] == 0.5  # 0.8 ≥ 0.5: raised
+    assert splits["train"]["shipped"]["overall"]["false_alarm"] == 0.0
+    assert splits["not in the dataset"]["argmax"]["families"]["real-attacks"]["recall"][F] == 1.0
+    text = render_markdown(results)
+    assert "### By the dataset's split" in text and "**test** (1 files), at the argmax verdict:" in text
+    json.dumps(results, allow_nan=False)
+    assert evaluate_runs([held_out])["by_split"] is None and "dataset's split" not in render_markdown(
+        evaluate_runs([held_out])
+    )
+
+
+def test_a_datasets_real_files_are_read_back_from_its_splits() -> None:
+    import pyarrow.parquet as pq
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
+    splits = dataset_file_splits(sample)
+    card = json.loads((sample / "card.json").read_text())
+    real = {item["sha256"]: item["path"] for item in card["inputs"] if item["kind"] == "real"}
+    assert splits and set(splits) <= set(real)
+    for split in ("train", "val", "test"):
+        table = pq.read_table(sample / f"{split}.parquet", columns=["source_file", "source_kind"]).to_pydict()
+        files = {
+            f for f, kind in zip(table["source_file"], table["source_kind"], strict=True) if kind == "real"
+        }
+        assert files == {real[sha] for sha, named in splits.items() if named == split}, split
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # End to end on real captures
 
@@ -296,6 +338,7 @@ def test_evaluate_real_command_on_four_real_captures(small_manifest: Path, tmp_p
     assert points["calibrated on zeek-benign"]["held_out"] == ["ndpi-benign"]
     assert points["calibrated on zeek-benign"]["calibration_false_alarm"] == 0.0  # 13 rows: no alarm allowed
     assert points["calibrated on ndpi-benign"]["held_out"] == ["zeek-benign"]
+    assert results["by_split"] is None
 
     # each file's verdicts are those of `packetclip classify FILE` run alone, with the same default bundle: at the
     # bundle's operating point when it ships one, by the most likely class otherwise
@@ -311,3 +354,28 @@ def test_evaluate_real_command_on_four_real_captures(small_manifest: Path, tmp_p
             counts[verdict.label] = counts.get(verdict.label, 0) + 1
         sensor = row["predicted"] if shipped is None else row["at_operating_point"][SHIPPED]["predicted"]
         assert sensor == counts, file
+    engine.close()
+
+
+def test_evaluate_real_with_the_dataset_reports_its_splits_apart(
+    small_manifest: Path, tmp_path: Path
+) -> None:
+    """None of the four captures is in the committed dataset sample: all of them land outside its splits."""
+    sample = Path(__file__).resolve().parents[2] / "samples" / "dataset-default"
+    args = [
+        "evaluate-real",
+        "--real-data",
+        str(small_manifest),
+        "--dataset",
+        str(sample),
+        "--out",
+        str(tmp_path),
+    ]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "real.json").read_text())
+    assert list(results["by_split"]) == ["not in the dataset"]
+    assert results["by_split"]["not in the dataset"]["files"] == 4
+    assert "### By the dataset's split" in result.output
+    bad = CliRunner().invoke(cli, [*args[:4], str(tmp_path), "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "not a built dataset" in bad.output

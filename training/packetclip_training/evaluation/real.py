@@ -16,6 +16,7 @@ Does not own: the labelling rule, the featurizer, the models, the report's numbe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import Counter, defaultdict
@@ -34,6 +35,7 @@ from packetclip.pipeline import classify_captures
 from packetclip_training.baselines.scoring import mean_auc
 from packetclip_training.dataset.labelling import Drop
 from packetclip_training.dataset.sources import MANIFEST_COLUMNS, RealCapture, load_manifest, read_tsv
+from packetclip_training.dataset.store import read_columns
 from packetclip_training.evaluation.metrics import per_class_auc
 from packetclip_training.evaluation.report import format_score, markdown_table
 
@@ -55,6 +57,8 @@ FAMILY_RULE = (
 )
 ATTACK_FAMILIES = ("ddos-public", "real-attacks")
 SHIPPED = "the bundle's operating point"
+DATASET_SPLITS = ("train", "val", "test")
+NOT_IN_DATASET = "not in the dataset"
 
 
 def family_of(file: str, coarse: str) -> str:
@@ -107,6 +111,7 @@ class FileRun:
     dropped: Counter[str] = field(default_factory=Counter)
     shape: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    sha256: str = ""  # of the capture's bytes: what ties it to a dataset's inputs
 
 
 class EngineStandIn:
@@ -170,7 +175,7 @@ def connection_shape(connections: Sequence[tuple[str, str, int, int]]) -> dict[s
 
 def classify_file(engine: Engine, capture: RealCapture, family: str) -> FileRun:
     """One capture through the engine as `packetclip classify FILE` runs it, labelled by the manifest."""
-    run = FileRun(capture.file, family, capture.fine)
+    run = FileRun(capture.file, family, capture.fine, sha256=capture.sha256)
     engine.reset()  # one capture, one sensor: no originator context or cache carried over from another file
     recorder = _ShapeRecorder(engine)
     verdicts: list[Verdict] = []
@@ -474,11 +479,53 @@ def file_rows(runs: Sequence[FileRun], thresholds: Mapping[str, float]) -> list[
     return out
 
 
+def dataset_file_splits(dataset: Path) -> dict[str, str]:
+    """sha256 → split of every real capture a built dataset holds connections of. Whole files go to one split
+    (`dataset.splits.file_split`, or test for a family the recipe keeps out of training): read back from the
+    splits themselves, the files named as the dataset card lists its inputs."""
+    card = json.loads((Path(dataset) / "card.json").read_text(encoding="utf-8"))
+    digests = {item["path"]: item["sha256"] for item in card.get("inputs", []) if item.get("kind") == "real"}
+    splits: dict[str, str] = {}
+    for split in DATASET_SPLITS:
+        columns = read_columns(dataset, split, ["source_file", "source_kind"])
+        for source in np.unique(columns["source_file"][columns["source_kind"] == "real"]):
+            if str(source) in digests:
+                splits[digests[str(source)]] = split
+    return splits
+
+
+def by_split(
+    runs: Sequence[FileRun], splits: Mapping[str, str], shipped: float | None
+) -> dict[str, dict[str, Any]]:
+    """Per split of a dataset (and `NOT_IN_DATASET` for files it holds no connection of): the files' numbers by
+    family at argmax and at the bundle's operating point. The test split's files are the ones no stage of a
+    bundle trained on that dataset saw."""
+    out: dict[str, dict[str, Any]] = {}
+    for split in (*DATASET_SPLITS, NOT_IN_DATASET):
+        chosen = [run for run in runs if splits.get(run.sha256, NOT_IN_DATASET) == split]
+        rows = scored_rows(chosen)
+        if not len(rows):
+            continue
+        families, overall = by_family(rows, argmax_labels(rows.probabilities))
+        entry: dict[str, Any] = {"files": len(chosen), "argmax": {"families": families, "overall": overall}}
+        if shipped is not None:
+            at_point, at_point_overall = by_family(
+                rows, operating_point_labels(rows.probabilities, shipped), with_auc=False
+            )
+            entry["shipped"] = {"families": at_point, "overall": at_point_overall}
+        out[split] = entry
+    return out
+
+
 def evaluate_runs(
-    runs: Sequence[FileRun], budget: float = FALSE_ALARM_BUDGET, shipped: float | None = None
+    runs: Sequence[FileRun],
+    budget: float = FALSE_ALARM_BUDGET,
+    shipped: float | None = None,
+    splits: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every number of the real-traffic evaluation from classified, labelled files (JSON-ready); `shipped` is
-    the bundle's own operating point (`Bundle.attack_threshold`), judged on every family as the sensor applies it."""
+    the bundle's own operating point (`Bundle.attack_threshold`), judged on every family as the sensor applies it;
+    `splits` (sha256 → split, `dataset_file_splits`) adds the numbers per split of the bundle's dataset."""
     rows = scored_rows(runs)
     families, overall = by_family(
         rows, argmax_labels(rows.probabilities) if len(rows) else np.empty(0, object)
@@ -512,6 +559,7 @@ def evaluate_runs(
         "operating_points": points,
         "per_file": file_rows(runs, thresholds),
         "shape_by_family": _shape_by_family(runs),
+        "by_split": None if splits is None else by_split(runs, splits, shipped),
     }
 
 
@@ -593,6 +641,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
             "",
             *_family_table(shipped["families"], shipped["overall"], with_auc=False),
         ]
+    if results.get("by_split"):
+        lines += ["", *_split_section(results["by_split"], shipped)]
     for name, point in results["operating_points"].items():
         lines += ["", *_operating_point_section(name, point)]
     attack_files = [row for row in results["per_file"] if row["family"] in ATTACK_FAMILIES]
@@ -619,6 +669,23 @@ def _overview(results: Mapping[str, Any]) -> str:
         "brackets where it differs; benign FA is the share of benign connections labelled anything else "
         "(per-file mean in brackets); — where a family has no such rows."
     )
+
+
+def _split_section(splits: Mapping[str, Mapping[str, Any]], shipped: Mapping[str, Any] | None) -> list[str]:
+    lines = [
+        "### By the dataset's split",
+        "",
+        "Whole files, as the bundle's dataset split them: its test split's files were held out of every stage "
+        "(its validation split's chose the operating point), so their numbers are the honest ones; the training "
+        "split's are in-sample.",
+    ]
+    for split, entry in splits.items():
+        lines += ["", f"**{split}** ({entry['files']:,} files), at the argmax verdict:", ""]
+        lines += _family_table(entry["argmax"]["families"], entry["argmax"]["overall"], with_auc=True)
+        if shipped and "shipped" in entry:
+            lines += ["", f"**{split}**, at the bundle's operating point ({shipped['threshold']:.4g}):", ""]
+            lines += _family_table(entry["shipped"]["families"], entry["shipped"]["overall"], with_auc=False)
+    return lines
 
 
 def _operating_point_section(name: str, point: Mapping[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from packetclip_training.evaluation.real import (
     FALSE_ALARM_BUDGET,
     REAL_DATA_ENV,
     classify_manifest,
+    dataset_file_splits,
     default_real_data,
     evaluate_runs,
     render_markdown,
@@ -48,6 +49,12 @@ log = logging.getLogger(__name__)
     help="Share of calibration benign connections the operating point may flag (each file weighing the same).",
 )
 @click.option(
+    "--dataset",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The bundle's dataset: also report each of its splits' files apart (its test split's were held out of "
+    "every stage).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("."),
@@ -55,7 +62,12 @@ log = logging.getLogger(__name__)
     help="Folder for real.json and real.md.",
 )
 def evaluate_real(
-    bundle_path: Path | None, real_data: Path | None, include: tuple[str, ...], budget: float, out: Path
+    bundle_path: Path | None,
+    real_data: Path | None,
+    include: tuple[str, ...],
+    budget: float,
+    dataset: Path | None,
+    out: Path,
 ) -> None:
     """Classify every real capture with a bundle and report recall and false alarms per source family."""
     # the embedded default, not the store's active bundle: the baseline must not depend on this machine's store
@@ -67,6 +79,10 @@ def evaluate_real(
         bundle = load_bundle(path)
     except BundleError as exc:
         raise click.ClickException(str(exc)) from exc
+    try:
+        splits = None if dataset is None else dataset_file_splits(dataset)
+    except (OSError, ValueError, KeyError) as exc:
+        raise click.ClickException(f"{dataset}: not a built dataset ({exc})") from exc
 
     def progress(done: int, total: int, file: str) -> None:
         if done % 50 == 0 or done == total:
@@ -79,7 +95,7 @@ def evaluate_real(
     results = {
         "bundle": {"name": bundle.name, "version": bundle.version, "path": str(path)},
         "manifest": str(manifest),
-        **evaluate_runs(runs, budget, bundle.attack_threshold),
+        **evaluate_runs(runs, budget, bundle.attack_threshold, splits),
     }
     markdown = render_markdown(results)
     out.mkdir(parents=True, exist_ok=True)
