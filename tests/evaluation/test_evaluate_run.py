@@ -138,10 +138,21 @@ def test_each_real_family_is_left_out_and_judged_on_its_own_connections(run) -> 
         assert (packetclip["false_alarm"] is not None) == benign_family
         # a family with training files lost them: the training rows left out are that family's
         assert entry["train_rows_left_out"] >= 0
+        at_point = entry["models"].get(PACKETCLIP_AT_POINT)
+        if at_point is not None:  # where its false alarms come from: the files raising the most, most first
+            listed = at_point["false_alarm_files"]
+            assert [row["raised"] for row in listed] == sorted(
+                (row["raised"] for row in listed), reverse=True
+            )
+            assert all(0 < row["raised"] <= row["benign"] and "benign" not in row["as"] for row in listed)
+            assert bool(listed) == bool(at_point["false_alarm"])
     text = (reports / "README.md").read_text()
     assert "## Leave one source family out (real captures)" in text
     for family in families:
         assert f"| {family} | {PACKETCLIP}" in text
+    for entry in runs:
+        for row in entry["models"].get(PACKETCLIP_AT_POINT, {}).get("false_alarm_files", []):
+            assert f"`{Path(row['file']).name}` {row['raised']} of {row['benign']}" in text
 
 
 def test_efficiency_rows_compare_with_the_reference(run) -> None:
@@ -189,3 +200,23 @@ def test_during_attacks_uses_every_splits_episodes_of_the_same_run_only() -> Non
     overlapping = _Rows(["c", "c", "c", "c"], ["x", "x", "y", "y"], [0.0, 50.0, 10.0, 20.0])
     probe = _Rows(["c", "c", "c"], ["", "", ""], [40.0, 50.0, 51.0])
     assert during_attacks([overlapping], probe).tolist() == [True, True, False]
+
+
+def test_false_alarm_files_count_the_benign_connections_raised_per_file() -> None:
+    from packetclip_training.evaluation.run import false_alarm_files
+
+    truth = np.array(["benign", "benign", "benign", "dos", "benign", "benign"], dtype=object)
+    predicted = np.array(["recon", "benign", "dos", "dos", "recon", "recon"], dtype=object)
+    files = np.array(["b.pcap", "b.pcap", "a.pcap", "a.pcap", "a.pcap", "c.pcap"], dtype=object)
+    assert false_alarm_files(truth, predicted, files) == [
+        {
+            "file": "a.pcap",
+            "raised": 2,
+            "benign": 2,
+            "as": {"dos": 1, "recon": 1},
+        },  # the dos row is not benign
+        {"file": "b.pcap", "raised": 1, "benign": 2, "as": {"recon": 1}},
+        {"file": "c.pcap", "raised": 1, "benign": 1, "as": {"recon": 1}},
+    ]
+    assert false_alarm_files(truth, predicted, files, most=1)[0]["file"] == "a.pcap"
+    assert false_alarm_files(truth, truth, files) == []

@@ -306,7 +306,17 @@ def loso_section(runs: Sequence[Mapping[str, Any]] | None) -> list[str]:
         for run in runs
         if run["attack_threshold"] is not None
     ]
-    return [*lines, "", *points] if points else lines
+    sources = [
+        f"- {run['family']}, false alarms at its operating point by file: "
+        + "; ".join(
+            f"`{Path(row['file']).name}` {row['raised']} of {row['benign']} "
+            f"({', '.join(f'{name} {count}' for name, count in row['as'].items())})"
+            for row in top
+        )
+        for run in runs
+        if (top := run["models"].get(PACKETCLIP_AT_POINT, {}).get("false_alarm_files"))
+    ]
+    return [*lines, "", *points, *sources] if points or sources else lines
 
 
 def operating_point_section(point: Mapping[str, Any] | None) -> list[str]:

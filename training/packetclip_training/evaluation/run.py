@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -489,6 +490,10 @@ def leave_family_out(
                 truth[in_family], coarse[in_family], predicted[in_family], files[in_family], with_auc=False
             )
             models[label] = {**summary, "mauc_unseen_real": mauc(truth, coarse)["mauc"]}
+            if label == PACKETCLIP_AT_POINT:
+                models[label]["false_alarm_files"] = false_alarm_files(
+                    truth[in_family], predicted[in_family], files[in_family]
+                )
     return {
         "family": family,
         "retrained": retrained,
@@ -500,6 +505,28 @@ def leave_family_out(
         "models": models,
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def false_alarm_files(
+    truth: np.ndarray, predicted: np.ndarray, files: np.ndarray, most: int = 5
+) -> list[dict[str, Any]]:
+    """The files with the most benign connections raised as an attack, most first (ties by name): each with its
+    raised and benign connections and the classes they were raised as. Where a left-out family's false alarms
+    come from."""
+    raised = (truth == "benign") & (predicted != "benign")
+    counted = []
+    for file in np.unique(files[raised]):
+        mine = files == file
+        counted.append((-int((raised & mine).sum()), str(file), mine))
+    return [
+        {
+            "file": file,
+            "raised": -negative,
+            "benign": int(((truth == "benign") & mine).sum()),
+            "as": dict(Counter(predicted[raised & mine].tolist()).most_common()),
+        }
+        for negative, file, mine in sorted(counted, key=lambda item: item[:2])[:most]
+    ]
 
 
 def _heads_without(
