@@ -10,9 +10,9 @@ pull every connection of a class towards one point — good for a mission that n
 class, but it erases what sets part of a class apart, which the mission space's heads (trained with one positive
 per pair) keep. On the lab sample with 2026.12.07-3, the AUC of the SYN flood's connections against every other
 labelled connection for a SYN flood mission is 0.997 in the aligned space, 0.818 in the mission space and 0.974
-for the mean; of the NTP flood's for `samples/missions/ntp_flood.yaml`, 0.809, 1.000 and 1.000. It does not train anything, does not run the packet models (the
-engine hands it `aligned` and the connection embeddings) and does not decide verdicts: the columns are extra
-evidence beside them.
+for the mean; of the NTP flood's for `samples/missions/ntp_flood.yaml`, 0.809, 1.000 and 1.000. It does not
+train anything, does not run the packet models (the engine hands it `aligned` and the connection embeddings) and
+does not decide verdicts: the columns are extra evidence beside them.
 
 The score, per connection and mission, is the probability of the mission in a softmax, at the bundle's learned
 logit scale s, over the mission vector m and every fine class's prototype c_k (the normalised mean of the class's

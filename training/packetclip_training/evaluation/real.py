@@ -509,12 +509,15 @@ def by_split(
         families, overall = by_family(rows, argmax_labels(rows.probabilities))
         entry: dict[str, Any] = {"files": len(chosen), "argmax": {"families": families, "overall": overall}}
         if shipped is not None:
-            at_point, at_point_overall = by_family(
-                rows, operating_point_labels(rows.probabilities, shipped), with_auc=False
-            )
-            entry["shipped"] = {"families": at_point, "overall": at_point_overall}
+            entry["shipped"] = _at_threshold(rows, shipped)
         out[split] = entry
     return out
+
+
+def _at_threshold(rows: ScoredRows, threshold: float) -> dict[str, Any]:
+    """`by_family` of the verdicts a sensor gives at an attack threshold (no AUCs: they do not depend on it)."""
+    families, overall = by_family(rows, operating_point_labels(rows.probabilities, threshold), with_auc=False)
+    return {"families": families, "overall": overall}
 
 
 def evaluate_runs(
@@ -532,10 +535,7 @@ def evaluate_runs(
     )
     shipped_point = None
     if shipped is not None and len(rows):
-        shipped_families, shipped_overall = by_family(
-            rows, operating_point_labels(rows.probabilities, shipped), with_auc=False
-        )
-        shipped_point = {"threshold": shipped, "families": shipped_families, "overall": shipped_overall}
+        shipped_point = {"threshold": shipped, **_at_threshold(rows, shipped)}
     # each benign family in turn calibrates and the others judge (with a single one nothing is held out)
     points = {
         f"calibrated on {family}": operating_point(rows, [family], budget) for family in benign_families(rows)
